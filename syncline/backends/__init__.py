@@ -1,0 +1,1 @@
+"""Storage backends bundled with syncline, registered through the ``syncline`` entry points."""

@@ -1,0 +1,330 @@
+"""The in-memory backend: ``memory://`` (private) or ``memory://name`` (shared in-process).
+
+Thread-safe through one re-entrant lock per database; a transaction holds it from begin to end,
+so other threads never see uncommitted rows. Rollback replays an undo log; a savepoint is a
+mark in that log. Rows are copied in and out, and JSON is kept as text, so mutating an object
+you passed in or got back never changes the store.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import cattrs
+
+from syncline.core.backend import Backend, Row
+from syncline.core.convert import dumps_json, json_is_native
+from syncline.core.errors import IntegrityError, NotFoundError
+from syncline.core.evaluate import evaluate, order_rows
+from syncline.core.hookspecs import hookimpl
+from syncline.core.plugins import BackendRegistry
+from syncline.core.query import Condition, Query
+from syncline.core.schema import IndexSpec, TableSpec, _is_json
+
+Key = Any
+Undo = list[tuple[str, str, Any, Any]]
+
+
+class _Table:
+    def __init__(self, spec: TableSpec) -> None:
+        self.spec = spec
+        self.rows: dict[Key, Row] = {}
+        self.unique: dict[str, tuple[IndexSpec, dict[tuple[Any, ...], Key]]] = {}
+        for index in spec.indexes:
+            self.add_index(index)
+
+    def add_index(self, index: IndexSpec) -> None:
+        if not index.unique or index.name in self.unique:
+            return
+        seen: dict[tuple[Any, ...], Key] = {}
+        for key, row in self.rows.items():
+            values = tuple(row[c] for c in index.columns)
+            if None in values:
+                continue
+            if values in seen:
+                raise IntegrityError(
+                    f"cannot create unique index {index.name}: duplicate {values!r}"
+                )
+            seen[values] = key
+        self.unique[index.name] = (index, seen)
+
+
+class _Database:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.tables: dict[str, _Table] = {}
+        self.version: int | None = None
+
+
+class _ThreadState(threading.local):
+    def __init__(self) -> None:
+        self.undo: Undo | None = None
+
+
+_shared: dict[str, _Database] = {}
+_shared_lock = threading.Lock()
+
+
+class MemoryBackend(Backend):
+    """Rows in Python dicts; fast, isolated, gone when the process ends."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"savepoints", "concurrent_writers"})
+    passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bool, bytes})
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        self.name = url.partition("://")[2].strip("/")
+        self._db: _Database | None = None
+        self._state = _ThreadState()
+
+    def open(self) -> None:
+        if not self.name:
+            self._db = _Database()
+            return
+        with _shared_lock:
+            self._db = _shared.setdefault(self.name, _Database())
+
+    def close(self) -> None:
+        self._db = None
+
+    @staticmethod
+    def forget(name: str) -> None:
+        """Drop the shared in-process database ``memory://name``."""
+        with _shared_lock:
+            _shared.pop(name, None)
+
+    def make_converter(self, base: cattrs.Converter) -> cattrs.Converter:
+        conv = base.copy()
+
+        def json_unstructure(tp: Any) -> Any:
+            inner = base.get_unstructure_hook(tp)
+            return lambda value: dumps_json(inner(value))
+
+        def json_structure(tp: Any) -> Any:
+            if json_is_native(tp):
+                return lambda value, _t: json.loads(value)
+            inner = base.get_structure_hook(tp)
+            return lambda value, _t: inner(json.loads(value), tp)
+
+        conv.register_unstructure_hook_factory(_is_json, json_unstructure)
+        conv.register_structure_hook_factory(_is_json, json_structure)
+        return conv
+
+    @property
+    def db(self) -> _Database:
+        if self._db is None:
+            raise NotFoundError(f"the memory store {self.url} is closed")
+        return self._db
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        db = self.db
+        state = self._state
+        with db.lock:
+            outer = state.undo
+            state.undo = []
+            try:
+                yield
+            except BaseException:
+                self._rollback(state.undo)
+                state.undo = outer
+                raise
+            if outer is not None:
+                outer.extend(state.undo)
+            state.undo = outer
+
+    def in_transaction(self) -> bool:
+        return self._state.undo is not None
+
+    def _log(self, op: str, table: str, key: Any, old: Any) -> None:
+        undo = self._state.undo
+        if undo is not None:
+            undo.append((op, table, key, old))
+
+    def _rollback(self, undo: Undo) -> None:
+        db = self.db
+        for op, table, key, old in reversed(undo):
+            if op == "row":
+                t = db.tables[table]
+                self._remove(t, key)
+                if old is not None:
+                    self._put(t, key, old)
+            elif op == "create":
+                db.tables.pop(table, None)
+            elif op == "drop":
+                db.tables[table] = old
+            elif op == "version":
+                db.version = old
+            elif op == "index":
+                db.tables[table].unique.pop(key, None)
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def create_table(self, table: TableSpec) -> None:
+        with self.transaction():
+            if table.name not in self.db.tables:
+                self.db.tables[table.name] = _Table(table)
+                self._log("create", table.name, None, None)
+
+    def drop_table(self, name: str) -> None:
+        with self.transaction():
+            old = self.db.tables.pop(name, None)
+            if old is not None:
+                self._log("drop", name, None, old)
+
+    def table_names(self) -> list[str]:
+        with self.db.lock:
+            return sorted(self.db.tables)
+
+    def create_index(self, table: str, index: IndexSpec) -> None:
+        with self.transaction():
+            t = self._table(table)
+            if index.unique and index.name not in t.unique:
+                t.add_index(index)
+                self._log("index", table, index.name, None)
+
+    def drop_index(self, table: str, name: str) -> None:
+        with self.db.lock:
+            t = self.db.tables.get(table)
+            if t is not None:
+                t.unique.pop(name, None)
+
+    def get_schema_version(self) -> int | None:
+        return self.db.version
+
+    def set_schema_version(self, version: int) -> None:
+        with self.transaction():
+            self._log("version", "", None, self.db.version)
+            self.db.version = version
+
+    # -- rows --------------------------------------------------------------------------------
+
+    def _table(self, name: str) -> _Table:
+        try:
+            return self.db.tables[name]
+        except KeyError:
+            raise NotFoundError(f"table {name!r} does not exist in {self.url}") from None
+
+    def _put(self, t: _Table, key: Key, row: Row) -> None:
+        for name, (index, seen) in t.unique.items():
+            values = tuple(row[c] for c in index.columns)
+            if None in values:
+                continue
+            owner = seen.get(values, key)
+            if owner != key:
+                raise IntegrityError(
+                    f"unique index {name} on {t.spec.name}: {index.columns} = {values!r} "
+                    f"already belongs to key {owner!r}"
+                )
+        for _name, (index, seen) in t.unique.items():
+            values = tuple(row[c] for c in index.columns)
+            if None not in values:
+                seen[values] = key
+        t.rows[key] = row
+
+    def _remove(self, t: _Table, key: Key) -> Row | None:
+        row = t.rows.pop(key, None)
+        if row is not None:
+            for _name, (index, seen) in t.unique.items():
+                values = tuple(row[c] for c in index.columns)
+                if seen.get(values) == key:
+                    del seen[values]
+        return row
+
+    def _write(self, t: _Table, key: Key, row: Row) -> None:
+        old = self._remove(t, key)
+        self._log("row", t.spec.name, key, old)
+        self._put(t, key, row)
+
+    def get(self, table: TableSpec, key: Any) -> Row | None:
+        with self.db.lock:
+            row = self._table(table.name).rows.get(key)
+            return None if row is None else dict(row)
+
+    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
+        with self.db.lock:
+            rows = self._table(table.name).rows
+            return [dict(rows[k]) for k in keys if k in rows]
+
+    def _matching(self, table: TableSpec, where: Condition | None) -> list[Row]:
+        rows = self._table(table.name).rows.values()
+        if where is None:
+            return list(rows)
+        return [r for r in rows if evaluate(where, r) is True]
+
+    def query(self, table: TableSpec, query: Query) -> list[Row]:
+        with self.db.lock:
+            rows = self._matching(table, query.where)
+            rows = order_rows(rows, query.order_by, table.primary_key)
+            end = None if query.limit is None else query.offset + query.limit
+            return [dict(r) for r in rows[query.offset:end]]
+
+    def count(self, table: TableSpec, where: Condition | None = None) -> int:
+        with self.db.lock:
+            if where is None:
+                return len(self._table(table.name).rows)
+            return len(self._matching(table, where))
+
+    def insert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
+        pk = table.primary_key
+        with self.transaction():
+            t = self._table(table.name)
+            for row in rows:
+                key = row[pk]
+                if key in t.rows:
+                    raise IntegrityError(f"{table.name}: a row with {pk}={key!r} already exists")
+                self._write(t, key, dict(row))
+
+    def upsert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
+        pk = table.primary_key
+        with self.transaction():
+            t = self._table(table.name)
+            for row in rows:
+                self._write(t, row[pk], dict(row))
+
+    def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
+        with self.transaction():
+            t = self._table(table.name)
+            old = t.rows.get(key)
+            if old is None:
+                return False
+            self._write(t, key, {**old, **values})
+            return True
+
+    def update_where(self, table: TableSpec, where: Condition | None,
+                     values: Mapping[str, Any]) -> int:
+        with self.transaction():
+            t = self._table(table.name)
+            pk = table.primary_key
+            matched = self._matching(table, where)
+            for old in matched:
+                self._write(t, old[pk], {**old, **values})
+            return len(matched)
+
+    def delete_many(self, table: TableSpec, keys: Iterable[Any]) -> int:
+        n = 0
+        with self.transaction():
+            t = self._table(table.name)
+            for key in keys:
+                old = self._remove(t, key)
+                if old is not None:
+                    self._log("row", table.name, key, old)
+                    n += 1
+        return n
+
+    def delete_where(self, table: TableSpec, where: Condition | None) -> int:
+        with self.transaction():
+            pk = table.primary_key
+            keys = [r[pk] for r in self._matching(table, where)]
+            return self.delete_many(table, keys)
+
+
+@hookimpl
+def syncline_register_backends(registry: BackendRegistry) -> None:
+    registry.register("memory", MemoryBackend, description="in-process dicts, for tests and caches")

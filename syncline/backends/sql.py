@@ -1,0 +1,260 @@
+"""SQL building shared by the SQL backends: tables and queries as SQLAlchemy Core statements.
+
+Statements are compiled once per *shape* (table, condition structure, ordering, window) and
+cached as SQL text plus the order of their parameters, so the hot paths execute the compiled
+SQL directly on the driver.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from syncline.core.errors import QueryError
+from syncline.core.query import And, Compare, Condition, Not, Order, Query
+from syncline.core.schema import Kind, TableSpec
+
+Compiled = tuple[str, tuple[str, ...]]
+
+
+class SQLBuilder:
+    """Builds and caches SQL for one dialect. Subclasses set column types per kind."""
+
+    types: Mapping[str, Any] = {}
+    #: The LIMIT value meaning "no limit" when only an offset is given.
+    no_limit: int | None = -1
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.metadata = sa.MetaData()
+        self._tables: dict[str, tuple[TableSpec, sa.Table]] = {}
+        self._cache: dict[Any, Compiled] = {}
+        self._lock = threading.Lock()
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def column_type(self, kind: Kind) -> Any:
+        return self.types[kind]
+
+    def table(self, spec: TableSpec) -> sa.Table:
+        """The SQLAlchemy table for ``spec`` (rebuilt if the spec changed)."""
+        cached = self._tables.get(spec.name)
+        if cached is not None and cached[0] == spec:
+            return cached[1]
+        with self._lock:
+            if spec.name in self.metadata.tables:
+                self.metadata.remove(self.metadata.tables[spec.name])
+            columns = [
+                sa.Column(c.name, self.column_type(c.kind), primary_key=c.primary_key,
+                          nullable=c.nullable)
+                for c in spec.columns
+            ]
+            table = sa.Table(spec.name, self.metadata, *columns)
+            for index in spec.indexes:
+                sa.Index(index.name, *[table.c[c] for c in index.columns], unique=index.unique)
+            self._tables[spec.name] = (spec, table)
+            self._cache = {k: v for k, v in self._cache.items() if k[1] != spec.name}
+            return table
+
+    def compile(self, stmt: sa.ClauseElement) -> Compiled:
+        compiled = stmt.compile(dialect=self.dialect)
+        return str(compiled), tuple(compiled.positiontup or ())
+
+    def ddl(self, spec: TableSpec) -> list[str]:
+        table = self.table(spec)
+        out = [str(sa.schema.CreateTable(table, if_not_exists=True).compile(dialect=self.dialect))]
+        for index in table.indexes:
+            out.append(str(sa.schema.CreateIndex(index, if_not_exists=True)
+                           .compile(dialect=self.dialect)))
+        return out
+
+    # -- conditions --------------------------------------------------------------------------
+
+    def comparable(self, column: sa.ColumnElement[Any], kind: Kind) -> sa.ColumnElement[Any]:
+        """The expression compared and sorted for a column (override for stored encodings)."""
+        return column
+
+    def _shape(self, cond: Condition | None) -> Any:
+        if cond is None:
+            return None
+        if isinstance(cond, Compare):
+            if cond.op in ("in", "not_in"):
+                return (cond.op, cond.field, len(cond.value))
+            return (cond.op, cond.field)
+        if isinstance(cond, Not):
+            return ("not", self._shape(cond.item))
+        return (type(cond).__name__, tuple(self._shape(i) for i in cond.items))
+
+    def _clause(self, spec: TableSpec, table: sa.Table, cond: Condition,
+                names: list[int]) -> sa.ColumnElement[bool]:
+        if isinstance(cond, Compare):
+            if cond.field not in table.c:
+                raise QueryError(f"table {spec.name!r} has no column {cond.field!r}")
+            kind = spec.column(cond.field).kind
+            col = self.comparable(table.c[cond.field], kind)
+            op = cond.op
+            if op == "is_null":
+                return table.c[cond.field].is_(None)
+            if op == "not_null":
+                return table.c[cond.field].is_not(None)
+            n = names[0]
+            names[0] += 1
+            if op in ("in", "not_in"):
+                if not cond.value:  # x IN () is false and x NOT IN () true, NULL x included
+                    return sa.false() if op == "in" else sa.true()
+                binds = [self.comparable(sa.bindparam(f"p{n}_{j}"), kind)
+                         for j in range(len(cond.value))]
+                return col.in_(binds) if op == "in" else col.not_in(binds)
+            bind = sa.bindparam(f"p{n}")
+            if op == "like":
+                return col.like(bind)
+            value = self.comparable(bind, kind)
+            return {
+                "eq": col.__eq__, "ne": col.__ne__, "lt": col.__lt__, "le": col.__le__,
+                "gt": col.__gt__, "ge": col.__ge__,
+            }[op](value)
+        if isinstance(cond, Not):
+            return sa.not_(self._clause(spec, table, cond.item, names))
+        parts = [self._clause(spec, table, i, names) for i in cond.items]
+        return sa.and_(*parts) if isinstance(cond, And) else sa.or_(*parts)
+
+    def bind_values(self, cond: Condition | None) -> dict[str, Any]:
+        # Parameter names follow the order _clause numbers them: one number per compare.
+        out: dict[str, Any] = {}
+        counter = [0]
+
+        def walk(c: Condition | None) -> None:
+            if c is None:
+                return
+            if isinstance(c, Compare):
+                if c.op in ("is_null", "not_null"):
+                    return
+                n = counter[0]
+                counter[0] += 1
+                if c.op in ("in", "not_in"):
+                    for j, v in enumerate(c.value):
+                        out[f"p{n}_{j}"] = v
+                else:
+                    out[f"p{n}"] = c.value
+                return
+            if isinstance(c, Not):
+                walk(c.item)
+                return
+            for item in c.items:
+                walk(item)
+
+        walk(cond)
+        return out
+
+    def where(self, spec: TableSpec, cond: Condition | None) -> sa.ColumnElement[bool] | None:
+        if cond is None:
+            return None
+        return self._clause(spec, self.table(spec), cond, [0])
+
+    def _ordering(self, spec: TableSpec, table: sa.Table,
+                  order_by: Sequence[Order]) -> list[Any]:
+        terms = list(order_by)
+        if all(t.field != spec.primary_key for t in terms):
+            terms.append(Order(spec.primary_key))
+        out = []
+        for term in terms:
+            if term.field not in table.c:
+                raise QueryError(f"table {spec.name!r} has no column {term.field!r}")
+            col = self.comparable(table.c[term.field], spec.column(term.field).kind)
+            out.append(col.desc().nulls_last() if term.descending else col.asc().nulls_first())
+        return out
+
+    # -- cached statements -------------------------------------------------------------------
+
+    def _cached(self, key: Any, build: Any) -> Compiled:
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self.compile(build())
+            self._cache[key] = hit
+        return hit
+
+    def select(self, spec: TableSpec, query: Query) -> tuple[str, list[Any]]:
+        """SQL and positional parameters for ``query`` on ``spec``."""
+        key = ("select", spec.name, self._shape(query.where), query.order_by,
+               query.limit is not None or bool(query.offset))
+
+        def build() -> sa.Select[Any]:
+            table = self.table(spec)
+            stmt = sa.select(*table.c)
+            clause = self.where(spec, query.where)
+            if clause is not None:
+                stmt = stmt.where(clause)
+            stmt = stmt.order_by(*self._ordering(spec, table, query.order_by))
+            if query.limit is not None or query.offset:
+                stmt = stmt.limit(sa.bindparam("_limit", type_=sa.Integer))
+                stmt = stmt.offset(sa.bindparam("_offset", type_=sa.Integer))
+            return stmt
+
+        sql, names = self._cached(key, build)
+        values = self.bind_values(query.where)
+        values["_limit"] = self.no_limit if query.limit is None else query.limit
+        values["_offset"] = query.offset
+        return sql, [values[n] for n in names]
+
+    def count(self, spec: TableSpec, where: Condition | None) -> tuple[str, list[Any]]:
+        key = ("count", spec.name, self._shape(where))
+
+        def build() -> sa.Select[Any]:
+            stmt = sa.select(sa.func.count()).select_from(self.table(spec))
+            clause = self.where(spec, where)
+            return stmt if clause is None else stmt.where(clause)
+
+        sql, names = self._cached(key, build)
+        values = self.bind_values(where)
+        return sql, [values[n] for n in names]
+
+    def delete(self, spec: TableSpec, where: Condition | None) -> tuple[str, list[Any]]:
+        key = ("delete", spec.name, self._shape(where))
+
+        def build() -> sa.Delete:
+            stmt = sa.delete(self.table(spec))
+            clause = self.where(spec, where)
+            return stmt if clause is None else stmt.where(clause)
+
+        sql, names = self._cached(key, build)
+        values = self.bind_values(where)
+        return sql, [values[n] for n in names]
+
+    def update(self, spec: TableSpec, where: Condition | None,
+               values: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        cols = tuple(values)
+        key = ("update", spec.name, self._shape(where), cols)
+
+        def build() -> sa.Update:
+            table = self.table(spec)
+            for c in cols:
+                if c not in table.c:
+                    raise QueryError(f"table {spec.name!r} has no column {c!r}")
+            stmt = sa.update(table).values({c: sa.bindparam(f"v_{c}") for c in cols})
+            clause = self.where(spec, where)
+            return stmt if clause is None else stmt.where(clause)
+
+        sql, names = self._cached(key, build)
+        params = self.bind_values(where)
+        params.update({f"v_{c}": v for c, v in values.items()})
+        return sql, [params[n] for n in names]
+
+    def by_key(self, spec: TableSpec, kind: str, n: int = 1) -> str:
+        """SELECT/DELETE/UPDATE helpers keyed by primary key, cached per table."""
+        key = ("bykey", spec.name, kind, n)
+
+        def build() -> sa.ClauseElement:
+            table = self.table(spec)
+            pk = table.c[spec.primary_key]
+            if kind == "get":
+                return sa.select(*table.c).where(pk == sa.bindparam("k"))
+            binds = [sa.bindparam(f"k{i}") for i in range(n)]
+            if kind == "get_many":
+                return sa.select(*table.c).where(pk.in_(binds))
+            return sa.delete(table).where(pk.in_(binds))
+
+        return self._cached(key, build)[0]

@@ -1,0 +1,417 @@
+"""The SQLite backend: ``sqlite:///path/app.db``, or ``sqlite://`` for a private in-memory one.
+
+SQLAlchemy Core builds and compiles every statement; the compiled SQL runs directly on
+``sqlite3`` connections (one per thread, WAL, foreign keys on, a busy timeout). Transactions
+are explicit (``BEGIN IMMEDIATE``, ``SAVEPOINT``), so nesting and rollback behave the same on
+every Python version. A private in-memory database has one connection that threads take turns on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cattrs
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from syncline.backends.sql import SQLBuilder
+from syncline.core.backend import Backend, Row
+from syncline.core.convert import dumps_json, json_is_native, utc_datetime
+from syncline.core.errors import (
+    BackendError,
+    BackendUnavailableError,
+    IntegrityError,
+    NotFoundError,
+    TransactionError,
+)
+from syncline.core.hookspecs import hookimpl
+from syncline.core.plugins import BackendRegistry
+from syncline.core.query import Compare, Condition, Query
+from syncline.core.schema import IndexSpec, Kind, TableSpec, _is_json
+
+_CHUNK = 500  # keys per IN (...) list, well under SQLite's variable limit
+
+
+class SQLiteBuilder(SQLBuilder):
+    types = {
+        "text": sa.Text(), "integer": sa.Integer(), "float": sa.Float(),
+        "boolean": sa.Boolean(), "bytes": sa.LargeBinary(), "datetime": sa.Text(),
+        "date": sa.Text(), "uuid": sa.Text(), "decimal": sa.Text(), "json": sa.Text(),
+    }
+
+    def comparable(self, column: sa.ColumnElement[Any], kind: Kind) -> sa.ColumnElement[Any]:
+        # Decimals are stored as exact text; compare and sort them by numeric value.
+        if kind == "decimal":
+            return sa.cast(column, sa.REAL)
+        return column
+
+
+def _datetime_to_text(value: Any) -> str:
+    # Fixed width, always UTC: text order is time order.
+    return utc_datetime(value).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _text_to_datetime(value: str, _: Any) -> dt.datetime:
+    return dt.datetime.fromisoformat(value)
+
+
+class _Local(threading.local):
+    def __init__(self) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.depth = 0
+
+
+def _translate(exc: sqlite3.Error, what: str) -> BackendError:
+    msg = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        return IntegrityError(f"{what}: {msg}")
+    if "no such table" in msg:
+        return NotFoundError(f"{what}: {msg}")  # type: ignore[return-value]
+    if "locked" in msg or "busy" in msg:
+        return BackendError(
+            f"{what}: {msg}; another connection held a write lock longer than the busy "
+            f"timeout (raise the 'busy_timeout' store option)"
+        )
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in msg:
+        return BackendUnavailableError(f"{what}: {msg}")
+    return BackendError(f"{what}: {msg}")
+
+
+class SQLiteBackend(Backend):
+    """SQLite through SQLAlchemy-compiled SQL on ``sqlite3``."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"persistent", "multi_process", "sql", "savepoints", "concurrent_writers"}
+    )
+    passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        rest = url.partition("://")[2]
+        self.path: str | None = rest[1:] if rest.startswith("/") and len(rest) > 1 else None
+        if rest and self.path is None:
+            raise BackendUnavailableError(
+                f"SQLite URL {url!r} is not understood; use sqlite:///relative/app.db, "
+                f"sqlite:////absolute/app.db or sqlite:// for a private in-memory database"
+            )
+        self.busy_timeout = float(self.options.get("busy_timeout", 10.0))
+        self.synchronous = str(self.options.get("synchronous", "NORMAL"))
+        self.sql = SQLiteBuilder(sqlite_dialect.dialect())
+        self._local = _Local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._shared: sqlite3.Connection | None = None  # the in-memory database's connection
+        self._shared_lock = threading.RLock()
+        self._statements: dict[Any, str] = {}
+        self._open = False
+
+    # -- connections -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self.path is not None:
+            folder = Path(self.path).parent
+            if not folder.exists():
+                raise BackendUnavailableError(
+                    f"cannot open {self.url}: folder {folder} does not exist; create it first"
+                )
+        self._open = True
+        self._connection()  # fail now, not on first use
+        if self.path is not None:
+            with self._errors("enabling WAL"):
+                self._connection().execute("PRAGMA journal_mode=WAL")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path or ":memory:", timeout=self.busy_timeout, isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA case_sensitive_like=ON")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            if self.synchronous.upper() in ("OFF", "NORMAL", "FULL", "EXTRA"):
+                conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(f"cannot open {self.url}: {exc}") from exc
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        if not self._open:
+            raise TransactionError(f"the SQLite store {self.url} is closed")
+        if self.path is None:
+            if self._shared is None:
+                with self._shared_lock:
+                    if self._shared is None:
+                        self._shared = self._connect()
+            return self._shared
+        conn = self._local.conn
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        self._open = False
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._shared = None
+        self._local = _Local()
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc
+
+    @contextmanager
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """The calling thread's connection (with the shared one's lock for :memory:)."""
+        if self.path is None:
+            with self._shared_lock:
+                yield self._connection()
+        else:
+            yield self._connection()
+
+    def make_converter(self, base: cattrs.Converter) -> cattrs.Converter:
+        conv = base.copy()
+        conv.register_unstructure_hook(dt.datetime, _datetime_to_text)
+        conv.register_structure_hook(dt.datetime, _text_to_datetime)
+        conv.register_unstructure_hook(dt.date, lambda v: base.unstructure(v, dt.date).isoformat())
+        conv.register_unstructure_hook(uuid.UUID, lambda v: str(base.unstructure(v, uuid.UUID)))
+        conv.register_unstructure_hook(
+            decimal.Decimal, lambda v: str(base.unstructure(v, decimal.Decimal))
+        )
+        conv.register_structure_hook(bool, lambda v, _t: bool(v))
+
+        def json_unstructure(tp: Any) -> Any:
+            inner = base.get_unstructure_hook(tp)
+            return lambda value: dumps_json(inner(value))
+
+        def json_structure(tp: Any) -> Any:
+            if json_is_native(tp):
+                return lambda value, _t: json.loads(value)
+            inner = base.get_structure_hook(tp)
+            return lambda value, _t: inner(json.loads(value), tp)
+
+        conv.register_unstructure_hook_factory(_is_json, json_unstructure)
+        conv.register_structure_hook_factory(_is_json, json_structure)
+        return conv
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self.path is None:
+            with self._shared_lock:
+                yield from self._transaction()
+        else:
+            yield from self._transaction()
+
+    def _transaction(self) -> Iterator[None]:
+        conn = self._connection()
+        local = self._local
+        depth = local.depth
+        name = f"sp{depth}"
+        with self._errors("beginning a transaction"):
+            conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+        local.depth = depth + 1
+        try:
+            yield
+        except BaseException:
+            local.depth = depth
+            try:
+                if depth == 0:
+                    conn.execute("ROLLBACK")
+                else:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
+            except sqlite3.Error:
+                pass  # the original error matters more
+            raise
+        local.depth = depth
+        with self._errors("committing"):
+            try:
+                conn.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
+            except sqlite3.Error:
+                if depth == 0 and conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def in_transaction(self) -> bool:
+        return self._local.depth > 0
+
+    @contextmanager
+    def _atomic(self, many: bool) -> Iterator[sqlite3.Connection]:
+        """A connection for one write: in a transaction (or savepoint) when it has many rows."""
+        if many or not self.in_transaction():
+            with self.transaction(), self._use() as conn:
+                yield conn
+        else:
+            with self._use() as conn:
+                yield conn
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def create_table(self, table: TableSpec) -> None:
+        with self._atomic(True) as conn, self._errors(f"creating table {table.name}"):
+            for stmt in self.sql.ddl(table):
+                conn.execute(stmt)
+
+    def drop_table(self, name: str) -> None:
+        with self._use() as conn, self._errors(f"dropping table {name}"):
+            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+    def table_names(self) -> list[str]:
+        with self._use() as conn, self._errors("listing tables"):
+            rows = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def create_index(self, table: str, index: IndexSpec) -> None:
+        cols = ", ".join(f'"{c}"' for c in index.columns)
+        unique = "UNIQUE " if index.unique else ""
+        with self._use() as conn, self._errors(f"creating index {index.name}"):
+            conn.execute(
+                f'CREATE {unique}INDEX IF NOT EXISTS "{index.name}" ON "{table}" ({cols})'
+            )
+
+    def drop_index(self, table: str, name: str) -> None:
+        with self._use() as conn, self._errors(f"dropping index {name}"):
+            conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+    def get_schema_version(self) -> int | None:
+        with self._use() as conn, self._errors("reading the schema version"):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version:
+                return int(version)
+            tables = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table'"
+            ).fetchone()[0]
+        return 0 if tables else None
+
+    def set_schema_version(self, version: int) -> None:
+        with self._use() as conn, self._errors("writing the schema version"):
+            conn.execute(f"PRAGMA user_version={int(version)}")
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _stmt(self, table: TableSpec, kind: str) -> str:
+        key = (table, kind)
+        sql = self._statements.get(key)
+        if sql is None:
+            t = self.sql.table(table)
+            cols = list(t.c)
+            if kind == "insert":
+                sql = self.sql.compile(sa.insert(t).values(
+                    {c.name: sa.bindparam(c.name) for c in cols}))[0]
+            elif kind == "upsert":
+                stmt = sqlite_dialect.insert(t).values(
+                    {c.name: sa.bindparam(c.name) for c in cols})
+                others = {c.name: stmt.excluded[c.name] for c in cols if not c.primary_key}
+                stmt = (stmt.on_conflict_do_update(index_elements=[table.primary_key],
+                                                   set_=others)
+                        if others else stmt.on_conflict_do_nothing())
+                sql = self.sql.compile(stmt)[0]
+            elif kind == "get":
+                sql = self.sql.by_key(table, "get")
+            else:
+                raise KeyError(kind)
+            self._statements[key] = sql
+        return sql
+
+    def get(self, table: TableSpec, key: Any) -> Row | None:
+        sql = self._stmt(table, "get")
+        with self._use() as conn, self._errors(f"reading {table.name}"):
+            row = conn.execute(sql, (key,)).fetchone()
+        return None if row is None else dict(zip(table.column_names, row, strict=False))
+
+    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
+        found: dict[Any, Row] = {}
+        names = table.column_names
+        pk_index = names.index(table.primary_key)
+        keys = list(keys)
+        with self._use() as conn, self._errors(f"reading {table.name}"):
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start:start + _CHUNK]
+                sql = self.sql.by_key(table, "get_many", len(chunk))
+                for row in conn.execute(sql, chunk):
+                    found[row[pk_index]] = dict(zip(names, row, strict=False))
+        return [found[k] for k in keys if k in found]
+
+    def query(self, table: TableSpec, query: Query) -> list[Row]:
+        sql, params = self.sql.select(table, query)
+        names = table.column_names
+        with self._use() as conn, self._errors(f"querying {table.name}"):
+            rows = conn.execute(sql, params).fetchall()
+        return [dict(zip(names, r, strict=False)) for r in rows]
+
+    def count(self, table: TableSpec, where: Condition | None = None) -> int:
+        sql, params = self.sql.count(table, where)
+        with self._use() as conn, self._errors(f"counting {table.name}"):
+            return int(conn.execute(sql, params).fetchone()[0])
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _write_many(self, table: TableSpec, kind: str, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        sql = self._stmt(table, kind)
+        names = table.column_names
+        with self._atomic(len(rows) > 1) as conn, self._errors(f"writing {table.name}"):
+            if len(rows) == 1:
+                row = rows[0]
+                conn.execute(sql, [row[n] for n in names])
+            else:
+                conn.executemany(sql, [[r[n] for n in names] for r in rows])
+
+    def insert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
+        self._write_many(table, "insert", rows)
+
+    def upsert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
+        self._write_many(table, "upsert", rows)
+
+    def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
+        return self.update_where(table, Compare(table.primary_key, "eq", key), values) > 0
+
+    def update_where(self, table: TableSpec, where: Condition | None,
+                     values: Mapping[str, Any]) -> int:
+        sql, params = self.sql.update(table, where, values)
+        with self._atomic(False) as conn, self._errors(f"updating {table.name}"):
+            return conn.execute(sql, params).rowcount
+
+    def delete_many(self, table: TableSpec, keys: Iterable[Any]) -> int:
+        keys = list(keys)
+        n = 0
+        with self._atomic(len(keys) > _CHUNK) as conn, self._errors(f"deleting from {table.name}"):
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start:start + _CHUNK]
+                n += conn.execute(self.sql.by_key(table, "delete", len(chunk)), chunk).rowcount
+        return n
+
+    def delete_where(self, table: TableSpec, where: Condition | None) -> int:
+        sql, params = self.sql.delete(table, where)
+        with self._atomic(False) as conn, self._errors(f"deleting from {table.name}"):
+            return conn.execute(sql, params).rowcount
+
+
+@hookimpl
+def syncline_register_backends(registry: BackendRegistry) -> None:
+    registry.register("sqlite", SQLiteBackend, description="a SQLite file, or sqlite:// in memory")

@@ -1,0 +1,178 @@
+"""The storage contract every backend implements.
+
+A backend stores *tables of plain rows*: a row is a ``dict`` from column name to a value of the
+backend's own storage form (whatever its converter produces). It knows nothing of entities,
+the sync queue or watchers; :mod:`syncline.core.repository` and :mod:`syncline.core.store` build
+those once, on top of this class, for every backend.
+
+Rules every implementation follows (the conformance suite checks them):
+
+* Every method may be called from any thread. Work outside :meth:`transaction` is atomic per
+  call (``upsert_many`` writes all rows or none).
+* :meth:`transaction` is a context manager. Inside it, calls on the same thread see the
+  transaction's own writes; other threads never see uncommitted data. Nested transactions are
+  savepoints: an exception inside the inner block rolls back only the inner block.
+* Conditions follow SQL's three-valued logic; NULLs sort first ascending, last descending;
+  ``like`` is case-sensitive.
+* Driver exceptions never escape: they are translated into :mod:`syncline.core.errors`
+  (duplicate keys into :class:`IntegrityError`), with the original kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
+
+import cattrs
+
+from syncline.core.query import Condition, Query
+from syncline.core.schema import IndexSpec, TableSpec
+
+Row = dict[str, Any]
+
+#: Capabilities a backend may declare; tests needing one are skipped on backends without it.
+CAPABILITIES = {
+    "persistent": "data survives closing and reopening the store",
+    "multi_process": "several processes can open the same store at once",
+    "sql": "the backend runs SQL (views, triggers, SQL expressions in migrations)",
+    "savepoints": "nested transactions roll back independently",
+    "concurrent_writers": "several threads can write at once without corrupting data",
+}
+
+
+class Backend(abc.ABC):
+    """Abstract storage backend; subclass it and register the class for a URL scheme."""
+
+    #: Capabilities from :data:`CAPABILITIES` this backend has.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: Python types the backend stores as they are: the row codec skips conversion for them.
+    passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.options: dict[str, Any] = dict(options or {})
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect, creating the storage if needed. Raise BackendUnavailableError if it can't."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release every connection and thread. Calling it twice is harmless."""
+
+    def make_converter(self, base: cattrs.Converter) -> cattrs.Converter:
+        """Return ``base.copy()`` with hooks for this backend's storage forms.
+
+        ``base`` turns fields into canonical values (aware UTC datetimes, ``date``, ``UUID``,
+        ``Decimal``, enum values, JSON-able lists and dicts); override to store them otherwise.
+        """
+        return base.copy()
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Begin a transaction (or a savepoint when one is open on this thread).
+
+        Commit when the block ends normally, roll back when it raises, and re-raise.
+        """
+
+    @abc.abstractmethod
+    def in_transaction(self) -> bool:
+        """True when the calling thread has a transaction open."""
+
+    # -- schema ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_table(self, table: TableSpec) -> None:
+        """Create ``table`` and its indexes if it does not exist."""
+
+    @abc.abstractmethod
+    def drop_table(self, name: str) -> None:
+        """Drop the table ``name`` if it exists."""
+
+    @abc.abstractmethod
+    def table_names(self) -> list[str]:
+        """Names of the tables that exist, syncline's internal ones included."""
+
+    @abc.abstractmethod
+    def create_index(self, table: str, index: IndexSpec) -> None:
+        """Create ``index`` on ``table`` if it does not exist."""
+
+    @abc.abstractmethod
+    def drop_index(self, table: str, name: str) -> None:
+        """Drop the index ``name`` if it exists."""
+
+    @abc.abstractmethod
+    def get_schema_version(self) -> int | None:
+        """The stored schema version, or None for a new store."""
+
+    @abc.abstractmethod
+    def set_schema_version(self, version: int) -> None:
+        """Store the schema version (inside the caller's transaction if one is open)."""
+
+    # -- reads -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get(self, table: TableSpec, key: Any) -> Row | None:
+        """The row whose primary key is ``key``, or None."""
+
+    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
+        """The rows with these keys, in the order of ``keys``; missing keys are left out."""
+        rows = []
+        for key in keys:
+            row = self.get(table, key)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+    @abc.abstractmethod
+    def query(self, table: TableSpec, query: Query) -> list[Row]:
+        """Rows matching ``query.where``, ordered, then windowed by offset and limit.
+
+        Rows equal on every ordering term are ordered by primary key, so results (and pages)
+        are the same on every backend.
+        """
+
+    def iter_query(self, table: TableSpec, query: Query) -> Iterator[Row]:
+        """Like :meth:`query` but may stream; the default reads everything first."""
+        return iter(self.query(table, query))
+
+    @abc.abstractmethod
+    def count(self, table: TableSpec, where: Condition | None = None) -> int:
+        """How many rows match ``where`` (all rows when None)."""
+
+    # -- writes ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def insert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
+        """Insert new rows; any existing key raises IntegrityError and writes nothing."""
+
+    @abc.abstractmethod
+    def upsert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
+        """Insert rows, replacing every column of rows whose key exists."""
+
+    @abc.abstractmethod
+    def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
+        """Set the given columns of one row; False when no row has ``key``."""
+
+    def update_where(self, table: TableSpec, where: Condition | None,
+                     values: Mapping[str, Any]) -> int:
+        """Set columns on every row matching ``where``; returns the number of rows."""
+        keys = [row[table.primary_key] for row in self.query(table, Query(where))]
+        with self.transaction():
+            for key in keys:
+                self.update(table, key, values)
+        return len(keys)
+
+    @abc.abstractmethod
+    def delete_many(self, table: TableSpec, keys: Iterable[Any]) -> int:
+        """Delete rows by primary key; returns how many existed."""
+
+    @abc.abstractmethod
+    def delete_where(self, table: TableSpec, where: Condition | None) -> int:
+        """Delete every row matching ``where`` (every row when None); returns the count."""

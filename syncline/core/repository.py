@@ -1,0 +1,262 @@
+"""Typed repositories and the DAO base class, built once on the backend contract."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from syncline.core.convert import RowCodec
+from syncline.core.errors import NotFoundError, QueryError, SerializationError
+from syncline.core.query import (
+    ORDERING_OPS,
+    Compare,
+    Condition,
+    Not,
+    OrderArg,
+    Query,
+    WhereArg,
+    normalize_where,
+)
+from syncline.core.schema import EntitySpec
+
+if TYPE_CHECKING:
+    from syncline.core.store import Store
+
+T = TypeVar("T")
+
+
+class Repository(Generic[T]):
+    """Entity objects in and out of one table. Get one with ``store.repository(Post)``.
+
+    Every write runs in a transaction of its own, or joins the caller's
+    ``with store.transaction():`` block.
+    """
+
+    def __init__(self, store: Store, spec: EntitySpec, codec: RowCodec) -> None:
+        self.store = store
+        self.spec = spec
+        self.table = spec.table
+        self.codec = codec
+        self._backend = store.backend
+        self._pk = spec.primary_key
+        self._from_row = codec.from_row
+        self._to_row = codec.to_row
+
+    @property
+    def entity(self) -> type[T]:
+        return self.spec.cls
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, key: Any) -> T | None:
+        """The entity with primary key ``key``, or None."""
+        row = self._backend.get(self.table, self._key(key))
+        return None if row is None else self._from_row(row)  # type: ignore[no-any-return]
+
+    def get_many(self, keys: Iterable[Any]) -> list[T]:
+        """The entities with these keys, in the order given; missing keys are left out."""
+        encoded = [self._key(k) for k in keys]
+        return [self._from_row(r) for r in self._backend.get_many(self.table, encoded)]
+
+    def find(self, where: WhereArg = None, order_by: OrderArg = None,
+             limit: int | None = None, offset: int = 0) -> list[T]:
+        """Entities matching ``where`` (``F.user_id == "u1"`` or ``{"user_id": "u1"}``)."""
+        query = self.query(where, order_by, limit, offset)
+        return [self._from_row(r) for r in self._backend.query(self.table, query)]
+
+    def first(self, where: WhereArg = None, order_by: OrderArg = None) -> T | None:
+        """The first entity ``find`` would return, or None."""
+        found = self.find(where, order_by, limit=1)
+        return found[0] if found else None
+
+    def all(self) -> list[T]:
+        """Every entity, by primary key."""
+        return self.find()
+
+    def count(self, where: WhereArg = None) -> int:
+        return self._backend.count(self.table, self._where(where))
+
+    def exists(self, key: Any = None, *, where: WhereArg = None) -> bool:
+        """Whether the key exists (or, with ``where``, whether any entity matches)."""
+        if where is not None:
+            return bool(self._backend.query(self.table, Query(self._where(where), limit=1)))
+        return self._backend.get(self.table, self._key(key)) is not None
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def insert(self, obj: T) -> T:
+        """Insert a new entity; an existing key raises :class:`IntegrityError`."""
+        self.insert_many([obj])
+        return obj
+
+    def insert_many(self, objs: Iterable[T]) -> None:
+        rows = [self._to_row(o) for o in objs]
+        with self.store.transaction():
+            self._backend.insert_many(self.table, rows)
+            self.store.touched(self.table.name)
+
+    def upsert(self, obj: T) -> T:
+        """Insert the entity or replace the stored one with the same key."""
+        self.upsert_many([obj])
+        return obj
+
+    def upsert_many(self, objs: Iterable[T]) -> None:
+        """Insert or replace many entities in one transaction: all are written or none."""
+        rows = [self._to_row(o) for o in objs]
+        if not rows:
+            return
+        with self.store.transaction():
+            self._backend.upsert_many(self.table, rows)
+            self.store.touched(self.table.name)
+
+    def update(self, key: Any, **values: Any) -> T:
+        """Set only the given fields of one entity and return it as stored.
+
+        Raises :class:`NotFoundError` when no entity has ``key``.
+        """
+        encoded = self._values(values)
+        stored_key = self._key(key)
+        with self.store.transaction():
+            if not self._backend.update(self.table, stored_key, encoded):
+                raise NotFoundError(
+                    f"no {self.spec.cls.__name__} with {self._pk}={key!r} to update"
+                )
+            self.store.touched(self.table.name)
+            row = self._backend.get(self.table, stored_key)
+        assert row is not None
+        return self._from_row(row)  # type: ignore[no-any-return]
+
+    def update_where(self, where: WhereArg, **values: Any) -> int:
+        """Set the given fields on every entity matching ``where``; returns how many."""
+        encoded = self._values(values)
+        with self.store.transaction():
+            n = self._backend.update_where(self.table, self._where(where), encoded)
+            if n:
+                self.store.touched(self.table.name)
+        return n
+
+    def delete(self, key: Any) -> bool:
+        """Delete one entity; False when there was none."""
+        return self.delete_many([key]) == 1
+
+    def delete_many(self, keys: Iterable[Any]) -> int:
+        encoded = [self._key(k) for k in keys]
+        with self.store.transaction():
+            n = self._backend.delete_many(self.table, encoded)
+            if n:
+                self.store.touched(self.table.name)
+        return n
+
+    def delete_where(self, where: WhereArg) -> int:
+        """Delete every entity matching ``where``; ``None`` is refused (use :meth:`clear`)."""
+        cond = self._where(where)
+        if cond is None:
+            raise QueryError("delete_where needs a condition; call clear() to delete everything")
+        with self.store.transaction():
+            n = self._backend.delete_where(self.table, cond)
+            if n:
+                self.store.touched(self.table.name)
+        return n
+
+    def clear(self) -> int:
+        """Delete every entity of this table."""
+        with self.store.transaction():
+            n = self._backend.delete_where(self.table, None)
+            self.store.touched(self.table.name)
+        return n
+
+    # -- encoding ----------------------------------------------------------------------------
+
+    def query(self, where: WhereArg = None, order_by: OrderArg = None,
+              limit: int | None = None, offset: int = 0) -> Query:
+        """The backend query for these arguments, checked and with values encoded."""
+        query = Query.build(where, order_by, limit, offset)
+        for order in query.order_by:
+            field = self._field(order.field)
+            if field.kind == "json":
+                raise QueryError(
+                    f"cannot order {self.spec.cls.__name__} by JSON field {order.field!r}"
+                )
+        if query.where is not None:
+            self._check(query.where)
+        return query.map_values(self._encode_query_value)
+
+    def _where(self, where: WhereArg) -> Condition | None:
+        cond = normalize_where(where)
+        if cond is None:
+            return None
+        self._check(cond)
+        return Query(cond).map_values(self._encode_query_value).where
+
+    def _check(self, cond: Condition) -> None:
+        if isinstance(cond, Compare):
+            field = self._field(cond.field)
+            if cond.op in ORDERING_OPS and field.kind == "json":
+                raise QueryError(
+                    f"F.{cond.field}: JSON fields support ==, !=, in_ and null tests, not {cond.op}"
+                )
+            if cond.op == "like" and field.kind != "text":
+                raise QueryError(f"F.{cond.field}.like(): like needs a text field")
+        elif isinstance(cond, Not):
+            self._check(cond.item)
+        else:
+            for item in cond.items:
+                self._check(item)
+
+    def _field(self, name: str) -> Any:
+        try:
+            return self.spec.field(name)
+        except NotFoundError as exc:
+            raise QueryError(str(exc)) from None
+
+    def _encode_query_value(self, field: str, value: Any) -> Any:
+        try:
+            return self.codec.encode(field, value)
+        except SerializationError as exc:
+            raise QueryError(f"bad value in a condition on F.{field}: {exc}") from exc
+
+    def _key(self, key: Any) -> Any:
+        try:
+            return self.codec.encode(self._pk, key)
+        except SerializationError as exc:
+            raise QueryError(
+                f"bad {self.spec.cls.__name__} key {key!r}: {exc}"
+            ) from exc
+
+    def _values(self, values: dict[str, Any]) -> dict[str, Any]:
+        if not values:
+            raise QueryError("update needs at least one field=value")
+        if self._pk in values:
+            raise QueryError(
+                f"cannot change the primary key {self._pk!r} with update; delete and insert"
+            )
+        out = {}
+        for name, value in values.items():
+            self._field(name)
+            out[name] = self.codec.encode(name, value)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Repository {self.spec.cls.__name__} table={self.table.name}>"
+
+
+class Dao:
+    """Base for data-access objects: small classes of plain methods over one store.
+
+    ::
+
+        class PostsDao(syncline.Dao):
+            def user_posts(self, user_id: str) -> list[Post]:
+                return self.repo(Post).find(F.user_id == user_id, order_by="-created_at")
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def repo(self, cls: type[T]) -> Repository[T]:
+        return self.store.repository(cls)
+
+    def transaction(self) -> Any:
+        return self.store.transaction()
+
+

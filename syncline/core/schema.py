@@ -1,0 +1,334 @@
+"""Entity declaration: attrs classes marked as syncline tables.
+
+``@syncline.entity("posts", indexes=[("user_id", "created_at")])`` on top of ``@attrs.define``
+turns a class into an entity. The declaration is checked at once: a field type syncline cannot
+store, a missing primary key or a table claimed twice raises :class:`EntityDefinitionError`
+naming the class and the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import types
+import typing
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, TypeAlias, TypeVar
+
+import attrs
+
+from syncline.core.errors import EntityDefinitionError, NotFoundError
+
+Kind: TypeAlias = Literal[
+    "text", "integer", "float", "boolean", "bytes", "datetime", "date", "uuid", "decimal", "json"
+]
+KINDS: tuple[str, ...] = typing.get_args(Kind)
+ORDERABLE_KINDS = frozenset(KINDS) - {"json"}
+
+# Order matters: bool before int, datetime before date (subclasses).
+_BUILTIN_KINDS: tuple[tuple[type, Kind], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "float"),
+    (str, "text"),
+    (bytes, "bytes"),
+    (dt.datetime, "datetime"),
+    (dt.date, "date"),
+    (uuid.UUID, "uuid"),
+    (decimal.Decimal, "decimal"),
+)
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class ColumnSpec:
+    """One stored column, as a backend sees it."""
+
+    name: str
+    kind: Kind
+    nullable: bool = False
+    primary_key: bool = False
+
+
+@attrs.frozen
+class IndexSpec:
+    name: str
+    columns: tuple[str, ...]
+    unique: bool = False
+
+
+@attrs.frozen
+class TableSpec:
+    """A table as the untyped backend contract sees it: names and storage kinds only."""
+
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    primary_key: str
+    indexes: tuple[IndexSpec, ...] = ()
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> ColumnSpec:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise NotFoundError(
+            f"table {self.name!r} has no column {name!r}; columns: {', '.join(self.column_names)}"
+        )
+
+
+@attrs.frozen
+class FieldSpec:
+    """One entity field: its Python type and how it is stored."""
+
+    name: str
+    alias: str  # the attrs __init__ argument name
+    python_type: Any  # the type without Optional
+    kind: Kind
+    nullable: bool
+    enum_type: type[enum.Enum] | None = None
+    custom: bool = False  # a plugin-registered type
+
+
+@attrs.frozen
+class EntitySpec:
+    cls: type
+    table: TableSpec
+    fields: tuple[FieldSpec, ...]
+    primary_key: str
+    syncs: bool
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise NotFoundError(
+            f"{self.cls.__name__} has no field {name!r}; fields: "
+            f"{', '.join(f.name for f in self.fields)}"
+        )
+
+
+@attrs.frozen
+class CustomType:
+    """A plugin-registered field type stored as one of the built-in kinds."""
+
+    python_type: type
+    kind: Kind
+    to_storage: Callable[[Any], Any]
+    from_storage: Callable[[Any], Any]
+
+
+class TypeRegistry:
+    """Extra field types; plugins fill it through ``syncline_register_types``."""
+
+    def __init__(self) -> None:
+        self._types: dict[type, CustomType] = {}
+
+    def register(
+        self,
+        python_type: type,
+        kind: Kind,
+        to_storage: Callable[[Any], Any],
+        from_storage: Callable[[Any], Any],
+    ) -> None:
+        """Store ``python_type`` as ``kind``, converting with the two functions."""
+        if kind not in KINDS:
+            raise EntityDefinitionError(
+                f"cannot register {python_type!r} as kind {kind!r}; kinds: {', '.join(KINDS)}"
+            )
+        self._types[python_type] = CustomType(python_type, kind, to_storage, from_storage)
+
+    def get(self, python_type: Any) -> CustomType | None:
+        return self._types.get(python_type) if isinstance(python_type, type) else None
+
+    def __iter__(self) -> typing.Iterator[CustomType]:
+        return iter(self._types.values())
+
+
+def _custom_types() -> TypeRegistry:
+    from syncline.core.plugins import plugin_manager
+
+    return plugin_manager().types
+
+
+def _split_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        nullable = len(args) != len(typing.get_args(tp))
+        if len(args) == 1:
+            return args[0], nullable
+        return typing.Union[tuple(args)], nullable  # noqa: UP007 - rebuilt for the error message
+    return tp, False
+
+
+def _is_json(tp: Any) -> bool:
+    if tp in (list, dict):
+        return True
+    return typing.get_origin(tp) in (list, dict)
+
+
+def classify(owner: str, name: str, annotation: Any) -> FieldSpec:
+    """Work out how a field of type ``annotation`` is stored, or fail naming it."""
+    tp, nullable = _split_optional(annotation)
+    where = f"{owner}.{name}"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        values = [m.value for m in tp]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return FieldSpec(name, name, tp, "integer", nullable, enum_type=tp)
+        if values and all(isinstance(v, str) for v in values):
+            return FieldSpec(name, name, tp, "text", nullable, enum_type=tp)
+        raise EntityDefinitionError(
+            f"{where}: enum {tp.__name__} must have all-int or all-str values to be stored"
+        )
+    for base, kind in _BUILTIN_KINDS:
+        if tp is base:
+            return FieldSpec(name, name, tp, kind, nullable)
+    if _is_json(tp):
+        return FieldSpec(name, name, tp, "json", nullable)
+    custom = _custom_types().get(tp)
+    if custom is not None:
+        return FieldSpec(name, name, tp, custom.kind, nullable, custom=True)
+    supported = "str, int, float, bool, bytes, datetime, date, UUID, Decimal, Enum, list, dict"
+    raise EntityDefinitionError(
+        f"{where}: type {annotation!r} cannot be stored; supported: {supported} "
+        f"(and X | None), or a type registered by a plugin through syncline_register_types"
+    )
+
+
+class EntityRegistry:
+    """Which class owns which table name. The module-level :data:`registry` is the default."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, type] = {}
+
+    def claim(self, table: str, cls: type) -> None:
+        owner = self._tables.get(table)
+        if owner is not None and _qualname(owner) != _qualname(cls):
+            raise EntityDefinitionError(
+                f"{_qualname(cls)}: table {table!r} is already declared by {_qualname(owner)}; "
+                f"give one of them another table name"
+            )
+        self._tables[table] = cls
+
+    def entity(self, table: str | None = None, **kwargs: Any) -> Callable[[type[T]], type[T]]:
+        return entity(table, registry=self, **kwargs)
+
+    def entities(self) -> list[type]:
+        return list(self._tables.values())
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+registry = EntityRegistry()
+
+IndexArg: TypeAlias = str | Sequence[str]
+
+
+def entity(
+    table: str | None = None,
+    *,
+    primary_key: str = "id",
+    indexes: Iterable[IndexArg] = (),
+    unique: Iterable[IndexArg] = (),
+    syncs: bool = False,
+    registry: EntityRegistry | None = None,
+) -> Callable[[type[T]], type[T]]:
+    """Mark an attrs class as a syncline entity stored in ``table``.
+
+    ``indexes`` and ``unique`` take field names or tuples of names (composite). ``syncs`` marks an
+    entity whose changes go through the sync queue. The table name defaults to the class name in
+    lower case.
+    """
+
+    def decorate(cls: type[T]) -> type[T]:
+        spec = build_spec(cls, table, primary_key, indexes, unique, syncs)
+        (registry if registry is not None else globals()["registry"]).claim(spec.table.name, cls)
+        cls.__syncline_entity__ = spec  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def build_spec(
+    cls: type,
+    table: str | None,
+    primary_key: str,
+    indexes: Iterable[IndexArg],
+    unique: Iterable[IndexArg],
+    syncs: bool,
+) -> EntitySpec:
+    owner = cls.__name__ if isinstance(cls, type) else repr(cls)
+    if not attrs.has(cls):
+        raise EntityDefinitionError(
+            f"{owner} is not an attrs class; put @attrs.define below @syncline.entity"
+        )
+    name = table or cls.__name__.lower()
+    if not name.isidentifier() or name.startswith("_syncline"):
+        raise EntityDefinitionError(
+            f"{owner}: table name {name!r} must be an identifier not starting with '_syncline'"
+        )
+    try:
+        attrs.resolve_types(cls)
+    except NameError as exc:
+        raise EntityDefinitionError(f"{owner}: cannot resolve a field's type: {exc}") from exc
+    fields: list[FieldSpec] = []
+    for a in attrs.fields(cls):
+        if not a.init:
+            raise EntityDefinitionError(
+                f"{owner}.{a.name}: fields with init=False cannot be stored; remove init=False"
+            )
+        if a.type is None:
+            raise EntityDefinitionError(f"{owner}.{a.name}: the field needs a type annotation")
+        fields.append(attrs.evolve(classify(owner, a.name, a.type), alias=a.alias or a.name))
+    names = [f.name for f in fields]
+    if primary_key not in names:
+        raise EntityDefinitionError(
+            f"{owner}: primary key field {primary_key!r} does not exist; fields: "
+            f"{', '.join(names)} (pass primary_key=... to @syncline.entity)"
+        )
+    pk = next(f for f in fields if f.name == primary_key)
+    if pk.nullable or pk.kind in ("json", "float"):
+        raise EntityDefinitionError(
+            f"{owner}.{primary_key}: a primary key must be a non-optional str, int, UUID or "
+            f"similar scalar, not {pk.python_type!r}{' | None' if pk.nullable else ''}"
+        )
+    index_specs = [_index(owner, name, names, cols, False) for cols in indexes]
+    index_specs += [_index(owner, name, names, cols, True) for cols in unique]
+    columns = tuple(
+        ColumnSpec(f.name, f.kind, f.nullable, f.name == primary_key) for f in fields
+    )
+    spec = TableSpec(name, columns, primary_key, tuple(index_specs))
+    return EntitySpec(cls, spec, tuple(fields), primary_key, syncs)
+
+
+def _index(owner: str, table: str, names: list[str], cols: IndexArg, unique: bool) -> IndexSpec:
+    columns = (cols,) if isinstance(cols, str) else tuple(cols)
+    if not columns:
+        raise EntityDefinitionError(f"{owner}: an index needs at least one field")
+    for col in columns:
+        if col not in names:
+            raise EntityDefinitionError(
+                f"{owner}: index field {col!r} does not exist; fields: {', '.join(names)}"
+            )
+    prefix = "uq" if unique else "ix"
+    return IndexSpec(f"{prefix}_{table}_{'_'.join(columns)}", columns, unique)
+
+
+def spec_of(cls: type) -> EntitySpec:
+    """The :class:`EntitySpec` of an entity class, or a clear error if it is not one."""
+    spec = getattr(cls, "__syncline_entity__", None)
+    if not isinstance(spec, EntitySpec) or spec.cls is not cls:
+        name = getattr(cls, "__name__", repr(cls))
+        raise EntityDefinitionError(
+            f"{name} is not a syncline entity; decorate it with @syncline.entity(...) "
+            f"above @attrs.define"
+        )
+    return spec

@@ -1,0 +1,247 @@
+"""Store: opening by configuration, transactions, repositories, clearing everything."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from syncline.core.backend import Backend
+from syncline.core.config import Config, default_store_url, load_config
+from syncline.core.convert import RowCodec, make_converter
+from syncline.core.errors import (
+    ConfigurationError,
+    EntityDefinitionError,
+    MigrationError,
+    TransactionError,
+)
+from syncline.core.plugins import PluginManager, plugin_manager
+from syncline.core.repository import Repository
+from syncline.core.schema import EntitySpec, TableSpec, spec_of
+
+log = logging.getLogger("syncline.store")
+T = TypeVar("T")
+CommitListener = Callable[[frozenset[str]], None]
+
+
+def scheme_of(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        raise ConfigurationError(
+            f"store URL {url!r} has no scheme; write it like memory://, sqlite:///path/app.db "
+            f"or postgresql://user@host/db"
+        )
+    return scheme.lower()
+
+
+class _TxState(threading.local):
+    def __init__(self) -> None:
+        self.depth = 0
+        self.touched: list[set[str]] = []
+
+
+class Store:
+    """An open local store: a backend plus the entities it holds.
+
+    Open one with :func:`syncline.open`. A store is safe to share between threads; each thread
+    has its own transaction state.
+    """
+
+    def __init__(self, backend: Backend, entities: Iterable[type] = (), *,
+                 plugins: PluginManager | None = None, schema_version: int = 1) -> None:
+        self.backend = backend
+        self.plugins = plugins or plugin_manager()
+        self.schema_version = schema_version
+        self.converter = backend.make_converter(make_converter(self.plugins.types))
+        self._specs: dict[type, EntitySpec] = {}
+        self._codecs: dict[type, RowCodec] = {}
+        self._repos: dict[type, Repository[Any]] = {}
+        self._internal: dict[str, TableSpec] = {}
+        self._tx = _TxState()
+        self._listeners: list[CommitListener] = []
+        self._closed = False
+        for cls in entities:
+            self._add_entity(cls)
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _add_entity(self, cls: type) -> None:
+        spec = spec_of(cls)
+        for other in self._specs.values():
+            if other.table.name == spec.table.name:
+                raise EntityDefinitionError(
+                    f"{cls.__name__} and {other.cls.__name__} both use table "
+                    f"{spec.table.name!r}; one store needs distinct table names"
+                )
+        self._specs[cls] = spec
+        self._codecs[cls] = RowCodec(spec, self.converter, self.backend.passthrough_types)
+
+    def add_internal_table(self, table: TableSpec) -> None:
+        """Register a table syncline itself keeps (sync queue, state); cleared by clear_all."""
+        self._internal[table.name] = table
+        if not self._closed and self._opened:
+            self.backend.create_table(table)
+
+    _opened = False
+
+    def _open(self) -> None:
+        self.backend.open()
+        try:
+            stored = self.backend.get_schema_version()
+            if stored is not None and stored > self.schema_version:
+                raise MigrationError(
+                    f"the store at {self.backend.url} has schema version {stored}, newer than "
+                    f"this code's version {self.schema_version}; upgrade the application"
+                )
+            with self.transaction():
+                for table in self.tables():
+                    self.backend.create_table(table)
+                if stored is None:
+                    self.backend.set_schema_version(self.schema_version)
+        except BaseException:
+            self.backend.close()
+            raise
+        self._opened = True
+
+    def tables(self) -> list[TableSpec]:
+        """Every table of this store: the entities' and syncline's own."""
+        return [s.table for s in self._specs.values()] + list(self._internal.values())
+
+    @property
+    def entities(self) -> list[type]:
+        return list(self._specs)
+
+    # -- repositories ------------------------------------------------------------------------
+
+    def repository(self, cls: type[T]) -> Repository[T]:
+        """The typed repository of entity ``cls`` (one per store and class)."""
+        repo = self._repos.get(cls)
+        if repo is None:
+            if cls not in self._specs:
+                spec_of(cls)  # a clear error for non-entities
+                raise EntityDefinitionError(
+                    f"{cls.__name__} is not part of this store; pass it in "
+                    f"syncline.open(..., entities=[...])"
+                )
+            repo = Repository(self, self._specs[cls], self._codecs[cls])
+            self._repos[cls] = repo
+        return repo
+
+    def codec(self, cls: type) -> RowCodec:
+        return self._codecs[cls]
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A transaction; nested ones are savepoints. Commits on success, rolls back on error.
+
+        After the outermost transaction commits, commit listeners and the
+        ``syncline_after_commit`` hook hear which tables were written.
+        """
+        self._check_open()
+        tx = self._tx
+        tx.touched.append(set())
+        tx.depth += 1
+        ok = False
+        try:
+            with self.backend.transaction():
+                yield
+            ok = True
+        finally:
+            tx.depth -= 1
+            touched = tx.touched.pop()
+            if ok and tx.touched:
+                tx.touched[-1] |= touched
+        if ok and tx.depth == 0 and touched:
+            self._notify(frozenset(touched))
+
+    def touched(self, table: str) -> None:
+        """Record that the current transaction wrote ``table``."""
+        if self._tx.touched:
+            self._tx.touched[-1].add(table)
+
+    def in_transaction(self) -> bool:
+        return self._tx.depth > 0
+
+    def on_commit(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener(tables)`` after every commit that wrote tables; returns an undo."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _notify(self, tables: frozenset[str]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(tables)
+            except Exception:
+                log.exception("commit listener %r failed", listener)
+        self.plugins.hooks.after_commit(self, tables)
+
+    # -- whole-store operations --------------------------------------------------------------
+
+    def clear_all(self) -> None:
+        """Delete every row of every table, sync queue and sync state included (logout)."""
+        with self.transaction():
+            for table in self.tables():
+                self.backend.delete_where(table, None)
+                self.touched(table.name)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransactionError(f"the store at {self.backend.url} is closed")
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.backend.url} entities={[c.__name__ for c in self._specs]}>"
+
+
+def open_store(
+    url: str | None = None,
+    *,
+    entities: Iterable[type] = (),
+    app_name: str | None = None,
+    schema_version: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    config: Config | None = None,
+) -> Store:
+    """Open a store: ``syncline.open("sqlite:///app.db", entities=[Post])``.
+
+    Arguments win over ``SYNCLINE_STORE_*`` environment variables, which win over
+    ``syncline.toml`` / ``[tool.syncline]``. With nothing configured the store is a SQLite file
+    in the platform's user-data folder for ``app_name``.
+    """
+    if config is None:
+        overrides: dict[str, Any] = {}
+        for key, value in (("url", url), ("app_name", app_name),
+                           ("schema_version", schema_version),
+                           ("options", dict(options) if options else None)):
+            if value is not None:
+                overrides[key] = value
+        config = load_config({"store": overrides} if overrides else None)
+    store_cfg = config.store
+    resolved = store_cfg.url or default_store_url(store_cfg.app_name)
+    if store_cfg.url is None:
+        Path(resolved.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    manager = plugin_manager()
+    backend_cls = manager.backend_class(scheme_of(resolved))
+    backend = backend_cls(resolved, store_cfg.options)
+    store = Store(backend, entities, plugins=manager, schema_version=store_cfg.schema_version)
+    store._open()
+    return store

@@ -1,0 +1,1 @@
+"""Non-storage plugins bundled with syncline (transports, the pytest plugin)."""
