@@ -72,7 +72,9 @@ _shared_lock = threading.Lock()
 class MemoryBackend(Backend):
     """Rows in Python dicts; fast, isolated, gone when the process ends."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"savepoints", "concurrent_writers"})
+    capabilities: frozenset[str] = frozenset(
+        {"savepoints", "concurrent_writers", "exact_decimals"}
+    )
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bool, bytes})
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:

@@ -89,7 +89,7 @@ def _translate(exc: sqlite3.Error, what: str) -> BackendError:
 class SQLiteBackend(Backend):
     """SQLite through SQLAlchemy-compiled SQL on ``sqlite3``."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset(
+    capabilities: frozenset[str] = frozenset(
         {"persistent", "multi_process", "sql", "savepoints", "concurrent_writers"}
     )
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
@@ -103,6 +103,8 @@ class SQLiteBackend(Backend):
                 f"SQLite URL {url!r} is not understood; use sqlite:///relative/app.db, "
                 f"sqlite:////absolute/app.db or sqlite:// for a private in-memory database"
             )
+        if self.path is None:  # a private in-memory database lives and dies with the store
+            self.capabilities = self.capabilities - {"persistent", "multi_process"}
         self.busy_timeout = float(self.options.get("busy_timeout", 10.0))
         self.synchronous = str(self.options.get("synchronous", "NORMAL"))
         self.sql = SQLiteBuilder(sqlite_dialect.dialect())

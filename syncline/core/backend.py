@@ -39,6 +39,7 @@ CAPABILITIES = {
     "sql": "the backend runs SQL (views, triggers, SQL expressions in migrations)",
     "savepoints": "nested transactions roll back independently",
     "concurrent_writers": "several threads can write at once without corrupting data",
+    "exact_decimals": "Decimal comparisons and ordering are exact beyond float precision",
 }
 
 
@@ -46,7 +47,7 @@ class Backend(abc.ABC):
     """Abstract storage backend; subclass it and register the class for a URL scheme."""
 
     #: Capabilities from :data:`CAPABILITIES` this backend has.
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    capabilities: frozenset[str] = frozenset()
     #: Python types the backend stores as they are: the row codec skips conversion for them.
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
 

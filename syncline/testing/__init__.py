@@ -1,0 +1,1 @@
+"""What applications and plugin authors import in their tests: conformance suites and helpers."""

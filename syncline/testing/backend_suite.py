@@ -1,0 +1,475 @@
+"""The backend conformance suite: every behaviour of the storage contract, on any backend.
+
+A backend's whole test file is one subclass and one fixture::
+
+    from syncline.testing.backend_suite import BackendSuite
+
+    class TestMyBackend(BackendSuite):
+        @pytest.fixture
+        def store_url(self, tmp_path):
+            return f"mybackend://{tmp_path}/data"
+
+Tests that need a capability the backend does not declare are skipped with the reason; the
+suite never looks at a backend's name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import pytest
+
+import syncline
+from syncline import F
+from syncline.core.backend import CAPABILITIES
+from syncline.core.store import Store
+from syncline.testing.entities import ENTITIES, Color, Counter, Everything, Level, Post
+
+UTC = dt.UTC
+T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+StoreFactory = Callable[..., Store]
+
+
+def make_post(i: int, **kw: Any) -> Post:
+    values: dict[str, Any] = dict(
+        id=f"p{i:03d}", user_id=f"u{i % 3}", content=f"post {i}",
+        created_at=T0 + dt.timedelta(minutes=i), likes_count=i % 7,
+        image_urls=[f"https://img/{i}"] if i % 2 else None,
+        local_id=f"l{i}" if i % 4 else None, score=None if i % 5 == 0 else i / 4,
+    )
+    values.update(kw)
+    return Post(**values)
+
+
+def make_everything(i: int, **kw: Any) -> Everything:
+    values: dict[str, Any] = dict(
+        id=i, text=f"héllo ☃ {i}\n\ttab", number=2**62 - i, ratio=1 / 3 + i,
+        flag=bool(i % 2), blob=b"\x00\xff" + bytes([i % 256]) * 3,
+        when=dt.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=dt.timezone(dt.timedelta(hours=5)))
+        + dt.timedelta(days=i),
+        day=dt.date(1999, 12, 31) + dt.timedelta(days=i), ident=uuid.UUID(int=i + 1),
+        amount=decimal.Decimal("12345678901234567890.123456789") + i * 10**6,
+        color=Color.GREEN if i % 2 else Color.RED, level=Level.HIGH, tags=["a", "b", str(i)],
+        extra={"nested": {"list": [1, 2.5, None, True]}, "n": i},
+    )
+    values.update(kw)
+    return Everything(**values)
+
+
+class BackendSuite:
+    """Subclass and provide a ``store_url`` fixture (a fresh, empty store each time)."""
+
+    @pytest.fixture
+    def open_store(self, store_url: str) -> Iterator[StoreFactory]:
+        opened: list[Store] = []
+
+        def factory(**kwargs: Any) -> Store:
+            kwargs.setdefault("entities", ENTITIES)
+            store = syncline.open(store_url, **kwargs)
+            opened.append(store)
+            return store
+
+        yield factory
+        for store in opened:
+            store.close()
+
+    @pytest.fixture
+    def store(self, open_store: StoreFactory) -> Store:
+        return open_store()
+
+    @pytest.fixture
+    def posts(self, store: Store) -> syncline.Repository[Post]:
+        return store.repository(Post)
+
+    @pytest.fixture
+    def filled(self, posts: syncline.Repository[Post]) -> list[Post]:
+        items = [make_post(i) for i in range(30)]
+        posts.upsert_many(items)
+        return items
+
+    @staticmethod
+    def require(store: Store, capability: str) -> None:
+        assert capability in CAPABILITIES, capability
+        if capability not in store.backend.capabilities:
+            pytest.skip(f"backend lacks capability {capability!r}: {CAPABILITIES[capability]}")
+
+    # -- CRUD --------------------------------------------------------------------------------
+
+    def test_get_returns_what_was_inserted(self, posts: syncline.Repository[Post]) -> None:
+        post = make_post(1)
+        posts.insert(post)
+        assert posts.get(post.id) == post
+        assert posts.get("missing") is None
+
+    def test_get_many_keeps_order_and_skips_missing(self, filled: list[Post],
+                                                    posts: syncline.Repository[Post]) -> None:
+        keys = ["p005", "nope", "p001", "p020"]
+        assert [p.id for p in posts.get_many(keys)] == ["p005", "p001", "p020"]
+        assert len(posts.get_many([p.id for p in filled])) == len(filled)
+
+    def test_upsert_replaces_every_field(self, posts: syncline.Repository[Post]) -> None:
+        posts.upsert(make_post(1))
+        changed = make_post(1, content="edited", image_urls=None, likes_count=99)
+        posts.upsert(changed)
+        assert posts.get(changed.id) == changed
+        assert posts.count() == 1
+
+    def test_insert_existing_key_is_an_integrity_error(self,
+                                                       posts: syncline.Repository[Post]) -> None:
+        posts.insert(make_post(1))
+        with pytest.raises(syncline.IntegrityError):
+            posts.insert(make_post(1, content="other"))
+        assert posts.get("p001") == make_post(1)
+
+    def test_insert_many_with_one_duplicate_writes_nothing(
+            self, posts: syncline.Repository[Post]) -> None:
+        posts.insert(make_post(5))
+        with pytest.raises(syncline.IntegrityError):
+            posts.insert_many([make_post(1), make_post(5), make_post(9)])
+        assert [p.id for p in posts.all()] == ["p005"]
+
+    def test_unique_key_is_enforced(self, posts: syncline.Repository[Post]) -> None:
+        posts.insert(make_post(1, local_id="same"))
+        with pytest.raises(syncline.IntegrityError):
+            posts.upsert(make_post(2, local_id="same"))
+        posts.upsert_many([make_post(3, local_id=None), make_post(4, local_id=None)])
+        assert posts.count() == 3
+
+    def test_update_sets_only_given_fields(self, filled: list[Post],
+                                           posts: syncline.Repository[Post]) -> None:
+        updated = posts.update("p003", content="new", likes_count=42)
+        expected = attrs.evolve(filled[3], content="new", likes_count=42)
+        assert updated == expected
+        assert posts.get("p003") == expected
+        assert posts.get("p004") == filled[4]
+
+    def test_update_missing_key_raises_not_found(self, posts: syncline.Repository[Post]) -> None:
+        with pytest.raises(syncline.NotFoundError):
+            posts.update("missing", content="x")
+
+    def test_update_where_counts_rows(self, filled: list[Post],
+                                      posts: syncline.Repository[Post]) -> None:
+        n = posts.update_where(F.user_id == "u1", likes_count=0)
+        assert n == sum(1 for p in filled if p.user_id == "u1")
+        assert posts.count(F.likes_count == 0) == sum(
+            1 for p in filled if p.user_id == "u1" or p.likes_count == 0)
+
+    def test_delete_and_delete_many(self, filled: list[Post],
+                                    posts: syncline.Repository[Post]) -> None:
+        assert posts.delete("p001") is True
+        assert posts.delete("p001") is False
+        assert posts.delete_many(["p002", "p003", "zzz"]) == 2
+        assert posts.count() == len(filled) - 3
+
+    def test_delete_where_and_clear(self, filled: list[Post],
+                                    posts: syncline.Repository[Post]) -> None:
+        n = posts.delete_where(F.user_id == "u0")
+        assert n == sum(1 for p in filled if p.user_id == "u0")
+        assert posts.count(F.user_id == "u0") == 0
+        with pytest.raises(syncline.QueryError):
+            posts.delete_where(None)
+        assert posts.clear() == len(filled) - n
+        assert posts.count() == 0
+
+    def test_count_and_exists(self, filled: list[Post], posts: syncline.Repository[Post]) -> None:
+        assert posts.count() == len(filled)
+        assert posts.count({"user_id": "u2"}) == sum(1 for p in filled if p.user_id == "u2")
+        assert posts.exists("p000") and not posts.exists("zzz")
+        assert posts.exists(where=F.likes_count == 6)
+        assert not posts.exists(where=F.likes_count == 600)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("where", "check"),
+        [
+            (F.likes_count == 3, lambda p: p.likes_count == 3),
+            (F.likes_count != 3, lambda p: p.likes_count != 3),
+            (F.likes_count < 3, lambda p: p.likes_count < 3),
+            (F.likes_count <= 3, lambda p: p.likes_count <= 3),
+            (F.likes_count > 3, lambda p: p.likes_count > 3),
+            (F.likes_count >= 3, lambda p: p.likes_count >= 3),
+            (F.user_id.in_(["u0", "u2"]), lambda p: p.user_id in ("u0", "u2")),
+            (F.user_id.not_in(["u0", "u2"]), lambda p: p.user_id not in ("u0", "u2")),
+            (F.user_id.in_([]), lambda p: False),
+            (F.user_id.not_in([]), lambda p: True),
+            (F.content.like("post 1%"), lambda p: p.content.startswith("post 1")),
+            (F.content.like("post _"), lambda p: len(p.content) == 6),
+            (F.content.like("POST%"), lambda p: False),
+            (F.image_urls.is_null(), lambda p: p.image_urls is None),
+            (F.image_urls.is_not_null(), lambda p: p.image_urls is not None),
+            (F.image_urls == None, lambda p: p.image_urls is None),  # noqa: E711
+            (F.created_at >= T0 + dt.timedelta(minutes=20),
+             lambda p: p.created_at >= T0 + dt.timedelta(minutes=20)),
+            ((F.user_id == "u1") & (F.likes_count > 2),
+             lambda p: p.user_id == "u1" and p.likes_count > 2),
+            ((F.user_id == "u1") | (F.likes_count > 5),
+             lambda p: p.user_id == "u1" or p.likes_count > 5),
+            (~(F.user_id == "u1"), lambda p: p.user_id != "u1"),
+            (~((F.user_id == "u1") | (F.likes_count < 2)),
+             lambda p: not (p.user_id == "u1" or p.likes_count < 2)),
+            ({"user_id": "u0", "likes_count": 3},
+             lambda p: p.user_id == "u0" and p.likes_count == 3),
+        ],
+    )
+    def test_query_operators(self, filled: list[Post], posts: syncline.Repository[Post],
+                             where: Any, check: Callable[[Post], bool]) -> None:
+        expected = sorted(p.id for p in filled if check(p))
+        assert [p.id for p in posts.find(where)] == expected
+        assert posts.count(where) == len(expected)
+
+    def test_comparisons_with_null_are_unknown(self, filled: list[Post],
+                                               posts: syncline.Repository[Post]) -> None:
+        # SQL semantics: neither score != 1 nor NOT(score == 1) matches a NULL score.
+        with_score = [p for p in filled if p.score is not None]
+        assert posts.count(F.score != 1.0) == sum(1 for p in with_score if p.score != 1.0)
+        assert posts.count(~(F.score == 1.0)) == sum(1 for p in with_score if p.score != 1.0)
+        assert posts.count(F.score.not_in([1.0])) == sum(
+            1 for p in with_score if p.score != 1.0)
+
+    def test_order_by_several_fields_with_nulls(self, filled: list[Post],
+                                                posts: syncline.Repository[Post]) -> None:
+        found = posts.find(order_by=["user_id", F.score.desc()])
+        def key(p: Post) -> tuple[Any, ...]:
+            # descending score with NULLs last, then primary key
+            return (p.user_id, p.score is None, -(p.score or 0), p.id)
+        assert [p.id for p in found] == [p.id for p in sorted(filled, key=key)]
+        asc = posts.find(order_by=F.score.asc())
+        assert all(p.score is None for p in asc[:6])  # NULLs first ascending
+        assert asc[6].score is not None
+
+    def test_limit_and_offset(self, filled: list[Post], posts: syncline.Repository[Post]) -> None:
+        ordered = [p.id for p in sorted(filled, key=lambda p: p.created_at, reverse=True)]
+        assert [p.id for p in posts.find(order_by="-created_at", limit=5)] == ordered[:5]
+        page = posts.find(order_by="-created_at", limit=5, offset=5)
+        assert [p.id for p in page] == ordered[5:10]
+        assert [p.id for p in posts.find(order_by="-created_at", offset=25)] == ordered[25:]
+        assert posts.find(limit=0) == []
+        assert posts.first(order_by="created_at") == filled[0]
+
+    def test_latest_posts_of_a_user(self, filled: list[Post],
+                                    posts: syncline.Repository[Post]) -> None:
+        mine = posts.find(F.user_id == "u1", order_by=F.created_at.desc(), limit=3)
+        expected = sorted((p for p in filled if p.user_id == "u1"),
+                          key=lambda p: p.created_at, reverse=True)[:3]
+        assert mine == expected
+
+    def test_bad_queries_are_query_errors(self, filled: list[Post],
+                                          posts: syncline.Repository[Post]) -> None:
+        with pytest.raises(syncline.QueryError, match="no field 'nope'"):
+            posts.find(F.nope == 1)
+        with pytest.raises(syncline.QueryError, match="likes_count"):
+            posts.find(F.likes_count == "many")
+        with pytest.raises(syncline.QueryError):
+            posts.find(order_by="-nope")
+        with pytest.raises(syncline.QueryError):
+            posts.find(F.likes_count.like("1%"))
+        with pytest.raises(syncline.QueryError):
+            posts.find(limit=-1)
+        with pytest.raises(syncline.QueryError):
+            posts.find(F.image_urls > ["a"])
+
+    # -- types -------------------------------------------------------------------------------
+
+    def test_every_field_type_round_trips(self, store: Store) -> None:
+        repo = store.repository(Everything)
+        items = [make_everything(i) for i in range(3)]
+        items.append(make_everything(
+            3, maybe_text="x", maybe_number=-(2**63), maybe_when=T0, maybe_day=dt.date(2000, 2, 29),
+            maybe_ident=uuid.uuid4(), maybe_amount=decimal.Decimal("-0.000001"),
+            maybe_color=Color.RED, maybe_flag=False, maybe_blob=b"", maybe_json=[{"a": []}],
+        ))
+        repo.upsert_many(items)
+        for item in items:
+            got = repo.get(item.id)
+            assert got == item
+            assert got is not None
+            assert got.when.utcoffset() == dt.timedelta(0)  # stored and returned as UTC
+            assert type(got.amount) is decimal.Decimal and got.amount == item.amount
+            assert type(got.flag) is bool and type(got.color) is Color
+            assert type(got.level) is Level
+        assert repo.find(F.ident == uuid.UUID(int=2))[0].id == 1
+        assert [e.id for e in repo.find(F.amount > decimal.Decimal("12345678901236067890"))] \
+            == [2, 3]
+        assert [e.id for e in repo.find(F.color == Color.GREEN)] == [1, 3]
+        assert [e.id for e in repo.find(F.day <= dt.date(2000, 1, 1))] == [0, 1]
+        assert [e.id for e in repo.find(F.flag == True)] == [1, 3]  # noqa: E712
+        assert [e.id for e in repo.find(F.maybe_flag == False)] == [3]  # noqa: E712
+        assert [e.id for e in repo.find(F.tags == ["a", "b", "2"])] == [2]
+        assert [e.id for e in repo.find(order_by=F.when.desc())] == [3, 2, 1, 0]
+
+    def test_decimals_compare_exactly(self, store: Store) -> None:
+        self.require(store, "exact_decimals")
+        repo = store.repository(Everything)
+        base = decimal.Decimal("12345678901234567890.1")
+        repo.upsert_many([make_everything(i, amount=base + decimal.Decimal(i) / 100)
+                          for i in range(3)])
+        assert [e.id for e in repo.find(F.amount > base)] == [1, 2]
+        assert [e.id for e in repo.find(order_by=F.amount.desc())] == [2, 1, 0]
+
+    def test_naive_datetime_is_refused_and_nothing_written(self,
+                                                           posts: syncline.Repository[Post]) -> None:
+        with pytest.raises(syncline.SerializationError, match="created_at.*time zone"):
+            posts.upsert_many([make_post(1), make_post(2, created_at=dt.datetime(2024, 1, 1))])
+        assert posts.count() == 0
+
+    def test_wrong_types_are_refused_naming_the_field(self,
+                                                      posts: syncline.Repository[Post]) -> None:
+        posts.upsert(make_post(1))
+        with pytest.raises(syncline.SerializationError, match="likes_count"):
+            posts.upsert(make_post(1, likes_count="many"))
+        with pytest.raises(syncline.SerializationError, match="content"):
+            posts.upsert(make_post(1, content=None))
+        with pytest.raises(syncline.SerializationError, match="image_urls"):
+            posts.upsert(make_post(1, image_urls="not a list"))
+        with pytest.raises(syncline.SerializationError):
+            posts.update("p001", likes_count="x")
+        with pytest.raises(syncline.QueryError, match="no field"):
+            posts.update("p001", nope=1)
+        with pytest.raises(syncline.QueryError, match="primary key"):
+            posts.update("p001", id="p002")
+        assert posts.get("p001") == make_post(1)
+
+    def test_isolation_from_objects_passed_and_returned(self,
+                                                        posts: syncline.Repository[Post]) -> None:
+        post = make_post(1, image_urls=["a"])
+        posts.upsert(post)
+        post.image_urls.append("b")  # type: ignore[union-attr]
+        post.content = "changed after writing"
+        got = posts.get("p001")
+        assert got is not None and got.image_urls == ["a"] and got.content == "post 1"
+        got.image_urls.append("c")  # type: ignore[union-attr]
+        again = posts.get("p001")
+        assert again is not None and again.image_urls == ["a"]
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def test_transaction_commits(self, store: Store, posts: syncline.Repository[Post]) -> None:
+        with store.transaction():
+            posts.insert(make_post(1))
+            posts.insert(make_post(2))
+            assert posts.count() == 2  # sees its own writes
+        assert posts.count() == 2
+
+    def test_transaction_rolls_back_on_exception(self, store: Store,
+                                                 posts: syncline.Repository[Post]) -> None:
+        posts.insert(make_post(0))
+        with pytest.raises(RuntimeError), store.transaction():
+            posts.insert(make_post(1))
+            posts.update("p000", content="changed")
+            posts.delete("p000") if False else None
+            raise RuntimeError("boom")
+        assert [p.id for p in posts.all()] == ["p000"]
+        assert posts.get("p000") == make_post(0)
+
+    def test_nested_transaction_is_a_savepoint(self, store: Store,
+                                               posts: syncline.Repository[Post]) -> None:
+        self.require(store, "savepoints")
+        with store.transaction():
+            posts.insert(make_post(1))
+            with pytest.raises(ValueError), store.transaction():
+                posts.insert(make_post(2))
+                raise ValueError("inner only")
+            with store.transaction():
+                posts.insert(make_post(3))
+            with pytest.raises(syncline.IntegrityError):
+                posts.insert(make_post(1))  # a failed statement leaves the transaction usable
+        assert [p.id for p in posts.all()] == ["p001", "p003"]
+
+    def test_other_threads_never_see_uncommitted_rows(self, store: Store,
+                                                      posts: syncline.Repository[Post]) -> None:
+        seen: list[Post | None] = []
+        with pytest.raises(RuntimeError), store.transaction():
+            posts.insert(make_post(1))
+            reader = threading.Thread(target=lambda: seen.append(posts.get("p001")))
+            reader.start()
+            reader.join(0.3)  # a backend may block the reader until the transaction ends
+            raise RuntimeError("roll back")
+        reader.join(10)
+        assert seen == [None]
+
+    def test_commit_listeners_hear_tables_once_per_transaction(
+            self, store: Store, posts: syncline.Repository[Post]) -> None:
+        heard: list[frozenset[str]] = []
+        undo = store.on_commit(heard.append)
+        with store.transaction():
+            for i in range(5):
+                posts.insert(make_post(i))
+            store.repository(Counter).insert(Counter("c"))
+        with pytest.raises(RuntimeError), store.transaction():
+            posts.insert(make_post(99))
+            raise RuntimeError
+        posts.delete("p000")
+        undo()
+        posts.delete("p001")
+        assert heard == [frozenset({"suite_posts", "suite_counters"}), frozenset({"suite_posts"})]
+
+    # -- threads -----------------------------------------------------------------------------
+
+    def test_threads_writing_at_once(self, store: Store) -> None:
+        self.require(store, "concurrent_writers")
+        counters = store.repository(Counter)
+        counters.insert(Counter("shared"))
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(20):
+                    counters.upsert(Counter(f"t{n}-{i}", i))
+                    with store.transaction():
+                        current = counters.get("shared")
+                        assert current is not None
+                        counters.update("shared", value=current.value + 1)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert counters.count() == 6 * 20 + 1
+        shared = counters.get("shared")
+        assert shared is not None and shared.value == 6 * 20  # no lost update
+
+    # -- whole store -------------------------------------------------------------------------
+
+    def test_clear_all_empties_every_table(self, store: Store, filled: list[Post]) -> None:
+        store.repository(Counter).insert(Counter("c"))
+        store.clear_all()
+        assert store.repository(Post).count() == 0
+        assert store.repository(Counter).count() == 0
+
+    def test_data_survives_reopening(self, open_store: StoreFactory) -> None:
+        first = open_store()
+        self.require(first, "persistent")
+        first.repository(Post).upsert(make_post(1))
+        first.close()
+        second = open_store()
+        assert second.repository(Post).get("p001") == make_post(1)
+
+    def test_a_newer_store_refuses_to_open(self, open_store: StoreFactory) -> None:
+        first = open_store(schema_version=3)
+        self.require(first, "persistent")
+        first.close()
+        with pytest.raises(syncline.MigrationError, match="newer"):
+            open_store(schema_version=2)
+
+    def test_closed_store_refuses_work(self, store: Store,
+                                       posts: syncline.Repository[Post]) -> None:
+        store.close()
+        with pytest.raises(syncline.SynclineError):
+            posts.insert(make_post(1))
+
+    def test_entity_not_in_store_is_an_error(self, open_store: StoreFactory) -> None:
+        store = open_store(entities=[Counter])
+        with pytest.raises(syncline.EntityDefinitionError, match="not part of this store"):
+            store.repository(Post)
