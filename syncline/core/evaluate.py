@@ -41,6 +41,8 @@ def evaluate(cond: Condition, row: dict[str, Any]) -> Truth:
             return value is None
         if op == "not_null":
             return value is not None
+        if (op == "in" or op == "not_in") and not cond.value:
+            return op == "not_in"  # x IN () is false and x NOT IN () true, even for NULL
         if value is None:
             return None
         if op == "in" or op == "not_in":

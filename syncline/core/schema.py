@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import sys
 import types
 import typing
 import uuid
@@ -249,7 +250,9 @@ def entity(
     """
 
     def decorate(cls: type[T]) -> type[T]:
-        spec = build_spec(cls, table, primary_key, indexes, unique, syncs)
+        # Names local to the function declaring the class resolve too (string annotations).
+        localns = dict(sys._getframe(1).f_locals)
+        spec = build_spec(cls, table, primary_key, indexes, unique, syncs, localns)
         (registry if registry is not None else globals()["registry"]).claim(spec.table.name, cls)
         cls.__syncline_entity__ = spec  # type: ignore[attr-defined]
         return cls
@@ -264,6 +267,7 @@ def build_spec(
     indexes: Iterable[IndexArg],
     unique: Iterable[IndexArg],
     syncs: bool,
+    localns: dict[str, Any] | None = None,
 ) -> EntitySpec:
     owner = cls.__name__ if isinstance(cls, type) else repr(cls)
     if not attrs.has(cls):
@@ -276,7 +280,7 @@ def build_spec(
             f"{owner}: table name {name!r} must be an identifier not starting with '_syncline'"
         )
     try:
-        attrs.resolve_types(cls)
+        attrs.resolve_types(cls, localns=localns)
     except NameError as exc:
         raise EntityDefinitionError(f"{owner}: cannot resolve a field's type: {exc}") from exc
     fields: list[FieldSpec] = []

@@ -1,0 +1,153 @@
+"""Entity declarations: what is accepted, and the errors for what is not."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+import attrs
+import pytest
+
+import syncline
+from syncline.core.schema import EntityRegistry, spec_of
+
+
+@pytest.fixture
+def reg() -> EntityRegistry:
+    return EntityRegistry()
+
+
+def test_entity_records_table_indexes_and_kinds(reg: EntityRegistry) -> None:
+    @reg.entity("posts", indexes=[("user_id", "created_at"), "content"], unique=["local_id"])
+    @attrs.define
+    class Post:
+        id: str
+        user_id: str
+        content: str
+        created_at: dt.datetime
+        local_id: str | None = None
+        tags: list[str] | None = None
+
+    spec = spec_of(Post)
+    assert spec.table.name == "posts"
+    assert spec.primary_key == "id"
+    assert [(i.columns, i.unique) for i in spec.table.indexes] == [
+        (("user_id", "created_at"), False), (("content",), False), (("local_id",), True)]
+    kinds = {c.name: (c.kind, c.nullable) for c in spec.table.columns}
+    assert kinds["created_at"] == ("datetime", False)
+    assert kinds["tags"] == ("json", True)
+
+
+def test_table_name_defaults_to_class_name(reg: EntityRegistry) -> None:
+    @reg.entity()
+    @attrs.define
+    class Thing:
+        id: int
+
+    assert spec_of(Thing).table.name == "thing"
+
+
+def test_unsupported_type_names_class_and_field(reg: EntityRegistry) -> None:
+    with pytest.raises(syncline.EntityDefinitionError, match=r"Bad\.when.*cannot be stored"):
+        @reg.entity("bad")
+        @attrs.define
+        class Bad:
+            id: str
+            when: complex
+
+
+def test_missing_primary_key(reg: EntityRegistry) -> None:
+    with pytest.raises(syncline.EntityDefinitionError, match="primary key field 'id'"):
+        @reg.entity("nokey")
+        @attrs.define
+        class NoKey:
+            name: str
+
+
+def test_optional_primary_key_is_refused(reg: EntityRegistry) -> None:
+    with pytest.raises(syncline.EntityDefinitionError, match="primary key"):
+        @reg.entity("optkey")
+        @attrs.define
+        class OptKey:
+            id: str | None
+
+
+def test_two_entities_on_one_table(reg: EntityRegistry) -> None:
+    @reg.entity("shared")
+    @attrs.define
+    class First:
+        id: str
+
+    with pytest.raises(syncline.EntityDefinitionError, match="already declared by"):
+        @reg.entity("shared")
+        @attrs.define
+        class Second:
+            id: str
+
+
+def test_two_entities_on_one_table_in_one_store() -> None:
+    a, b = EntityRegistry(), EntityRegistry()
+
+    @a.entity("same")
+    @attrs.define
+    class One:
+        id: str
+
+    @b.entity("same")
+    @attrs.define
+    class Two:
+        id: str
+
+    with pytest.raises(syncline.EntityDefinitionError, match="both use table 'same'"):
+        syncline.open("memory://", entities=[One, Two])
+
+
+def test_not_an_attrs_class(reg: EntityRegistry) -> None:
+    with pytest.raises(syncline.EntityDefinitionError, match="not an attrs class"):
+        @reg.entity("plain")
+        class Plain:
+            id: str
+
+
+def test_unknown_index_field(reg: EntityRegistry) -> None:
+    with pytest.raises(syncline.EntityDefinitionError, match="index field 'nope'"):
+        @reg.entity("idx", indexes=["nope"])
+        @attrs.define
+        class Idx:
+            id: str
+
+
+def test_mixed_enum_is_refused(reg: EntityRegistry) -> None:
+    class Mixed(enum.Enum):
+        A = 1
+        B = "b"
+
+    with pytest.raises(syncline.EntityDefinitionError, match="all-int or all-str"):
+        @reg.entity("mixed")
+        @attrs.define
+        class HasMixed:
+            id: str
+            m: Mixed
+
+
+def test_non_entity_gets_a_clear_error() -> None:
+    @attrs.define
+    class Plain:
+        id: str
+
+    with pytest.raises(syncline.EntityDefinitionError, match="not a syncline entity"):
+        syncline.open("memory://", entities=[Plain])
+
+
+def test_private_attrs_fields_use_their_alias(reg: EntityRegistry) -> None:
+    @reg.entity("aliased")
+    @attrs.define
+    class Aliased:
+        id: str
+        _secret: str = "s"
+
+    with syncline.open("memory://", entities=[Aliased]) as store:
+        store.repository(Aliased).upsert(Aliased("a", secret="x"))
+        got: Any = store.repository(Aliased).get("a")
+        assert got._secret == "x"
