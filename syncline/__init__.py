@@ -29,7 +29,7 @@ from syncline.core.repository import Dao, Repository
 from syncline.core.schema import EntityRegistry, entity
 from syncline.core.store import Store, open_store
 
-open = open_store  # noqa: A001 - syncline.open(url) is the public spelling
+open = open_store  # syncline.open(url) is the public spelling
 
 __version__ = "0.1.0"
 

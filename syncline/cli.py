@@ -57,7 +57,7 @@ def plugins(as_json: bool) -> None:
     from syncline.core.plugins import plugin_manager
 
     manager = plugin_manager()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for info in sorted(manager.plugins.values(), key=lambda i: i.name):
         schemes = manager.schemes_of(info.name)
         rows.append({
@@ -76,9 +76,9 @@ def plugins(as_json: bool) -> None:
     for column in ("plugin", "distribution", "version", "schemes", "hooks"):
         table.add_column(column)
     for row in rows:
-        schemes = [f"{s}://" for s in row["backends"] + row["transports"]]
+        served = ", ".join(f"{s}://" for s in row["backends"] + row["transports"])
         table.add_row(row["name"], row["distribution"] or "-", row["version"] or "-",
-                      ", ".join(schemes) or "-", ", ".join(row["hooks"]))
+                      served or "-", ", ".join(row["hooks"]))
     console.print(table)
 
 

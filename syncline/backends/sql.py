@@ -62,7 +62,7 @@ class SQLBuilder:
 
     def compile(self, stmt: sa.ClauseElement) -> Compiled:
         compiled = stmt.compile(dialect=self.dialect)
-        return str(compiled), tuple(compiled.positiontup or ())
+        return str(compiled), tuple(getattr(compiled, "positiontup", None) or ())
 
     def ddl(self, spec: TableSpec) -> list[str]:
         table = self.table(spec)
@@ -109,7 +109,7 @@ class SQLBuilder:
                 binds = [self.comparable(sa.bindparam(f"p{n}_{j}"), kind)
                          for j in range(len(cond.value))]
                 return col.in_(binds) if op == "in" else col.not_in(binds)
-            bind = sa.bindparam(f"p{n}")
+            bind: sa.BindParameter[Any] = sa.bindparam(f"p{n}")
             if op == "like":
                 return col.like(bind)
             value = self.comparable(bind, kind)
@@ -252,7 +252,7 @@ class SQLBuilder:
             pk = table.c[spec.primary_key]
             if kind == "get":
                 return sa.select(*table.c).where(pk == sa.bindparam("k"))
-            binds = [sa.bindparam(f"k{i}") for i in range(n)]
+            binds: list[sa.BindParameter[Any]] = [sa.bindparam(f"k{i}") for i in range(n)]
             if kind == "get_many":
                 return sa.select(*table.c).where(pk.in_(binds))
             return sa.delete(table).where(pk.in_(binds))

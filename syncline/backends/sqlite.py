@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -167,10 +167,8 @@ class SQLiteBackend(Backend):
         with self._conns_lock:
             conns, self._conns = self._conns, []
         for conn in conns:
-            try:
+            with suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
         self._shared = None
         self._local = _Local()
 
@@ -237,14 +235,12 @@ class SQLiteBackend(Backend):
             yield
         except BaseException:
             local.depth = depth
-            try:
+            with suppress(sqlite3.Error):  # the original error matters more
                 if depth == 0:
                     conn.execute("ROLLBACK")
                 else:
                     conn.execute(f"ROLLBACK TO {name}")
                     conn.execute(f"RELEASE {name}")
-            except sqlite3.Error:
-                pass  # the original error matters more
             raise
         local.depth = depth
         with self._errors("committing"):

@@ -103,8 +103,10 @@ def make_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
 
     def json_unstructure_factory(tp: Any) -> Hook:
         container = _json_container(tp)
-        inner = conv.gen_unstructure_iterable if container is list else conv.gen_unstructure_mapping
-        base = inner(tp) if typing.get_args(tp) else (lambda v: v)
+        base: Hook = lambda v: v  # noqa: E731
+        if typing.get_args(tp):
+            base = (conv.gen_unstructure_iterable(tp) if container is list
+                    else conv.gen_unstructure_mapping(tp))
 
         def unstructure(value: Any) -> Any:
             if not isinstance(value, container):
@@ -130,10 +132,12 @@ def make_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
     )
     for custom in types or ():
         conv.register_unstructure_hook(custom.python_type, custom.to_storage)
-        conv.register_structure_hook(
-            custom.python_type, lambda v, _t, f=custom.from_storage: f(v)
-        )
+        conv.register_structure_hook(custom.python_type, _from_storage(custom.from_storage))
     return conv
+
+
+def _from_storage(func: Hook) -> Callable[[Any, Any], Any]:
+    return lambda value, _tp: func(value)
 
 
 JSON_NATIVE = (str, int, float, bool, type(None), Any)

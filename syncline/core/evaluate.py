@@ -77,8 +77,10 @@ def order_rows(rows: list[dict[str, Any]], order_by: Iterable[Order], pk: str,
     out = list(rows)
     for term in reversed(terms):  # stable sorts, least significant first
         name = term.field
-        out.sort(
-            key=lambda r, n=name: (r[n] is not None, sort_key(n, r[n]) if r[n] is not None else 0),
-            reverse=term.descending,
-        )
+
+        def key(row: dict[str, Any], n: str = name) -> tuple[bool, Any]:
+            value = row[n]
+            return (value is not None, sort_key(n, value) if value is not None else 0)
+
+        out.sort(key=key, reverse=term.descending)
     return out

@@ -21,7 +21,9 @@ import attrs
 
 from syncline.core.errors import QueryError
 
-CompareOp = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "like", "is_null", "not_null"]
+CompareOp = Literal[
+    "eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "like", "is_null", "not_null"
+]
 ORDERING_OPS = frozenset({"lt", "le", "gt", "ge"})
 
 

@@ -51,7 +51,7 @@ class Repository(Generic[T]):
     def get(self, key: Any) -> T | None:
         """The entity with primary key ``key``, or None."""
         row = self._backend.get(self.table, self._key(key))
-        return None if row is None else self._from_row(row)  # type: ignore[no-any-return]
+        return None if row is None else self._from_row(row)
 
     def get_many(self, keys: Iterable[Any]) -> list[T]:
         """The entities with these keys, in the order given; missing keys are left out."""
