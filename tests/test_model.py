@@ -142,10 +142,12 @@ def model(recs: list[Rec], query: Query) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Store]]:
+def stores(tmp_path_factory: pytest.TempPathFactory,
+           postgres_url: str) -> Iterator[dict[str, Store]]:
     folder: Path = tmp_path_factory.mktemp("model")
-    opened = {url: syncline.open(url, entities=[Rec])
-              for url in ("memory://", "sqlite://", f"sqlite:///{folder}/model.db")}
+    urls = ("memory://", "sqlite://", f"sqlite:///{folder}/model.db",
+            f"{postgres_url}?schema=model")
+    opened = {url: syncline.open(url, entities=[Rec]) for url in urls}
     yield opened
     for store in opened.values():
         store.close()

@@ -155,7 +155,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def upsert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
-        """Insert rows, replacing every column of rows whose key exists."""
+        """Insert rows, replacing every column of rows whose key exists.
+
+        Callers pass each key at most once per call.
+        """
 
     @abc.abstractmethod
     def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:

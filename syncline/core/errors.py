@@ -35,6 +35,15 @@ class IntegrityError(BackendError):
     """A write broke a constraint (duplicate key, unique key, foreign key)."""
 
 
+class TransactionConflictError(BackendError):
+    """A transaction lost a race (serialization failure, deadlock); running it again may work.
+
+    ``Store.run_transaction`` retries these a bounded number of times.
+    """
+
+    retryable = True
+
+
 class NotFoundError(SynclineError, LookupError):
     """A record, table or other named thing does not exist."""
 

@@ -101,10 +101,16 @@ class Repository(Generic[T]):
         return obj
 
     def upsert_many(self, objs: Iterable[T]) -> None:
-        """Insert or replace many entities in one transaction: all are written or none."""
+        """Insert or replace many entities in one transaction: all are written or none.
+
+        When the same key appears twice, the last one wins.
+        """
         rows = [self._to_row(o) for o in objs]
         if not rows:
             return
+        pk = self._pk
+        if len({r[pk] for r in rows}) != len(rows):
+            rows = list({r[pk]: r for r in rows}.values())
         with self.store.transaction():
             self._backend.upsert_many(self.table, rows)
             self.store.touched(self.table.name)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ from syncline.core.errors import (
     ConfigurationError,
     EntityDefinitionError,
     MigrationError,
+    TransactionConflictError,
     TransactionError,
 )
 from syncline.core.plugins import PluginManager, plugin_manager
@@ -158,6 +161,26 @@ class Store:
                 tx.touched[-1] |= touched
         if ok and tx.depth == 0 and touched:
             self._notify(frozenset(touched))
+
+    def run_transaction(self, work: Callable[[], T], *, retries: int = 10) -> T:
+        """Run ``work()`` in a transaction, running it again when it loses a race.
+
+        Backends with optimistic isolation (PostgreSQL) raise
+        :class:`TransactionConflictError` when two transactions collide; this runs the whole
+        function again, up to ``retries`` more times, after a random pause that grows with each
+        attempt (capped at half a second). Use it for
+        read-modify-write code under concurrency.
+        """
+        attempt = 0
+        while True:
+            try:
+                with self.transaction():
+                    return work()
+            except TransactionConflictError:
+                if attempt >= retries or self.in_transaction():
+                    raise
+                attempt += 1
+                time.sleep(random.uniform(0, min(0.5, 0.002 * 2**attempt)))
 
     def touched(self, table: str) -> None:
         """Record that the current transaction wrote ``table``."""

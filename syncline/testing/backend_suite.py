@@ -142,6 +142,12 @@ class BackendSuite:
         posts.upsert_many([make_post(3, local_id=None), make_post(4, local_id=None)])
         assert posts.count() == 3
 
+    def test_upsert_many_with_a_key_twice_keeps_the_last(
+            self, posts: syncline.Repository[Post]) -> None:
+        posts.upsert_many([make_post(1), make_post(2), make_post(1, content="last")])
+        assert posts.get("p001") == make_post(1, content="last")
+        assert posts.count() == 2
+
     def test_update_sets_only_given_fields(self, filled: list[Post],
                                            posts: syncline.Repository[Post]) -> None:
         updated = posts.update("p003", content="new", likes_count=42)
@@ -420,14 +426,16 @@ class BackendSuite:
         counters.insert(Counter("shared"))
         errors: list[BaseException] = []
 
+        def increment() -> None:
+            current = counters.get("shared")
+            assert current is not None
+            counters.update("shared", value=current.value + 1)
+
         def work(n: int) -> None:
             try:
                 for i in range(20):
                     counters.upsert(Counter(f"t{n}-{i}", i))
-                    with store.transaction():
-                        current = counters.get("shared")
-                        assert current is not None
-                        counters.update("shared", value=current.value + 1)
+                    store.run_transaction(increment)
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
@@ -436,7 +444,7 @@ class BackendSuite:
             t.start()
         for t in threads:
             t.join()
-        assert errors == []
+        assert [repr(e) for e in errors] == []
         assert counters.count() == 6 * 20 + 1
         shared = counters.get("shared")
         assert shared is not None and shared.value == 6 * 20  # no lost update

@@ -1,0 +1,500 @@
+"""The PostgreSQL backend: ``postgresql://user:pass@host:port/db`` (or ``postgresql+psycopg://``).
+
+SQLAlchemy Core builds the SQL and owns the connection pool (``pool_size``, ``max_overflow``
+options); the compiled SQL runs on the pooled psycopg 3 connections. Native types: timestamptz,
+jsonb, uuid, numeric, bytea, text (``COLLATE "C"``, so text sorts by code point as on every
+backend). Transactions run at REPEATABLE READ: a read-modify-write that loses a race raises
+:class:`TransactionConflictError`, which ``Store.run_transaction`` retries; single writes outside
+a transaction retry on their own. Batch upserts go through COPY into a temporary table and one
+``INSERT ... ON CONFLICT``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+import cattrs
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
+
+from syncline.backends.sql import SQLBuilder
+from syncline.core.backend import Backend, Row
+from syncline.core.convert import json_is_native, utc_datetime
+from syncline.core.errors import (
+    BackendError,
+    BackendUnavailableError,
+    IntegrityError,
+    NotFoundError,
+    TransactionConflictError,
+    TransactionError,
+)
+from syncline.core.hookspecs import hookimpl
+from syncline.core.plugins import BackendRegistry
+from syncline.core.query import Compare, Condition, Query
+from syncline.core.schema import IndexSpec, TableSpec, _is_json
+
+if TYPE_CHECKING:
+    import psycopg
+
+_COPY_THRESHOLD = 64  # below this many rows, executemany beats COPY's fixed cost
+_RETRIES = 5
+_META = "_syncline_meta"
+
+
+class PostgresBuilder(SQLBuilder):
+    types = {
+        "text": sa.Text(collation="C"), "integer": sa.BigInteger(),
+        "float": sa.Double(), "boolean": sa.Boolean(), "bytes": sa.LargeBinary(),
+        "datetime": sa.DateTime(timezone=True), "date": sa.Date(), "uuid": sa.Uuid(),
+        "decimal": sa.Numeric(), "json": JSONB(),
+    }
+    no_limit = None
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the PostgreSQL backend needs psycopg 3: pip install 'syncline[postgresql]'"
+        ) from exc
+    return psycopg
+
+
+def translate(exc: BaseException, what: str, where: str) -> BackendError:
+    """One place where psycopg and SQLAlchemy errors become syncline errors."""
+    psycopg = _import_psycopg()
+    orig = getattr(exc, "orig", None) or exc
+    msg = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    if sqlstate in ("40001", "40P01"):
+        return TransactionConflictError(f"{what}: {msg} (SQLSTATE {sqlstate}); run it again")
+    if sqlstate.startswith("23"):
+        return IntegrityError(f"{what}: {msg}")
+    if sqlstate == "42P01":
+        return NotFoundError(f"{what}: {msg}")  # type: ignore[return-value]
+    if sqlstate == "3D000" or ("does not exist" in msg and "database" in msg):
+        return BackendUnavailableError(
+            f"{what}: {msg}; create it with: syncline init {where}"
+        )
+    if sqlstate == "28P01" or "password authentication failed" in msg:
+        return BackendUnavailableError(f"{what}: authentication failed for {where}: {msg}")
+    if isinstance(orig, psycopg.OperationalError | sa.exc.DBAPIError) or sqlstate[:2] in (
+            "08", "57"):
+        return BackendUnavailableError(f"{what}: cannot reach PostgreSQL at {where}: {msg}")
+    return BackendError(f"{what}: {msg}")
+
+
+class _Local(threading.local):
+    def __init__(self) -> None:
+        self.conn: Any = None  # the pooled connection held by an open transaction
+        self.depth = 0
+
+
+class PostgresBackend(Backend):
+    """PostgreSQL through SQLAlchemy-compiled SQL on pooled psycopg 3 connections."""
+
+    capabilities = frozenset({"persistent", "multi_process", "sql", "savepoints",
+                              "concurrent_writers", "exact_decimals"})
+    passthrough_types = frozenset({str, int, float, bool, bytes, dt.date, uuid.UUID,
+                                   decimal.Decimal})
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        sa_url = sa.engine.make_url(url).set(drivername="postgresql+psycopg")
+        # ?schema=name puts the store's tables in that schema (created if missing).
+        self.schema: str | None = sa_url.query.get("schema")  # type: ignore[assignment]
+        self.sa_url = sa_url.difference_update_query(["schema"])
+        self.where = (f"{self.sa_url.host or 'localhost'}:{self.sa_url.port or 5432}/"
+                      f"{self.sa_url.database or ''}")
+        self.sql = PostgresBuilder(
+            pg_dialect.dialect(paramstyle="format"))  # type: ignore[no-untyped-call]
+        self._engine: sa.Engine | None = None
+        self._local = _Local()
+        self._statements: dict[Any, str] = {}
+        self._staged: set[tuple[int, str]] = set()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        _import_psycopg()
+        self._engine = sa.create_engine(
+            self.sa_url,
+            pool_size=int(self.options.get("pool_size", 5)),
+            max_overflow=int(self.options.get("max_overflow", 10)),
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": int(self.options.get("connect_timeout", 10)),
+                          "options": "-c timezone=UTC" + (
+                              f" -c search_path={self.schema}" if self.schema else "")},
+        )
+        with self._connection() as conn:
+            if self.schema:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            conn.execute(f'CREATE TABLE IF NOT EXISTS "{_META}" '
+                         "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        self._local = _Local()
+
+    @staticmethod
+    def init_storage(url: str) -> str:
+        """Create the database named in ``url`` if it does not exist (``syncline init``)."""
+        from sqlalchemy_utils import create_database, database_exists
+
+        sa_url = sa.engine.make_url(url).set(drivername="postgresql+psycopg")
+        where = f"{sa_url.host}:{sa_url.port or 5432}/{sa_url.database}"
+        try:
+            if database_exists(sa_url):
+                return f"database {where} already exists"
+            create_database(sa_url)
+        except Exception as exc:
+            raise translate(exc, "creating the database", where) from exc
+        return f"created database {where}"
+
+    def _raw(self) -> Any:
+        if self._engine is None:
+            raise TransactionError(f"the PostgreSQL store {self.where} is closed")
+        try:
+            return self._engine.raw_connection()
+        except Exception as exc:
+            raise translate(exc, "connecting", self.where) from exc
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """The transaction's connection, or a pooled one committed after the block."""
+        local = self._local
+        if local.depth > 0:  # the transaction's context rolls back on errors
+            with self._errors("running a statement"):
+                yield local.conn.driver_connection
+            return
+        proxy = self._raw()
+        try:
+            with self._errors("running a statement", proxy):
+                conn = proxy.driver_connection
+                yield conn
+                conn.commit()
+        finally:
+            proxy.close()
+
+    @contextmanager
+    def _errors(self, what: str, proxy: Any = None) -> Iterator[None]:
+        try:
+            yield
+        except BackendError:
+            raise
+        except Exception as exc:
+            err = translate(exc, what, self.where)
+            if proxy is not None:
+                conn = proxy.driver_connection
+                if conn is None or conn.closed or conn.broken:
+                    proxy.invalidate()  # a killed connection never goes back to the pool
+                else:
+                    try:
+                        conn.rollback()
+                    except Exception:
+                        proxy.invalidate()
+            raise err from exc
+
+    def make_converter(self, base: cattrs.Converter) -> cattrs.Converter:
+        from psycopg.types.json import Jsonb
+
+        conv = base.copy()
+        conv.register_structure_hook(dt.datetime, lambda v, _t: utc_datetime(v))
+
+        def json_unstructure(tp: Any) -> Any:
+            inner = base.get_unstructure_hook(tp)
+            return lambda value: Jsonb(inner(value))
+
+        def json_structure(tp: Any) -> Any:
+            if json_is_native(tp):
+                return lambda value, _t: value
+            inner = base.get_structure_hook(tp)
+            return lambda value, _t: inner(value, tp)
+
+        conv.register_unstructure_hook_factory(_is_json, json_unstructure)
+        conv.register_structure_hook_factory(_is_json, json_structure)
+        return conv
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        local = self._local
+        depth = local.depth
+        if depth == 0:
+            proxy = self._raw()
+            local.conn = proxy
+            try:
+                with self._errors("beginning a transaction", proxy):
+                    proxy.driver_connection.execute(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ")
+            except BaseException:
+                local.conn = None
+                proxy.close()
+                raise
+        proxy = local.conn
+        conn = proxy.driver_connection
+        name = f"sp{depth}"
+        local.depth = depth + 1
+        try:
+            if depth > 0:
+                with self._errors("opening a savepoint"):
+                    conn.execute(f"SAVEPOINT {name}")
+            yield
+        except BaseException:
+            local.depth = depth
+            if depth == 0:
+                try:
+                    conn.rollback()
+                except Exception:
+                    proxy.invalidate()
+                local.conn = None
+                proxy.close()
+            else:
+                # If this fails the outer transaction is broken; its own rollback follows.
+                with suppress(Exception):
+                    conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            raise
+        local.depth = depth
+        if depth > 0:
+            with self._errors("releasing a savepoint"):
+                conn.execute(f"RELEASE SAVEPOINT {name}")
+            return
+        try:
+            with self._errors("committing", proxy):
+                conn.commit()
+        finally:
+            local.conn = None
+            proxy.close()
+
+    def in_transaction(self) -> bool:
+        return self._local.depth > 0
+
+    def _retrying(self, work: Any) -> Any:
+        """Run a standalone write, again when it loses a race (inside a transaction: once)."""
+        if self._local.depth > 0:
+            return work()
+        for attempt in range(_RETRIES + 1):
+            try:
+                with self.transaction():
+                    return work()
+            except TransactionConflictError:
+                if attempt == _RETRIES:
+                    raise
+                time.sleep(0.002 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def create_table(self, table: TableSpec) -> None:
+        with self._connection() as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (f'"{table.name}"',)).fetchone()
+            if exists is not None and exists[0] is None:
+                for stmt in self.sql.ddl(table):
+                    conn.execute(stmt)
+
+    def drop_table(self, name: str) -> None:
+        with self._connection() as conn:
+            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+    def table_names(self) -> list[str]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "ORDER BY tablename").fetchall()
+        return [r[0] for r in rows if r[0] != _META]
+
+    def create_index(self, table: str, index: IndexSpec) -> None:
+        cols = ", ".join(f'"{c}"' for c in index.columns)
+        unique = "UNIQUE " if index.unique else ""
+        with self._connection() as conn:
+            conn.execute(f'CREATE {unique}INDEX IF NOT EXISTS "{index.name}" ON "{table}" ({cols})')
+
+    def drop_index(self, table: str, name: str) -> None:
+        with self._connection() as conn:
+            conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+    def get_schema_version(self) -> int | None:
+        with self._connection() as conn:
+            row = conn.execute(f'SELECT value FROM "{_META}" WHERE key = %s',
+                               ("schema_version",)).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_schema_version(self, version: int) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                f'INSERT INTO "{_META}" (key, value) VALUES (%s, %s) '
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ("schema_version", str(int(version))))
+
+    # -- statements --------------------------------------------------------------------------
+
+    def _stmt(self, table: TableSpec, kind: str) -> str:
+        key = (table, kind)
+        sql = self._statements.get(key)
+        if sql is None:
+            t = self.sql.table(table)
+            cols = list(t.c)
+            values: dict[str, Any] = {c.name: sa.bindparam(c.name) for c in cols}
+            if kind == "insert":
+                sql = self.sql.compile(sa.insert(t).values(values))[0]
+            elif kind == "upsert":
+                stmt = pg_insert(t).values(values)
+                sql = self.sql.compile(self._on_conflict(stmt, table, cols))[0]
+            elif kind in ("stage_insert", "stage_upsert"):
+                stage = _stage_name(table)
+                select: Any = sa.select(*[sa.column(c.name) for c in cols]).select_from(
+                    sa.table(stage))
+                stmt = pg_insert(t).from_select([c.name for c in cols], select)
+                if kind == "stage_upsert":
+                    stmt = self._on_conflict(stmt, table, cols)
+                sql = self.sql.compile(stmt)[0]
+            elif kind == "get":
+                sql = self.sql.by_key(table, "get")
+            else:
+                raise KeyError(kind)
+            self._statements[key] = sql
+        return sql
+
+    @staticmethod
+    def _on_conflict(stmt: Any, table: TableSpec, cols: list[Any]) -> Any:
+        others = {c.name: stmt.excluded[c.name] for c in cols if not c.primary_key}
+        if not others:
+            return stmt.on_conflict_do_nothing(index_elements=[table.primary_key])
+        return stmt.on_conflict_do_update(index_elements=[table.primary_key], set_=others)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, table: TableSpec, key: Any) -> Row | None:
+        sql = self._stmt(table, "get")
+        with self._connection() as conn:
+            row = conn.execute(sql, (key,), prepare=True).fetchone()
+        return None if row is None else dict(zip(table.column_names, row, strict=False))
+
+    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
+        if not keys:
+            return []
+        names = table.column_names
+        pk_index = names.index(table.primary_key)
+        t = self.sql.table(table)
+        sql = self.sql.compile(
+            sa.select(*t.c).where(t.c[table.primary_key] == sa.func.any(sa.bindparam("k"))))[0]
+        with self._connection() as conn:
+            rows = conn.execute(sql, (list(keys),)).fetchall()
+        found = {r[pk_index]: dict(zip(names, r, strict=False)) for r in rows}
+        return [found[k] for k in keys if k in found]
+
+    def query(self, table: TableSpec, query: Query) -> list[Row]:
+        sql, params = self.sql.select(table, query)
+        names = table.column_names
+        with self._connection() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [dict(zip(names, r, strict=False)) for r in rows]
+
+    def count(self, table: TableSpec, where: Condition | None = None) -> int:
+        sql, params = self.sql.count(table, where)
+        with self._connection() as conn:
+            row = conn.execute(sql, params).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _write_many(self, table: TableSpec, kind: str, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        names = table.column_names
+        pk = table.primary_key
+        if kind == "upsert":  # one lock order for every writer: no deadlocks between batches
+            rows = sorted(rows, key=lambda r: r[pk])
+        params = [[r[n] for n in names] for r in rows]
+
+        def work() -> None:
+            with self._connection() as conn:
+                if len(params) < _COPY_THRESHOLD:
+                    with conn.cursor() as cur:
+                        cur.executemany(self._stmt(table, kind), params)
+                    return
+                self._copy(conn, table, params)
+                conn.execute(self._stmt(table, "stage_" + kind))
+
+        self._retrying(work)
+
+    def _copy(self, conn: psycopg.Connection[Any], table: TableSpec,
+              params: list[list[Any]]) -> None:
+        stage = _stage_name(table)
+        if (id(conn), stage) not in self._staged:
+            conn.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" '
+                         f'(LIKE "{table.name}") ON COMMIT DELETE ROWS')
+            self._staged.add((id(conn), stage))
+        else:
+            conn.execute(f'TRUNCATE "{stage}"')
+        cols = ", ".join(f'"{n}"' for n in table.column_names)
+        with conn.cursor() as cur, cur.copy(f'COPY "{stage}" ({cols}) FROM STDIN') as copy:
+            for row in params:
+                copy.write_row(row)
+
+    def insert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
+        self._write_many(table, "insert", rows)
+
+    def upsert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
+        self._write_many(table, "upsert", rows)
+
+    def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
+        return self.update_where(table, Compare(table.primary_key, "eq", key), values) > 0
+
+    def update_where(self, table: TableSpec, where: Condition | None,
+                     values: Mapping[str, Any]) -> int:
+        sql, params = self.sql.update(table, where, values)
+
+        def work() -> int:
+            with self._connection() as conn:
+                return int(conn.execute(sql, params).rowcount)
+
+        return int(self._retrying(work))
+
+    def delete_many(self, table: TableSpec, keys: Iterable[Any]) -> int:
+        keys = list(keys)
+        if not keys:
+            return 0
+        t = self.sql.table(table)
+        sql = self.sql.compile(
+            sa.delete(t).where(t.c[table.primary_key] == sa.func.any(sa.bindparam("k"))))[0]
+
+        def work() -> int:
+            with self._connection() as conn:
+                return int(conn.execute(sql, (keys,)).rowcount)
+
+        return int(self._retrying(work))
+
+    def delete_where(self, table: TableSpec, where: Condition | None) -> int:
+        sql, params = self.sql.delete(table, where)
+
+        def work() -> int:
+            with self._connection() as conn:
+                return int(conn.execute(sql, params).rowcount)
+
+        return int(self._retrying(work))
+
+
+def _stage_name(table: TableSpec) -> str:
+    return f"_syncline_stage_{table.name}"[:63]
+
+
+@hookimpl
+def syncline_register_backends(registry: BackendRegistry) -> None:
+    registry.register("postgresql", PostgresBackend, description="PostgreSQL via psycopg 3",
+                      requires="syncline[postgresql]")
+    registry.register("postgresql+psycopg", PostgresBackend,
+                      description="PostgreSQL via psycopg 3", requires="syncline[postgresql]")
