@@ -83,6 +83,17 @@ def plugins(as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("url")
+def init(url: str) -> None:
+    """Create the storage URL names (a PostgreSQL database, a SQLite file) if it is missing."""
+    from syncline.core.plugins import plugin_manager
+    from syncline.core.store import scheme_of
+
+    backend_cls = plugin_manager().backend_class(scheme_of(url))
+    click.echo(backend_cls.init_storage(url))
+
+
+@main.command()
 @click.option("--store", "store_url", default=None,
               help="Store URL (default: a SQLite file in a temporary folder).")
 def demo(store_url: str | None) -> None:

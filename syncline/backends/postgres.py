@@ -148,8 +148,8 @@ class PostgresBackend(Backend):
             self._engine = None
         self._local = _Local()
 
-    @staticmethod
-    def init_storage(url: str) -> str:
+    @classmethod
+    def init_storage(cls, url: str) -> str:
         """Create the database named in ``url`` if it does not exist (``syncline init``)."""
         from sqlalchemy_utils import create_database, database_exists
 

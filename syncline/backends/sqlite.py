@@ -131,6 +131,15 @@ class SQLiteBackend(Backend):
             with self._errors("enabling WAL"):
                 self._connection().execute("PRAGMA journal_mode=WAL")
 
+    @classmethod
+    def init_storage(cls, url: str) -> str:
+        backend = cls(url)
+        if backend.path is not None:
+            Path(backend.path).parent.mkdir(parents=True, exist_ok=True)
+        backend.open()
+        backend.close()
+        return f"{url} is ready"
+
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(

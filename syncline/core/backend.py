@@ -65,6 +65,17 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release every connection and thread. Calling it twice is harmless."""
 
+    @classmethod
+    def init_storage(cls, url: str) -> str:
+        """Create the storage ``url`` names if it does not exist (``syncline init``).
+
+        Returns a one-line description of what was done. The default opens and closes it.
+        """
+        backend = cls(url)
+        backend.open()
+        backend.close()
+        return f"{url} is ready"
+
     def make_converter(self, base: cattrs.Converter) -> cattrs.Converter:
         """Return ``base.copy()`` with hooks for this backend's storage forms.
 

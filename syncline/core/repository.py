@@ -91,9 +91,12 @@ class Repository(Generic[T]):
 
     def insert_many(self, objs: Iterable[T]) -> None:
         rows = [self._to_row(o) for o in objs]
-        with self.store.transaction():
+
+        def write() -> None:
             self._backend.insert_many(self.table, rows)
             self.store.touched(self.table.name)
+
+        self.store.atomic(write)
 
     def upsert(self, obj: T) -> T:
         """Insert the entity or replace the stored one with the same key."""
@@ -111,9 +114,12 @@ class Repository(Generic[T]):
         pk = self._pk
         if len({r[pk] for r in rows}) != len(rows):
             rows = list({r[pk]: r for r in rows}.values())
-        with self.store.transaction():
+
+        def write() -> None:
             self._backend.upsert_many(self.table, rows)
             self.store.touched(self.table.name)
+
+        self.store.atomic(write)
 
     def update(self, key: Any, **values: Any) -> T:
         """Set only the given fields of one entity and return it as stored.
@@ -122,24 +128,29 @@ class Repository(Generic[T]):
         """
         encoded = self._values(values)
         stored_key = self._key(key)
-        with self.store.transaction():
+
+        def write() -> Any:
             if not self._backend.update(self.table, stored_key, encoded):
                 raise NotFoundError(
                     f"no {self.spec.cls.__name__} with {self._pk}={key!r} to update"
                 )
             self.store.touched(self.table.name)
-            row = self._backend.get(self.table, stored_key)
-        assert row is not None
-        return self._from_row(row)  # type: ignore[no-any-return]
+            return self._backend.get(self.table, stored_key)
+
+        return self._from_row(self.store.atomic(write))  # type: ignore[no-any-return]
 
     def update_where(self, where: WhereArg, **values: Any) -> int:
         """Set the given fields on every entity matching ``where``; returns how many."""
         encoded = self._values(values)
-        with self.store.transaction():
-            n = self._backend.update_where(self.table, self._where(where), encoded)
+        cond = self._where(where)
+
+        def write() -> int:
+            n = self._backend.update_where(self.table, cond, encoded)
             if n:
                 self.store.touched(self.table.name)
-        return n
+            return n
+
+        return self.store.atomic(write)
 
     def delete(self, key: Any) -> bool:
         """Delete one entity; False when there was none."""
@@ -147,29 +158,38 @@ class Repository(Generic[T]):
 
     def delete_many(self, keys: Iterable[Any]) -> int:
         encoded = [self._key(k) for k in keys]
-        with self.store.transaction():
+
+        def write() -> int:
             n = self._backend.delete_many(self.table, encoded)
             if n:
                 self.store.touched(self.table.name)
-        return n
+            return n
+
+        return self.store.atomic(write)
 
     def delete_where(self, where: WhereArg) -> int:
         """Delete every entity matching ``where``; ``None`` is refused (use :meth:`clear`)."""
         cond = self._where(where)
         if cond is None:
             raise QueryError("delete_where needs a condition; call clear() to delete everything")
-        with self.store.transaction():
+
+        def write() -> int:
             n = self._backend.delete_where(self.table, cond)
             if n:
                 self.store.touched(self.table.name)
-        return n
+            return n
+
+        return self.store.atomic(write)
 
     def clear(self) -> int:
         """Delete every entity of this table."""
-        with self.store.transaction():
+
+        def write() -> int:
             n = self._backend.delete_where(self.table, None)
             self.store.touched(self.table.name)
-        return n
+            return n
+
+        return self.store.atomic(write)
 
     # -- encoding ----------------------------------------------------------------------------
 

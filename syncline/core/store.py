@@ -182,6 +182,13 @@ class Store:
                 attempt += 1
                 time.sleep(random.uniform(0, min(0.5, 0.002 * 2**attempt)))
 
+    def atomic(self, work: Callable[[], T]) -> T:
+        """Run one write: a savepoint inside a transaction, else a retried transaction."""
+        if self._tx.depth > 0:
+            with self.transaction():
+                return work()
+        return self.run_transaction(work)
+
     def touched(self, table: str) -> None:
         """Record that the current transaction wrote ``table``."""
         if self._tx.touched:

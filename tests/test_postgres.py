@@ -1,0 +1,141 @@
+"""PostgreSQL beyond the shared suite: concurrency, killed connections, connection errors."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import attrs
+import psycopg
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+import syncline
+from syncline.cli import main
+from syncline.core.store import Store
+
+registry = syncline.EntityRegistry()
+
+
+@registry.entity("pg_rows")
+@attrs.define
+class Row:
+    id: str
+    writer: int
+    copy: int  # always equal to writer: a mixed row would show a torn write
+    hits: int = 0
+
+
+@pytest.fixture
+def store(postgres_url: str) -> Iterator[Store]:
+    name = f"pg{threading.get_ident() % 100000}"
+    with syncline.open(f"{postgres_url}?schema={name}", entities=[Row]) as s:
+        s.repository(Row).clear()
+        yield s
+
+
+def test_eight_threads_upserting_and_reading_the_same_rows(store: Store) -> None:
+    rows = store.repository(Row)
+    rows.upsert_many([Row(f"r{i}", -1, -1) for i in range(10)])
+    errors: list[BaseException] = []
+
+    def bump() -> None:
+        current = rows.get("r0")
+        assert current is not None
+        rows.update("r0", hits=current.hits + 1)
+
+    def work(n: int) -> None:
+        try:
+            for _ in range(15):
+                rows.upsert_many([Row(f"r{i}", n, n, hits=0) for i in range(1, 10)])
+                for got in rows.get_many([f"r{i}" for i in range(10)]):
+                    assert got.writer == got.copy
+                store.run_transaction(bump)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [repr(e) for e in errors] == []
+    first = rows.get("r0")
+    assert first is not None and first.hits == 8 * 15  # no lost update
+    assert all(r.writer == r.copy for r in rows.all())
+
+
+def _backend_pid(store: Store) -> int:
+    conn = store.backend._local.conn.driver_connection  # type: ignore[attr-defined]
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    return int(row[0])
+
+
+def test_killed_connection_leaves_no_partial_write_and_reconnects(store: Store,
+                                                                   postgres_url: str) -> None:
+    rows = store.repository(Row)
+    with pytest.raises(syncline.BackendUnavailableError), store.transaction():
+        rows.insert(Row("a", 1, 1))
+        pid = _backend_pid(store)
+        with psycopg.connect(make_url(postgres_url).set(
+                drivername="postgresql").render_as_string(False), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        rows.insert(Row("b", 2, 2))
+    assert rows.get("a") is None and rows.get("b") is None
+    rows.insert(Row("c", 3, 3))  # the pool hands out a fresh connection
+    assert [r.id for r in rows.all()] == ["c"]
+
+
+def test_unreachable_server_names_host_and_port() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(syncline.BackendUnavailableError, match=f"127.0.0.1:{port}"):
+        syncline.open(f"postgresql://nobody@127.0.0.1:{port}/db", entities=[Row],
+                      options={"connect_timeout": 2})
+
+
+def test_missing_database_suggests_init_and_init_creates_it(postgres_url: str) -> None:
+    missing = make_url(postgres_url).set(database="syncline_created_by_init")
+    url = missing.render_as_string(hide_password=False)
+    with pytest.raises(syncline.BackendUnavailableError, match="syncline init"):
+        syncline.open(url, entities=[Row])
+    result = CliRunner().invoke(main, ["init", url])
+    assert result.exit_code == 0, result.output
+    assert "created database" in result.output
+    again = CliRunner().invoke(main, ["init", url])
+    assert "already exists" in again.output
+    with syncline.open(url, entities=[Row]) as s:
+        s.repository(Row).upsert(Row("x", 1, 1))
+        assert s.repository(Row).count() == 1
+    from sqlalchemy_utils import drop_database
+
+    drop_database(missing.set(drivername="postgresql+psycopg"))
+
+
+def test_bad_credentials(postgres_url: str) -> None:
+    admin_url = make_url(postgres_url).set(drivername="postgresql")
+    with psycopg.connect(admin_url.render_as_string(False), autocommit=True) as admin:
+        hba = admin.execute("SHOW hba_file").fetchone()
+        assert hba is not None
+        try:
+            with open(hba[0]) as f:
+                original = f.read()
+        except PermissionError:
+            pytest.skip("cannot edit pg_hba.conf of a server this test did not start")
+        admin.execute("DROP ROLE IF EXISTS pwuser")
+        admin.execute("CREATE ROLE pwuser LOGIN PASSWORD 'right'")
+        try:
+            with open(hba[0], "w") as f:
+                f.write("host all pwuser 127.0.0.1/32 scram-sha-256\n" + original)
+            admin.execute("SELECT pg_reload_conf()")
+            bad = make_url(postgres_url).set(username="pwuser", password="wrong")
+            with pytest.raises(syncline.BackendUnavailableError, match="authentication failed"):
+                syncline.open(bad.render_as_string(False), entities=[Row])
+        finally:
+            with open(hba[0], "w") as f:
+                f.write(original)
+            admin.execute("SELECT pg_reload_conf()")
