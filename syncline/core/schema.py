@@ -44,7 +44,7 @@ _BUILTIN_KINDS: tuple[tuple[type, Kind], ...] = (
 T = TypeVar("T")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ColumnSpec:
     """One stored column, as a backend sees it."""
 
@@ -54,14 +54,14 @@ class ColumnSpec:
     primary_key: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class IndexSpec:
     name: str
     columns: tuple[str, ...]
     unique: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class TableSpec:
     """A table as the untyped backend contract sees it: names and storage kinds only."""
 
@@ -69,10 +69,10 @@ class TableSpec:
     columns: tuple[ColumnSpec, ...]
     primary_key: str
     indexes: tuple[IndexSpec, ...] = ()
+    column_names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False, hash=False)
 
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "column_names", tuple(c.name for c in self.columns))
 
     def column(self, name: str) -> ColumnSpec:
         for col in self.columns:
