@@ -45,9 +45,10 @@ def test_memory_batch_upsert(benchmark: Any, side: str, posts: list[Post]) -> No
         def teardown(d: dict[str, Post]) -> None:
             assert len(d) == len(posts)
 
-    benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=3)
+    benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=7)
 
 
+@pytest.mark.benchmark(min_rounds=30, max_time=3.0)
 @pytest.mark.parametrize("side", SIDES)
 def test_memory_get_by_id(benchmark: Any, side: str, posts: list[Post],
                           sample_ids: list[str]) -> None:
@@ -67,5 +68,9 @@ def test_memory_get_by_id(benchmark: Any, side: str, posts: list[Post],
         def run() -> list[Any]:
             return [copy(d[k]) for k in sample_ids]
 
-    found = benchmark(run)
+    try:
+        found = benchmark(run)
+    finally:
+        if side == "syncline":
+            store.close()
     assert found == [posts[int(k[1:])] for k in sample_ids]

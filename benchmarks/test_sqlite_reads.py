@@ -29,6 +29,7 @@ def test_sides_return_the_same_posts(sqlite_dbs: Any, sample_ids: list[str],
     assert posts.count() == base.N_POSTS
 
 
+@pytest.mark.benchmark(min_rounds=30, max_time=3.0)
 @pytest.mark.parametrize("side", SIDES)
 def test_get_by_id(benchmark: Any, side: str, sqlite_dbs: Any, sample_ids: list[str]) -> None:
     """1000 random ids per round, each returned as a Post."""
@@ -47,6 +48,7 @@ def test_get_by_id(benchmark: Any, side: str, sqlite_dbs: Any, sample_ids: list[
     assert len(found) == len(sample_ids) and all(found)
 
 
+@pytest.mark.benchmark(min_rounds=30, max_time=3.0)
 @pytest.mark.parametrize("side", [*SIDES, "ref-sqlite3-with-syncline-sql"])
 def test_latest_posts_of_user(benchmark: Any, side: str, sqlite_dbs: Any,
                               sample_users: list[str]) -> None:
@@ -87,5 +89,5 @@ def test_read_all(benchmark: Any, side: str, sqlite_dbs: Any) -> None:
         def run() -> list[Any]:
             return base.find_all(conn)
 
-    found = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    found = benchmark.pedantic(run, rounds=10, warmup_rounds=1)
     assert len(found) == base.N_POSTS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,79 +14,78 @@ from bench_common import GROUP_BATCH, GROUP_SINGLE, Post
 import syncline
 
 SIDES = ["syncline", "baseline"]
-SINGLE_BATCH = 200  # single-record upserts per round
-SINGLE_ROUNDS = 20
+BATCH_ROUNDS = 7
+SINGLE_BATCH = 200  # single-record upserts per round, each its own commit
+SINGLE_ROUNDS = 40
 
 
-def _fresh_db(tmp_path: Path, side: str) -> Callable[[], Any]:
-    """Open (untimed) a fresh empty database for one side; returns the opener."""
-    counter = itertools.count()
+def _open(path: Path, side: str) -> Any:
+    if side == "syncline":
+        return syncline.open(f"sqlite:///{path}", entities=[Post])
+    return base.connect(path)
 
-    def open_db() -> Any:
-        path = tmp_path / f"{side}-{next(counter)}.db"
-        if side == "syncline":
-            return syncline.open(f"sqlite:///{path}", entities=[Post])
-        return base.connect(path)
 
-    return open_db
+def _count_and_remove(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT count(*) FROM posts").fetchone()[0])
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("side", SIDES)
 def test_batch_upsert(benchmark: Any, side: str, tmp_path: Path, posts: list[Post]) -> None:
-    """100k posts upserted in one transaction into an empty table (fresh file each round)."""
+    """100k posts upserted in one transaction into an empty table (a fresh file each round;
+    opening it is not timed)."""
     benchmark.group = GROUP_BATCH
-    open_db = _fresh_db(tmp_path, side)
-    opened: list[Any] = []
+    paths = (tmp_path / f"{side}-{i}.db" for i in itertools.count())
+    counts: list[int] = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        db = open_db()
-        opened.append(db)
-        return (db,), {}
+        path = next(paths)
+        return (_open(path, side), path), {}
 
-    def teardown(db: Any) -> None:
+    def teardown(db: Any, path: Path) -> None:
         db.close()
+        counts.append(_count_and_remove(path))
 
     if side == "syncline":
-        def run(store: syncline.Store) -> None:
+        def run(store: syncline.Store, _path: Path) -> None:
             store.repository(Post).upsert_many(posts)
     else:
-        def run(conn: Any) -> None:
+        def run(conn: sqlite3.Connection, _path: Path) -> None:
             base.upsert_many(conn, posts)
 
-    benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=3)
-    # The last round really wrote every post.
-    last = opened[-1]
-    if side == "syncline":
-        with syncline.open(last.backend.url, entities=[Post]) as store:
-            assert store.repository(Post).count() == len(posts)
-    else:
-        conn = base.connect(tmp_path / f"{side}-{len(opened) - 1}.db")
-        assert conn.execute("SELECT count(*) FROM posts").fetchone()[0] == len(posts)
-        conn.close()
+    benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=BATCH_ROUNDS)
+    assert counts == [len(posts)] * BATCH_ROUNDS
 
 
 @pytest.mark.parametrize("side", SIDES)
 def test_single_upserts(benchmark: Any, side: str, tmp_path: Path, posts: list[Post]) -> None:
-    """200 upserts of new posts, each its own commit, on a file database in WAL mode."""
+    """200 upserts of new posts per round, each its own commit, on a WAL file database."""
     benchmark.group = GROUP_SINGLE
-    db = _fresh_db(tmp_path, side)()
+    path = tmp_path / f"{side}.db"
+    db = _open(path, side)
     batches = (posts[i:i + SINGLE_BATCH] for i in itertools.count(0, SINGLE_BATCH))
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (next(batches),), {}
 
     if side == "syncline":
-        repo = db.repository(Post)
+        upsert = db.repository(Post).upsert
 
         def run(batch: list[Post]) -> None:
             for post in batch:
-                repo.upsert(post)
+                upsert(post)
     else:
         def run(batch: list[Post]) -> None:
             for post in batch:
                 base.upsert(db, post)
 
     try:
-        benchmark.pedantic(run, setup=setup, rounds=SINGLE_ROUNDS, warmup_rounds=1)
+        benchmark.pedantic(run, setup=setup, rounds=SINGLE_ROUNDS, warmup_rounds=2)
     finally:
         db.close()
+    assert _count_and_remove(path) == SINGLE_BATCH * (SINGLE_ROUNDS + 2)

@@ -316,3 +316,24 @@ class RowCodec:
 
 def attrs_field_names(cls: type) -> tuple[str, ...]:
     return tuple(a.name for a in attrs.fields(cls))
+
+
+def make_wire_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
+    """Entities <-> JSON-able dicts for the sync protocol.
+
+    Datetimes travel as ISO 8601 in UTC, dates as ISO, UUIDs and Decimals as strings, bytes as
+    base64, enums by value. Structuring refuses unknown keys, so a payload can only write the
+    entity's declared fields.
+    """
+    import base64
+
+    # Start from the library's validating hooks, then give every value a JSON form.
+    wire = make_converter(types).copy(forbid_extra_keys=True)
+    wire.register_unstructure_hook(dt.datetime, lambda v: utc_datetime(v).isoformat())
+    wire.register_unstructure_hook(dt.date, lambda v: _unstructure_date(v).isoformat())
+    wire.register_unstructure_hook(uuid.UUID, lambda v: str(_expect(uuid.UUID)(v)))
+    wire.register_unstructure_hook(decimal.Decimal, lambda v: str(_expect(decimal.Decimal)(v)))
+    wire.register_unstructure_hook(bytes, lambda v: base64.b64encode(v).decode("ascii"))
+    wire.register_structure_hook(bytes, lambda v, _t: v if isinstance(v, bytes)
+                                 else base64.b64decode(v, validate=True))
+    return wire

@@ -117,3 +117,17 @@ def syncline_authenticate(headers: dict[str, str], config: Any) -> Any | None:
     :class:`syncline.core.errors.AuthenticationError` when it recognises them as invalid, or
     return None to let other plugins try.
     """
+
+
+@hookspec(firstresult=True)
+def syncline_handle_command(server: Any, principal: str, name: str,
+                            payload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Carry out a queued command (``like_post``, ``follow_user``...) on the sync server.
+
+    Called by the reference server and the mock server inside the transaction that records the
+    command's idempotency key, so writes made through ``server.store`` commit with it. Return a
+    JSON-able dict (sent back to the client as the command's result; ``{}`` is fine) when the
+    plugin handles ``name``, or None to let another plugin try. Raise
+    :class:`syncline.core.errors.ConflictError` or ``ValueError`` to reject the command with
+    that message. A command no plugin handles is rejected as unknown.
+    """

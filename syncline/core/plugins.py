@@ -275,6 +275,12 @@ class Hooks:
     def resolve_conflict(self, store: Store, conflict: Any) -> Any | None:
         return self._hook.syncline_resolve_conflict(store=store, conflict=conflict)
 
+    def handle_command(self, server: Any, principal: str, name: str,
+                       payload: dict[str, Any] | None) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._hook.syncline_handle_command(
+            server=server, principal=principal, name=name, payload=payload)
+        return result
+
     def authenticate(self, headers: dict[str, str], config: Any) -> Any | None:
         return self._hook.syncline_authenticate(headers=headers, config=config)
 

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from syncline.core.convert import RowCodec
 from syncline.core.errors import NotFoundError, QueryError, SerializationError
+from syncline.core.outbox import RecordState, SyncStatus
 from syncline.core.query import (
     ORDERING_OPS,
     Compare,
+    F,
     Condition,
     Not,
     OrderArg,
@@ -41,6 +43,7 @@ class Repository(Generic[T]):
         self._pk = spec.primary_key
         self._from_row = codec.from_row
         self._to_row = codec.to_row
+        self._syncs = spec.syncs
 
     @property
     def entity(self) -> type[T]:
@@ -90,11 +93,15 @@ class Repository(Generic[T]):
         return obj
 
     def insert_many(self, objs: Iterable[T]) -> None:
+        objs = list(objs)
         rows = [self._to_row(o) for o in objs]
 
         def write() -> None:
             self._backend.insert_many(self.table, rows)
             self.store.touched(self.table.name)
+            if self._syncs:
+                self._track("create", [(r[self._pk], o) for r, o in zip(rows, objs,
+                                                                          strict=True)])
 
         self.store.atomic(write)
 
@@ -108,16 +115,27 @@ class Repository(Generic[T]):
 
         When the same key appears twice, the last one wins.
         """
+        objs = list(objs)
         rows = [self._to_row(o) for o in objs]
         if not rows:
             return
         pk = self._pk
         if len({r[pk] for r in rows}) != len(rows):
-            rows = list({r[pk]: r for r in rows}.values())
+            last = {r[pk]: (r, o) for r, o in zip(rows, objs, strict=True)}
+            rows = [r for r, _ in last.values()]
+            objs = [o for _, o in last.values()]
 
         def write() -> None:
+            existed: set[Any] = set()
+            if self._syncs:
+                keys = [r[pk] for r in rows]
+                existed = {r[pk] for r in self._backend.get_many(self.table, keys)}
             self._backend.upsert_many(self.table, rows)
             self.store.touched(self.table.name)
+            if self._syncs:
+                pairs = [(r[pk], o) for r, o in zip(rows, objs, strict=True)]
+                self._track("create", [p for p in pairs if p[0] not in existed])
+                self._track("update", [p for p in pairs if p[0] in existed])
 
         self.store.atomic(write)
 
@@ -135,9 +153,12 @@ class Repository(Generic[T]):
                     f"no {self.spec.cls.__name__} with {self._pk}={key!r} to update"
                 )
             self.store.touched(self.table.name)
-            return self._backend.get(self.table, stored_key)
+            obj = self._from_row(self._backend.get(self.table, stored_key))
+            if self._syncs:
+                self._track("update", [(stored_key, obj)])
+            return obj
 
-        return self._from_row(self.store.atomic(write))  # type: ignore[no-any-return]
+        return self.store.atomic(write)  # type: ignore[no-any-return]
 
     def update_where(self, where: WhereArg, **values: Any) -> int:
         """Set the given fields on every entity matching ``where``; returns how many."""
@@ -145,9 +166,13 @@ class Repository(Generic[T]):
         cond = self._where(where)
 
         def write() -> int:
+            keys = self._keys_where(cond) if self._syncs else []
             n = self._backend.update_where(self.table, cond, encoded)
             if n:
                 self.store.touched(self.table.name)
+            if self._syncs and keys:
+                rows = self._backend.get_many(self.table, keys)
+                self._track("update", [(r[self._pk], self._from_row(r)) for r in rows])
             return n
 
         return self.store.atomic(write)
@@ -160,9 +185,12 @@ class Repository(Generic[T]):
         encoded = [self._key(k) for k in keys]
 
         def write() -> int:
+            existed = ([r[self._pk] for r in self._backend.get_many(self.table, encoded)]
+                       if self._syncs else [])
             n = self._backend.delete_many(self.table, encoded)
             if n:
                 self.store.touched(self.table.name)
+            self._track_deletes(existed)
             return n
 
         return self.store.atomic(write)
@@ -174,9 +202,11 @@ class Repository(Generic[T]):
             raise QueryError("delete_where needs a condition; call clear() to delete everything")
 
         def write() -> int:
+            keys = self._keys_where(cond) if self._syncs else []
             n = self._backend.delete_where(self.table, cond)
             if n:
                 self.store.touched(self.table.name)
+            self._track_deletes(keys)
             return n
 
         return self.store.atomic(write)
@@ -185,11 +215,90 @@ class Repository(Generic[T]):
         """Delete every entity of this table."""
 
         def write() -> int:
+            keys = self._keys_where(None) if self._syncs else []
             n = self._backend.delete_where(self.table, None)
             self.store.touched(self.table.name)
+            self._track_deletes(keys)
             return n
 
         return self.store.atomic(write)
+
+    # -- sync tracking -----------------------------------------------------------------------
+
+    def _keys_where(self, cond: Condition | None) -> list[Any]:
+        return [r[self._pk] for r in self._backend.query(self.table, Query(cond))]
+
+    def _track(self, action: str, records: list[tuple[Any, Any]]) -> None:
+        self.store.outbox.track(self.spec, action, records)
+
+    def _track_deletes(self, keys: list[Any]) -> None:
+        if self._syncs and keys:
+            self._track("delete", [(k, None) for k in keys])
+
+    # -- the seed's sync look-ups (syncing entities) -----------------------------------------
+
+    def pending(self) -> list[T]:
+        """Records with local changes not yet accepted by the server, oldest change first."""
+        return self._with_status([SyncStatus.PENDING, SyncStatus.SYNCING])
+
+    def failed(self, max_retries: int | None = None) -> list[T]:
+        """Records whose sync failed (with fewer than ``max_retries`` retries, if given)."""
+        where = (F.entity == self.table.name) & (F.status == SyncStatus.FAILED)
+        if max_retries is not None:
+            where = where & (F.retry_count < max_retries)
+        states = self.store.outbox.states.find(where, order_by="local_modified_at")
+        return self.get_many(s.record_id for s in states)
+
+    def conflicts(self) -> list[T]:
+        """Records in manual conflict; ``sync_state(id).conflict_record`` has the server's."""
+        return self._with_status([SyncStatus.CONFLICT])
+
+    def _with_status(self, statuses: list[SyncStatus]) -> list[T]:
+        self._require_syncs()
+        states = self.store.outbox.states.find(
+            (F.entity == self.table.name) & F.status.in_(statuses) & (F.deleted == False),  # noqa: E712
+            order_by="local_modified_at")
+        return self.get_many(s.record_id for s in states)
+
+    def sync_state(self, key: Any) -> RecordState | None:
+        """The record's sync state (status, error, retry count, versions), or None."""
+        self._require_syncs()
+        return self.store.outbox.state(self.table.name, key)
+
+    def update_sync_status(self, key: Any, status: SyncStatus, *, error: str | None = None,
+                           retry_count: int | None = None) -> None:
+        """Set a record's sync status (the seed's ``updateSyncStatus``)."""
+        self._require_syncs()
+        state = self.store.outbox.require_state(self.table.name, key)
+        values: dict[str, Any] = {"status": status, "error": error}
+        if retry_count is not None:
+            values["retry_count"] = retry_count
+        self.store.outbox.states.update(state.key, **values)
+
+    def by_local_id(self, local_id: str) -> T | None:
+        """The record created locally with ``local_id`` (its id may since be the server's)."""
+        self._require_syncs()
+        state = self.store.outbox.states.first(
+            (F.entity == self.table.name) & (F.local_id == local_id))
+        return None if state is None else self.get(state.record_id)
+
+    def update_from_server(self, local_id: str, obj: T) -> None:
+        """Store the server's version of a record created locally as ``local_id`` as synced
+        (the seed's ``updateFromServer``), without queueing anything."""
+        self._require_syncs()
+        from syncline.core.sync import apply_remote
+
+        state = self.store.outbox.states.first(
+            (F.entity == self.table.name) & (F.local_id == local_id))
+        if state is None:
+            raise NotFoundError(f"no {self.spec.cls.__name__} was created with local id "
+                                f"{local_id!r}")
+        apply_remote(self.store, self.spec.cls, state.record_id, obj, version=None)
+
+    def _require_syncs(self) -> None:
+        if not self._syncs:
+            raise QueryError(f"{self.spec.cls.__name__} does not sync; declare it with "
+                             f"@syncline.entity(..., syncs=True)")
 
     # -- encoding ----------------------------------------------------------------------------
 

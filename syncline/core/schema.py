@@ -275,7 +275,8 @@ def build_spec(
             f"{owner} is not an attrs class; put @attrs.define below @syncline.entity"
         )
     name = table or cls.__name__.lower()
-    if not name.isidentifier() or name.startswith("_syncline"):
+    internal = getattr(cls, "__syncline_internal__", False)
+    if not name.isidentifier() or (name.startswith("_syncline") and not internal):
         raise EntityDefinitionError(
             f"{owner}: table name {name!r} must be an identifier not starting with '_syncline'"
         )
@@ -299,6 +300,11 @@ def build_spec(
             f"{', '.join(names)} (pass primary_key=... to @syncline.entity)"
         )
     pk = next(f for f in fields if f.name == primary_key)
+    if syncs and (pk.python_type is not str or pk.enum_type is not None):
+        raise EntityDefinitionError(
+            f"{owner}.{primary_key}: a syncing entity needs a str primary key (syncline gives "
+            f"new records a UUID string with syncline.new_id()), not {pk.python_type!r}"
+        )
     if pk.nullable or pk.kind in ("json", "float"):
         raise EntityDefinitionError(
             f"{owner}.{primary_key}: a primary key must be a non-optional str, int, UUID or "

@@ -13,14 +13,17 @@ from typing import Any, TypeVar
 
 from syncline.core.backend import Backend
 from syncline.core.config import Config, default_store_url, load_config
-from syncline.core.convert import RowCodec, make_converter
+from syncline.core.clock import Clock, SystemClock
+from syncline.core.convert import RowCodec, make_converter, make_wire_converter
 from syncline.core.errors import (
     ConfigurationError,
     EntityDefinitionError,
     MigrationError,
+    NotFoundError,
     TransactionConflictError,
     TransactionError,
 )
+from syncline.core.outbox import INTERNAL_ENTITIES, Outbox
 from syncline.core.plugins import PluginManager, plugin_manager
 from syncline.core.repository import Repository
 from syncline.core.schema import EntitySpec, TableSpec, spec_of
@@ -54,20 +57,28 @@ class Store:
     """
 
     def __init__(self, backend: Backend, entities: Iterable[type] = (), *,
-                 plugins: PluginManager | None = None, schema_version: int = 1) -> None:
+                 plugins: PluginManager | None = None, schema_version: int = 1,
+                 clock: Clock | None = None) -> None:
         self.backend = backend
         self.plugins = plugins or plugin_manager()
         self.schema_version = schema_version
+        self.clock: Clock = clock or SystemClock()
         self.converter = backend.make_converter(make_converter(self.plugins.types))
+        #: entities <-> JSON-able payloads for the sync protocol
+        self.wire = make_wire_converter(self.plugins.types)
+        self._outbox: Outbox | None = None
+        self._internal_classes: set[type] = set()
         self._specs: dict[type, EntitySpec] = {}
         self._codecs: dict[type, RowCodec] = {}
         self._repos: dict[type, Repository[Any]] = {}
-        self._internal: dict[str, TableSpec] = {}
         self._tx = _TxState()
         self._listeners: list[CommitListener] = []
         self._closed = False
         for cls in entities:
             self._add_entity(cls)
+        for cls in INTERNAL_ENTITIES:
+            self._add_entity(cls)
+            self._internal_classes.add(cls)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -81,12 +92,6 @@ class Store:
                 )
         self._specs[cls] = spec
         self._codecs[cls] = RowCodec(spec, self.converter, self.backend.passthrough_types)
-
-    def add_internal_table(self, table: TableSpec) -> None:
-        """Register a table syncline itself keeps (sync queue, state); cleared by clear_all."""
-        self._internal[table.name] = table
-        if not self._closed and self._opened:
-            self.backend.create_table(table)
 
     _opened = False
 
@@ -111,11 +116,25 @@ class Store:
 
     def tables(self) -> list[TableSpec]:
         """Every table of this store: the entities' and syncline's own."""
-        return [s.table for s in self._specs.values()] + list(self._internal.values())
+        return [s.table for s in self._specs.values()]
 
     @property
     def entities(self) -> list[type]:
-        return list(self._specs)
+        """The application's entity classes (not syncline's own tables)."""
+        return [c for c in self._specs if c not in self._internal_classes]
+
+    def entity_for_table(self, table: str) -> type:
+        for cls, spec in self._specs.items():
+            if spec.table.name == table and cls not in self._internal_classes:
+                return cls
+        raise NotFoundError(f"no entity uses table {table!r} in this store")
+
+    @property
+    def outbox(self) -> Outbox:
+        """The sync queue and per-record sync state."""
+        if self._outbox is None:
+            self._outbox = Outbox(self)
+        return self._outbox
 
     # -- repositories ------------------------------------------------------------------------
 
@@ -250,6 +269,7 @@ def open_store(
     schema_version: int | None = None,
     options: Mapping[str, Any] | None = None,
     config: Config | None = None,
+    clock: Clock | None = None,
 ) -> Store:
     """Open a store: ``syncline.open("sqlite:///app.db", entities=[Post])``.
 
@@ -272,6 +292,7 @@ def open_store(
     manager = plugin_manager()
     backend_cls = manager.backend_class(scheme_of(resolved))
     backend = backend_cls(resolved, store_cfg.options)
-    store = Store(backend, entities, plugins=manager, schema_version=store_cfg.schema_version)
+    store = Store(backend, entities, plugins=manager, schema_version=store_cfg.schema_version,
+                  clock=clock)
     store._open()
     return store

@@ -1,0 +1,335 @@
+"""The server side of the sync protocol, over any store.
+
+:class:`SyncServer` is what the mock transport runs in-process and what the reference HTTP
+server runs per request. It keeps, beside the entity tables, the server's record metadata
+(version, owner, tombstone), a change log in server-assigned order and the result of every
+applied mutation by mutation id. Every push of one mutation is one transaction: its effect, its
+change-log entry and its recorded result commit together, so a retried mutation is answered from
+the record and never applied twice.
+
+Order without gaps: each writing transaction takes the next sequence number from one counter row
+and holds it until it commits, so writers commit in sequence order and a reader that resumes
+"after the highest number I saw" cannot skip a change that commits later.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from syncline.core.errors import ConflictError, NotFoundError, SerializationError
+from syncline.core.outbox import _internal
+from syncline.core.query import F
+from syncline.core.schema import EntitySpec, spec_of
+from syncline.core.transport import (
+    Change,
+    Mutation,
+    MutationResult,
+    PullPage,
+    PushResponse,
+    from_wire,
+    to_wire,
+)
+
+if TYPE_CHECKING:
+    from syncline.core.store import Store
+
+ANONYMOUS = "anonymous"
+
+
+@_internal("_syncline_server_records", primary_key="key", indexes=[("owner", "entity")])
+@attrs.define
+class ServerRecord:
+    key: str  # owner/entity/record_id
+    owner: str
+    entity: str
+    record_id: str
+    version: int
+    updated_at: dt.datetime
+    deleted: bool = False
+
+
+@_internal("_syncline_changes", primary_key="seq", indexes=[("owner", "seq")])
+@attrs.define
+class ChangeEntry:
+    seq: int
+    owner: str
+    entity: str
+    record_id: str
+    op: str
+    updated_at: dt.datetime
+    payload: dict[str, Any] | None = None
+
+
+@_internal("_syncline_mutations", primary_key="key")
+@attrs.define
+class AppliedMutation:
+    key: str  # owner/mutation id
+    fingerprint: str
+    result: dict[str, Any]
+
+
+@_internal("_syncline_server_meta", primary_key="key")
+@attrs.define
+class ServerMeta:
+    key: str
+    value: int = 0
+    text: str | None = None
+
+
+SERVER_ENTITIES: list[type] = [ServerRecord, ChangeEntry, AppliedMutation, ServerMeta]
+
+
+def fingerprint(mutation: Mutation) -> str:
+    body = json.dumps(to_wire(attrs.evolve(mutation, id="")), sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class SyncServer:
+    """Applies pushes and answers pulls for the entities of ``store``.
+
+    ``assign_ids`` makes the server give created records ids of its own (clients then remap).
+    """
+
+    def __init__(self, store: Store, *, assign_ids: bool = False,
+                 max_page: int = 1000) -> None:
+        self.store = store
+        self.assign_ids = assign_ids
+        self.max_page = max_page
+        self.records = store.repository(ServerRecord)
+        self.changes = store.repository(ChangeEntry)
+        self.applied = store.repository(AppliedMutation)
+        self.meta = store.repository(ServerMeta)
+        self._specs: dict[str, EntitySpec] = {}
+        for cls in store.entities:
+            if cls in SERVER_ENTITIES:
+                continue
+            spec = spec_of(cls)
+            if spec.syncs:
+                self._specs[spec.table.name] = spec
+        if self.meta.get("epoch") is None:
+            self.meta.upsert(ServerMeta("epoch", 0, uuid.uuid4().hex))
+            self.meta.upsert(ServerMeta("seq", 0))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        row = self.meta.get("epoch")
+        assert row is not None and row.text is not None
+        return row.text
+
+    def now(self) -> dt.datetime:
+        return self.store.clock.now()
+
+    def _spec(self, entity: str) -> EntitySpec:
+        spec = self._specs.get(entity)
+        if spec is None:
+            raise NotFoundError(
+                f"unknown entity {entity!r}; the server syncs: {', '.join(sorted(self._specs))}"
+            )
+        return spec
+
+    def _next_seq(self) -> int:
+        # The counter row is the writers' queue: held until commit, so commits follow seq order.
+        current = self.meta.get("seq")
+        value = (current.value if current else 0) + 1
+        self.meta.upsert(ServerMeta("seq", value))
+        return value
+
+    def _log(self, owner: str, entity: str, record_id: str, op: str,
+             payload: dict[str, Any] | None) -> tuple[int, dt.datetime]:
+        seq = self._next_seq()
+        now = self.now()
+        self.changes.insert(ChangeEntry(seq, owner, entity, record_id, op, now, payload))
+        key = f"{owner}/{entity}/{record_id}"
+        self.records.upsert(ServerRecord(key, owner, entity, record_id, seq, now,
+                                         deleted=op == "delete"))
+        return seq, now
+
+    def _current(self, owner: str, spec: EntitySpec,
+                 record_id: str) -> tuple[ServerRecord | None, dict[str, Any] | None]:
+        meta = self.records.get(f"{owner}/{spec.table.name}/{record_id}")
+        if meta is None or meta.deleted:
+            return meta, None
+        obj = self.store.repository(spec.cls).get(record_id)
+        return meta, None if obj is None else self.store.wire.unstructure(obj)
+
+    # -- push --------------------------------------------------------------------------------
+
+    def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
+        results = [self.store.run_transaction(lambda m=m: self._apply(m, principal))
+                   for m in mutations]
+        return PushResponse(results, self.now().isoformat())
+
+    def _apply(self, m: Mutation, owner: str) -> MutationResult:
+        key = f"{owner}/{m.id}"
+        print_ = fingerprint(m)
+        seen = self.applied.get(key)
+        if seen is not None:
+            if seen.fingerprint != print_:
+                return MutationResult(m.id, "rejected", reason=(
+                    "this mutation id was already used for a different change; "
+                    "mutation ids must be unique"))
+            first = from_wire(seen.result, MutationResult)
+            if first.status in ("applied", "duplicate"):
+                first = attrs.evolve(first, status="duplicate")
+            return first
+        try:
+            with self.store.transaction():
+                result = self._effect(m, owner)
+        except (SerializationError, NotFoundError, ConflictError, ValueError) as exc:
+            result = MutationResult(m.id, "rejected", reason=str(exc))
+        if result.status != "retry":
+            self.applied.insert(AppliedMutation(key, print_, to_wire(result)))
+        return result
+
+    def _effect(self, m: Mutation, owner: str) -> MutationResult:
+        if m.action == "command":
+            if not m.command:
+                raise ValueError("a command mutation needs a command name")
+            answer = self.store.plugins.hooks.handle_command(self, owner, m.command, m.payload)
+            if answer is None:
+                raise ValueError(f"unknown command {m.command!r}: no plugin handles it")
+            return MutationResult(m.id, "applied", record=answer)
+        spec = self._spec(m.entity)
+        if not m.record_id:
+            raise ValueError(f"{m.action} of {m.entity} needs a record_id")
+        meta, current = self._current(owner, spec, m.record_id)
+        exists = current is not None
+        conflict = MutationResult(
+            m.id, "conflict", version=meta.version if meta else None, record=current,
+            updated_at=meta.updated_at.isoformat() if meta else None)
+        repo = self.store.repository(spec.cls)
+        if m.action == "delete":
+            if not exists:
+                return MutationResult(m.id, "applied", server_id=m.record_id,
+                                      version=meta.version if meta else None)
+            if m.base_version != meta.version:  # type: ignore[union-attr]
+                return conflict
+            repo.delete(m.record_id)
+            seq, _ = self._log(owner, spec.table.name, m.record_id, "delete", None)
+            return MutationResult(m.id, "applied", server_id=m.record_id, version=seq)
+        if m.payload is None:
+            raise ValueError(f"{m.action} of {m.entity} {m.record_id!r} needs a payload")
+        if m.action == "create":
+            if exists or (meta is not None and not meta.deleted and not self.assign_ids):
+                return conflict
+            record_id = f"s-{uuid.uuid4()}" if self.assign_ids else m.record_id
+        elif m.action == "update":
+            if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
+                return conflict
+            record_id = m.record_id
+        else:
+            raise ValueError(f"unknown action {m.action!r}; actions: create, update, delete, "
+                             f"command")
+        payload = {**m.payload, spec.primary_key: record_id}
+        if m.payload.get(spec.primary_key, m.record_id) != m.record_id:
+            raise ValueError(f"payload {spec.primary_key} {m.payload.get(spec.primary_key)!r} "
+                             f"differs from record_id {m.record_id!r}")
+        try:
+            obj = self.store.wire.structure(payload, spec.cls)
+        except Exception as exc:
+            raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from exc
+        repo.upsert(obj)
+        seq, _ = self._log(owner, spec.table.name, record_id, "upsert",
+                           self.store.wire.unstructure(obj))
+        return MutationResult(m.id, "applied", server_id=record_id, version=seq)
+
+    # -- server-side writes (admin tools, tests, commands) -----------------------------------
+
+    def write(self, obj: Any, principal: str = ANONYMOUS) -> int:
+        """Create or replace a record on the server, as another client would; its version."""
+        spec = spec_of(type(obj))
+        self._spec(spec.table.name)
+
+        def work() -> int:
+            self.store.repository(spec.cls).upsert(obj)
+            record_id = getattr(obj, spec.primary_key)
+            return self._log(principal, spec.table.name, record_id, "upsert",
+                             self.store.wire.unstructure(obj))[0]
+
+        return self.store.run_transaction(work)
+
+    def delete(self, cls: type, record_id: str, principal: str = ANONYMOUS) -> int:
+        spec = spec_of(cls)
+
+        def work() -> int:
+            self.store.repository(cls).delete(record_id)
+            return self._log(principal, spec.table.name, record_id, "delete", None)[0]
+
+        return self.store.run_transaction(work)
+
+    def reset(self) -> None:
+        """Forget everything and start a new epoch: clients pull from the start again."""
+        self.store.clear_all()
+        self.meta.upsert(ServerMeta("epoch", 0, uuid.uuid4().hex))
+        self.meta.upsert(ServerMeta("seq", 0))
+
+    # -- pull --------------------------------------------------------------------------------
+
+    def pull(self, cursor: str | None, limit: int, entities: Sequence[str] | None = None,
+             principal: str = ANONYMOUS) -> PullPage:
+        epoch = self.epoch
+        after = decode_cursor(cursor, epoch, principal)
+        limit = max(1, min(int(limit), self.max_page))
+        where = (F.owner == principal) & (F.seq > after)
+        if entities:
+            for name in entities:
+                self._spec(name)
+            where = where & F.entity.in_(list(entities))
+        rows = self.changes.find(where, order_by="seq", limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1].seq if rows else after
+        if not rows:  # nothing new for us: still skip past others' changes cheaply next time
+            last = after
+        changes = [
+            Change(r.entity, r.record_id, "delete" if r.op == "delete" else "upsert", r.seq,
+                   r.payload, r.updated_at.isoformat())
+            for r in rows
+        ]
+        return PullPage(changes, encode_cursor(epoch, last, principal), more, epoch,
+                        self.now().isoformat())
+
+
+def _describe(exc: Exception) -> str:
+    import cattrs
+
+    if isinstance(exc, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(exc))
+    return str(exc)
+
+
+def _principal_tag(principal: str) -> str:
+    return hashlib.sha256(principal.encode()).hexdigest()[:12]
+
+
+def encode_cursor(epoch: str, seq: int, principal: str) -> str:
+    raw = json.dumps({"e": epoch, "s": seq, "p": _principal_tag(principal)})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, epoch: str, principal: str) -> int:
+    """The sequence number after which to read; 0 for no cursor or another epoch's cursor."""
+    if not cursor:
+        return 0
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        seq = int(data["s"])
+        if data["p"] != _principal_tag(principal):
+            raise ValueError("the cursor belongs to someone else")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SerializationError(
+            f"invalid cursor {cursor[:40]!r}: {exc}; pass the cursor of the previous page, "
+            f"or none to start over") from exc
+    return seq if data["e"] == epoch else 0

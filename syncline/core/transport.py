@@ -1,0 +1,139 @@
+"""The transport contract and the sync protocol's messages.
+
+Messages are frozen attrs classes; :func:`to_wire` and :func:`from_wire` turn them into JSON-able
+dicts and back (HTTP is one encoding of them). A transport moves a push batch to the server and
+a pull page back; it raises :class:`RetryableTransportError` for failures worth retrying (offline,
+timeouts, 5xx, 429) and :class:`PermanentTransportError` for the rest.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeVar
+
+import attrs
+import cattrs
+
+from syncline.core.errors import SerializationError, TransportError
+
+Action = Literal["create", "update", "delete", "command"]
+ResultStatus = Literal["applied", "duplicate", "conflict", "rejected", "retry"]
+ChangeOp = Literal["upsert", "delete"]
+
+M = TypeVar("M")
+
+
+@attrs.frozen
+class Mutation:
+    """One change pushed to the server; ``id`` is its idempotency key."""
+
+    id: str
+    entity: str
+    action: Action
+    record_id: str | None = None
+    payload: dict[str, Any] | None = None
+    #: The server version the change was based on (None for a create or a command).
+    base_version: int | None = None
+    #: The command's name when ``action == "command"``.
+    command: str | None = None
+
+
+@attrs.frozen
+class MutationResult:
+    """The server's answer to one mutation."""
+
+    id: str
+    status: ResultStatus
+    #: applied/duplicate: the record's id on the server (differs when the server assigns ids).
+    server_id: str | None = None
+    #: applied/duplicate/conflict: the record's version on the server now.
+    version: int | None = None
+    #: conflict: the server's current record (None when it was deleted); command: its answer.
+    record: dict[str, Any] | None = None
+    #: conflict: when the server's record was last written (server clock, ISO 8601).
+    updated_at: str | None = None
+    #: rejected/retry: why.
+    reason: str | None = None
+    #: retry: seconds to wait before trying again.
+    retry_after: float | None = None
+
+
+@attrs.frozen
+class PushResponse:
+    results: list[MutationResult]
+    server_time: str | None = None
+
+
+@attrs.frozen
+class Change:
+    """One committed change on the server, as a pull returns it."""
+
+    entity: str
+    record_id: str
+    op: ChangeOp
+    version: int
+    payload: dict[str, Any] | None = None
+    updated_at: str | None = None
+
+
+@attrs.frozen
+class PullPage:
+    changes: list[Change]
+    #: Opaque: pass it to the next pull. Never made by the client.
+    cursor: str
+    more: bool
+    #: Changes when the server's data was reset; the client then pulls from the start again.
+    epoch: str
+    server_time: str | None = None
+
+
+class RetryableTransportError(TransportError):
+    """The server could not be reached or asked to wait; trying again later may work."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentTransportError(TransportError):
+    """The server refused the request as such; retrying the same request will not help."""
+
+
+class Transport(abc.ABC):
+    """Moves sync messages between a client store and a server. Register by URL scheme."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.options: dict[str, Any] = dict(options or {})
+
+    @abc.abstractmethod
+    def push(self, mutations: Sequence[Mutation]) -> PushResponse:
+        """Send a batch; the response has one result per mutation, in the same order."""
+
+    @abc.abstractmethod
+    def pull(self, cursor: str | None, limit: int,
+             entities: Sequence[str] | None = None) -> PullPage:
+        """Changes after ``cursor`` (None: from the start), at most ``limit`` of them."""
+
+    def close(self) -> None:  # noqa: B027 - optional for transports without resources
+        """Release connections."""
+
+
+_wire = cattrs.Converter(forbid_extra_keys=True)
+
+
+def to_wire(message: Any) -> dict[str, Any]:
+    """A protocol message as a JSON-able dict."""
+    out: dict[str, Any] = _wire.unstructure(message)
+    return out
+
+
+def from_wire(data: Any, cls: type[M]) -> M:
+    """Parse a JSON-able dict into a message, naming the field at fault."""
+    try:
+        return _wire.structure(data, cls)
+    except Exception as exc:
+        detail = ("; ".join(cattrs.transform_error(exc))
+                  if isinstance(exc, cattrs.BaseValidationError) else str(exc))
+        raise SerializationError(f"invalid {cls.__name__}: {detail}") from exc
