@@ -27,6 +27,8 @@ from syncline.core.outbox import INTERNAL_ENTITIES, Outbox
 from syncline.core.plugins import PluginManager, plugin_manager
 from syncline.core.repository import Repository
 from syncline.core.schema import EntitySpec, TableSpec, spec_of
+from syncline.core.sync import SyncEngine, SyncReport
+from syncline.core.worker import SyncWorker
 
 log = logging.getLogger("syncline.store")
 T = TypeVar("T")
@@ -67,6 +69,11 @@ class Store:
         #: entities <-> JSON-able payloads for the sync protocol
         self.wire = make_wire_converter(self.plugins.types)
         self._outbox: Outbox | None = None
+        self.transport_url: str | None = None
+        self.transport_options: dict[str, Any] = {}
+        self.sync_options: dict[str, Any] = {}
+        self._engine: SyncEngine | None = None
+        self._worker: SyncWorker | None = None
         self._internal_classes: set[type] = set()
         self._specs: dict[type, EntitySpec] = {}
         self._codecs: dict[type, RowCodec] = {}
@@ -229,6 +236,58 @@ class Store:
                 log.exception("commit listener %r failed", listener)
         self.plugins.hooks.after_commit(self, tables)
 
+    # -- sync ---------------------------------------------------------------------------------
+
+    @property
+    def sync_engine(self) -> SyncEngine:
+        """The engine syncing this store through its transport (built on first use)."""
+        if self._engine is None:
+            if self.transport_url is None:
+                raise ConfigurationError(
+                    "this store has no transport; open it with "
+                    "syncline.open(..., transport='mock://name' or 'http://host:port/') or set "
+                    "[sync] transport in syncline.toml"
+                )
+            transport_cls = self.plugins.transports.get(scheme_of(self.transport_url))
+            transport = transport_cls(self.transport_url, self.transport_options)
+            self._engine = SyncEngine(self, transport, **self.sync_options)
+        return self._engine
+
+    def sync(self) -> SyncReport:
+        """Push queued changes, then pull the server's; see :class:`SyncReport`."""
+        return self.sync_engine.sync()
+
+    def enqueue_command(self, name: str, payload: dict[str, Any] | None = None, *,
+                        priority: int = 0, coalesce: bool = False) -> str:
+        """Queue a named command for the server (``like_post``...); returns its mutation id."""
+        return self.outbox.enqueue_command(name, payload, priority=priority, coalesce=coalesce)
+
+    def start_sync_worker(self, interval: float = 30.0, debounce: float = 0.1) -> SyncWorker:
+        """Sync in a background thread: every ``interval`` seconds and soon after writes."""
+        if self._worker is not None and self._worker.running:
+            return self._worker
+        self._worker = SyncWorker(self.sync_engine, interval=interval,
+                                  debounce=debounce).start()
+        return self._worker
+
+    def stop_sync_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    def wait_synced(self, cls: type, record_id: str, timeout: float = 10.0) -> bool:
+        """Wait until the record's local changes have been pushed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        engine = self.sync_engine
+        while True:
+            if engine.is_synced(cls, record_id):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            if self._worker is not None:
+                self._worker.wake()
+            time.sleep(0.02)
+
     # -- whole-store operations --------------------------------------------------------------
 
     def clear_all(self) -> None:
@@ -240,6 +299,9 @@ class Store:
 
     def close(self) -> None:
         if not self._closed:
+            self.stop_sync_worker()
+            if self._engine is not None:
+                self._engine.transport.close()
             self._closed = True
             self.backend.close()
 
@@ -270,6 +332,9 @@ def open_store(
     options: Mapping[str, Any] | None = None,
     config: Config | None = None,
     clock: Clock | None = None,
+    transport: str | None = None,
+    transport_options: Mapping[str, Any] | None = None,
+    sync_options: Mapping[str, Any] | None = None,
 ) -> Store:
     """Open a store: ``syncline.open("sqlite:///app.db", entities=[Post])``.
 
@@ -294,5 +359,10 @@ def open_store(
     backend = backend_cls(resolved, store_cfg.options)
     store = Store(backend, entities, plugins=manager, schema_version=store_cfg.schema_version,
                   clock=clock)
+    store.transport_url = transport or config.sync.transport
+    store.transport_options = dict(transport_options or {})
+    if config.sync.token and "token" not in store.transport_options:
+        store.transport_options["token"] = config.sync.token
+    store.sync_options = dict(sync_options or {})
     store._open()
     return store
