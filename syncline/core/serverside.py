@@ -66,6 +66,7 @@ class ChangeEntry:
     op: str
     updated_at: dt.datetime
     payload: dict[str, Any] | None = None
+    mutation_id: str | None = None
 
 
 @_internal("_syncline_mutations", primary_key="key")
@@ -146,10 +147,12 @@ class SyncServer:
         return value
 
     def _log(self, owner: str, entity: str, record_id: str, op: str,
-             payload: dict[str, Any] | None) -> tuple[int, dt.datetime]:
+             payload: dict[str, Any] | None,
+             mutation_id: str | None = None) -> tuple[int, dt.datetime]:
         seq = self._next_seq()
         now = self.now()
-        self.changes.insert(ChangeEntry(seq, owner, entity, record_id, op, now, payload))
+        self.changes.insert(ChangeEntry(seq, owner, entity, record_id, op, now, payload,
+                                        mutation_id))
         key = f"{owner}/{entity}/{record_id}"
         self.records.upsert(ServerRecord(key, owner, entity, record_id, seq, now,
                                          deleted=op == "delete"))
@@ -216,7 +219,7 @@ class SyncServer:
             if m.base_version != meta.version:  # type: ignore[union-attr]
                 return conflict
             repo.delete(m.record_id)
-            seq, _ = self._log(owner, spec.table.name, m.record_id, "delete", None)
+            seq, _ = self._log(owner, spec.table.name, m.record_id, "delete", None, m.id)
             return MutationResult(m.id, "applied", server_id=m.record_id, version=seq)
         if m.payload is None:
             raise ValueError(f"{m.action} of {m.entity} {m.record_id!r} needs a payload")
@@ -241,7 +244,7 @@ class SyncServer:
             raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from exc
         repo.upsert(obj)
         seq, _ = self._log(owner, spec.table.name, record_id, "upsert",
-                           self.store.wire.unstructure(obj))
+                           self.store.wire.unstructure(obj), m.id)
         return MutationResult(m.id, "applied", server_id=record_id, version=seq)
 
     # -- server-side writes (admin tools, tests, commands) -----------------------------------
@@ -294,7 +297,7 @@ class SyncServer:
             last = after
         changes = [
             Change(r.entity, r.record_id, "delete" if r.op == "delete" else "upsert", r.seq,
-                   r.payload, r.updated_at.isoformat())
+                   r.payload, r.updated_at.isoformat(), r.mutation_id)
             for r in rows
         ]
         return PullPage(changes, encode_cursor(epoch, last, principal), more, epoch,

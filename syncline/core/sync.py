@@ -390,7 +390,6 @@ class SyncEngine:
         """Give a record the id the server assigned, everywhere it is stored, in one go."""
         cls = self.store.entity_for_table(entity)
         spec = spec_of(cls)
-        codec = self.store.codec(cls)
 
         def work() -> None:
             row = self.store.backend.get(spec.table, old_id)
@@ -410,7 +409,6 @@ class SyncEngine:
                 if payload is not None:
                     payload = {**payload, spec.primary_key: new_id}
                 self.outbox.entries.update(e.id, record_id=new_id, payload=payload)
-            del codec  # the row was copied as stored; no conversion needed
 
         self.store.atomic(work)
 
@@ -556,6 +554,8 @@ class SyncEngine:
         if (state is not None and state.server_version is not None
                 and change.version <= state.server_version):
             return  # already have it (our own write coming back, or a repeated page)
+        if change.mutation_id is not None and self._own(change):
+            return
         server = self._entity(change.entity, change.payload) if change.op == "upsert" else None
         report.pulled += 1
         busy = state is not None and (state.status is SyncStatus.CONFLICT or
@@ -568,6 +568,18 @@ class SyncEngine:
             self._settle(conflict, report)
             return
         apply_remote(self.store, cls, change.record_id, server, change.version)
+
+    def _own(self, change: Change) -> bool:
+        """A change made by a mutation of ours whose answer we never got: settle it as applied."""
+        group = self.outbox.entries.find(F.group_id == change.mutation_id)
+        if not group:
+            return False
+        mutation = self._fold(group)
+        self.outbox.dequeue(e.id for e in group)
+        if mutation is not None:
+            self._applied(mutation, MutationResult(
+                mutation.id, "applied", server_id=change.record_id, version=change.version))
+        return True
 
     # -- waiting ---------------------------------------------------------------------------
 

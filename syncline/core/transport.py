@@ -75,6 +75,8 @@ class Change:
     version: int
     payload: dict[str, Any] | None = None
     updated_at: str | None = None
+    #: the mutation that made this change, so its author recognises its own write
+    mutation_id: str | None = None
 
 
 @attrs.frozen
