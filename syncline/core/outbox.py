@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from syncline.core.errors import NotFoundError
-from syncline.core.query import F
+from syncline.core.query import Condition, F
 from syncline.core.schema import EntityRegistry, EntitySpec
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class Outbox:
     def next_batch(self, limit: int = 100, *, due_only: bool = True) -> list[OutboxEntry]:
         """Pending entries by priority (higher first), then age; with ``due_only`` only those
         whose next attempt time has come."""
-        where = F.state == EntryState.PENDING
+        where: Condition = F.state == EntryState.PENDING
         if due_only:
             where = where & ((F.next_attempt_at == None) | (F.next_attempt_at <= self.now()))  # noqa: E711
         return self.entries.find(where, order_by=[F.priority.desc(), "created_at", "seq"],
@@ -228,7 +228,7 @@ class Outbox:
 
     def clear_entity(self, entity: str, record_id: str | None = None) -> int:
         """Drop queued actions of an entity (or of one of its records)."""
-        where = F.entity == entity
+        where: Condition = F.entity == entity
         if record_id is not None:
             where = where & (F.record_id == record_id)
         return self.entries.delete_where(where)
@@ -240,7 +240,7 @@ class Outbox:
 
     def requeue(self, ids: Iterable[str] | None = None) -> int:
         """Put dead letters back in the queue with a fresh retry count."""
-        where = F.state == EntryState.DEAD
+        where: Condition = F.state == EntryState.DEAD
         ids = list(ids) if ids is not None else None
         if ids is not None:
             where = where & F.id.in_(ids)
@@ -249,7 +249,7 @@ class Outbox:
 
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters for good (the seed's ``removeFailedItems``)."""
-        where = F.state == EntryState.DEAD
+        where: Condition = F.state == EntryState.DEAD
         if ids is not None:
             where = where & F.id.in_(list(ids))
         return self.entries.delete_where(where)

@@ -11,8 +11,8 @@ from syncline.core.outbox import RecordState, SyncStatus
 from syncline.core.query import (
     ORDERING_OPS,
     Compare,
-    F,
     Condition,
+    F,
     Not,
     OrderArg,
     Query,
@@ -153,7 +153,9 @@ class Repository(Generic[T]):
                     f"no {self.spec.cls.__name__} with {self._pk}={key!r} to update"
                 )
             self.store.touched(self.table.name)
-            obj = self._from_row(self._backend.get(self.table, stored_key))
+            row = self._backend.get(self.table, stored_key)
+            assert row is not None  # just updated in this transaction
+            obj = self._from_row(row)
             if self._syncs:
                 self._track("update", [(stored_key, obj)])
             return obj

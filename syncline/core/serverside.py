@@ -169,9 +169,11 @@ class SyncServer:
     # -- push --------------------------------------------------------------------------------
 
     def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
-        results = [self.store.run_transaction(lambda m=m: self._apply(m, principal))
-                   for m in mutations]
+        results = [self._apply_in_transaction(m, principal) for m in mutations]
         return PushResponse(results, self.now().isoformat())
+
+    def _apply_in_transaction(self, m: Mutation, owner: str) -> MutationResult:
+        return self.store.run_transaction(lambda: self._apply(m, owner))
 
     def _apply(self, m: Mutation, owner: str) -> MutationResult:
         key = f"{owner}/{m.id}"
@@ -211,7 +213,7 @@ class SyncServer:
         conflict = MutationResult(
             m.id, "conflict", version=meta.version if meta else None, record=current,
             updated_at=meta.updated_at.isoformat() if meta else None)
-        repo = self.store.repository(spec.cls)
+        repo: Any = self.store.repository(spec.cls)
         if m.action == "delete":
             if not exists:
                 return MutationResult(m.id, "applied", server_id=m.record_id,
@@ -239,7 +241,7 @@ class SyncServer:
             raise ValueError(f"payload {spec.primary_key} {m.payload.get(spec.primary_key)!r} "
                              f"differs from record_id {m.record_id!r}")
         try:
-            obj = self.store.wire.structure(payload, spec.cls)
+            obj: Any = self.store.wire.structure(payload, spec.cls)
         except Exception as exc:
             raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from exc
         repo.upsert(obj)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from syncline.core.backend import Backend
-from syncline.core.config import Config, default_store_url, load_config
 from syncline.core.clock import Clock, SystemClock
+from syncline.core.config import Config, default_store_url, load_config
 from syncline.core.convert import RowCodec, make_converter, make_wire_converter
 from syncline.core.errors import (
     ConfigurationError,

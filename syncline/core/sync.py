@@ -27,6 +27,7 @@ from syncline.core.transport import (
     Mutation,
     MutationResult,
     PermanentTransportError,
+    PullPage,
     RetryableTransportError,
     Transport,
 )
@@ -205,9 +206,13 @@ class SyncEngine:
                 self._failed([g for _, g in planned],
                              "the server answered a different number of results", None, report)
                 return report
-            self.store.run_transaction(lambda: self._handle(planned, results, report))
+            self._handle_in_transaction(planned, results, report)
             self.store.plugins.hooks.after_push(self.store, mutations, results)
         return report
+
+    def _handle_in_transaction(self, planned: list[tuple[Mutation, list[OutboxEntry]]],
+                               results: Sequence[MutationResult], report: SyncReport) -> None:
+        self.store.run_transaction(lambda: self._handle(planned, results, report))
 
     def _plan(self) -> list[tuple[Mutation, list[OutboxEntry]]]:
         """Group due entries into at most one mutation per record, coalescing unsent ones."""
@@ -533,11 +538,14 @@ class SyncEngine:
             if epoch is not None and page.epoch != epoch and cursor is not None:
                 log.warning("the server was reset (epoch %s -> %s): pulling from the start",
                             epoch, page.epoch)
-            self.store.run_transaction(lambda p=page: self._apply_page(p, report))
+            self._apply_page_in_transaction(page, report)
             self.store.plugins.hooks.after_pull(self.store, list(page.changes))
             if not page.more:
                 return report
         return report
+
+    def _apply_page_in_transaction(self, page: PullPage, report: SyncReport) -> None:
+        self.store.run_transaction(lambda: self._apply_page(page, report))
 
     def _apply_page(self, page: Any, report: SyncReport) -> None:
         for change in page.changes:
@@ -595,7 +603,7 @@ _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
 
 
-class sync_lock:  # noqa: N801 - used like a function: ``with sync_lock(store):``
+class sync_lock:
     """One syncer per store: a file lock beside a SQLite file, a process lock otherwise."""
 
     def __init__(self, store: Store, *, blocking: bool = True) -> None:
@@ -615,7 +623,7 @@ class sync_lock:  # noqa: N801 - used like a function: ``with sync_lock(store):`
         if self.path is not None:
             import fcntl
 
-            self._file = open(self.path, "a+")  # noqa: SIM115 - held until __exit__
+            self._file = open(self.path, "a+")
             flags = fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB)
             try:
                 fcntl.flock(self._file, flags)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING
 
 from syncline.core.errors import SynclineError
 from syncline.core.outbox import EntryState
@@ -34,8 +35,8 @@ class SyncWorker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._undo = None
-        self._file = None
+        self._undo: Callable[[], None] | None = None
+        self._file: IO[str] | None = None
         self._key = getattr(self.store.backend, "path", None) or f"{id(self.store.backend)}"
 
     def start(self) -> SyncWorker:
@@ -47,16 +48,17 @@ class SyncWorker:
         if path:
             import fcntl
 
-            self._file = open(f"{path}.worker-lock", "a+")  # noqa: SIM115 - held while running
+            lock_file = open(f"{path}.worker-lock", "a+")  # noqa: SIM115 - held while running
             try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
-                self._file.close()
+                lock_file.close()
                 with _workers_lock:
                     _workers.discard(self._key)
                 raise SynclineError(
                     f"another process runs a sync worker for {self.store.backend.url}") from exc
-        self._undo = self.store.on_commit(self._on_commit)  # type: ignore[assignment]
+            self._file = lock_file
+        self._undo = self.store.on_commit(self._on_commit)
         self._thread = threading.Thread(target=self._run, name="syncline-sync", daemon=True)
         self._thread.start()
         return self

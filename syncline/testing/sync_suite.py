@@ -195,9 +195,9 @@ class SyncSuite:
         server.lose_next_responses(1)
         assert not client.sync().ok  # the create was applied, its answer lost
         notes.delete("ghost")
-        client.clock.sleep(120)  # type: ignore[attr-defined]
+        client.clock.sleep(120)
         assert client.sync().ok
-        client.clock.sleep(120)  # type: ignore[attr-defined]
+        client.clock.sleep(120)
         client.sync()
         assert server.server.store.repository(Note).get("ghost") is None
         assert client.outbox.pending_count() == 0 and notes.get("ghost") is None
@@ -209,7 +209,7 @@ class SyncSuite:
         server.lose_next_responses(1)
         report = client.sync_engine.push()  # applied on the server, the answer lost
         assert report.failures and client.outbox.pending_count() == 1
-        client.clock.sleep(120)  # type: ignore[attr-defined]
+        client.clock.sleep(120)
         assert client.sync_engine.push().pushed == 1  # answered "duplicate"
         assert len(self.server_changes(server, "once")) == 1
         notes.insert(Note("twice", "me", "x"))
@@ -231,7 +231,7 @@ class SyncSuite:
         assert entry.next_attempt_at > client.clock.now()
         server.offline = False
         assert client.sync().pushed == 0  # not due yet: backoff is honoured
-        client.clock.sleep(61)  # type: ignore[attr-defined]
+        client.clock.sleep(61)
         assert client.sync().pushed == 1
         assert client.outbox.pending_count() == 0
 
@@ -242,9 +242,9 @@ class SyncSuite:
         [entry] = client.outbox.next_batch(due_only=False)
         assert entry.next_attempt_at is not None
         assert entry.next_attempt_at >= client.clock.now() + dt.timedelta(seconds=600)
-        client.clock.sleep(300)  # type: ignore[attr-defined]
+        client.clock.sleep(300)
         assert client.sync().pushed == 0
-        client.clock.sleep(301)  # type: ignore[attr-defined]
+        client.clock.sleep(301)
         assert client.sync().pushed == 1
 
     def test_rejection_is_dead_lettered_not_retried_forever(self, client: Store,
@@ -255,7 +255,7 @@ class SyncSuite:
         [dead] = client.outbox.dead_letters()
         assert dead.id == mutation_id and dead.state is EntryState.DEAD and dead.error
         calls = server.calls
-        client.clock.sleep(10_000)  # type: ignore[attr-defined]
+        client.clock.sleep(10_000)
         client.sync()
         assert server.calls == calls + 1  # only the pull: the rejection is never re-sent
         assert client.outbox.requeue([mutation_id]) == 1
@@ -271,7 +271,7 @@ class SyncSuite:
         server.offline = True
         for _ in range(3):
             client.sync()
-            client.clock.sleep(1000)  # type: ignore[attr-defined]
+            client.clock.sleep(1000)
         [dead] = client.outbox.dead_letters()
         assert dead.retry_count == 3 and "offline" in (dead.error or "")
         assert notes.failed() == [Note("x", "me", "x")]
@@ -290,7 +290,7 @@ class SyncSuite:
             notes.insert(Note(f"p{i}", "me", "offline"))
             client.sync()
         server.offline = False
-        client.clock.sleep(1000)  # type: ignore[attr-defined]
+        client.clock.sleep(1000)
         assert client.sync().pushed == 5
         assert server.server.store.repository(Note).count() == 5
 
@@ -341,7 +341,7 @@ class SyncSuite:
         server.offline = True
         client.sync()
         server.offline = False
-        client.clock.sleep(1000)  # type: ignore[attr-defined]
+        client.clock.sleep(1000)
         report = client.sync()
         assert report.pushed == 1
         assert client.repository(Note).get("new") is not None
@@ -385,9 +385,9 @@ class SyncSuite:
         notes = client.repository(Note)
         notes.insert(Note("c", "me", "base"))
         client.sync()
-        client.clock.sleep(5)  # type: ignore[attr-defined]
+        client.clock.sleep(5)
         server.server.write(Note("c", "me", "server"))
-        client.clock.sleep(5)  # type: ignore[attr-defined]
+        client.clock.sleep(5)
         notes.update("c", text="client")
 
     def test_server_wins(self, client: Store, server: MockServer) -> None:
@@ -414,7 +414,7 @@ class SyncSuite:
         assert server.server.store.repository(Note).get("c") == Note("c", "me", "client")
         notes = client.repository(Note)
         notes.update("c", text="older local")
-        client.clock.sleep(5)  # type: ignore[attr-defined]
+        client.clock.sleep(5)
         server.server.write(Note("c", "me", "newer server"))
         client.sync()
         assert notes.get("c") == Note("c", "me", "newer server")
