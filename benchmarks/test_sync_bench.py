@@ -1,0 +1,312 @@
+"""Cases 7 and 8: sync throughput through the mock transport, beside the backend's raw write rate.
+
+7. Push 10,000 queued creates from a client (SQLite file / ``memory://``) to a ``MockServer`` on
+   ``memory://``. Setup (not timed): a fresh server and client, 10k ``insert_many`` queued.
+   Timed: ``client.sync_engine.push()`` (it loops, ``batch_size`` = 100 mutations per call to
+   the transport, until nothing is due).
+8. Pull 100,000 changes into a fresh client (SQLite file / ``memory://``), ``page_size`` 1000
+   (the server's maximum), from a ``MockServer`` prefilled once per module with 100k records.
+   Timed: ``client.sync_engine.pull()`` (it loops until the server says there is no more).
+
+The pull server keeps its store in a SQLite file: a ``memory://`` server answers every page by
+scanning and sorting the whole change log (0.4 s a page at 100k changes, ~43 s for the 100
+pages), which would swamp the client's work this case is about (see README).
+
+Baseline of every case: the raw write rate of the same client backend: ``upsert_many`` of the
+same entities into ``PlainPost``, a non-syncing twin of ``SyncPost``, on a fresh store of the
+same kind (a fresh SQLite file / ``memory://``). No targets: the ratio is reported.
+
+The posts are those of ``bench_common.make_posts`` (the seed's post shape), copied into the
+syncing ``SyncPost`` and the plain ``PlainPost``, both declared in this file's own registry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from bench_common import Post
+
+import syncline
+from syncline.core.clock import FakeClock
+from syncline.core.outbox import SyncStatus
+from syncline.core.schema import spec_of
+from syncline.core.serverside import ANONYMOUS, ChangeEntry, ServerMeta, ServerRecord
+from syncline.core.sync import SyncReport
+from syncline.plugins.mock import MockServer
+
+SIDES = ["syncline", "baseline"]
+BACKENDS = ["sqlite", "memory"]
+N_PUSH = 10_000
+N_PULL = 100_000
+PAGE_SIZE = 1_000  # SyncServer's max_page
+
+GROUP_PUSH = {"sqlite": "7a sqlite: push 10k queued mutations",
+              "memory": "7b memory: push 10k queued mutations"}
+GROUP_PULL = {"sqlite": "8a sqlite: pull 100k changes",
+              "memory": "8b memory: pull 100k changes"}
+
+# Rounds: the memory push is quadratic in the queue length (~3 min for 10k) and the SQLite
+# pull takes ~1 min, so each runs once; see the README.
+PUSH_ROUNDS = {"sqlite": 2, "memory": 1}
+PULL_ROUNDS = {"sqlite": 1, "memory": 2}
+BASELINE_ROUNDS = 3
+
+registry = syncline.EntityRegistry()
+
+
+@registry.entity("sync_posts", syncs=True, indexes=[("user_id", "created_at")])
+@attrs.define
+class SyncPost:
+    """The seed's post, syncing."""
+
+    id: str
+    user_id: str
+    content: str
+    created_at: dt.datetime
+    likes_count: int = 0
+    image_urls: list[str] | None = None
+
+
+@registry.entity("plain_posts", indexes=[("user_id", "created_at")])
+@attrs.define
+class PlainPost:
+    """The same post, not syncing: the baseline's table."""
+
+    id: str
+    user_id: str
+    content: str
+    created_at: dt.datetime
+    likes_count: int = 0
+    image_urls: list[str] | None = None
+
+
+_names = itertools.count()
+
+
+def _as(cls: type, p: Post) -> Any:
+    return cls(p.id, p.user_id, p.content, p.created_at, p.likes_count, p.image_urls)
+
+
+@pytest.fixture(scope="module")
+def sync_posts(posts: list[Post]) -> list[SyncPost]:
+    return [_as(SyncPost, p) for p in posts]
+
+
+@pytest.fixture(scope="module")
+def plain_posts(posts: list[Post]) -> list[PlainPost]:
+    return [_as(PlainPost, p) for p in posts]
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", ".sync-lock"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+class _Files:
+    """Fresh client URLs: a new SQLite file under ``folder`` each time, or ``memory://``."""
+
+    def __init__(self, folder: Path, backend: str, prefix: str) -> None:
+        self.folder, self.backend, self.prefix = folder, backend, prefix
+        self._n = itertools.count()
+
+    def next(self) -> tuple[str, Path | None]:
+        if self.backend == "memory":
+            return "memory://", None
+        path = self.folder / f"{self.prefix}-{next(self._n)}.db"
+        return f"sqlite:///{path}", path
+
+
+def prefill(server: MockServer, objs: Sequence[SyncPost]) -> None:
+    """Write ``objs`` on the server as ``SyncServer.write`` would, in one transaction.
+
+    Each record gets what ``SyncServer._log`` writes for an upsert (the entity row, a
+    ``ChangeEntry`` with the next sequence number and the wire payload, a ``ServerRecord``
+    with that version) and the sequence counter is moved past them. The entity rows go in
+    through the backend, so the server store does not queue them in its own outbox.
+    """
+    store, sync = server.store, server.server
+    spec = spec_of(SyncPost)
+    entity = spec.table.name
+    codec = store.codec(SyncPost)
+    unstructure = store.wire.unstructure
+    now = sync.now()
+    with store.transaction():
+        counter = sync.meta.get("seq")
+        start = counter.value if counter else 0
+        store.backend.upsert_many(spec.table, [codec.to_row(o) for o in objs])
+        store.touched(entity)
+        sync.changes.insert_many(
+            ChangeEntry(start + i, ANONYMOUS, entity, o.id, "upsert", now, unstructure(o))
+            for i, o in enumerate(objs, 1))
+        sync.records.upsert_many(
+            ServerRecord(f"{ANONYMOUS}/{entity}/{o.id}", ANONYMOUS, entity, o.id, start + i, now)
+            for i, o in enumerate(objs, 1))
+        sync.meta.upsert(ServerMeta("seq", start + len(objs)))
+
+
+def _rate(benchmark: Any, n: int, unit: str) -> None:
+    stats = benchmark.stats.stats
+    benchmark.extra_info[f"{unit}_per_s_mean"] = round(n / stats.mean)
+    benchmark.extra_info[f"{unit}_per_s_best"] = round(n / stats.min)
+
+
+def _baseline(benchmark: Any, backend: str, tmp_path: Path, objs: list[PlainPost]) -> None:
+    """The raw write rate: ``upsert_many(objs)`` on a fresh non-syncing store (opening not
+    timed)."""
+    files = _Files(tmp_path, backend, "plain")
+    counts: list[int] = []
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        url, path = files.next()
+        return (syncline.open(url, entities=[PlainPost]), path), {}
+
+    def run(store: syncline.Store, _path: Path | None) -> None:
+        store.repository(PlainPost).upsert_many(objs)
+
+    def teardown(store: syncline.Store, path: Path | None) -> None:
+        counts.append(store.repository(PlainPost).count())
+        store.close()
+        if path is not None:
+            _remove(path)
+
+    benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=BASELINE_ROUNDS,
+                       iterations=1)
+    assert counts == [len(objs)] * BASELINE_ROUNDS
+
+
+# -- sanity (not timed) ----------------------------------------------------------------------
+
+def test_prefill_matches_server_write(sync_posts: list[SyncPost]) -> None:
+    """``prefill`` leaves the server as ``SyncServer.write`` does, and a client pulls it."""
+    clock = FakeClock(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    objs = sync_posts[:5]
+    with MockServer(f"bench-check-{next(_names)}", entities=[SyncPost], clock=clock) as by_write, \
+            MockServer(f"bench-check-{next(_names)}", entities=[SyncPost],
+                       clock=clock) as by_prefill:
+        for o in objs:
+            by_write.server.write(o)
+        prefill(by_prefill, objs)
+        for name in ("changes", "records"):
+            assert (getattr(by_prefill.server, name).all()
+                    == getattr(by_write.server, name).all())
+        assert by_prefill.server.meta.get("seq") == by_write.server.meta.get("seq")
+        assert by_prefill.store.repository(SyncPost).all() == objs
+        client = syncline.open("memory://", entities=[SyncPost],
+                               transport=f"mock://{by_prefill.name}")
+        try:
+            assert client.sync_engine.pull().pulled == len(objs)
+            notes = client.repository(SyncPost)
+            assert notes.all() == objs
+            state = notes.sync_state(objs[0].id)
+            assert state is not None and state.status is SyncStatus.SYNCED
+            assert state.server_version == 1
+        finally:
+            client.close()
+
+
+# -- 7. push ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_push(benchmark: Any, backend: str, side: str, tmp_path: Path,
+              sync_posts: list[SyncPost], plain_posts: list[PlainPost]) -> None:
+    """10k queued creates pushed to a fresh memory:// MockServer (setup not timed)."""
+    benchmark.group = GROUP_PUSH[backend]
+    if side == "baseline":
+        _baseline(benchmark, backend, tmp_path, plain_posts[:N_PUSH])
+        _rate(benchmark, N_PUSH, "mutations")
+        return
+    objs = sync_posts[:N_PUSH]
+    files = _Files(tmp_path, backend, "push")
+    checked: list[tuple[int, int, int]] = []
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        server = MockServer(f"bench-push-{next(_names)}", entities=[SyncPost])
+        url, path = files.next()
+        client = syncline.open(url, entities=[SyncPost], transport=f"mock://{server.name}")
+        client.repository(SyncPost).insert_many(objs)
+        assert client.outbox.pending_count() == N_PUSH
+        return (client, server, path), {}
+
+    def run(client: syncline.Store, _server: MockServer, _path: Path | None) -> SyncReport:
+        return client.sync_engine.push()
+
+    def teardown(client: syncline.Store, server: MockServer, path: Path | None) -> None:
+        checked.append((client.outbox.pending_count(),
+                        server.store.repository(SyncPost).count(),
+                        server.server.changes.count()))
+        client.close()
+        server.close()
+        if path is not None:
+            _remove(path)
+
+    report = benchmark.pedantic(run, setup=setup, teardown=teardown,
+                                rounds=PUSH_ROUNDS[backend], iterations=1)
+    assert report.ok and report.pushed == N_PUSH and not report.conflicts
+    assert checked == [(0, N_PUSH, N_PUSH)] * PUSH_ROUNDS[backend]
+    _rate(benchmark, N_PUSH, "mutations")
+
+
+# -- 8. pull ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pull_server(tmp_path_factory: pytest.TempPathFactory,
+                sync_posts: list[SyncPost]) -> Iterator[MockServer]:
+    """A MockServer on a SQLite file with 100k records written (built once per module)."""
+    path = tmp_path_factory.mktemp("sync-pull") / "server.db"
+    server = MockServer(f"bench-pull-{next(_names)}", entities=[SyncPost],
+                        store_url=f"sqlite:///{path}")
+    try:
+        prefill(server, sync_posts[:N_PULL])
+        assert server.server.changes.count() == N_PULL
+        yield server
+    finally:
+        server.close()
+        _remove(path)
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pull(benchmark: Any, backend: str, side: str, tmp_path: Path,
+              request: pytest.FixtureRequest, sync_posts: list[SyncPost],
+              plain_posts: list[PlainPost]) -> None:
+    """100k changes pulled into a fresh client, 1000 a page (opening the client not timed)."""
+    benchmark.group = GROUP_PULL[backend]
+    if side == "baseline":
+        _baseline(benchmark, backend, tmp_path, plain_posts[:N_PULL])
+        _rate(benchmark, N_PULL, "changes")
+        return
+    server: MockServer = request.getfixturevalue("pull_server")
+    files = _Files(tmp_path, backend, "pull")
+    sample = sync_posts[:N_PULL:997]
+    checked: list[tuple[int, bool, bool]] = []
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        url, path = files.next()
+        client = syncline.open(url, entities=[SyncPost], transport=f"mock://{server.name}")
+        client.sync_engine.page_size = PAGE_SIZE
+        return (client, path), {}
+
+    def run(client: syncline.Store, _path: Path | None) -> SyncReport:
+        return client.sync_engine.pull()
+
+    def teardown(client: syncline.Store, path: Path | None) -> None:
+        posts = client.repository(SyncPost)
+        state = posts.sync_state(sample[-1].id)
+        checked.append((posts.count(), posts.get_many(p.id for p in sample) == sample,
+                        state is not None and state.status is SyncStatus.SYNCED))
+        client.close()
+        if path is not None:
+            _remove(path)
+
+    report = benchmark.pedantic(run, setup=setup, teardown=teardown,
+                                rounds=PULL_ROUNDS[backend], iterations=1)
+    assert report.ok and report.pulled == N_PULL and not report.conflicts
+    assert checked == [(N_PULL, True, True)] * PULL_ROUNDS[backend]
+    _rate(benchmark, N_PULL, "changes")

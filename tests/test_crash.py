@@ -1,0 +1,376 @@
+"""Crash test: a process writing and syncing is killed with SIGKILL at random moments.
+
+A forked child opens a MockServer over ``server.db`` and a client store over ``client.db`` (both
+SQLite files, so the server outlives the child) and loops: a random insert, update or delete,
+then now and then ``store.sync()``, sometimes with the server's answer lost. Every write is
+journaled twice: an *intent* line before the write and a *done* line (fsync'd) after it
+committed, so the journal never claims a write that did not commit and tells exactly which one
+write may have committed unjournaled when the kill landed between the two lines.
+
+After each kill the parent checks that
+
+1. both stores open (no corruption) and no sync lock is left behind;
+2. every record holds exactly the value of its last journaled write (or of the one write in
+   flight at the kill, which the parent then adopts into its model), and no other record exists;
+3. every record is either synced (status synced, the server holds the same value and version)
+   or has pending queue entries, and nothing was dead-lettered;
+4. the server applied no mutation twice: no two change-log entries share a mutation id, every
+   logged mutation is recorded as applied with its own version, and every applied mutation
+   without a change-log entry is a delete of a record the server did not have.
+
+Then the next child runs on the same files: state accumulates across kills. At the end the
+parent drains the queue with a MockServer of its own and checks both sides converged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import select
+import signal
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+import syncline
+from syncline.core.outbox import EntryState, OutboxEntry, SyncStatus
+from syncline.core.query import F
+from syncline.core.serverside import SERVER_ENTITIES, AppliedMutation, ChangeEntry, ServerRecord
+from syncline.core.store import Store
+from syncline.core.sync import sync_lock
+from syncline.plugins.mock import MockServer
+
+reg = syncline.EntityRegistry()
+
+
+@reg.entity("crash_notes", syncs=True)
+@attrs.define
+class Note:
+    id: str
+    text: str
+    n: int = 0
+
+
+TABLE = "crash_notes"
+KILLS = 200 if os.environ.get("CI") == "true" else 40
+MAX_LIVE = 25  # keep the record set small so that checks stay fast as state accumulates
+
+
+def _client_url(work: Path) -> str:
+    return f"sqlite:///{work / 'client.db'}"
+
+
+def _server_url(work: Path) -> str:
+    return f"sqlite:///{work / 'server.db'}"
+
+
+def _order(text: str) -> tuple[int, int]:
+    iteration, _, n = text.partition("-")
+    return int(iteration), int(n)
+
+
+# -- the child --------------------------------------------------------------------------------
+
+
+def _child(work: Path, iteration: int, ready: int) -> None:
+    """Write and sync until killed. Never returns normally."""
+    rng = random.Random(iteration)
+    server = MockServer(f"crash-{iteration}", entities=[Note], store_url=_server_url(work))
+    store = syncline.open(_client_url(work), entities=[Note], transport=f"mock://{server.name}")
+    notes = store.repository(Note)
+    ids = sorted(note.id for note in notes.all())
+    journal = os.open(work / "journal.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(ready, b"r")
+    os.close(ready)
+    for n in itertools.count(1):
+        text = f"{iteration}-{n}"
+        roll = rng.random()
+        if not ids or roll < (0.45 if len(ids) < MAX_LIVE else 0.1):
+            op, rid = "insert", f"r{text}"
+        elif roll < 0.8:
+            op, rid = "update", rng.choice(ids)
+        else:
+            op, rid = "delete", rng.choice(ids)
+        line = {"t": "intent", "it": iteration, "n": n, "op": op, "id": rid, "text": text}
+        os.write(journal, (json.dumps(line) + "\n").encode())
+        if op == "insert":
+            notes.insert(Note(rid, text, n))
+            ids.append(rid)
+        elif op == "update":
+            notes.update(rid, text=text, n=n)
+        else:
+            notes.delete(rid)
+            ids.remove(rid)
+        # Only now, after the commit, does the journal claim the write.
+        os.write(journal, (json.dumps({"t": "done", "it": iteration, "n": n}) + "\n").encode())
+        os.fsync(journal)
+        if rng.random() < 0.3:
+            if rng.random() < 0.35:
+                server.lose_next_responses(1)  # applied, but the client never hears it
+            store.sync()
+
+
+def _fork_child(work: Path, iteration: int) -> tuple[int, int]:
+    """Fork a child running :func:`_child`; returns its pid and the read end of its ready pipe."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 0
+        try:
+            os.close(read)
+            _child(work, iteration, write)
+        except BaseException:
+            code = 3
+            (work / f"child-{iteration}.err").write_text(traceback.format_exc())
+        finally:
+            os._exit(code)
+    os.close(write)
+    return pid, read
+
+
+# -- the parent's model of what committed -----------------------------------------------------
+
+
+@attrs.define
+class Model:
+    """What the journal says each record must hold: its text, or None once deleted."""
+
+    work: Path
+    expected: dict[str, str | None] = attrs.Factory(dict)
+    history: dict[str, list[str]] = attrs.Factory(dict)
+    offset: int = 0
+    writes: int = 0
+    adopted: int = 0
+    discarded: int = 0
+    noop_deletes: int = 0
+
+    def read_journal(self) -> dict[str, Any] | None:
+        """Apply the new done lines; return the write in flight at the kill, if any."""
+        path = self.work / "journal.log"
+        if not path.exists():
+            return None
+        with path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a line cut by the kill: drop it so the next child starts clean
+            os.truncate(path, self.offset + end)
+        self.offset += end
+        in_flight: dict[str, Any] | None = None
+        for raw in data[:end].splitlines():
+            line = json.loads(raw)
+            if line["t"] == "intent":
+                assert in_flight is None, f"two intents without a done: {in_flight}, {line}"
+                in_flight = line
+                continue
+            assert in_flight is not None and (in_flight["it"], in_flight["n"]) == (
+                line["it"], line["n"]), f"done without its intent: {line}"
+            self._apply(in_flight)
+            self.writes += 1
+            in_flight = None
+        return in_flight
+
+    def _apply(self, write: dict[str, Any]) -> None:
+        rid = write["id"]
+        if write["op"] == "insert":
+            assert rid not in self.expected, f"insert of a known id {rid}"
+        else:
+            assert self.expected.get(rid) is not None, f"{write['op']} of a missing id {rid}"
+        self.expected[rid] = None if write["op"] == "delete" else write["text"]
+        self.history.setdefault(rid, []).append(f"{write['op']} {write['text']}")
+
+    def settle(self, in_flight: dict[str, Any] | None, local: dict[str, Note]) -> None:
+        """The unjournaled write either committed entirely or not at all: adopt what is there."""
+        if in_flight is None:
+            return
+        rid = in_flight["id"]
+        before = self.expected.get(rid)
+        after = None if in_flight["op"] == "delete" else in_flight["text"]
+        now = local[rid].text if rid in local else None
+        assert now in (before, after), (
+            f"{rid}: after a kill during {in_flight['op']} {in_flight['text']!r} the record "
+            f"holds {now!r}; expected the old value {before!r} or the new one {after!r}")
+        if now == after and now != before:
+            self._apply(in_flight)
+            self.adopted += 1
+        else:
+            self.discarded += 1
+
+
+# -- the checks -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _open_both(work: Path) -> Iterator[tuple[Store, Store]]:
+    client = syncline.open(_client_url(work), entities=[Note])
+    try:
+        server = syncline.open(_server_url(work), entities=[Note, *SERVER_ENTITIES])
+        try:
+            yield client, server
+        finally:
+            server.close()
+    finally:
+        client.close()
+
+
+def _story(model: Model, client: Store, server: Store, rid: str) -> str:
+    """Everything known about one record, for failure messages."""
+    entries = client.repository(OutboxEntry).find(F.record_id == rid, order_by="seq")
+    changes = server.repository(ChangeEntry).find(F.record_id == rid, order_by="seq")
+    return "\n".join([
+        f"  journal: {model.history.get(rid)}",
+        f"  local: {client.repository(Note).get(rid)}",
+        f"  state: {client.outbox.state(TABLE, rid)}",
+        *(f"  queued: {e.action} {e.payload} group={e.group_id} state={e.state.value} "
+          f"retries={e.retry_count} next={e.next_attempt_at}" for e in entries),
+        f"  server: {server.repository(Note).get(rid)}",
+        *(f"  server log: seq={c.seq} {c.op} {c.payload} mutation={c.mutation_id}"
+          for c in changes),
+    ])
+
+
+def _check(model: Model, client: Store, server: Store, where: str) -> None:
+    in_flight = model.read_journal()
+    local = {note.id: note for note in client.repository(Note).all()}
+    model.settle(in_flight, local)
+
+    # 1. No sync lock is left behind by the dead child.
+    with sync_lock(client, blocking=False):
+        pass
+
+    # 2. Every committed write is there, exactly; nothing else is.
+    for rid, text in model.expected.items():
+        have = local[rid].text if rid in local else None
+        assert have == text, (f"{where}: {rid} holds {have!r}, its last committed write "
+                              f"{text!r}\n{_story(model, client, server, rid)}")
+    unknown = sorted(set(local) - set(model.expected))
+    assert not unknown, f"{where}: records no journaled write explains: {unknown}"
+
+    # 3. Every record is synced or queued.
+    entries = client.repository(OutboxEntry).all()
+    dead = [e for e in entries if e.state is EntryState.DEAD]
+    assert not dead, f"{where}: dead letters: {dead}"
+    pending = {e.record_id for e in entries if e.state is EntryState.PENDING}
+    states = {s.record_id: s for s in client.outbox.states.find(F.entity == TABLE)}
+    on_server = {note.id: note for note in server.repository(Note).all()}
+    meta = {r.record_id: r for r in server.repository(ServerRecord).find(F.entity == TABLE)}
+    for rid, text in model.expected.items():
+        if rid in pending:
+            continue
+        state = states.get(rid)
+        if text is None:  # deleted: the server must not have it; the state is gone, or a
+            # synced tombstone when the delete came back in a pull after its state was dropped
+            assert rid not in on_server and (state is None or (
+                state.status is SyncStatus.SYNCED and state.deleted)), (
+                f"{where}: {rid} is deleted locally with nothing queued, but the server has "
+                f"{on_server.get(rid)} and its sync state is {state}\n"
+                f"{_story(model, client, server, rid)}")
+            continue
+        assert state is not None and state.status is SyncStatus.SYNCED, (
+            f"{where}: {rid} ({text!r}) has nothing queued but is not synced: {state}\n"
+            f"{_story(model, client, server, rid)}")
+        theirs = on_server.get(rid)
+        assert theirs == local[rid], (
+            f"{where}: {rid} is synced as {local[rid]} but the server has {theirs}\n"
+            f"{_story(model, client, server, rid)}")
+        assert meta[rid].version == state.server_version, (
+            f"{where}: {rid} is synced at version {state.server_version}, the server's is "
+            f"{meta[rid].version}")
+    for rid, record in meta.items():  # the server's own bookkeeping agrees with its table
+        assert (rid in on_server) == (not record.deleted), f"{where}: server {record}"
+
+    # 4. The server applied nothing twice.
+    changes = server.repository(ChangeEntry).all()
+    logged = [c.mutation_id for c in changes if c.mutation_id is not None]
+    twice = sorted(m for m, count in Counter(logged).items() if count > 1)
+    assert not twice, f"{where}: mutations with two change-log entries: {twice}"
+    by_seq = {c.seq: c for c in changes}
+    by_mutation = {c.mutation_id: c for c in changes if c.mutation_id is not None}
+    applied = {}
+    for row in server.repository(AppliedMutation).all():
+        if row.result["status"] == "applied":
+            applied[row.key.partition("/")[2]] = row.result
+    missing = sorted(set(by_mutation) - set(applied))
+    assert not missing, f"{where}: logged mutations without a recorded result: {missing}"
+    for mid, result in applied.items():
+        change = by_mutation.get(mid)
+        if change is not None:
+            assert result["version"] == change.seq, f"{where}: {mid}: {result} vs {change}"
+            continue
+        # Applied without a change: only a delete of a record the server did not have.
+        earlier = by_seq.get(result["version"]) if result["version"] is not None else None
+        assert result["version"] is None or (
+            earlier is not None and earlier.op == "delete"
+            and earlier.record_id == result["server_id"]), (
+            f"{where}: mutation {mid} is recorded as applied ({result}) but changed nothing")
+    model.noop_deletes = len(applied) - len(by_mutation)
+
+
+def _wait_ready(read: int, timeout: float) -> bool:
+    ready, _, _ = select.select([read], [], [], timeout)
+    return bool(ready) and os.read(read, 1) == b"r"
+
+
+def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) -> None:
+    work = tmp_path
+    model = Model(work)
+    started = time.monotonic()
+    early = 0
+    checking = 0.0
+    for iteration in range(KILLS):
+        rng = random.Random(f"kill-{iteration}")
+        pid, read = _fork_child(work, iteration)
+        try:
+            if rng.random() < 0.15:  # kill it while it opens the stores
+                early += 1
+                time.sleep(rng.uniform(0, 0.015))
+            else:
+                _wait_ready(read, 20.0)
+                time.sleep(rng.uniform(0.005, 0.06))
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            os.close(read)
+        err = work / f"child-{iteration}.err"
+        assert not err.exists(), f"child {iteration} failed:\n{err.read_text()}"
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+        before = time.monotonic()
+        with _open_both(work) as (client, server):
+            _check(model, client, server, f"after kill {iteration + 1}")
+        checking += time.monotonic() - before
+
+    # At the end, drain the queue with a server of our own: both sides must converge.
+    mock = MockServer("crash-final", entities=[Note], store_url=_server_url(work))
+    try:
+        store = syncline.open(_client_url(work), entities=[Note], transport="mock://crash-final")
+        try:
+            for _ in range(20):
+                store.outbox.entries.update_where(F.state == EntryState.PENDING,
+                                                  next_attempt_at=None)
+                store.sync()
+                if store.outbox.pending_count() == 0:
+                    break
+            assert store.outbox.pending_count() == 0, store.outbox.all_pending()
+            local = {note.id: note for note in store.repository(Note).all()}
+            remote = {note.id: note for note in mock.store.repository(Note).all()}
+            assert local == remote
+        finally:
+            store.close()
+    finally:
+        mock.close()
+    with _open_both(work) as (client, server):
+        _check(model, client, server, "after the final sync")
+    elapsed = time.monotonic() - started
+    print(f"{KILLS} kills ({early} while opening) in {elapsed:.1f}s ({checking:.1f}s checking): "
+          f"{model.writes} journaled "
+          f"writes, {model.adopted} unjournaled writes adopted, {model.discarded} in flight "
+          f"lost, {len(model.expected)} records, {model.noop_deletes} no-op deletes")
+    assert model.writes > KILLS  # the kills landed among writes, not only at start-up
