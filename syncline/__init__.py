@@ -24,6 +24,7 @@ from syncline.core.errors import (
     UnknownSchemeError,
 )
 from syncline.core.hookspecs import hookimpl
+from syncline.core.outbox import SyncStatus, new_id
 from syncline.core.query import F, Field, Query
 from syncline.core.repository import Dao, Repository
 from syncline.core.schema import EntityRegistry, entity
@@ -53,11 +54,13 @@ __all__ = [
     "Repository",
     "SerializationError",
     "Store",
+    "SyncStatus",
     "SynclineError",
     "TransactionError",
     "UnknownSchemeError",
     "entity",
     "hookimpl",
     "load_config",
+    "new_id",
     "open",
 ]

@@ -80,16 +80,17 @@ def _order(text: str) -> tuple[int, int]:
 # -- the child --------------------------------------------------------------------------------
 
 
-def _child(work: Path, iteration: int, ready: int) -> None:
-    """Write and sync until killed. Never returns normally."""
+def _child(work: Path, iteration: int, ready: int, go: int) -> None:
+    """Open both stores, wait for the go, then write and sync until killed."""
     rng = random.Random(iteration)
     server = MockServer(f"crash-{iteration}", entities=[Note], store_url=_server_url(work))
     store = syncline.open(_client_url(work), entities=[Note], transport=f"mock://{server.name}")
     notes = store.repository(Note)
-    ids = sorted(note.id for note in notes.all())
     journal = os.open(work / "journal.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(ready, b"r")
-    os.close(ready)
+    if os.read(go, 1) != b"g":  # the parent gave up on us
+        return
+    ids = sorted(note.id for note in notes.all())
     for n in itertools.count(1):
         text = f"{iteration}-{n}"
         roll = rng.random()
@@ -112,28 +113,33 @@ def _child(work: Path, iteration: int, ready: int) -> None:
         # Only now, after the commit, does the journal claim the write.
         os.write(journal, (json.dumps({"t": "done", "it": iteration, "n": n}) + "\n").encode())
         os.fsync(journal)
-        if rng.random() < 0.3:
+        if rng.random() < 0.2:
             if rng.random() < 0.35:
                 server.lose_next_responses(1)  # applied, but the client never hears it
+            os.write(journal, b'{"t": "sync"}\n')  # where the kill lands, for the statistics
             store.sync()
+            os.write(journal, b'{"t": "synced"}\n')
 
 
-def _fork_child(work: Path, iteration: int) -> tuple[int, int]:
-    """Fork a child running :func:`_child`; returns its pid and the read end of its ready pipe."""
-    read, write = os.pipe()
+def _fork_child(work: Path, iteration: int) -> tuple[int, int, int]:
+    """Fork a child running :func:`_child`: its pid, its ready pipe and its go pipe."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         code = 0
         try:
-            os.close(read)
-            _child(work, iteration, write)
+            os.close(ready_r)
+            os.close(go_w)
+            _child(work, iteration, ready_w, go_r)
         except BaseException:
             code = 3
             (work / f"child-{iteration}.err").write_text(traceback.format_exc())
         finally:
             os._exit(code)
-    os.close(write)
-    return pid, read
+    os.close(ready_w)
+    os.close(go_r)
+    return pid, ready_r, go_w
 
 
 # -- the parent's model of what committed -----------------------------------------------------
@@ -151,6 +157,8 @@ class Model:
     adopted: int = 0
     discarded: int = 0
     noop_deletes: int = 0
+    #: where the kills landed: in a write, in a sync, between the two, or before any write
+    landed: Counter[str] = attrs.Factory(Counter)
 
     def read_journal(self) -> dict[str, Any] | None:
         """Apply the new done lines; return the write in flight at the kill, if any."""
@@ -165,8 +173,13 @@ class Model:
             os.truncate(path, self.offset + end)
         self.offset += end
         in_flight: dict[str, Any] | None = None
+        last = ""
         for raw in data[:end].splitlines():
             line = json.loads(raw)
+            last = line["t"]
+            if last in ("sync", "synced"):
+                assert in_flight is None, f"a sync during a write: {in_flight}"
+                continue
             if line["t"] == "intent":
                 assert in_flight is None, f"two intents without a done: {in_flight}, {line}"
                 in_flight = line
@@ -176,6 +189,8 @@ class Model:
             self._apply(in_flight)
             self.writes += 1
             in_flight = None
+        if data:  # only a child that got the go writes lines: one per kill
+            self.landed[{"intent": "write", "sync": "sync"}.get(last, "between")] += 1
         return in_flight
 
     def _apply(self, write: dict[str, Any]) -> None:
@@ -325,27 +340,44 @@ def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) 
     started = time.monotonic()
     early = 0
     checking = 0.0
+    unchecked: str | None = None  # a kill whose aftermath is not checked yet
+
+    def check(where: str) -> None:
+        nonlocal checking
+        before = time.monotonic()
+        with _open_both(work) as (client, server):
+            _check(model, client, server, where)
+        checking += time.monotonic() - before
+
     for iteration in range(KILLS):
         rng = random.Random(f"kill-{iteration}")
-        pid, read = _fork_child(work, iteration)
+        # The parent holds no store at fork time. The child opens its stores, then waits for
+        # the go; meanwhile the parent checks the previous kill's aftermath (the child only
+        # reads until the go).
+        pid, ready, go = _fork_child(work, iteration)
         try:
             if rng.random() < 0.15:  # kill it while it opens the stores
                 early += 1
-                time.sleep(rng.uniform(0, 0.015))
+                time.sleep(rng.uniform(0, 0.02))
             else:
-                _wait_ready(read, 20.0)
+                if unchecked is not None:
+                    check(unchecked)
+                    unchecked = None
+                assert _wait_ready(ready, 30.0), "the child did not open its stores"
+                os.write(go, b"g")
                 time.sleep(rng.uniform(0.005, 0.06))
         finally:
             os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
-            os.close(read)
+            os.close(ready)
+            os.close(go)
         err = work / f"child-{iteration}.err"
         assert not err.exists(), f"child {iteration} failed:\n{err.read_text()}"
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
-        before = time.monotonic()
-        with _open_both(work) as (client, server):
-            _check(model, client, server, f"after kill {iteration + 1}")
-        checking += time.monotonic() - before
+        unchecked = f"after kill {iteration + 1}"
+        if iteration + 1 == KILLS or rng.random() < 0.15:
+            check(unchecked)  # before any other process touches the files
+            unchecked = None
 
     # At the end, drain the queue with a server of our own: both sides must converge.
     mock = MockServer("crash-final", entities=[Note], store_url=_server_url(work))
@@ -369,8 +401,8 @@ def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) 
     with _open_both(work) as (client, server):
         _check(model, client, server, "after the final sync")
     elapsed = time.monotonic() - started
-    print(f"{KILLS} kills ({early} while opening) in {elapsed:.1f}s ({checking:.1f}s checking): "
-          f"{model.writes} journaled "
-          f"writes, {model.adopted} unjournaled writes adopted, {model.discarded} in flight "
-          f"lost, {len(model.expected)} records, {model.noop_deletes} no-op deletes")
+    print(f"\n{KILLS} kills in {elapsed:.1f}s ({checking:.1f}s checking); {early} while opening, "
+          f"the others {dict(model.landed)}; {model.writes} journaled writes, "
+          f"{model.adopted} unjournaled ones committed, {model.discarded} in flight lost; "
+          f"{len(model.expected)} records, {model.noop_deletes} no-op deletes")
     assert model.writes > KILLS  # the kills landed among writes, not only at start-up

@@ -134,7 +134,7 @@ class Outbox:
 
     def track(self, spec: EntitySpec, action: str, records: Sequence[tuple[str, Any]]) -> None:
         """Queue ``action`` for each ``(record_id, entity_or_None)`` and mark it pending."""
-        if not records:
+        if not records or not self.store.tracking:
             return
         wire = self.store.wire
         now = self.now()
@@ -239,13 +239,29 @@ class Outbox:
         return self.entries.find(F.state == EntryState.DEAD, order_by=["created_at", "seq"])
 
     def requeue(self, ids: Iterable[str] | None = None) -> int:
-        """Put dead letters back in the queue with a fresh retry count."""
+        """Put dead letters back in the queue with a fresh retry count.
+
+        They get new mutation ids: the server remembers its answer to the old ones.
+        """
         where: Condition = F.state == EntryState.DEAD
-        ids = list(ids) if ids is not None else None
         if ids is not None:
-            where = where & F.id.in_(ids)
-        return self.entries.update_where(where, state=EntryState.PENDING, retry_count=0,
-                                         next_attempt_at=None, error=None)
+            where = where & F.id.in_(list(ids))
+
+        def work() -> int:
+            dead = self.entries.find(where)
+            self.entries.delete_many(e.id for e in dead)
+            self.entries.insert_many(attrs.evolve(
+                e, id=new_id(), state=EntryState.PENDING, retry_count=0, next_attempt_at=None,
+                error=None, group_id=None, last_attempt=None) for e in dead)
+            for e in dead:
+                if e.record_id is not None:
+                    state = self.state(e.entity, e.record_id)
+                    if state is not None and state.status is SyncStatus.FAILED:
+                        self.states.update(state.key, status=SyncStatus.PENDING, error=None,
+                                           retry_count=0)
+            return len(dead)
+
+        return self.store.atomic(work)
 
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters for good (the seed's ``removeFailedItems``)."""

@@ -245,6 +245,7 @@ class Repository(Generic[T]):
 
     def failed(self, max_retries: int | None = None) -> list[T]:
         """Records whose sync failed (with fewer than ``max_retries`` retries, if given)."""
+        self._require_syncs()
         where = (F.entity == self.table.name) & (F.status == SyncStatus.FAILED)
         if max_retries is not None:
             where = where & (F.retry_count < max_retries)
@@ -285,8 +286,9 @@ class Repository(Generic[T]):
         return None if state is None else self.get(state.record_id)
 
     def update_from_server(self, local_id: str, obj: T) -> None:
-        """Store the server's version of a record created locally as ``local_id`` as synced
-        (the seed's ``updateFromServer``), without queueing anything."""
+        """Store the server's version of a record created locally as ``local_id`` (the seed's
+        ``updateFromServer``), without queueing anything. The record is ``synced`` unless
+        entries for it are still queued (then it stays ``pending``)."""
         self._require_syncs()
         from syncline.core.sync import apply_remote
 

@@ -103,6 +103,7 @@ class SyncServer:
     def __init__(self, store: Store, *, assign_ids: bool = False,
                  max_page: int = 1000) -> None:
         self.store = store
+        store.tracking = False
         self.assign_ids = assign_ids
         self.max_page = max_page
         self.records = store.repository(ServerRecord)
@@ -229,6 +230,8 @@ class SyncServer:
             if exists or (meta is not None and not meta.deleted and not self.assign_ids):
                 return conflict
             record_id = f"s-{uuid.uuid4()}" if self.assign_ids else m.record_id
+            if meta is None and repo.get(record_id) is not None:
+                raise ValueError(f"record id {record_id!r} is taken; create it with a new id")
         elif m.action == "update":
             if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
                 return conflict

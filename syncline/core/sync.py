@@ -132,7 +132,8 @@ def apply_remote(store: Store, cls: type, record_id: str, obj: Any, version: int
         store.touched(table.name)
         key = state_key(table.name, record_id)
         state = outbox.states.get(key) or RecordState(key, table.name, record_id)
-        state.status = SyncStatus.SYNCED
+        pending = outbox.has_pending(table.name, record_id)
+        state.status = SyncStatus.PENDING if pending else SyncStatus.SYNCED
         state.error = None
         state.retry_count = 0
         state.conflict_record = None
@@ -202,9 +203,10 @@ class SyncEngine:
             if self._clock_offset is None and response.server_time:
                 self._measure(response.server_time)
             results = response.results
-            if len(results) != len(mutations):
+            if [r.id for r in results] != [m.id for m in mutations]:
                 self._failed([g for _, g in planned],
-                             "the server answered a different number of results", None, report)
+                             "the server's results do not match the mutations sent", None,
+                             report)
                 return report
             self._handle_in_transaction(planned, results, report)
             self.store.plugins.hooks.after_push(self.store, mutations, results)
@@ -269,15 +271,26 @@ class SyncEngine:
             if group[0].group_id is None:
                 for e in group:
                     self.outbox.entries.update(e.id, group_id=mutation.id, last_attempt=now)
+            self._mark_records(group, SyncStatus.SYNCING, None, bump=False)
             planned.append((mutation, group))
             if len(planned) >= self.batch_size:
                 break
         return planned
 
     def _held_records(self, entries: Sequence[OutboxEntry]) -> set[tuple[str, str]]:
+        """Records nothing may be sent for: in manual conflict, or with an older entry still
+        waiting out its backoff or dead-lettered (sending newer ones alone would reorder)."""
         keys = {state_key(e.entity, e.record_id) for e in entries if e.record_id}
         states = self.outbox.states.get_many(sorted(keys))
-        return {(s.entity, s.record_id) for s in states if s.status is SyncStatus.CONFLICT}
+        held = {(s.entity, s.record_id) for s in states if s.status is SyncStatus.CONFLICT}
+        ids = sorted({e.record_id for e in entries if e.record_id})
+        if ids:
+            now = self.store.clock.now()
+            blocking = self.outbox.entries.find(
+                F.record_id.in_(ids) & (F.action != "command")
+                & ((F.state == EntryState.DEAD) | (F.next_attempt_at > now)))
+            held |= {(e.entity, e.record_id or "") for e in blocking}
+        return held
 
     def _fold(self, group: list[OutboxEntry]) -> Mutation | None:
         first = group[0]
@@ -316,15 +329,21 @@ class SyncEngine:
 
         def work() -> None:
             for group in groups:
-                attempt = max(e.retry_count for e in group) + 1
-                when = self.store.clock.now() + dt.timedelta(
-                    seconds=self.backoff.delay(attempt, retry_after))
-                dead = self.outbox.mark_retry([e.id for e in group], error, when,
-                                              max_retries=self.max_retries)
-                self._mark_records(group, SyncStatus.FAILED if dead else SyncStatus.PENDING,
-                                   error)
+                self._retry_later(group, error, retry_after, report)
 
         self.store.run_transaction(work)
+
+    def _retry_later(self, group: list[OutboxEntry], error: str, retry_after: float | None,
+                     report: SyncReport) -> None:
+        """Schedule the group's next attempt; past the retry limit it becomes a dead letter."""
+        attempt = max(e.retry_count for e in group) + 1
+        when = self.store.clock.now() + dt.timedelta(
+            seconds=self.backoff.delay(attempt, retry_after))
+        dead = self.outbox.mark_retry([e.id for e in group], error, when,
+                                      max_retries=self.max_retries)
+        self._mark_records(group, SyncStatus.FAILED if dead else SyncStatus.PENDING, error)
+        if dead:
+            report.rejected.append(f"gave up after {self.max_retries} retries: {error}")
 
     def _mark_records(self, group: list[OutboxEntry], status: SyncStatus, error: str | None,
                       bump: bool = True) -> None:
@@ -339,8 +358,6 @@ class SyncEngine:
     def _handle(self, planned: list[tuple[Mutation, list[OutboxEntry]]],
                 results: Sequence[MutationResult], report: SyncReport) -> None:
         for (mutation, group), result in zip(planned, results, strict=True):
-            if result.id != mutation.id:
-                raise TransportError(f"result {result.id!r} answers no mutation of the batch")
             if result.status in ("applied", "duplicate"):
                 report.pushed += 1
                 self.outbox.dequeue(e.id for e in group)
@@ -365,11 +382,8 @@ class SyncEngine:
                                                last_attempt=self.store.clock.now())
                 self._mark_records(group, SyncStatus.FAILED, reason)
             else:  # retry
-                attempt = max(e.retry_count for e in group) + 1
-                when = self.store.clock.now() + dt.timedelta(
-                    seconds=self.backoff.delay(attempt, result.retry_after))
-                self.outbox.mark_retry([e.id for e in group], result.reason, when,
-                                       max_retries=self.max_retries)
+                self._retry_later(group, result.reason or "the server asked to retry later",
+                                  result.retry_after, report)
 
     def _applied(self, mutation: Mutation, result: MutationResult) -> None:
         assert mutation.record_id is not None
@@ -381,9 +395,6 @@ class SyncEngine:
         if state is None:
             return
         pending = self.outbox.has_pending(mutation.entity, record_id)
-        if mutation.action == "delete" and not pending:
-            self.outbox.states.delete(state.key)
-            return
         values: dict[str, Any] = {"server_version": result.version, "error": None}
         if state.status is not SyncStatus.CONFLICT:
             values["status"] = SyncStatus.PENDING if pending else SyncStatus.SYNCED
@@ -535,17 +546,37 @@ class SyncEngine:
                 return report
             if page.server_time:
                 self._measure(page.server_time)
-            if epoch is not None and page.epoch != epoch and cursor is not None:
+            reset = epoch is not None and page.epoch != epoch
+            if reset:
                 log.warning("the server was reset (epoch %s -> %s): pulling from the start",
                             epoch, page.epoch)
-            self._apply_page_in_transaction(page, report)
+            self._apply_page_in_transaction(page, report, reset)
             self.store.plugins.hooks.after_pull(self.store, list(page.changes))
             if not page.more:
                 return report
         return report
 
-    def _apply_page_in_transaction(self, page: PullPage, report: SyncReport) -> None:
-        self.store.run_transaction(lambda: self._apply_page(page, report))
+    def _apply_page_in_transaction(self, page: PullPage, report: SyncReport,
+                                   reset: bool = False) -> None:
+        def work() -> None:
+            if reset:
+                self._forget_server_state()
+            self._apply_page(page, report)
+
+        self.store.run_transaction(work)
+
+    def _forget_server_state(self) -> None:
+        """After a server reset: versions start again, and synced records come back (or not)
+        with the new epoch's pull; records with queued changes are kept and pushed."""
+        for state in self.outbox.states.all():
+            if state.status is SyncStatus.SYNCED and not self.outbox.has_pending(
+                    state.entity, state.record_id):
+                cls = self.store.entity_for_table(state.entity)
+                self.store.backend.delete_many(spec_of(cls).table, [state.record_id])
+                self.store.touched(state.entity)
+                self.outbox.states.delete(state.key)
+            else:
+                self.outbox.states.update(state.key, server_version=None)
 
     def _apply_page(self, page: Any, report: SyncReport) -> None:
         for change in page.changes:
@@ -564,6 +595,10 @@ class SyncEngine:
             return  # already have it (our own write coming back, or a repeated page)
         if change.mutation_id is not None and self._own(change):
             return
+        if (state is not None and state.status is SyncStatus.CONFLICT
+                and state.conflict_version is not None
+                and change.version <= state.conflict_version):
+            return  # this server version is already the one the conflict keeps
         server = self._entity(change.entity, change.payload) if change.op == "upsert" else None
         report.pulled += 1
         busy = state is not None and (state.status is SyncStatus.CONFLICT or

@@ -64,7 +64,8 @@ class SyncWorker:
         return self
 
     def _on_commit(self, tables: frozenset[str]) -> None:
-        if "_syncline_outbox" in tables:
+        # The worker's own commits (dequeuing what it pushed) are no reason to sync again.
+        if "_syncline_outbox" in tables and threading.current_thread() is not self._thread:
             self._wake.set()
 
     def wake(self) -> None:

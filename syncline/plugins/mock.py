@@ -160,14 +160,14 @@ class MockTransport(Transport):
     def push(self, mutations: Sequence[Mutation]) -> PushResponse:
         try:
             return self.server.push(mutations, self.principal)
-        except SerializationError as exc:
+        except (SerializationError, NotFoundError) as exc:
             raise PermanentTransportError(str(exc)) from exc
 
     def pull(self, cursor: str | None, limit: int,
              entities: Sequence[str] | None = None) -> PullPage:
         try:
             return self.server.pull(cursor, limit, entities, self.principal)
-        except SerializationError as exc:
+        except (SerializationError, NotFoundError) as exc:
             raise PermanentTransportError(str(exc)) from exc
 
 

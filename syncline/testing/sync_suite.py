@@ -347,6 +347,75 @@ class SyncSuite:
         assert client.repository(Note).get("new") is not None
         assert server.server.store.repository(Note).get("mine") is not None
 
+    def test_an_edit_waits_for_its_records_create(self, client: Store,
+                                                  server: MockServer) -> None:
+        notes = client.repository(Note)
+        notes.insert(Note("w", "me", "v1"))
+        server.offline = True
+        client.sync()  # the create now waits out its backoff
+        server.offline = False
+        notes.update("w", text="v2")
+        client.sync()  # the edit must not overtake its create
+        assert notes.get("w") == Note("w", "me", "v2")
+        client.clock.sleep(120)
+        report = client.sync()
+        assert report.ok and report.conflicts == []
+        assert server.server.store.repository(Note).get("w") == Note("w", "me", "v2")
+
+    def test_giving_up_after_retries_is_reported(self, client_factory: ClientFactory,
+                                                 server: MockServer) -> None:
+        client = client_factory(max_retries=1)
+        notes = client.repository(Note)
+        notes.insert(Note("busy", "me", "x"))
+        for _ in range(2):
+            server.retry_after_next(1, seconds=1)
+            report = client.sync()
+            client.clock.sleep(100)
+        assert not report.ok and report.rejected
+        state = notes.sync_state("busy")
+        assert state is not None and state.status is SyncStatus.FAILED
+        assert notes.failed() == [Note("busy", "me", "x")]
+
+    def test_server_reset_forgets_what_the_old_epoch_had(self, client: Store, other: Store,
+                                                         server: MockServer) -> None:
+        other.repository(Note).upsert_many([Note("stays", "me", "x"), Note("goes", "me", "y")])
+        other.sync()
+        client.sync()
+        server.server.reset()
+        server.server.write(Note("stays", "me", "x again"))
+        report = client.sync()
+        assert report.ok
+        assert client.repository(Note).all() == [Note("stays", "me", "x again")]
+
+    def test_the_server_store_queues_nothing(self, client: Store, server: MockServer) -> None:
+        client.repository(Note).insert(Note("s", "me", "x"))
+        client.sync()
+        server.server.write(Note("t", "me", "y"))
+        assert server.store.outbox.pending_count() == 0
+
+    def test_a_pushed_delete_is_not_pulled_back(self, client: Store) -> None:
+        notes = client.repository(Note)
+        notes.insert(Note("del", "me", "x"))
+        client.sync()
+        notes.delete("del")
+        assert client.sync().pushed == 1
+        assert client.sync().pulled == 0
+
+    def test_principals_cannot_take_over_each_others_ids(self, client_factory: ClientFactory,
+                                                         server: MockServer) -> None:
+        alice = client_factory()
+        alice.transport_options = {"principal": "alice"}
+        bob = client_factory("sqlite://")
+        bob.transport_options = {"principal": "bob"}
+        alice.repository(Note).insert(Note("shared-id", "alice", "mine"))
+        alice.sync()
+        bob.repository(Note).insert(Note("shared-id", "bob", "hijack"))
+        report = bob.sync()
+        assert report.rejected and "taken" in report.rejected[0]
+        assert server.server.store.repository(Note).get("shared-id") == Note(
+            "shared-id", "alice", "mine")
+        assert alice.sync().pulled == 0 and bob.repository(Note).count() == 1
+
     # -- commands ----------------------------------------------------------------------------
 
     def test_commands_travel_through_the_queue(self, client: Store) -> None:
@@ -375,6 +444,14 @@ class SyncSuite:
             client.enqueue_command("like_post", {"post": "x"}, coalesce=True)
             client.sync()
             assert len(handled) == 3
+        finally:
+            unregister_plugin("suite-likes")
+        client.enqueue_command("like_post", {"post": "y"})
+        assert client.sync().rejected  # no handler any more: dead-lettered
+        register_plugin(Likes(), "suite-likes")
+        try:
+            assert client.outbox.requeue() == 1  # with a new mutation id
+            assert client.sync().ok and len(handled) == 4
         finally:
             unregister_plugin("suite-likes")
 
@@ -432,6 +509,7 @@ class SyncSuite:
         assert notes.conflicts() == [Note("c", "me", "client")]
         client.sync()  # held: nothing is pushed while in conflict
         assert server.server.store.repository(Note).get("c") == Note("c", "me", "server")
+        assert len(client.sync_engine.push().conflicts) == 0  # reported once, not again
         client.sync_engine.resolve_conflict(Note, "c", Note("c", "me", "merged"))
         client.sync()
         assert server.server.store.repository(Note).get("c") == Note("c", "me", "merged")
@@ -507,6 +585,10 @@ class SyncSuite:
         assert state is not None and state.error == "boom"
         notes.update_from_server("a", Note("a", "me", "from server", 10))
         assert notes.get("a") == Note("a", "me", "from server", 10)
+        state = notes.sync_state("a")  # its create is still queued: not synced yet
+        assert state is not None and state.status is SyncStatus.PENDING
+        client.outbox.clear_entity("sync_notes", "a")
+        notes.update_from_server("a", Note("a", "me", "from server", 11))
         state = notes.sync_state("a")
         assert state is not None and state.status is SyncStatus.SYNCED
         with pytest.raises(syncline.NotFoundError):
