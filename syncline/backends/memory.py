@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import cattrs
 
 from syncline.core.backend import Backend, Row
-from syncline.core.convert import dumps_json, json_is_native
+from syncline.core.convert import dumps_json, json_is_native, structure_hook
 from syncline.core.errors import IntegrityError, NotFoundError
 from syncline.core.evaluate import evaluate, order_rows
 from syncline.core.hookspecs import hookimpl
@@ -108,7 +108,7 @@ class MemoryBackend(Backend):
 
         def json_structure(tp: Any) -> Any:
             if json_is_native(tp):
-                return lambda value, _t: json.loads(value)
+                return structure_hook(json.loads)
             inner = base.get_structure_hook(tp)
             return lambda value, _t: inner(json.loads(value), tp)
 

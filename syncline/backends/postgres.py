@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from syncline.backends.sql import SQLBuilder
 from syncline.core.backend import Backend, Row
-from syncline.core.convert import json_is_native, utc_datetime
+from syncline.core.convert import json_is_native, structure_hook, utc_datetime
 from syncline.core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -211,7 +211,7 @@ class PostgresBackend(Backend):
         from psycopg.types.json import Jsonb
 
         conv = base.copy()
-        conv.register_structure_hook(dt.datetime, lambda v, _t: utc_datetime(v))
+        conv.register_structure_hook(dt.datetime, structure_hook(utc_datetime))
 
         def json_unstructure(tp: Any) -> Any:
             inner = base.get_unstructure_hook(tp)
@@ -219,7 +219,7 @@ class PostgresBackend(Backend):
 
         def json_structure(tp: Any) -> Any:
             if json_is_native(tp):
-                return lambda value, _t: value
+                return structure_hook(lambda value: value)
             inner = base.get_structure_hook(tp)
             return lambda value, _t: inner(value, tp)
 
@@ -377,31 +377,40 @@ class PostgresBackend(Backend):
 
     # -- reads -------------------------------------------------------------------------------
 
-    def get(self, table: TableSpec, key: Any) -> Row | None:
+    def get_values(self, table: TableSpec, key: Any) -> tuple[Any, ...] | None:
         sql = self._stmt(table, "get")
         with self._connection() as conn:
-            row = conn.execute(sql, (key,), prepare=True).fetchone()
+            row: tuple[Any, ...] | None = conn.execute(sql, (key,), prepare=True).fetchone()
+        return row
+
+    def get(self, table: TableSpec, key: Any) -> Row | None:
+        row = self.get_values(table, key)
         return None if row is None else dict(zip(table.column_names, row, strict=False))
 
-    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
+    def get_many_values(self, table: TableSpec, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
         if not keys:
             return []
-        names = table.column_names
-        pk_index = names.index(table.primary_key)
+        pk_index = table.column_names.index(table.primary_key)
         t = self.sql.table(table)
         sql = self.sql.compile(
             sa.select(*t.c).where(t.c[table.primary_key] == sa.func.any(sa.bindparam("k"))))[0]
         with self._connection() as conn:
             rows = conn.execute(sql, (list(keys),)).fetchall()
-        found = {r[pk_index]: dict(zip(names, r, strict=False)) for r in rows}
+        found = {r[pk_index]: r for r in rows}
         return [found[k] for k in keys if k in found]
 
-    def query(self, table: TableSpec, query: Query) -> list[Row]:
-        sql, params = self.sql.select(table, query)
+    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
         names = table.column_names
+        return [dict(zip(names, r, strict=False)) for r in self.get_many_values(table, keys)]
+
+    def query_values(self, table: TableSpec, query: Query) -> list[tuple[Any, ...]]:
+        sql, params = self.sql.select(table, query)
         with self._connection() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return [dict(zip(names, r, strict=False)) for r in rows]
+            return conn.execute(sql, params).fetchall()
+
+    def query(self, table: TableSpec, query: Query) -> list[Row]:
+        names = table.column_names
+        return [dict(zip(names, r, strict=False)) for r in self.query_values(table, query)]
 
     def count(self, table: TableSpec, where: Condition | None = None) -> int:
         sql, params = self.sql.count(table, where)
@@ -411,14 +420,13 @@ class PostgresBackend(Backend):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _write_many(self, table: TableSpec, kind: str, rows: Sequence[Row]) -> None:
-        if not rows:
+    def _write_values(self, table: TableSpec, kind: str,
+                      params: Sequence[Sequence[Any]]) -> None:
+        if not params:
             return
-        names = table.column_names
-        pk = table.primary_key
         if kind == "upsert":  # one lock order for every writer: no deadlocks between batches
-            rows = sorted(rows, key=lambda r: r[pk])
-        params = [[r[n] for n in names] for r in rows]
+            pk_index = table.column_names.index(table.primary_key)
+            params = sorted(params, key=lambda r: r[pk_index])
 
         def work() -> None:
             with self._connection() as conn:
@@ -432,7 +440,7 @@ class PostgresBackend(Backend):
         self._retrying(work)
 
     def _copy(self, conn: psycopg.Connection[Any], table: TableSpec,
-              params: list[list[Any]]) -> None:
+              params: Sequence[Sequence[Any]]) -> None:
         stage = _stage_name(table)
         if (id(conn), stage) not in self._staged:
             conn.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" '
@@ -445,11 +453,19 @@ class PostgresBackend(Backend):
             for row in params:
                 copy.write_row(row)
 
+    def insert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
+        self._write_values(table, "insert", rows)
+
+    def upsert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
+        self._write_values(table, "upsert", rows)
+
     def insert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
-        self._write_many(table, "insert", rows)
+        names = table.column_names
+        self._write_values(table, "insert", [[r[n] for n in names] for r in rows])
 
     def upsert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
-        self._write_many(table, "upsert", rows)
+        names = table.column_names
+        self._write_values(table, "upsert", [[r[n] for n in names] for r in rows])
 
     def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
         return self.update_where(table, Compare(table.primary_key, "eq", key), values) > 0

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from syncline.backends.sql import SQLBuilder
 from syncline.core.backend import Backend, Row
-from syncline.core.convert import dumps_json, json_is_native, utc_datetime
+from syncline.core.convert import dumps_json, json_is_native, structure_hook, utc_datetime
 from syncline.core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -57,11 +57,9 @@ class SQLiteBuilder(SQLBuilder):
 
 def _datetime_to_text(value: Any) -> str:
     # Fixed width, always UTC: text order is time order.
-    return utc_datetime(value).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-
-
-def _text_to_datetime(value: str, _: Any) -> dt.datetime:
-    return dt.datetime.fromisoformat(value)
+    if type(value) is dt.datetime and value.tzinfo is dt.UTC:
+        return value.isoformat(timespec="microseconds")
+    return utc_datetime(value).isoformat(timespec="microseconds")
 
 
 class _Local(threading.local):
@@ -200,13 +198,13 @@ class SQLiteBackend(Backend):
     def make_converter(self, base: cattrs.Converter) -> cattrs.Converter:
         conv = base.copy()
         conv.register_unstructure_hook(dt.datetime, _datetime_to_text)
-        conv.register_structure_hook(dt.datetime, _text_to_datetime)
+        conv.register_structure_hook(dt.datetime, structure_hook(dt.datetime.fromisoformat))
         conv.register_unstructure_hook(dt.date, lambda v: base.unstructure(v, dt.date).isoformat())
         conv.register_unstructure_hook(uuid.UUID, lambda v: str(base.unstructure(v, uuid.UUID)))
         conv.register_unstructure_hook(
             decimal.Decimal, lambda v: str(base.unstructure(v, decimal.Decimal))
         )
-        conv.register_structure_hook(bool, lambda v, _t: bool(v))
+        conv.register_structure_hook(bool, structure_hook(bool))
 
         def json_unstructure(tp: Any) -> Any:
             inner = base.get_unstructure_hook(tp)
@@ -214,7 +212,7 @@ class SQLiteBackend(Backend):
 
         def json_structure(tp: Any) -> Any:
             if json_is_native(tp):
-                return lambda value, _t: json.loads(value)
+                return structure_hook(json.loads)
             inner = base.get_structure_hook(tp)
             return lambda value, _t: inner(json.loads(value), tp)
 
@@ -344,31 +342,48 @@ class SQLiteBackend(Backend):
             self._statements[key] = sql
         return sql
 
+    def _run(self, what: str, sql: str, params: Any) -> list[Any]:
+        """Execute and fetch on the calling thread's connection. No context managers: this is
+        the read hot path."""
+        try:
+            if self.path is None:
+                with self._shared_lock:
+                    return self._connection().execute(sql, params).fetchall()
+            conn = self._local.conn or self._connection()
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, what) from exc
+
+    def get_values(self, table: TableSpec, key: Any) -> tuple[Any, ...] | None:
+        rows = self._run(f"reading {table.name}", self._stmt(table, "get"), (key,))
+        return rows[0] if rows else None
+
     def get(self, table: TableSpec, key: Any) -> Row | None:
-        sql = self._stmt(table, "get")
-        with self._use() as conn, self._errors(f"reading {table.name}"):
-            row = conn.execute(sql, (key,)).fetchone()
+        row = self.get_values(table, key)
         return None if row is None else dict(zip(table.column_names, row, strict=False))
 
-    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
-        found: dict[Any, Row] = {}
-        names = table.column_names
-        pk_index = names.index(table.primary_key)
+    def get_many_values(self, table: TableSpec, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+        found: dict[Any, tuple[Any, ...]] = {}
+        pk_index = table.column_names.index(table.primary_key)
         keys = list(keys)
-        with self._use() as conn, self._errors(f"reading {table.name}"):
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start:start + _CHUNK]
-                sql = self.sql.by_key(table, "get_many", len(chunk))
-                for row in conn.execute(sql, chunk):
-                    found[row[pk_index]] = dict(zip(names, row, strict=False))
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            sql = self.sql.by_key(table, "get_many", len(chunk))
+            for row in self._run(f"reading {table.name}", sql, chunk):
+                found[row[pk_index]] = row
         return [found[k] for k in keys if k in found]
 
-    def query(self, table: TableSpec, query: Query) -> list[Row]:
-        sql, params = self.sql.select(table, query)
+    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
         names = table.column_names
-        with self._use() as conn, self._errors(f"querying {table.name}"):
-            rows = conn.execute(sql, params).fetchall()
-        return [dict(zip(names, r, strict=False)) for r in rows]
+        return [dict(zip(names, r, strict=False)) for r in self.get_many_values(table, keys)]
+
+    def query_values(self, table: TableSpec, query: Query) -> list[tuple[Any, ...]]:
+        sql, params = self.sql.select(table, query)
+        return self._run(f"querying {table.name}", sql, params)
+
+    def query(self, table: TableSpec, query: Query) -> list[Row]:
+        names = table.column_names
+        return [dict(zip(names, r, strict=False)) for r in self.query_values(table, query)]
 
     def count(self, table: TableSpec, where: Condition | None = None) -> int:
         sql, params = self.sql.count(table, where)
@@ -377,23 +392,29 @@ class SQLiteBackend(Backend):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _write_many(self, table: TableSpec, kind: str, rows: Sequence[Row]) -> None:
+    def _write_values(self, table: TableSpec, kind: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
         sql = self._stmt(table, kind)
-        names = table.column_names
         with self._atomic(len(rows) > 1) as conn, self._errors(f"writing {table.name}"):
             if len(rows) == 1:
-                row = rows[0]
-                conn.execute(sql, [row[n] for n in names])
+                conn.execute(sql, rows[0])
             else:
-                conn.executemany(sql, [[r[n] for n in names] for r in rows])
+                conn.executemany(sql, rows)
+
+    def insert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
+        self._write_values(table, "insert", rows)
+
+    def upsert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
+        self._write_values(table, "upsert", rows)
 
     def insert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
-        self._write_many(table, "insert", rows)
+        names = table.column_names
+        self._write_values(table, "insert", [[r[n] for n in names] for r in rows])
 
     def upsert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
-        self._write_many(table, "upsert", rows)
+        names = table.column_names
+        self._write_values(table, "upsert", [[r[n] for n in names] for r in rows])
 
     def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
         return self.update_where(table, Compare(table.primary_key, "eq", key), values) > 0

@@ -154,6 +154,35 @@ class Backend(abc.ABC):
         """Like :meth:`query` but may stream; the default reads everything first."""
         return iter(self.query(table, query))
 
+    # -- fast paths: values as tuples in column order ---------------------------------------
+    # Repositories read and write through these. The defaults go through the dict methods;
+    # a backend whose driver speaks tuples overrides them to skip building dicts.
+
+    def get_values(self, table: TableSpec, key: Any) -> tuple[Any, ...] | None:
+        """Like :meth:`get`, as a tuple in ``table.column_names`` order."""
+        row = self.get(table, key)
+        return None if row is None else tuple(row[c] for c in table.column_names)
+
+    def get_many_values(self, table: TableSpec, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Like :meth:`get_many`, as tuples."""
+        names = table.column_names
+        return [tuple(r[c] for c in names) for r in self.get_many(table, keys)]
+
+    def query_values(self, table: TableSpec, query: Query) -> list[tuple[Any, ...]]:
+        """Like :meth:`query`, as tuples."""
+        names = table.column_names
+        return [tuple(r[c] for c in names) for r in self.query(table, query)]
+
+    def insert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
+        """Like :meth:`insert_many`, given tuples."""
+        names = table.column_names
+        self.insert_many(table, [dict(zip(names, r, strict=True)) for r in rows])
+
+    def upsert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
+        """Like :meth:`upsert_many`, given tuples."""
+        names = table.column_names
+        self.upsert_many(table, [dict(zip(names, r, strict=True)) for r in rows])
+
     @abc.abstractmethod
     def count(self, table: TableSpec, where: Condition | None = None) -> int:
         """How many rows match ``where`` (all rows when None)."""

@@ -15,7 +15,7 @@ import enum
 import json
 import typing
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -88,6 +88,16 @@ def _json_container(tp: Any) -> type:
     return list if origin is list else dict
 
 
+def structure_hook(func: Hook) -> Callable[[Any, Any], Any]:
+    """A cattrs structure hook from a one-argument function; row codecs call ``func`` directly."""
+
+    def hook(value: Any, _tp: Any) -> Any:
+        return func(value)
+
+    hook.one_arg = func  # type: ignore[attr-defined]
+    return hook
+
+
 def make_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
     """The library's converter: validating hooks to and from canonical storage values."""
     conv = cattrs.Converter()
@@ -158,10 +168,13 @@ def json_is_native(tp: Any) -> bool:
     return False
 
 
+_json_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+
+
 def dumps_json(value: Any) -> str:
     """Canonical JSON text: sorted keys, no spaces, so equal values give equal text."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return _json_encode(value)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"value is not JSON-serializable: {exc}") from exc
 
@@ -207,8 +220,9 @@ class RowCodec:
         self._encoders: dict[str, Hook] = {}
         self._decoders: dict[str, Hook | None] = {}
         ns: dict[str, Any] = {"cls": spec.cls}
-        enc_parts: list[str] = []
-        dec_parts: list[str] = []
+        enc_parts: list[str] = []  # one expression per field, in column order
+        dec_row: list[str] = []  # constructor arguments from a row dict
+        dec_tuple: list[str] = []  # ... and from a tuple in column order
         for i, f in enumerate(spec.fields):
             attr = f"o.{f.name}"
             key = repr(f.name)
@@ -221,30 +235,40 @@ class RowCodec:
                 cond = f"type({attr}) is {tname}"
                 if f.nullable:
                     cond += f" or {attr} is None"
-                enc_parts.append(f"{key}: ({attr} if {cond} else c{i}({attr}))")
+                enc_parts.append(f"({attr} if {cond} else c{i}({attr}))")
                 self._encoders[f.name] = self._checked_native(f, coerce)
                 self._decoders[f.name] = None
-                dec_parts.append(f"{f.alias}=r[{key}]")
+                dec_row.append(f"{f.alias}=r[{key}]")
+                dec_tuple.append(f"{f.alias}=r[{i}]")
                 continue
-            enc = self._wrap(f, converter.get_unstructure_hook(f.python_type))
+            hook = converter.get_unstructure_hook(f.python_type)
             dec = self._decoder(f, converter)
-            ns[f"e{i}"] = enc
+            ns[f"h{i}"] = hook  # errors are located and named by to_row's slow path
             ns[f"d{i}"] = dec
-            self._encoders[f.name] = enc
+            self._encoders[f.name] = self._wrap(f, hook)
             self._decoders[f.name] = dec
             if f.nullable:
-                enc_parts.append(f"{key}: (None if {attr} is None else e{i}({attr}))")
-                dec_parts.append(f"{f.alias}=(None if r[{key}] is None else d{i}(r[{key}]))")
+                enc_parts.append(f"(None if {attr} is None else h{i}({attr}))")
+                dec_row.append(f"{f.alias}=(None if r[{key}] is None else d{i}(r[{key}]))")
+                dec_tuple.append(f"{f.alias}=(None if r[{i}] is None else d{i}(r[{i}]))")
             else:
-                enc_parts.append(f"{key}: e{i}({attr})")
-                dec_parts.append(f"{f.alias}=d{i}(r[{key}])")
+                enc_parts.append(f"h{i}({attr})")
+                dec_row.append(f"{f.alias}=d{i}(r[{key}])")
+                dec_tuple.append(f"{f.alias}=d{i}(r[{i}])")
+        keys = [repr(f.name) for f in spec.fields]
         src = (
-            "def to_row(o):\n    return {" + ", ".join(enc_parts) + "}\n"
-            "def from_row(r):\n    return cls(" + ", ".join(dec_parts) + ")\n"
+            "def to_row(o):\n    return {"
+            + ", ".join(f"{k}: {e}" for k, e in zip(keys, enc_parts, strict=True)) + "}\n"
+            "def to_tuple(o):\n    return (" + ", ".join(enc_parts) + ",)\n"
+            "def from_row(r):\n    return cls(" + ", ".join(dec_row) + ")\n"
+            "def from_tuple(r):\n    return cls(" + ", ".join(dec_tuple) + ")\n"
         )
         exec(compile(src, f"<syncline codec {self.owner}>", "exec"), ns)
         self._to_row: Callable[[Any], Row] = ns["to_row"]
+        self._to_tuple: Callable[[Any], tuple[Any, ...]] = ns["to_tuple"]
         self.from_row: Callable[[Mapping[str, Any]], Any] = ns["from_row"]
+        #: an entity from a tuple of stored values in column order
+        self.from_tuple: Callable[[Sequence[Any]], Any] = ns["from_tuple"]
 
     def _checked_native(self, f: FieldSpec, coerce: Hook) -> Hook:
         tp = f.python_type
@@ -277,6 +301,9 @@ class RowCodec:
 
     def _decoder(self, f: FieldSpec, converter: cattrs.Converter) -> Hook:
         hook = converter.get_structure_hook(f.python_type)
+        one_arg: Hook | None = getattr(hook, "one_arg", None)
+        if one_arg is not None:  # see structure_hook(): skip a call layer on the hot path
+            return one_arg
         tp = f.python_type
         return lambda value: hook(value, tp)
 
@@ -288,12 +315,27 @@ class RowCodec:
             )
         try:
             return self._to_row(obj)
-        except SerializationError:
+        except Exception as exc:
+            self._explain(obj, exc)
             raise
-        except Exception as exc:  # a hook failed in an unexpected way: find the field
-            for f in self.spec.fields:
-                self.encode(f.name, getattr(obj, f.name))
-            raise SerializationError(f"cannot store {obj!r}: {exc}") from exc
+
+    def to_tuple(self, obj: Any) -> tuple[Any, ...]:
+        """The stored values of ``obj`` in column order (the hot path of batch writes)."""
+        if not isinstance(obj, self.spec.cls):
+            raise SerializationError(
+                f"expected a {self.owner}, got {obj!r} ({_type_name(obj)})"
+            )
+        try:
+            return self._to_tuple(obj)
+        except Exception as exc:
+            self._explain(obj, exc)
+            raise
+
+    def _explain(self, obj: Any, exc: Exception) -> None:
+        """Raise an error naming the field that failed (the fast path does not know it)."""
+        for f in self.spec.fields:
+            self.encode(f.name, getattr(obj, f.name))
+        raise SerializationError(f"cannot store {obj!r}: {exc}") from exc
 
     def encode(self, field: str, value: Any) -> Any:
         """The stored form of one field's value (for partial updates and query values)."""

@@ -42,7 +42,9 @@ class Repository(Generic[T]):
         self._backend = store.backend
         self._pk = spec.primary_key
         self._from_row = codec.from_row
-        self._to_row = codec.to_row
+        self._from_tuple = codec.from_tuple
+        self._to_tuple = codec.to_tuple
+        self._pk_index = spec.table.column_names.index(spec.primary_key)
         self._syncs = spec.syncs
 
     @property
@@ -53,19 +55,20 @@ class Repository(Generic[T]):
 
     def get(self, key: Any) -> T | None:
         """The entity with primary key ``key``, or None."""
-        row = self._backend.get(self.table, self._key(key))
-        return None if row is None else self._from_row(row)
+        row = self._backend.get_values(self.table, self._key(key))
+        return None if row is None else self._from_tuple(row)
 
     def get_many(self, keys: Iterable[Any]) -> list[T]:
         """The entities with these keys, in the order given; missing keys are left out."""
         encoded = [self._key(k) for k in keys]
-        return [self._from_row(r) for r in self._backend.get_many(self.table, encoded)]
+        return [self._from_tuple(r) for r in self._backend.get_many_values(self.table, encoded)]
 
     def find(self, where: WhereArg = None, order_by: OrderArg = None,
              limit: int | None = None, offset: int = 0) -> list[T]:
         """Entities matching ``where`` (``F.user_id == "u1"`` or ``{"user_id": "u1"}``)."""
         query = self.query(where, order_by, limit, offset)
-        return [self._from_row(r) for r in self._backend.query(self.table, query)]
+        from_tuple = self._from_tuple
+        return [from_tuple(r) for r in self._backend.query_values(self.table, query)]
 
     def first(self, where: WhereArg = None, order_by: OrderArg = None) -> T | None:
         """The first entity ``find`` would return, or None."""
@@ -94,14 +97,14 @@ class Repository(Generic[T]):
 
     def insert_many(self, objs: Iterable[T]) -> None:
         objs = list(objs)
-        rows = [self._to_row(o) for o in objs]
+        rows = [self._to_tuple(o) for o in objs]
+        pk = self._pk_index
 
         def write() -> None:
-            self._backend.insert_many(self.table, rows)
+            self._backend.insert_values(self.table, rows)
             self.store.touched(self.table.name)
             if self._syncs:
-                self._track("create", [(r[self._pk], o) for r, o in zip(rows, objs,
-                                                                          strict=True)])
+                self._track("create", [(r[pk], o) for r, o in zip(rows, objs, strict=True)])
 
         self.store.atomic(write)
 
@@ -116,10 +119,11 @@ class Repository(Generic[T]):
         When the same key appears twice, the last one wins.
         """
         objs = list(objs)
-        rows = [self._to_row(o) for o in objs]
+        to_tuple = self._to_tuple
+        rows = [to_tuple(o) for o in objs]
         if not rows:
             return
-        pk = self._pk
+        pk = self._pk_index
         if len({r[pk] for r in rows}) != len(rows):
             last = {r[pk]: (r, o) for r, o in zip(rows, objs, strict=True)}
             rows = [r for r, _ in last.values()]
@@ -129,8 +133,8 @@ class Repository(Generic[T]):
             existed: set[Any] = set()
             if self._syncs:
                 keys = [r[pk] for r in rows]
-                existed = {r[pk] for r in self._backend.get_many(self.table, keys)}
-            self._backend.upsert_many(self.table, rows)
+                existed = {r[pk] for r in self._backend.get_many_values(self.table, keys)}
+            self._backend.upsert_values(self.table, rows)
             self.store.touched(self.table.name)
             if self._syncs:
                 pairs = [(r[pk], o) for r, o in zip(rows, objs, strict=True)]
