@@ -130,8 +130,8 @@ def truth(cond: Condition, rec: Rec) -> bool | None:
 def model(recs: list[Rec], query: Query) -> list[int]:
     rows = [r for r in recs if query.where is None or truth(query.where, r) is True]
     terms = list(query.order_by)
-    if all(t.field != "id" for t in terms):
-        terms.append(Order("id"))
+    if all(t.field != "id" for t in terms):  # ties: by id, in the last term's direction
+        terms.append(Order("id", terms[-1].descending if terms else False))
     for term in reversed(terms):
         def key(r: Rec, name: str = term.field) -> tuple[bool, Any]:
             v = getattr(r, name)

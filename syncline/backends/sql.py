@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from syncline.core.errors import QueryError
-from syncline.core.query import And, Compare, Condition, Not, Order, Query
+from syncline.core.query import And, Compare, Condition, Not, Order, Query, tie_broken
 from syncline.core.schema import Kind, TableSpec
 
 Compiled = tuple[str, tuple[str, ...]]
@@ -55,7 +55,11 @@ class SQLBuilder:
             ]
             table = sa.Table(spec.name, self.metadata, *columns)
             for index in spec.indexes:
-                sa.Index(index.name, *[table.c[c] for c in index.columns], unique=index.unique)
+                columns = list(index.columns)
+                if not index.unique and spec.primary_key not in columns:
+                    # Ties sort by primary key: with it in the index, ORDER BY needs no sort.
+                    columns.append(spec.primary_key)
+                sa.Index(index.name, *[table.c[c] for c in columns], unique=index.unique)
             self._tables[spec.name] = (spec, table)
             self._cache = {k: v for k, v in self._cache.items() if k[1] != spec.name}
             return table
@@ -157,9 +161,7 @@ class SQLBuilder:
 
     def _ordering(self, spec: TableSpec, table: sa.Table,
                   order_by: Sequence[Order]) -> list[Any]:
-        terms = list(order_by)
-        if all(t.field != spec.primary_key for t in terms):
-            terms.append(Order(spec.primary_key))
+        terms = tie_broken(order_by, spec.primary_key)
         out = []
         for term in terms:
             if term.field not in table.c:

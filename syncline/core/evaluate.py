@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
-from syncline.core.query import Compare, Condition, Not, Or, Order
+from syncline.core.query import Compare, Condition, Not, Or, Order, tie_broken
 
 Truth = bool | None
 
@@ -71,9 +71,7 @@ def evaluate(cond: Condition, row: dict[str, Any]) -> Truth:
 def order_rows(rows: list[dict[str, Any]], order_by: Iterable[Order], pk: str,
                sort_key: Callable[[str, Any], Any] = lambda _f, v: v) -> list[dict[str, Any]]:
     """Sort rows by the terms, then by primary key; NULLs first ascending, last descending."""
-    terms = list(order_by)
-    if all(t.field != pk for t in terms):
-        terms.append(Order(pk))
+    terms = tie_broken(order_by, pk)
     out = list(rows)
     for term in reversed(terms):  # stable sorts, least significant first
         name = term.field

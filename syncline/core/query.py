@@ -254,6 +254,16 @@ def normalize_order(order_by: OrderArg) -> tuple[Order, ...]:
     return tuple(out)
 
 
+def tie_broken(order_by: Iterable[Order], primary_key: str) -> list[Order]:
+    """The ordering every backend applies: the terms, then the primary key in the direction of
+    the last term (ascending when there is none), so equal rows always come in the same order
+    and an index ending in the primary key serves the whole ordering."""
+    terms = list(order_by)
+    if all(t.field != primary_key for t in terms):
+        terms.append(Order(primary_key, terms[-1].descending if terms else False))
+    return terms
+
+
 def condition_fields(cond: Condition) -> set[str]:
     if isinstance(cond, Compare):
         return {cond.field}

@@ -244,8 +244,8 @@ class BackendSuite:
                                                 posts: syncline.Repository[Post]) -> None:
         found = posts.find(order_by=["user_id", F.score.desc()])
         def key(p: Post) -> tuple[Any, ...]:
-            # descending score with NULLs last, then primary key
-            return (p.user_id, p.score is None, -(p.score or 0), p.id)
+            # descending score with NULLs last, then primary key descending (the last term's way)
+            return (p.user_id, p.score is None, -(p.score or 0), [-ord(c) for c in p.id])
         assert [p.id for p in found] == [p.id for p in sorted(filled, key=key)]
         asc = posts.find(order_by=F.score.asc())
         assert all(p.score is None for p in asc[:6])  # NULLs first ascending
