@@ -29,3 +29,13 @@ def test_readme_quickstart_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     namespace: dict[str, object] = {"__name__": "readme_quickstart"}
     exec(compile(code.group(1), "README.md", "exec"), namespace)
     assert (tmp_path / "app.db").exists()
+
+
+def test_readme_sync_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## Sync\n.*?```python\n(.*?)```", readme, re.DOTALL)
+    assert code is not None
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "readme_sync"}
+    exec(compile("import attrs, syncline\n" + code.group(1), "README.md", "exec"), namespace)
+    namespace["server"].close()  # type: ignore[attr-defined]
