@@ -10,7 +10,7 @@ import pytest
 # The conformance suite lives in the package; let pytest explain its failed asserts.
 pytest.register_assert_rewrite("syncline.testing")
 
-BUNDLED = ["memory", "sqlite-file", "sqlite-memory", "postgresql"]
+BUNDLED = ["memory", "memory-named", "sqlite-file", "sqlite-memory", "postgresql"]
 _schemas = itertools.count()
 
 
@@ -56,6 +56,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     kind = request.param
     if kind == "memory":
         return "memory://"
+    if kind == "memory-named":  # a database shared by every store opened with its name
+        return f"memory://suite{next(_schemas)}"
     if kind == "sqlite-file":
         return f"sqlite:///{tmp_path / 'store.db'}"
     if kind == "sqlite-memory":

@@ -61,6 +61,7 @@ class Note:
 
 TABLE = "crash_notes"
 KILLS = 200 if os.environ.get("CI") == "true" else 40
+BATCH = 8
 MAX_LIVE = 12  # keep the record set small so that checks stay fast as state accumulates
 
 
@@ -84,7 +85,10 @@ def _child(work: Path, iteration: int, ready: int, go: int) -> None:
     """Open both stores, wait for the go, then write and sync until killed."""
     rng = random.Random(iteration)
     server = MockServer(f"crash-{iteration}", entities=[Note], store_url=_server_url(work))
-    store = syncline.open(_client_url(work), entities=[Note], transport=f"mock://{server.name}")
+    # Small push batches: each round trip's answers commit before the next, so a child that
+    # lives a few dozen milliseconds still makes progress through a long queue.
+    store = syncline.open(_client_url(work), entities=[Note], transport=f"mock://{server.name}",
+                          sync_options={"batch_size": BATCH})
     notes = store.repository(Note)
     journal = os.open(work / "journal.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(ready, b"r")
@@ -113,8 +117,8 @@ def _child(work: Path, iteration: int, ready: int, go: int) -> None:
         # Only now, after the commit, does the journal claim the write.
         os.write(journal, (json.dumps({"t": "done", "it": iteration, "n": n}) + "\n").encode())
         os.fsync(journal)
-        if rng.random() < 0.2:
-            if rng.random() < 0.5:
+        if rng.random() < 0.25:
+            if rng.random() < 0.25:
                 server.lose_next_responses(1)  # applied, but the client never hears it
             os.write(journal, b'{"t": "sync"}\n')  # where the kill lands, for the statistics
             store.sync()
@@ -157,6 +161,7 @@ class Model:
     adopted: int = 0
     discarded: int = 0
     noop_deletes: int = 0
+    longest_queue: int = 0
     #: where the kills landed: in a write, in a sync, between the two, or before any write
     landed: Counter[str] = attrs.Factory(Counter)
 
@@ -277,6 +282,7 @@ def _check(model: Model, client: Store, server: Store, where: str, *,
     assert not dead, f"{where}: dead letters for {dead}:\n" + "\n".join(
         f"{rid}:\n{_story(model, client, server, rid)}" for rid in dead)
     pending = {e.record_id for e in entries if e.state is EntryState.PENDING}
+    model.longest_queue = max(model.longest_queue, len(entries))
     assert not (drained and pending), f"{where}: still queued after the final sync:\n" + (
         "\n".join(f"{rid}:\n{_story(model, client, server, rid)}" for rid in sorted(pending)))
     states = {s.record_id: s for s in client.outbox.states.find(F.entity == TABLE)}
@@ -411,5 +417,6 @@ def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) 
     print(f"\n{KILLS} kills in {elapsed:.1f}s ({checking:.1f}s checking); {early} while opening, "
           f"the others {dict(model.landed)}; {model.writes} journaled writes, "
           f"{model.adopted} unjournaled ones committed, {model.discarded} in flight lost; "
-          f"{len(model.expected)} records, {model.noop_deletes} no-op deletes")
+          f"{len(model.expected)} records, {model.noop_deletes} no-op deletes, "
+          f"queue at most {model.longest_queue} entries")
     assert model.writes > KILLS  # the kills landed among writes, not only at start-up

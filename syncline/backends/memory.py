@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -58,6 +58,8 @@ class _Database:
         self.lock = threading.RLock()
         self.tables: dict[str, _Table] = {}
         self.version: int | None = None
+        #: (backend, callback) of every store watching this database
+        self.watchers: list[tuple[object, Callable[[frozenset[str] | None], None]]] = []
 
 
 class _ThreadState(threading.local):
@@ -73,7 +75,7 @@ class MemoryBackend(Backend):
     """Rows in Python dicts; fast, isolated, gone when the process ends."""
 
     capabilities: frozenset[str] = frozenset(
-        {"savepoints", "concurrent_writers", "exact_decimals"}
+        {"savepoints", "concurrent_writers", "exact_decimals", "external_changes"}
     )
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bool, bytes})
 
@@ -92,6 +94,20 @@ class MemoryBackend(Backend):
 
     def close(self) -> None:
         self._db = None
+
+    def watch_external(
+            self, callback: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
+        db = self.db
+        entry = (self, callback)
+        with db.lock:
+            db.watchers.append(entry)
+
+        def stop() -> None:
+            with db.lock:
+                if entry in db.watchers:
+                    db.watchers.remove(entry)
+
+        return stop
 
     @staticmethod
     def forget(name: str) -> None:
@@ -137,9 +153,15 @@ class MemoryBackend(Backend):
                 self._rollback(state.undo)
                 state.undo = outer
                 raise
+            done = state.undo
             if outer is not None:
-                outer.extend(state.undo)
+                outer.extend(done)
             state.undo = outer
+            if outer is None and done and db.watchers:
+                tables = frozenset(t for _, t, _, _ in done if t)
+                for owner, callback in list(db.watchers):
+                    if owner is not self:  # the committing store notifies itself
+                        callback(tables)
 
     def in_transaction(self) -> bool:
         return self._state.undo is not None

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ from syncline.core.schema import IndexSpec, TableSpec, _is_json
 if TYPE_CHECKING:
     import psycopg
 
+log = logging.getLogger("syncline.postgres")
 _COPY_THRESHOLD = 64  # below this many rows, executemany beats COPY's fixed cost
 _RETRIES = 5
 _META = "_syncline_meta"
@@ -104,7 +106,7 @@ class PostgresBackend(Backend):
     """PostgreSQL through SQLAlchemy-compiled SQL on pooled psycopg 3 connections."""
 
     capabilities = frozenset({"persistent", "multi_process", "sql", "savepoints",
-                              "concurrent_writers", "exact_decimals"})
+                              "concurrent_writers", "exact_decimals", "external_changes"})
     passthrough_types = frozenset({str, int, float, bool, bytes, dt.date, uuid.UUID,
                                    decimal.Decimal})
 
@@ -281,6 +283,48 @@ class PostgresBackend(Backend):
 
     def in_transaction(self) -> bool:
         return self._local.depth > 0
+
+    # -- change notification ------------------------------------------------------------------
+
+    @property
+    def channel(self) -> str:
+        return f"syncline_{self.schema or 'public'}"[:63]
+
+    def announce(self, tables: frozenset[str]) -> None:
+        # Delivered to listeners when (and only if) the transaction commits.
+        if self.options.get("notify", True):
+            with self._connection() as conn:
+                conn.execute("SELECT pg_notify(%s, %s)", (self.channel, ",".join(sorted(tables))))
+
+    def watch_external(
+            self, callback: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
+        psycopg = _import_psycopg()
+        url = self.sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            conn.execute(f'LISTEN "{self.channel}"')
+        except Exception as exc:
+            raise translate(exc, "listening for changes", self.where) from exc
+        stop = threading.Event()
+
+        def listen() -> None:
+            try:
+                while not stop.is_set():
+                    for note in conn.notifies(timeout=0.2):
+                        callback(frozenset(t for t in note.payload.split(",") if t))
+            except Exception:
+                if not stop.is_set():
+                    log.exception("listening for changes on %s failed", self.where)
+
+        thread = threading.Thread(target=listen, name="syncline-pg-listen", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join(5)
+            conn.close()
+
+        return halt
 
     def _retrying(self, work: Any) -> Any:
         """Run a standalone write, again when it loses a race (inside a transaction: once)."""

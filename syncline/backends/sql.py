@@ -55,11 +55,11 @@ class SQLBuilder:
             ]
             table = sa.Table(spec.name, self.metadata, *columns)
             for index in spec.indexes:
-                columns = list(index.columns)
-                if not index.unique and spec.primary_key not in columns:
+                names = list(index.columns)
+                if not index.unique and spec.primary_key not in names:
                     # Ties sort by primary key: with it in the index, ORDER BY needs no sort.
-                    columns.append(spec.primary_key)
-                sa.Index(index.name, *[table.c[c] for c in columns], unique=index.unique)
+                    names.append(spec.primary_key)
+                sa.Index(index.name, *[table.c[n] for n in names], unique=index.unique)
             self._tables[spec.name] = (spec, table)
             self._cache = {k: v for k, v in self._cache.items() if k[1] != spec.name}
             return table

@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +39,7 @@ from syncline.core.plugins import BackendRegistry
 from syncline.core.query import Compare, Condition, Query
 from syncline.core.schema import IndexSpec, Kind, TableSpec, _is_json
 
+log = logging.getLogger("syncline.sqlite")
 _CHUNK = 500  # keys per IN (...) list, well under SQLite's variable limit
 
 
@@ -88,7 +90,8 @@ class SQLiteBackend(Backend):
     """SQLite through SQLAlchemy-compiled SQL on ``sqlite3``."""
 
     capabilities: frozenset[str] = frozenset(
-        {"persistent", "multi_process", "sql", "savepoints", "concurrent_writers"}
+        {"persistent", "multi_process", "sql", "savepoints", "concurrent_writers",
+         "external_changes"}
     )
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
 
@@ -102,7 +105,8 @@ class SQLiteBackend(Backend):
                 f"sqlite:////absolute/app.db or sqlite:// for a private in-memory database"
             )
         if self.path is None:  # a private in-memory database lives and dies with the store
-            self.capabilities = self.capabilities - {"persistent", "multi_process"}
+            self.capabilities = self.capabilities - {"persistent", "multi_process",
+                                                     "external_changes"}
         self.busy_timeout = float(self.options.get("busy_timeout", 10.0))
         self.synchronous = str(self.options.get("synchronous", "NORMAL"))
         self.sql = SQLiteBuilder(sqlite_dialect.dialect())
@@ -168,6 +172,37 @@ class SQLiteBackend(Backend):
         if conn is None:
             conn = self._local.conn = self._connect()
         return conn
+
+    def watch_external(
+            self, callback: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
+        """Poll ``PRAGMA data_version`` (a read of a counter in memory: free when idle) on a
+        connection of its own; it changes when any other connection commits."""
+        if self.path is None:
+            return lambda: None  # nobody else can reach a private in-memory database
+        interval = float(self.options.get("watch_interval", 0.05))
+        stop = threading.Event()
+        conn = self._connect()
+
+        def poll() -> None:
+            try:
+                last = conn.execute("PRAGMA data_version").fetchone()[0]
+                while not stop.wait(interval):
+                    now = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if now != last:
+                        last = now
+                        callback(None)
+            except sqlite3.Error:
+                if not stop.is_set():
+                    log.exception("watching %s for other connections' commits failed", self.url)
+
+        thread = threading.Thread(target=poll, name="syncline-sqlite-watch", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join(5)
+
+        return halt
 
     def close(self) -> None:
         self._open = False

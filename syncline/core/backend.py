@@ -21,7 +21,7 @@ Rules every implementation follows (the conformance suite checks them):
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -40,6 +40,7 @@ CAPABILITIES = {
     "savepoints": "nested transactions roll back independently",
     "concurrent_writers": "several threads can write at once without corrupting data",
     "exact_decimals": "Decimal comparisons and ordering are exact beyond float precision",
+    "external_changes": "watchers see commits made by other connections or processes",
 }
 
 
@@ -153,6 +154,24 @@ class Backend(abc.ABC):
     def iter_query(self, table: TableSpec, query: Query) -> Iterator[Row]:
         """Like :meth:`query` but may stream; the default reads everything first."""
         return iter(self.query(table, query))
+
+    # -- change notification ------------------------------------------------------------------
+
+    def announce(self, tables: frozenset[str]) -> None:  # noqa: B027 - optional
+        """Called inside a transaction just before it commits, with the tables it wrote.
+
+        Backends that tell other connections about changes (PostgreSQL's NOTIFY) do it here.
+        """
+
+    def watch_external(
+            self, callback: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
+        """Call ``callback(tables)`` when *another* connection or process commits changes
+        (``None`` when the tables are unknown); returns a function that stops watching.
+
+        Backends with the ``external_changes`` capability implement it; the default watches
+        nothing. The callback must only be handed the news: it runs on the backend's thread.
+        """
+        return lambda: None
 
     # -- fast paths: values as tuples in column order ---------------------------------------
     # Repositories read and write through these. The defaults go through the dict methods;

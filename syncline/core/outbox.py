@@ -22,6 +22,7 @@ from syncline.core.schema import EntityRegistry, EntitySpec
 if TYPE_CHECKING:
     from syncline.core.repository import Repository
     from syncline.core.store import Store
+    from syncline.core.watch import Watch
 
 internal = EntityRegistry()
 
@@ -187,6 +188,10 @@ class Outbox:
     def pending_count(self) -> int:
         """Entries waiting to be sent (dead letters not included)."""
         return self.entries.count(F.state == EntryState.PENDING)
+
+    def watch_pending_count(self) -> Watch[int]:
+        """The pending count now and whenever it changes (the seed's ``watchPendingCount``)."""
+        return self.entries.watch_count(F.state == EntryState.PENDING)
 
     def next_batch(self, limit: int = 100, *, due_only: bool = True) -> list[OutboxEntry]:
         """Pending entries by priority (higher first), then age; with ``due_only`` only those

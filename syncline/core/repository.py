@@ -20,6 +20,7 @@ from syncline.core.query import (
     normalize_where,
 )
 from syncline.core.schema import EntitySpec
+from syncline.core.watch import Watch
 
 if TYPE_CHECKING:
     from syncline.core.store import Store
@@ -87,6 +88,38 @@ class Repository(Generic[T]):
         if where is not None:
             return bool(self._backend.query(self.table, Query(self._where(where), limit=1)))
         return self._backend.get(self.table, self._key(key)) is not None
+
+    # -- watching ----------------------------------------------------------------------------
+
+    def watch(self, where: WhereArg = None, order_by: OrderArg = None,
+              limit: int | None = None, offset: int = 0) -> Watch[list[T]]:
+        """``find(...)``'s result now and after every commit that changes it.
+
+        ``posts.watch(F.user_id == "u1", order_by="-created_at").subscribe(show)``, or
+        ``async for posts in repo.watch(...)``.
+        """
+        query = self.query(where, order_by, limit, offset)
+
+        def run() -> list[T]:
+            return [self._from_tuple(r) for r in self._backend.query_values(self.table, query)]
+
+        return self.store.watches.watch(frozenset({self.table.name}), run)
+
+    def watch_count(self, where: WhereArg = None) -> Watch[int]:
+        """``count(where)`` now and after every commit that changes it."""
+        cond = self._where(where)
+        return self.store.watches.watch(frozenset({self.table.name}),
+                                        lambda: self._backend.count(self.table, cond))
+
+    def watch_one(self, key: Any) -> Watch[T | None]:
+        """``get(key)`` now and after every commit that changes it."""
+        stored = self._key(key)
+
+        def run() -> T | None:
+            row = self._backend.get_values(self.table, stored)
+            return None if row is None else self._from_tuple(row)
+
+        return self.store.watches.watch(frozenset({self.table.name}), run)
 
     # -- writes ------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from syncline.core.plugins import PluginManager, plugin_manager
 from syncline.core.repository import Repository
 from syncline.core.schema import EntitySpec, TableSpec, spec_of
 from syncline.core.sync import SyncEngine, SyncReport
+from syncline.core.watch import WatchHub
 from syncline.core.worker import SyncWorker
 
 log = logging.getLogger("syncline.store")
@@ -82,6 +83,8 @@ class Store:
         self._repos: dict[type, Repository[Any]] = {}
         self._tx = _TxState()
         self._listeners: list[CommitListener] = []
+        #: subscribers of watched queries (see Repository.watch)
+        self.watches = WatchHub(self)
         self._closed = False
         for cls in entities:
             self._add_entity(cls)
@@ -181,6 +184,8 @@ class Store:
         try:
             with self.backend.transaction():
                 yield
+                if tx.depth == 1 and tx.touched[-1]:
+                    self.backend.announce(frozenset(tx.touched[-1]))
             ok = True
         finally:
             tx.depth -= 1
@@ -231,6 +236,7 @@ class Store:
         return lambda: self._listeners.remove(listener)
 
     def _notify(self, tables: frozenset[str]) -> None:
+        self.watches.changed(tables)
         for listener in list(self._listeners):
             try:
                 listener(tables)
@@ -302,6 +308,7 @@ class Store:
     def close(self) -> None:
         if not self._closed:
             self.stop_sync_worker()
+            self.watches.close()
             if self._engine is not None:
                 self._engine.transport.close()
             self._closed = True

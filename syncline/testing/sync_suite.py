@@ -575,6 +575,21 @@ class SyncSuite:
 
     # -- the seed's look-ups -----------------------------------------------------------------
 
+    def test_pulled_changes_reach_watchers(self, client: Store, other: Store) -> None:
+        seen: list[list[Note]] = []
+        done = threading.Event()
+
+        def collect(notes: list[Note]) -> None:
+            seen.append(notes)
+            if notes:
+                done.set()
+
+        client.repository(Note).watch().subscribe(collect)
+        other.repository(Note).insert(Note("w", "them", "hello"))
+        other.sync()
+        client.sync()
+        assert done.wait(5) and seen[-1] == [Note("w", "them", "hello")]
+
     def test_seed_lookups(self, client: Store) -> None:
         notes = client.repository(Note)
         notes.insert(Note("a", "me", "x"))

@@ -1,0 +1,184 @@
+"""The reactive-query suite: ``watch`` on any backend (subclass, provide ``store_url``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import syncline
+from syncline import F
+from syncline.core.store import Store
+from syncline.testing.backend_suite import make_post
+from syncline.testing.entities import ENTITIES, Counter, Post
+
+
+class Collector:
+    """Results a subscriber received, with a way to wait for the next ones."""
+
+    def __init__(self) -> None:
+        self.results: list[Any] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, result: Any) -> None:
+        with self._cond:
+            self.results.append(result)
+            self._cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> list[Any]:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.results) >= n, timeout)
+            return list(self.results)
+
+
+def settle(seconds: float = 0.2) -> None:
+    """Give the watch thread time to (not) deliver."""
+    time.sleep(seconds)
+
+
+class WatchSuite:
+    """Subclass and provide a ``store_url`` fixture to run the watch suite on a backend."""
+
+    @pytest.fixture
+    def store(self, store_url: str) -> Iterator[Store]:
+        with syncline.open(store_url, entities=ENTITIES) as store:
+            yield store
+
+    def test_the_seeds_three_watchers(self, store: Store) -> None:
+        posts = store.repository(Post)
+        everything, mine, pending = Collector(), Collector(), Collector()
+        posts.watch(order_by="-created_at").subscribe(everything)
+        posts.watch(F.user_id == "u1", order_by=F.created_at.desc()).subscribe(mine)
+        store.outbox.watch_pending_count().subscribe(pending)
+        assert everything.results == [[]] and mine.results == [[]] and pending.results == [0]
+        posts.upsert(make_post(1))  # user u1
+        assert everything.wait_for(2)[-1] == [make_post(1)]
+        assert mine.wait_for(2)[-1] == [make_post(1)]
+        posts.upsert(make_post(2))  # user u2: the user watch's result does not change
+        assert [p.id for p in everything.wait_for(3)[-1]] == ["p002", "p001"]
+        settle()
+        assert len(mine.results) == 2
+        store.enqueue_command("like_post", {"post": "p001"})
+        assert pending.wait_for(2)[-1] == 1
+
+    def test_a_rollback_notifies_nothing(self, store: Store) -> None:
+        seen = Collector()
+        store.repository(Post).watch().subscribe(seen)
+        with pytest.raises(RuntimeError), store.transaction():
+            store.repository(Post).upsert(make_post(1))
+            raise RuntimeError
+        settle()
+        assert seen.results == [[]]
+
+    def test_a_transaction_of_1000_writes_notifies_once(self, store: Store) -> None:
+        seen = Collector()
+        counts = store.repository(Post).watch_count()
+        counts.subscribe(seen)
+        with store.transaction():
+            for i in range(1000):
+                store.repository(Post).upsert(make_post(i))
+        assert seen.wait_for(2)[-1] == 1000
+        settle()
+        assert seen.results == [0, 1000]
+
+    def test_writes_to_other_tables_deliver_nothing(self, store: Store) -> None:
+        seen = Collector()
+        store.repository(Post).watch_count().subscribe(seen)
+        store.repository(Counter).upsert(Counter("c"))
+        store.repository(Post).update_where(F.id == "none", content="x")  # changes nothing
+        settle()
+        assert seen.results == [0]
+
+    def test_a_failing_subscriber_is_logged_and_does_not_stop_others(
+            self, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+        good = Collector()
+
+        def bad(result: Any) -> None:
+            if result:
+                raise ValueError("subscriber bug")
+
+        watch = store.repository(Post).watch_count()
+        watch.subscribe(bad)
+        watch.subscribe(good)
+        with caplog.at_level(logging.ERROR, logger="syncline.watch"):
+            store.repository(Post).upsert(make_post(1))
+            assert good.wait_for(2)[-1] == 1
+        assert "subscriber bug" in caplog.text
+        store.repository(Post).upsert(make_post(2))
+        assert good.wait_for(3)[-1] == 2
+
+    def test_unsubscribing_stops_delivery(self, store: Store) -> None:
+        seen = Collector()
+        with store.repository(Post).watch_one("p001").subscribe(seen):
+            store.repository(Post).upsert(make_post(1))
+            assert seen.wait_for(2)[-1] == make_post(1)
+        store.repository(Post).update("p001", content="after")
+        settle()
+        assert seen.results == [None, make_post(1)]
+
+    def test_async_for(self, store: Store) -> None:
+        async def main() -> list[int]:
+            got: list[int] = []
+            async for count in store.repository(Post).watch_count():
+                got.append(count)
+                if count == 0:
+                    await asyncio.to_thread(store.repository(Post).upsert, make_post(1))
+                else:
+                    return got
+            return got
+
+        assert asyncio.run(asyncio.wait_for(main(), 10)) == [0, 1]
+
+    def test_writes_from_another_process_reach_watchers(self, store: Store,
+                                                        store_url: str) -> None:
+        if not {"multi_process", "external_changes"} <= store.backend.capabilities:
+            pytest.skip("backend lacks capability 'multi_process' or 'external_changes'")
+        seen = Collector()
+        store.repository(Post).watch_count().subscribe(seen)
+        code = (
+            "import sys, syncline\n"
+            "from syncline.testing.entities import ENTITIES, Post\n"
+            "from syncline.testing.backend_suite import make_post\n"
+            "with syncline.open(sys.argv[1], entities=ENTITIES) as s:\n"
+            "    s.repository(Post).upsert(make_post(7))\n"
+        )
+        subprocess.run([sys.executable, "-c", code, store_url], check=True, timeout=60)
+        started = time.monotonic()
+        assert seen.wait_for(2, timeout=5)[-1] == 1
+        assert time.monotonic() - started < 1.0
+
+    def test_another_store_on_the_same_data_is_seen(self, store: Store, store_url: str) -> None:
+        if "external_changes" not in store.backend.capabilities:
+            pytest.skip("backend lacks capability 'external_changes'")
+        if not store_url.partition("://")[2]:
+            pytest.skip("a private store cannot be opened twice")
+        seen = Collector()
+        store.repository(Post).watch_count().subscribe(seen)
+        with syncline.open(store_url, entities=ENTITIES) as second:
+            second.repository(Post).upsert(make_post(3))
+        assert seen.wait_for(2)[-1] == 1
+
+    def test_no_thread_is_left_after_close(self, store_url: str) -> None:
+        before = set(threading.enumerate())
+        store = syncline.open(store_url, entities=ENTITIES)
+        store.repository(Post).watch().subscribe(lambda _: None)
+        store.repository(Post).upsert(make_post(1))
+        store.close()
+        time.sleep(0.05)
+        assert set(threading.enumerate()) <= before
+
+    def test_subscribe_returns_current_result_at_once(self, store: Store) -> None:
+        store.repository(Post).upsert_many([make_post(i) for i in range(3)])
+        got: list[Any] = []
+        store.repository(Post).watch(limit=2).subscribe(got.append)
+        assert [len(r) for r in got] == [2]
+        assert store.repository(Post).watch_count().get() == 3
+
+
