@@ -95,6 +95,16 @@ def _child(work: Path, iteration: int, ready: int, go: int) -> None:
     if os.read(go, 1) != b"g":  # the parent gave up on us
         return
     ids = sorted(note.id for note in notes.all())
+
+    def sync() -> None:
+        if rng.random() < 0.25:
+            server.lose_next_responses(1)  # applied, but the client never hears it
+        os.write(journal, b'{"t": "sync"}\n')  # where the kill lands, for the statistics
+        store.sync()
+        os.write(journal, b'{"t": "synced"}\n')
+
+    if rng.random() < 0.3:
+        sync()  # an app that syncs as it starts
     for n in itertools.count(1):
         text = f"{iteration}-{n}"
         roll = rng.random()
@@ -118,11 +128,7 @@ def _child(work: Path, iteration: int, ready: int, go: int) -> None:
         os.write(journal, (json.dumps({"t": "done", "it": iteration, "n": n}) + "\n").encode())
         os.fsync(journal)
         if rng.random() < 0.25:
-            if rng.random() < 0.25:
-                server.lose_next_responses(1)  # applied, but the client never hears it
-            os.write(journal, b'{"t": "sync"}\n')  # where the kill lands, for the statistics
-            store.sync()
-            os.write(journal, b'{"t": "synced"}\n')
+            sync()
 
 
 def _fork_child(work: Path, iteration: int) -> tuple[int, int, int]:
@@ -162,6 +168,7 @@ class Model:
     discarded: int = 0
     noop_deletes: int = 0
     longest_queue: int = 0
+    seen: Counter[str] = attrs.Factory(Counter)  # record states met by the checks
     #: where the kills landed: in a write, in a sync, between the two, or before any write
     landed: Counter[str] = attrs.Factory(Counter)
 
@@ -290,7 +297,9 @@ def _check(model: Model, client: Store, server: Store, where: str, *,
     meta = {r.record_id: r for r in server.repository(ServerRecord).find(F.entity == TABLE)}
     for rid, text in model.expected.items():
         if rid in pending:
+            model.seen["queued"] += 1
             continue
+        model.seen["synced"] += 1
         state = states.get(rid)
         if text is None:  # deleted: the server must not have it; the state is gone, or a
             # synced tombstone when the delete came back in a pull after its state was dropped
@@ -418,5 +427,5 @@ def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) 
           f"the others {dict(model.landed)}; {model.writes} journaled writes, "
           f"{model.adopted} unjournaled ones committed, {model.discarded} in flight lost; "
           f"{len(model.expected)} records, {model.noop_deletes} no-op deletes, "
-          f"queue at most {model.longest_queue} entries")
+          f"queue at most {model.longest_queue} entries; records met {dict(model.seen)}")
     assert model.writes > KILLS  # the kills landed among writes, not only at start-up

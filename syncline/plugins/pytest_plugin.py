@@ -1,0 +1,139 @@
+"""syncline's pytest plugin (entry point ``pytest11``): stores on every backend, a throwaway
+PostgreSQL, and a mock sync server, for applications' tests and plugin authors'.
+
+Nothing heavy is imported until a fixture is used, so having the plugin installed costs a test
+run that does not use it nothing measurable.
+
+* ``syncline_store_url``: a fresh, empty store URL; a test using it runs once per selected
+  backend (``--syncline-backend NAME``, repeatable, or the ``syncline_backends`` ini key;
+  default: every bundled backend). Limit a test with ``@pytest.mark.syncline_backends(...)``.
+* ``syncline_store``: a store on that URL opened with the entities of the ``syncline_entities``
+  fixture (override it: ``return [Post, User]``).
+* ``syncline_postgres_url``: a database on a PostgreSQL server for the session; set
+  ``SYNCLINE_TEST_POSTGRES_URL`` to use yours, otherwise a throwaway server is started. Under
+  ``CI=true`` a server that cannot start fails the run instead of skipping.
+* ``syncline_mock_server``: a :class:`syncline.plugins.mock.MockServer` for those entities.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.register_assert_rewrite("syncline.testing")
+
+BACKENDS = ("memory", "memory-named", "sqlite", "sqlite-memory", "postgresql")
+DEFAULT_BACKENDS = ("memory", "sqlite", "postgresql")
+_counter = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("syncline")
+    group.addoption("--syncline-backend", action="append", default=None, dest="syncline_backend",
+                    choices=BACKENDS, help="run syncline_store_url tests on this backend "
+                    "(repeatable; default: the syncline_backends ini key, else memory, sqlite "
+                    "and postgresql)")
+    parser.addini("syncline_backends", type="linelist", default=[],
+                  help=f"backends for syncline_store_url tests: {', '.join(BACKENDS)}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "syncline_backends(*names): run the test on these "
+                            "syncline backends only")
+
+
+def selected_backends(config: pytest.Config) -> list[str]:
+    chosen = config.getoption("syncline_backend") or config.getini("syncline_backends")
+    names = list(chosen) or list(DEFAULT_BACKENDS)
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise pytest.UsageError(f"unknown syncline backend(s) {unknown}; choose from {BACKENDS}")
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "syncline_store_url" not in metafunc.fixturenames:
+        return
+    names = selected_backends(metafunc.config)
+    marker = metafunc.definition.get_closest_marker("syncline_backends")
+    if marker is not None:
+        names = [n for n in names if n in marker.args]
+    metafunc.parametrize("syncline_store_url", names, indirect=True, ids=names)
+
+
+@pytest.fixture(scope="session")
+def syncline_postgres_url() -> Iterator[str]:
+    """A PostgreSQL database for this test session, dropped at the end."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy_utils import create_database, drop_database
+
+    from syncline.testing.postgres import PostgresUnavailable, start_postgres
+
+    given = os.environ.get("SYNCLINE_TEST_POSTGRES_URL")
+    server = None
+    if given:
+        base = given
+    else:
+        try:
+            server = start_postgres()
+        except PostgresUnavailable as exc:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"PostgreSQL is required under CI=true: {exc}")
+            pytest.skip(f"no PostgreSQL server could be started: {exc}")
+        base = server.url
+    url = make_url(base).set(database=f"syncline_test_{os.getpid()}")
+    sa_url = url.set(drivername="postgresql+psycopg")
+    create_database(sa_url)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        drop_database(sa_url)
+        if server is not None:
+            server.stop()
+
+
+@pytest.fixture
+def syncline_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store URL on the backend this test runs for."""
+    kind = getattr(request, "param", "memory")
+    n = next(_counter)
+    if kind == "memory":
+        return "memory://"
+    if kind == "memory-named":
+        return f"memory://pytest{os.getpid()}-{n}"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / f'store{n}.db'}"
+    if kind == "sqlite-memory":
+        return "sqlite://"
+    base: str = request.getfixturevalue("syncline_postgres_url")
+    return f"{base}?schema=t{n}"
+
+
+@pytest.fixture
+def syncline_entities() -> list[type]:
+    """The entities of ``syncline_store`` and ``syncline_mock_server``: override it."""
+    return []
+
+
+@pytest.fixture
+def syncline_store(syncline_store_url: str, syncline_entities: list[type]) -> Iterator[Any]:
+    """A store on the backend under test with the ``syncline_entities``."""
+    import syncline
+
+    with syncline.open(syncline_store_url, entities=syncline_entities) as store:
+        yield store
+
+
+@pytest.fixture
+def syncline_mock_server(syncline_entities: list[type]) -> Iterator[Any]:
+    """An in-process sync server (``mock://<server.name>``) for the ``syncline_entities``."""
+    from syncline.plugins.mock import MockServer
+
+    with MockServer(f"pytest-{os.getpid()}-{next(_counter)}",
+                    entities=syncline_entities) as server:
+        yield server

@@ -1,0 +1,73 @@
+"""The pytest plugin as an application's tests use it (through pytester)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+APP_TEST = '''
+import attrs, pytest, syncline
+
+reg = syncline.EntityRegistry()
+
+@reg.entity("app_items")
+@attrs.define
+class Item:
+    id: str
+    n: int = 0
+
+@pytest.fixture
+def syncline_entities():
+    return [Item]
+
+def test_store(syncline_store):
+    syncline_store.repository(Item).upsert(Item("a", 1))
+    assert syncline_store.repository(Item).count() == 1
+
+@pytest.mark.syncline_backends("memory")
+def test_memory_only(syncline_store_url):
+    assert syncline_store_url.startswith("memory://")
+
+def test_mock_server(syncline_mock_server):
+    assert syncline_mock_server.server.store.repository(Item).count() == 0
+'''
+
+
+def test_backends_from_the_command_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_app=APP_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--syncline-backend", "memory",
+                                "--syncline-backend", "sqlite", "-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_store?memory?*PASSED*", "*test_store?sqlite?*PASSED*",
+                                 "*test_memory_only?memory?*PASSED*"])
+
+
+def test_backends_from_the_ini_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_app=APP_TEST)
+    pytester.makeini("[pytest]\nsyncline_backends =\n    sqlite-memory\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=2, skipped=1)  # the memory-only test has no backend here
+    result.stdout.fnmatch_lines(["*test_store?sqlite-memory?*PASSED*"])
+
+
+def test_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_app=APP_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--syncline-backend", "oracle")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*invalid choice*oracle*"])
+
+
+def test_the_plugin_is_registered_and_lazy() -> None:
+    code = ("import sys; import syncline.plugins.pytest_plugin as p; "
+            "print(sorted(m for m in sys.modules if m.startswith(('syncline.core', "
+            "'sqlalchemy', 'cattrs'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+    from importlib.metadata import entry_points
+
+    assert "syncline" in {ep.name for ep in entry_points(group="pytest11")}
