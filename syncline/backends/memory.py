@@ -157,11 +157,23 @@ class MemoryBackend(Backend):
             if outer is not None:
                 outer.extend(done)
             state.undo = outer
-            if outer is None and done and db.watchers:
-                tables = frozenset(t for _, t, _, _ in done if t)
-                for owner, callback in list(db.watchers):
-                    if owner is not self:  # the committing store notifies itself
-                        callback(tables)
+            if outer is None and done:
+                self.committed(done)
+
+    def committed(self, undo: Undo) -> None:
+        """Called, holding the database's lock, after an outermost transaction committed.
+
+        ``undo`` lists what it changed as ``(op, table, key, old)``: ``op`` is ``"row"`` (the
+        row ``key`` of ``table``; its new value is in ``self.db.tables[table].rows``),
+        ``"create"``, ``"drop"``, ``"index"`` or ``"version"``. Subclasses that persist the
+        data (see the ``syncline-jsonl`` example plugin) extend this; call ``super()``.
+        """
+        db = self.db
+        if db.watchers:
+            tables = frozenset(t for _, t, _, _ in undo if t)
+            for owner, callback in list(db.watchers):
+                if owner is not self:  # the committing store notifies itself
+                    callback(tables)
 
     def in_transaction(self) -> bool:
         return self._state.undo is not None

@@ -1,0 +1,1 @@
+"""An example syncline plugin: a JSON-lines backend and a newest-wins conflict resolver."""

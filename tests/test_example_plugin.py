@@ -1,0 +1,43 @@
+"""The proof for plugin authors: the example plugin under examples/, installed with pip like
+any third-party distribution, is listed by `syncline plugins` and passes the conformance suites."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "syncline-jsonl"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment where syncline-jsonl is installed (pip --target on PYTHONPATH)."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                    "--quiet", "--target", str(target), str(EXAMPLE)], check=True, timeout=300,
+                   cwd=target)
+    return {**os.environ, "PYTHONPATH": str(target)}
+
+
+def test_syncline_plugins_lists_the_example(installed: dict[str, str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "syncline.cli", "plugins", "--json"],
+                         env=installed, capture_output=True, text=True, check=True, timeout=60)
+    rows = {row["name"]: row for row in json.loads(out.stdout)}
+    assert rows["jsonl"]["distribution"] == "syncline-jsonl"
+    assert rows["jsonl"]["backends"] == ["jsonl"]
+    assert rows["newest-wins"]["hooks"] == ["syncline_resolve_conflict"]
+
+
+def test_the_example_passes_the_conformance_suites(installed: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "-p", "no:randomly", str(EXAMPLE / "tests")], env=installed,
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout
