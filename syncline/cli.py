@@ -82,6 +82,67 @@ def plugins(as_json: bool) -> None:
     console.print(table)
 
 
+def load_entities(spec: str) -> list[type]:
+    """``module`` (every syncing entity in it) or ``module:attr`` (a list of entities)."""
+    import importlib
+
+    from syncline.core.errors import ConfigurationError
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import entities module {module_name!r}: {exc}") from exc
+    if attr:
+        found = getattr(module, attr, None)
+        if not isinstance(found, list | tuple):
+            raise ConfigurationError(f"{spec} is not a list of entity classes")
+        return list(found)
+    entities = [v for v in vars(module).values() if isinstance(v, type)
+                and getattr(v, "__syncline_entity__", None) is not None
+                and v.__syncline_entity__.cls is v and v.__syncline_entity__.syncs]
+    if not entities:
+        raise ConfigurationError(f"module {module_name!r} declares no syncing entity")
+    return entities
+
+
+@main.command()
+@click.option("--store", "store_url", default="memory://", show_default=True,
+              help="The server's store URL (PostgreSQL in production).")
+@click.option("--entities", "entities_spec", required=True,
+              help="The app's entities: 'package.module' or 'package.module:LIST'.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--token", "tokens", multiple=True, metavar="TOKEN=PRINCIPAL",
+              help="A bearer token and the principal it stands for (repeatable).")
+@click.option("--jwt-secret", default=None, envvar="SYNCLINE_JWT_SECRET",
+              help="Accept HS256 JWTs signed with this secret (principal = 'sub').")
+@click.option("--jwt-audience", default=None, help="The 'aud' JWTs must carry.")
+@click.option("--allow-anonymous", is_flag=True, help="Serve requests without credentials.")
+@click.option("--rate-limit", default=0, type=int, help="Requests per principal per minute.")
+@click.option("--assign-ids", is_flag=True, help="Give created records server ids.")
+def serve(store_url: str, entities_spec: str, host: str, port: int, tokens: tuple[str, ...],
+          jwt_secret: str | None, jwt_audience: str | None, allow_anonymous: bool,
+          rate_limit: int, assign_ids: bool) -> None:
+    """Run the reference sync server (uvicorn)."""
+    import uvicorn
+
+    from syncline.core.errors import ConfigurationError
+    from syncline.server.app import ServerConfig, create_app
+
+    token_map = {}
+    for item in tokens:
+        token, sep, principal = item.partition("=")
+        if not sep or not token or not principal:
+            raise ConfigurationError(f"--token {item!r}: write TOKEN=PRINCIPAL")
+        token_map[token] = principal
+    config = ServerConfig(store=store_url, tokens=token_map, jwt_key=jwt_secret,
+                          jwt_audience=jwt_audience, allow_anonymous=allow_anonymous,
+                          rate_limit=rate_limit, assign_ids=assign_ids)
+    app = create_app(config, load_entities(entities_spec))
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
 @main.command()
 @click.argument("url")
 def init(url: str) -> None:

@@ -98,7 +98,7 @@ def _child(work: Path, iteration: int, ready: int, go: int) -> None:
     ids = sorted(note.id for note in notes.all())
 
     def sync() -> None:
-        if rng.random() < 0.25:
+        if rng.random() < 0.5:
             server.lose_next_responses(1)  # applied, but the client never hears it
         os.write(journal, b'{"t": "sync"}\n')  # where the kill lands, for the statistics
         store.sync()

@@ -1,0 +1,117 @@
+"""The HTTP transport: ``http://host:port/`` and ``https://...`` speak to a syncline server.
+
+One keep-alive httpx client per store, timeouts, gzip both ways, the bearer token from the
+``token`` option (``transport_options={"token": ...}``, ``[sync] token`` in syncline.toml, or
+``SYNCLINE_SYNC_TOKEN``). Status codes map to the engine's errors: connection failures,
+timeouts, 5xx and 429 are retryable (``Retry-After`` honoured); other 4xx are permanent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from syncline.core.errors import AuthenticationError, SerializationError
+from syncline.core.hookspecs import hookimpl
+from syncline.core.plugins import TransportRegistry
+from syncline.core.transport import (
+    Mutation,
+    PermanentTransportError,
+    PullPage,
+    PushResponse,
+    RetryableTransportError,
+    Transport,
+    from_wire,
+    to_wire,
+)
+
+GZIP_FROM = 1024  # bytes: smaller bodies are not worth compressing
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class HTTPTransport(Transport):
+    """The sync protocol over HTTP(S) with httpx."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        import httpx
+
+        self._httpx = httpx
+        token = self.options.get("token") or os.environ.get("SYNCLINE_SYNC_TOKEN")
+        headers = {"Accept-Encoding": "gzip", "Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        timeout = float(self.options.get("timeout", 30.0))
+        self.client = httpx.Client(base_url=url.rstrip("/") + "/", headers=headers,
+                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        headers = {}
+        if len(data) >= GZIP_FROM:
+            data = gzip.compress(data, compresslevel=5)
+            headers["Content-Encoding"] = "gzip"
+        httpx = self._httpx
+        try:
+            response = self.client.post(path, content=data, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise RetryableTransportError(f"{self.url}: timed out ({exc})") from exc
+        except httpx.TransportError as exc:
+            raise RetryableTransportError(f"{self.url}: cannot reach the server ({exc})") from exc
+        if response.status_code == 200:
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise RetryableTransportError(f"{self.url}: the answer is not JSON") from exc
+        message = self._message(response)
+        if response.status_code in (429, 502, 503, 504) or response.status_code >= 500:
+            raise RetryableTransportError(
+                f"{self.url}{path}: {response.status_code} {message}",
+                retry_after=_retry_after(response.headers.get("retry-after")))
+        if response.status_code in (401, 403):
+            raise AuthenticationError(f"{self.url}{path}: {response.status_code} {message}")
+        raise PermanentTransportError(f"{self.url}{path}: {response.status_code} {message}")
+
+    @staticmethod
+    def _message(response: Any) -> str:
+        try:
+            return str(response.json()["error"]["message"])
+        except Exception:
+            return response.text[:200]
+
+    def push(self, mutations: Sequence[Mutation]) -> PushResponse:
+        body = self._post("v1/push", {"mutations": [to_wire(m) for m in mutations]})
+        try:
+            return from_wire(body, PushResponse)
+        except SerializationError as exc:
+            raise PermanentTransportError(f"{self.url}: bad push answer: {exc}") from exc
+
+    def pull(self, cursor: str | None, limit: int,
+             entities: Sequence[str] | None = None) -> PullPage:
+        request: dict[str, Any] = {"cursor": cursor, "limit": limit}
+        if entities:
+            request["entities"] = list(entities)
+        body = self._post("v1/pull", request)
+        try:
+            return from_wire(body, PullPage)
+        except SerializationError as exc:
+            raise PermanentTransportError(f"{self.url}: bad pull answer: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@hookimpl
+def syncline_register_transports(registry: TransportRegistry) -> None:
+    for scheme in ("http", "https"):
+        registry.register(scheme, HTTPTransport, description="a syncline server over HTTP",
+                          requires="syncline[http]")

@@ -1,0 +1,77 @@
+"""A real sync server for tests: uvicorn on 127.0.0.1, on a free port, stopped afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from syncline.server.app import ServerConfig, create_app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """``with LiveServer(config, entities) as server:`` then point clients at ``server.url``."""
+
+    def __init__(self, config: ServerConfig, entities: Sequence[type],
+                 port: int | None = None) -> None:
+        import uvicorn
+
+        self.config = config
+        self.entities = list(entities)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.app = create_app(config, self.entities)
+        self._server = uvicorn.Server(uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+            access_log=False))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def sync(self) -> Any:
+        """The app's SyncApp: ``.server`` is the SyncServer, ``.store`` its store."""
+        return self.app.state.sync
+
+    def start(self, timeout: float = 20.0) -> LiveServer:
+        self._server.should_exit = False
+        self._thread = threading.Thread(target=self._server.run, name="syncline-live-server",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the test server on port {self.port} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(20)
+            self._thread = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (clients see dropped connections)."""
+        import uvicorn
+
+        self.stop()
+        self._server = uvicorn.Server(uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+            access_log=False))
+        with contextlib.suppress(Exception):
+            self.start()
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
