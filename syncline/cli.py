@@ -99,8 +99,8 @@ def load_entities(spec: str) -> list[type]:
             raise ConfigurationError(f"{spec} is not a list of entity classes")
         return list(found)
     entities = [v for v in vars(module).values() if isinstance(v, type)
-                and getattr(v, "__syncline_entity__", None) is not None
-                and v.__syncline_entity__.cls is v and v.__syncline_entity__.syncs]
+                and getattr(getattr(v, "__syncline_entity__", None), "cls", None) is v
+                and getattr(v, "__syncline_entity__").syncs]  # noqa: B009
     if not entities:
         raise ConfigurationError(f"module {module_name!r} declares no syncing entity")
     return entities

@@ -86,7 +86,7 @@ class HTTPTransport(Transport):
         try:
             return str(response.json()["error"]["message"])
         except Exception:
-            return response.text[:200]
+            return str(response.text[:200])
 
     def push(self, mutations: Sequence[Mutation]) -> PushResponse:
         body = self._post("v1/push", {"mutations": [to_wire(m) for m in mutations]})

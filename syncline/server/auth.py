@@ -56,6 +56,7 @@ def _verify_jwt(token: str, config: ServerConfig) -> str:
     import jwt
 
     algorithms = [a for a in config.jwt_algorithms if a in ALLOWED_ALGORITHMS]
+    assert config.jwt_key is not None
     try:
         claims = jwt.decode(
             token, config.jwt_key, algorithms=algorithms, audience=config.jwt_audience,

@@ -61,7 +61,7 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
         "mutation_id": {"type": "string", "nullable": True},
     }}
     errors = {str(code): _error() for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)}
-    secured = [{"bearer": []}]
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.0.3",
         "info": {"title": "syncline sync protocol", "version": "1"},
