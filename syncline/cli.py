@@ -98,9 +98,11 @@ def load_entities(spec: str) -> list[type]:
         if not isinstance(found, list | tuple):
             raise ConfigurationError(f"{spec} is not a list of entity classes")
         return list(found)
-    entities = [v for v in vars(module).values() if isinstance(v, type)
-                and getattr(getattr(v, "__syncline_entity__", None), "cls", None) is v
-                and getattr(v, "__syncline_entity__").syncs]  # noqa: B009
+    entities: list[type] = []
+    for value in vars(module).values():
+        spec = getattr(value, "__syncline_entity__", None)
+        if isinstance(value, type) and getattr(spec, "cls", None) is value and spec.syncs:
+            entities.append(value)
     if not entities:
         raise ConfigurationError(f"module {module_name!r} declares no syncing entity")
     return entities
