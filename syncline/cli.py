@@ -99,10 +99,11 @@ def load_entities(spec: str) -> list[type]:
             raise ConfigurationError(f"{spec} is not a list of entity classes")
         return list(found)
     entities: list[type] = []
-    for value in vars(module).values():
-        spec = getattr(value, "__syncline_entity__", None)
-        if isinstance(value, type) and getattr(spec, "cls", None) is value and spec.syncs:
-            entities.append(value)
+    for candidate in vars(module).values():
+        declared: Any = getattr(candidate, "__syncline_entity__", None)
+        if isinstance(candidate, type) and getattr(declared, "cls", None) is candidate \
+                and declared.syncs:
+            entities.append(candidate)
     if not entities:
         raise ConfigurationError(f"module {module_name!r} declares no syncing entity")
     return entities
