@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -103,7 +103,7 @@ def load_entities(spec: str) -> list[type]:
         declared: Any = getattr(candidate, "__syncline_entity__", None)
         if isinstance(candidate, type) and getattr(declared, "cls", None) is candidate \
                 and declared.syncs:
-            entities.append(candidate)
+            entities.append(cast(type, candidate))
     if not entities:
         raise ConfigurationError(f"module {module_name!r} declares no syncing entity")
     return entities
