@@ -120,6 +120,12 @@ class PostgresBackend(Backend):
                       f"{self.sa_url.database or ''}")
         self.sql = PostgresBuilder(
             pg_dialect.dialect(paramstyle="format"))  # type: ignore[no-untyped-call]
+        isolation = str(self.options.get("isolation", "repeatable read")).upper()
+        if isolation not in ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"):
+            raise BackendUnavailableError(
+                f"store option isolation={isolation!r}: use 'read committed', "
+                f"'repeatable read' or 'serializable'")
+        self.isolation = isolation
         self._engine: sa.Engine | None = None
         self._local = _Local()
         self._statements: dict[Any, str] = {}
@@ -240,8 +246,7 @@ class PostgresBackend(Backend):
             local.conn = proxy
             try:
                 with self._errors("beginning a transaction", proxy):
-                    proxy.driver_connection.execute(
-                        "BEGIN ISOLATION LEVEL REPEATABLE READ")
+                    proxy.driver_connection.execute(f"BEGIN ISOLATION LEVEL {self.isolation}")
             except BaseException:
                 local.conn = None
                 proxy.close()
@@ -283,6 +288,19 @@ class PostgresBackend(Backend):
 
     def in_transaction(self) -> bool:
         return self._local.depth > 0
+
+    def increment(self, table: TableSpec, key: Any, column: str) -> int:
+        # One statement: the row lock it takes is held to the end of the transaction.
+        sql = (f'INSERT INTO "{table.name}" ("{table.primary_key}", "{column}") VALUES (%s, 1) '
+               f'ON CONFLICT ("{table.primary_key}") DO UPDATE SET "{column}" = '
+               f'"{table.name}"."{column}" + 1 RETURNING "{column}"')
+
+        def work() -> int:
+            with self._connection() as conn:
+                row = conn.execute(sql, (key,)).fetchone()
+            return int(row[0])
+
+        return int(self._retrying(work))
 
     # -- change notification ------------------------------------------------------------------
 

@@ -155,6 +155,23 @@ class Backend(abc.ABC):
         """Like :meth:`query` but may stream; the default reads everything first."""
         return iter(self.query(table, query))
 
+    def increment(self, table: TableSpec, key: Any, column: str) -> int:
+        """Add one to an integer column of one row (created with 1 if missing; its other
+        columns must then be nullable) and return the new value, atomically.
+
+        The row stays locked by the caller's transaction until it ends: a sync server takes
+        its sequence numbers this way, so its writers commit in sequence order.
+        """
+        with self.transaction():
+            row = self.get(table, key)
+            value = int(row[column] if row else 0) + 1
+            if row is None:
+                blank = dict.fromkeys(table.column_names)
+                self.insert_many(table, [{**blank, table.primary_key: key, column: value}])
+            else:
+                self.update(table, key, {column: value})
+            return value
+
     # -- change notification ------------------------------------------------------------------
 
     def announce(self, tables: frozenset[str]) -> None:  # noqa: B027 - optional

@@ -141,16 +141,18 @@ class SyncServer:
         return spec
 
     def _next_seq(self) -> int:
-        # The counter row is the writers' queue: held until commit, so commits follow seq order.
-        current = self.meta.get("seq")
-        value = (current.value if current else 0) + 1
-        self.meta.upsert(ServerMeta("seq", value))
-        return value
+        # The counter row is the writers' queue: incremented first thing in every writing
+        # transaction and locked until it commits, so writers commit in sequence order (and see
+        # each other's committed data even at READ COMMITTED).
+        seq = self.store.backend.increment(self.meta.table, "seq", "value")
+        self.store.touched(self.meta.table.name)
+        return seq
 
     def _log(self, owner: str, entity: str, record_id: str, op: str,
-             payload: dict[str, Any] | None,
-             mutation_id: str | None = None) -> tuple[int, dt.datetime]:
-        seq = self._next_seq()
+             payload: dict[str, Any] | None, mutation_id: str | None = None,
+             seq: int | None = None) -> tuple[int, dt.datetime]:
+        if seq is None:
+            seq = self._next_seq()
         now = self.now()
         self.changes.insert(ChangeEntry(seq, owner, entity, record_id, op, now, payload,
                                         mutation_id))
@@ -177,6 +179,7 @@ class SyncServer:
         return self.store.run_transaction(lambda: self._apply(m, owner))
 
     def _apply(self, m: Mutation, owner: str) -> MutationResult:
+        seq = self._next_seq()  # first: from here on, this transaction has the writers' lock
         key = f"{owner}/{m.id}"
         print_ = fingerprint(m)
         seen = self.applied.get(key)
@@ -191,14 +194,14 @@ class SyncServer:
             return first
         try:
             with self.store.transaction():
-                result = self._effect(m, owner)
+                result = self._effect(m, owner, seq)
         except (SerializationError, NotFoundError, ConflictError, ValueError) as exc:
             result = MutationResult(m.id, "rejected", reason=str(exc))
         if result.status != "retry":
             self.applied.insert(AppliedMutation(key, print_, to_wire(result)))
         return result
 
-    def _effect(self, m: Mutation, owner: str) -> MutationResult:
+    def _effect(self, m: Mutation, owner: str, seq: int) -> MutationResult:
         if m.action == "command":
             if not m.command:
                 raise ValueError("a command mutation needs a command name")
@@ -222,7 +225,7 @@ class SyncServer:
             if m.base_version != meta.version:  # type: ignore[union-attr]
                 return conflict
             repo.delete(m.record_id)
-            seq, _ = self._log(owner, spec.table.name, m.record_id, "delete", None, m.id)
+            self._log(owner, spec.table.name, m.record_id, "delete", None, m.id, seq)
             return MutationResult(m.id, "applied", server_id=m.record_id, version=seq)
         if m.payload is None:
             raise ValueError(f"{m.action} of {m.entity} {m.record_id!r} needs a payload")
@@ -248,8 +251,8 @@ class SyncServer:
         except Exception as exc:
             raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from exc
         repo.upsert(obj)
-        seq, _ = self._log(owner, spec.table.name, record_id, "upsert",
-                           self.store.wire.unstructure(obj), m.id)
+        self._log(owner, spec.table.name, record_id, "upsert",
+                  self.store.wire.unstructure(obj), m.id, seq)
         return MutationResult(m.id, "applied", server_id=record_id, version=seq)
 
     # -- server-side writes (admin tools, tests, commands) -----------------------------------
@@ -260,10 +263,11 @@ class SyncServer:
         self._spec(spec.table.name)
 
         def work() -> int:
+            seq = self._next_seq()
             self.store.repository(spec.cls).upsert(obj)
             record_id = getattr(obj, spec.primary_key)
             return self._log(principal, spec.table.name, record_id, "upsert",
-                             self.store.wire.unstructure(obj))[0]
+                             self.store.wire.unstructure(obj), seq=seq)[0]
 
         return self.store.run_transaction(work)
 
@@ -271,8 +275,9 @@ class SyncServer:
         spec = spec_of(cls)
 
         def work() -> int:
+            seq = self._next_seq()
             self.store.repository(cls).delete(record_id)
-            return self._log(principal, spec.table.name, record_id, "delete", None)[0]
+            return self._log(principal, spec.table.name, record_id, "delete", None, seq=seq)[0]
 
         return self.store.run_transaction(work)
 

@@ -49,7 +49,8 @@ class MockServer:
                  store: Store | None = None, clock: Any = None) -> None:
         self.name = name
         self.store = store or syncline.open(
-            store_url, entities=[*entities, *SERVER_ENTITIES], clock=clock)
+            store_url, entities=[*entities, *SERVER_ENTITIES], clock=clock,
+            options={"isolation": "read committed"})
         self.server = SyncServer(self.store, assign_ids=assign_ids)
         self.offline = False
         self.latency = 0.0

@@ -71,6 +71,12 @@ class ServerConfig:
     store_options: dict[str, Any] = attrs.Factory(dict)
 
 
+def server_store_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A server store's options: writers queue on the sequence row, so READ COMMITTED is both
+    safe and free of serialization failures (PostgreSQL; other backends ignore it)."""
+    return {"isolation": "read committed", **options}
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, code: str, message: str, field: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -125,7 +131,7 @@ class SyncApp:
     def open(self) -> None:
         self.store = syncline.open(self.config.store,
                                    entities=[*self.entities, *SERVER_ENTITIES],
-                                   options=self.config.store_options or None)
+                                   options=server_store_options(self.config.store_options))
         self.server = SyncServer(self.store, assign_ids=self.config.assign_ids,
                                  max_page=self.config.max_page)
 
