@@ -298,6 +298,7 @@ class PostgresBackend(Backend):
         def work() -> int:
             with self._connection() as conn:
                 row = conn.execute(sql, (key,)).fetchone()
+            assert row is not None  # RETURNING always yields the row
             return int(row[0])
 
         return int(self._retrying(work))
