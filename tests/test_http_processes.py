@@ -1,0 +1,75 @@
+"""Two `syncline serve` processes over one PostgreSQL database: clients spread across them
+converge exactly as with one server."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+import syncline
+from syncline.testing.server import free_port
+from syncline.testing.transport_suite import Item
+
+_n = itertools.count()
+
+
+def serve(store_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncline.cli", "serve", "--store", store_url, "--entities",
+         "syncline.testing.transport_suite", "--host", "127.0.0.1", "--port", str(port),
+         "--token", "t1=team"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "v1/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError(f"syncline serve did not start: {process.stderr.read().decode()[-2000:]}"
+                       if process.stderr else "syncline serve did not start")
+
+
+@pytest.fixture
+def servers(syncline_postgres_url: str) -> Iterator[list[str]]:
+    store = f"{syncline_postgres_url}?schema=procs{next(_n)}"
+    started = [serve(store), serve(store)]
+    try:
+        yield [url for _, url in started]
+    finally:
+        for process, _ in started:
+            process.terminate()
+            process.wait(10)
+
+
+def test_clients_spread_over_two_server_processes_converge(servers: list[str]) -> None:
+    clients = [syncline.open("memory://", entities=[Item], transport=servers[i % 2],
+                             transport_options={"token": "t1"}) for i in range(4)]
+    try:
+        for round_ in range(3):
+            for i, store in enumerate(clients):
+                items = store.repository(Item)
+                items.upsert(Item(f"c{i}-{round_}", f"from client {i}", round_))
+                items.upsert(Item("shared", f"client {i} round {round_}", i))
+            for store in clients:
+                assert store.sync().ok
+        for _ in range(2):
+            for store in clients:
+                assert store.sync().ok
+        first = clients[0].repository(Item).all()
+        assert len(first) == 4 * 3 + 1
+        for store in clients[1:]:
+            assert store.repository(Item).all() == first
+    finally:
+        for store in clients:
+            store.close()
