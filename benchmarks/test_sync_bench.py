@@ -125,22 +125,20 @@ class _Files:
 def prefill(server: MockServer, objs: Sequence[SyncPost]) -> None:
     """Write ``objs`` on the server as ``SyncServer.write`` would, in one transaction.
 
-    Each record gets what ``SyncServer._log`` writes for an upsert (the entity row, a
+    Each record gets what ``SyncServer._log`` writes for an upsert: the entity row, a
     ``ChangeEntry`` with the next sequence number and the wire payload, a ``ServerRecord``
-    with that version) and the sequence counter is moved past them. The entity rows go in
-    through the backend, so the server store does not queue them in its own outbox.
+    with that version; then the sequence counter is moved past them. (A server's store does
+    not queue its own writes, so the entity rows go through its repository.)
     """
     store, sync = server.store, server.server
-    spec = spec_of(SyncPost)
-    entity = spec.table.name
-    codec = store.codec(SyncPost)
+    assert not store.tracking
+    entity = spec_of(SyncPost).table.name
     unstructure = store.wire.unstructure
     now = sync.now()
     with store.transaction():
         counter = sync.meta.get("seq")
         start = counter.value if counter else 0
-        store.backend.upsert_many(spec.table, [codec.to_row(o) for o in objs])
-        store.touched(entity)
+        store.repository(SyncPost).upsert_many(objs)
         sync.changes.insert_many(
             ChangeEntry(start + i, ANONYMOUS, entity, o.id, "upsert", now, unstructure(o))
             for i, o in enumerate(objs, 1))

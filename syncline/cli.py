@@ -124,9 +124,11 @@ def load_entities(spec: str) -> list[type]:
 @click.option("--allow-anonymous", is_flag=True, help="Serve requests without credentials.")
 @click.option("--rate-limit", default=0, type=int, help="Requests per principal per minute.")
 @click.option("--assign-ids", is_flag=True, help="Give created records server ids.")
+@click.option("--shared", "shared", multiple=True, metavar="ENTITY",
+              help="An entity every principal shares (repeatable); others are private.")
 def serve(store_url: str, entities_spec: str, host: str, port: int, tokens: tuple[str, ...],
           jwt_secret: str | None, jwt_audience: str | None, allow_anonymous: bool,
-          rate_limit: int, assign_ids: bool) -> None:
+          rate_limit: int, assign_ids: bool, shared: tuple[str, ...]) -> None:
     """Run the reference sync server (uvicorn)."""
     import uvicorn
 
@@ -141,7 +143,7 @@ def serve(store_url: str, entities_spec: str, host: str, port: int, tokens: tupl
         token_map[token] = principal
     config = ServerConfig(store=store_url, tokens=token_map, jwt_key=jwt_secret,
                           jwt_audience=jwt_audience, allow_anonymous=allow_anonymous,
-                          rate_limit=rate_limit, assign_ids=assign_ids)
+                          rate_limit=rate_limit, assign_ids=assign_ids, shared=list(shared))
     app = create_app(config, load_entities(entities_spec))
     uvicorn.run(app, host=host, port=port, log_level="info")
 

@@ -82,8 +82,13 @@ def _order(text: str) -> tuple[int, int]:
 # -- the child --------------------------------------------------------------------------------
 
 
-def _child(work: Path, iteration: int, ready: int, go: int) -> None:
-    """Open both stores, wait for the go, then write and sync until killed."""
+def _child(work: Path, iteration: int, progress: int, go: int) -> None:
+    """Open both stores, wait for the go, then write and sync until killed.
+
+    Each step (one write, or one sync) is announced on the ``progress`` pipe first, so that
+    the parent can time its kill in steps rather than in wall-clock time, which a busy
+    machine would stretch.
+    """
     rng = random.Random(iteration)
     server = MockServer(f"crash-{iteration}", entities=[Note], store_url=_server_url(work))
     # Small push batches: each round trip's answers commit before the next, so a child that
@@ -92,21 +97,21 @@ def _child(work: Path, iteration: int, ready: int, go: int) -> None:
                           sync_options={"batch_size": BATCH})
     notes = store.repository(Note)
     journal = os.open(work / "journal.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.write(ready, b"r")
+    os.write(progress, b"r")
     if os.read(go, 1) != b"g":  # the parent gave up on us
         return
     ids = sorted(note.id for note in notes.all())
-
-    def sync() -> None:
-        if rng.random() < 0.5:
-            server.lose_next_responses(1)  # applied, but the client never hears it
-        os.write(journal, b'{"t": "sync"}\n')  # where the kill lands, for the statistics
-        store.sync()
-        os.write(journal, b'{"t": "synced"}\n')
-
-    if rng.random() < 0.3:
-        sync()  # an app that syncs as it starts
-    for n in itertools.count(1):
+    n = 0
+    for step in itertools.count():
+        os.write(progress, b".")
+        if rng.random() < (0.3 if step == 0 else 0.25):  # a sync (also as the app starts)
+            if rng.random() < 0.5:
+                server.lose_next_responses(1)  # applied, but the client never hears it
+            os.write(journal, b'{"t": "sync"}\n')  # where the kill lands, for the statistics
+            store.sync()
+            os.write(journal, b'{"t": "synced"}\n')
+            continue
+        n += 1
         text = f"{iteration}-{n}"
         roll = rng.random()
         if not ids or roll < (0.45 if len(ids) < MAX_LIVE else 0.1):
@@ -128,29 +133,27 @@ def _child(work: Path, iteration: int, ready: int, go: int) -> None:
         # Only now, after the commit, does the journal claim the write.
         os.write(journal, (json.dumps({"t": "done", "it": iteration, "n": n}) + "\n").encode())
         os.fsync(journal)
-        if rng.random() < 0.25:
-            sync()
 
 
 def _fork_child(work: Path, iteration: int) -> tuple[int, int, int]:
-    """Fork a child running :func:`_child`: its pid, its ready pipe and its go pipe."""
-    ready_r, ready_w = os.pipe()
+    """Fork a child running :func:`_child`: its pid, its progress pipe and its go pipe."""
+    progress_r, progress_w = os.pipe()
     go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         code = 0
         try:
-            os.close(ready_r)
+            os.close(progress_r)
             os.close(go_w)
-            _child(work, iteration, ready_w, go_r)
+            _child(work, iteration, progress_w, go_r)
         except BaseException:
             code = 3
             (work / f"child-{iteration}.err").write_text(traceback.format_exc())
         finally:
             os._exit(code)
-    os.close(ready_w)
+    os.close(progress_w)
     os.close(go_r)
-    return pid, ready_r, go_w
+    return pid, progress_r, go_w
 
 
 # -- the parent's model of what committed -----------------------------------------------------
@@ -350,9 +353,15 @@ def _check(model: Model, client: Store, server: Store, where: str, *,
     model.noop_deletes = len(applied) - len(by_mutation)
 
 
-def _wait_ready(read: int, timeout: float) -> bool:
-    ready, _, _ = select.select([read], [], [], timeout)
-    return bool(ready) and os.read(read, 1) == b"r"
+def _wait_for(progress: int, count: int, timeout: float = 30.0) -> None:
+    """Read ``count`` bytes of the child's progress (a step begins with each)."""
+    deadline = time.monotonic() + timeout
+    while count > 0:
+        ready, _, _ = select.select([progress], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, "the child made no progress"
+        data = os.read(progress, count)
+        assert data, "the child died"
+        count -= len(data)
 
 
 def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) -> None:
@@ -376,7 +385,7 @@ def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) 
         # the go; meanwhile the parent checks the previous kill's aftermath (the child only
         # reads until the go).
         assert threading.active_count() == 1, threading.enumerate()  # fork with one thread
-        pid, ready, go = _fork_child(work, iteration)
+        pid, progress, go = _fork_child(work, iteration)
         try:
             if rng.random() < 0.15:  # kill it while it opens the stores
                 early += 1
@@ -385,13 +394,14 @@ def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) 
                 if unchecked is not None:
                     check(unchecked)
                     unchecked = None
-                assert _wait_ready(ready, 30.0), "the child did not open its stores"
+                _wait_for(progress, 1)  # the child has opened its stores
                 os.write(go, b"g")
-                time.sleep(rng.uniform(0.005, 0.06))
+                _wait_for(progress, rng.randint(1, 6))  # the kill's step begins...
+                time.sleep(rng.uniform(0, 0.03))  # ...and it lands in it or a later one
         finally:
             os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
-            os.close(ready)
+            os.close(progress)
             os.close(go)
         err = work / f"child-{iteration}.err"
         assert not err.exists(), f"child {iteration} failed:\n{err.read_text()}"

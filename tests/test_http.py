@@ -37,6 +37,15 @@ class Note:
     likes: int = 0
 
 
+@registry.entity("http_board", syncs=True)
+@attrs.define
+class Pin:
+    """Shared by every principal."""
+
+    id: str
+    text: str
+
+
 TOKENS = {"alice-token": "alice", "bob-token": "bob"}
 
 
@@ -95,6 +104,33 @@ def test_two_users_share_nothing_and_converge(server: LiveServer) -> None:
     finally:
         for store in (alice1, alice2, bob):
             store.close()
+
+
+def test_shared_entities_are_seen_by_all_private_ones_by_their_owner(server_store: str) -> None:
+    config = ServerConfig(store=server_store, tokens=TOKENS, shared=["http_board"])
+    with LiveServer(config, [Note, Pin]) as live:
+        stores = [syncline.open("memory://", entities=[Note, Pin], transport=live.url,
+                                transport_options={"token": token})
+                  for token in ("alice-token", "bob-token")]
+        try:
+            alice, bob = stores
+            alice.repository(Pin).insert(Pin("p1", "alice's pin"))
+            alice.repository(Note).insert(Note("n1", "alice", "alice's diary"))
+            bob.repository(Pin).insert(Pin("p2", "bob's pin"))
+            bob.repository(Note).insert(Note("n2", "bob", "bob's diary"))
+            for _ in range(2):
+                for store in stores:
+                    assert store.sync().ok
+            for store in stores:
+                assert [p.id for p in store.repository(Pin).all()] == ["p1", "p2"]
+            assert [n.id for n in alice.repository(Note).all()] == ["n1"]
+            assert [n.id for n in bob.repository(Note).all()] == ["n2"]
+            bob.repository(Pin).update("p1", text="bob edited alice's pin")
+            assert bob.sync().ok and alice.sync().ok
+            assert alice.repository(Pin).get("p1") == Pin("p1", "bob edited alice's pin")
+        finally:
+            for store in stores:
+                store.close()
 
 
 def test_a_server_restart_and_dropped_connections_lose_nothing(server: LiveServer) -> None:

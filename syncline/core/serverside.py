@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from syncline.core.store import Store
 
 ANONYMOUS = "anonymous"
+#: the owner of records of shared entities: every principal reads and writes them
+SHARED = "*"
 
 
 @_internal("_syncline_server_records", primary_key="key", indexes=[("owner", "entity")])
@@ -101,8 +103,10 @@ class SyncServer:
     """
 
     def __init__(self, store: Store, *, assign_ids: bool = False,
-                 max_page: int = 1000) -> None:
+                 max_page: int = 1000, shared: Sequence[str] = ()) -> None:
         self.store = store
+        #: entities whose records belong to everyone (the rest belong to their creator)
+        self.shared = frozenset(shared)
         store.tracking = False
         self.assign_ids = assign_ids
         self.max_page = max_page
@@ -212,6 +216,8 @@ class SyncServer:
         spec = self._spec(m.entity)
         if not m.record_id:
             raise ValueError(f"{m.action} of {m.entity} needs a record_id")
+        if spec.table.name in self.shared:
+            owner = SHARED
         meta, current = self._current(owner, spec, m.record_id)
         exists = current is not None
         conflict = MutationResult(
@@ -261,6 +267,8 @@ class SyncServer:
         """Create or replace a record on the server, as another client would; its version."""
         spec = spec_of(type(obj))
         self._spec(spec.table.name)
+        if spec.table.name in self.shared:
+            principal = SHARED
 
         def work() -> int:
             seq = self._next_seq()
@@ -273,6 +281,8 @@ class SyncServer:
 
     def delete(self, cls: type, record_id: str, principal: str = ANONYMOUS) -> int:
         spec = spec_of(cls)
+        if spec.table.name in self.shared:
+            principal = SHARED
 
         def work() -> int:
             seq = self._next_seq()
@@ -294,7 +304,7 @@ class SyncServer:
         epoch = self.epoch
         after = decode_cursor(cursor, epoch, principal)
         limit = max(1, min(int(limit), self.max_page))
-        where = (F.owner == principal) & (F.seq > after)
+        where = F.owner.in_([principal, SHARED]) & (F.seq > after)
         if entities:
             for name in entities:
                 self._spec(name)

@@ -68,6 +68,8 @@ class ServerConfig:
     permissions: dict[str, list[str]] = attrs.Factory(dict)
     #: the server gives created records ids of its own
     assign_ids: bool = False
+    #: entities whose records every principal shares (the others are private to their creator)
+    shared: list[str] = attrs.Factory(list)
     store_options: dict[str, Any] = attrs.Factory(dict)
 
 
@@ -133,7 +135,7 @@ class SyncApp:
                                    entities=[*self.entities, *SERVER_ENTITIES],
                                    options=server_store_options(self.config.store_options))
         self.server = SyncServer(self.store, assign_ids=self.config.assign_ids,
-                                 max_page=self.config.max_page)
+                                 max_page=self.config.max_page, shared=self.config.shared)
 
     def close(self) -> None:
         if self.store is not None:
@@ -207,6 +209,7 @@ class SyncApp:
             spec = spec_of(cls)
             entities.append({
                 "name": spec.table.name, "primary_key": spec.primary_key,
+                "shared": spec.table.name in self.config.shared,
                 "fields": [{"name": f.name, "kind": f.kind, "nullable": f.nullable}
                            for f in spec.fields],
             })
