@@ -451,6 +451,13 @@ class SQLiteBackend(Backend):
         names = table.column_names
         self._write_values(table, "upsert", [[r[n] for n in names] for r in rows])
 
+    def increment(self, table: TableSpec, key: Any, column: str) -> int:
+        sql = (f'INSERT INTO "{table.name}" ("{table.primary_key}", "{column}") VALUES (?, 1) '
+               f'ON CONFLICT ("{table.primary_key}") DO UPDATE SET "{column}" = '
+               f'"{table.name}"."{column}" + 1 RETURNING "{column}"')
+        with self._atomic(False) as conn, self._errors(f"counting in {table.name}"):
+            return int(conn.execute(sql, (key,)).fetchone()[0])
+
     def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
         return self.update_where(table, Compare(table.primary_key, "eq", key), values) > 0
 

@@ -158,11 +158,10 @@ class SyncServer:
         if seq is None:
             seq = self._next_seq()
         now = self.now()
-        self.changes.insert(ChangeEntry(seq, owner, entity, record_id, op, now, payload,
-                                        mutation_id))
+        self._put(ChangeEntry(seq, owner, entity, record_id, op, now, payload, mutation_id),
+                  insert=True)
         key = f"{owner}/{entity}/{record_id}"
-        self.records.upsert(ServerRecord(key, owner, entity, record_id, seq, now,
-                                         deleted=op == "delete"))
+        self._put(ServerRecord(key, owner, entity, record_id, seq, now, deleted=op == "delete"))
         return seq, now
 
     def _current(self, owner: str, spec: EntitySpec,
@@ -176,11 +175,29 @@ class SyncServer:
     # -- push --------------------------------------------------------------------------------
 
     def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
-        results = [self._apply_in_transaction(m, principal) for m in mutations]
+        """Apply a batch in one transaction (a savepoint per mutation); one result each."""
+        results = self.store.run_transaction(
+            lambda: [self._apply(m, principal) for m in mutations])
         return PushResponse(results, self.now().isoformat())
 
-    def _apply_in_transaction(self, m: Mutation, owner: str) -> MutationResult:
-        return self.store.run_transaction(lambda: self._apply(m, owner))
+    # Inside the batch's transaction the server writes through the backend directly: each
+    # mutation's savepoint already isolates its failure, so per-statement savepoints (what
+    # repository writes add inside a transaction) would only cost round trips.
+
+    def _put(self, obj: Any, insert: bool = False) -> None:
+        cls = type(obj)
+        table = spec_of(cls).table
+        values = [self.store.codec(cls).to_tuple(obj)]
+        if insert:
+            self.store.backend.insert_values(table, values)
+        else:
+            self.store.backend.upsert_values(table, values)
+        self.store.touched(table.name)
+
+    def _remove(self, cls: type, key: str) -> None:
+        table = spec_of(cls).table
+        self.store.backend.delete_many(table, [key])
+        self.store.touched(table.name)
 
     def _apply(self, m: Mutation, owner: str) -> MutationResult:
         seq = self._next_seq()  # first: from here on, this transaction has the writers' lock
@@ -202,7 +219,7 @@ class SyncServer:
         except (SerializationError, NotFoundError, ConflictError, ValueError) as exc:
             result = MutationResult(m.id, "rejected", reason=str(exc))
         if result.status != "retry":
-            self.applied.insert(AppliedMutation(key, print_, to_wire(result)))
+            self._put(AppliedMutation(key, print_, to_wire(result)), insert=True)
         return result
 
     def _effect(self, m: Mutation, owner: str, seq: int) -> MutationResult:
@@ -230,7 +247,7 @@ class SyncServer:
                                       version=meta.version if meta else None)
             if m.base_version != meta.version:  # type: ignore[union-attr]
                 return conflict
-            repo.delete(m.record_id)
+            self._remove(spec.cls, m.record_id)
             self._log(owner, spec.table.name, m.record_id, "delete", None, m.id, seq)
             return MutationResult(m.id, "applied", server_id=m.record_id, version=seq)
         if m.payload is None:
@@ -256,7 +273,7 @@ class SyncServer:
             obj: Any = self.store.wire.structure(payload, spec.cls)
         except Exception as exc:
             raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from exc
-        repo.upsert(obj)
+        self._put(obj)
         self._log(owner, spec.table.name, record_id, "upsert",
                   self.store.wire.unstructure(obj), m.id, seq)
         return MutationResult(m.id, "applied", server_id=record_id, version=seq)
