@@ -1,4 +1,9 @@
-"""The ``syncline`` command."""
+"""The ``syncline`` command.
+
+Exit codes: 0 success; 1 ``syncline sync`` finished but something failed or was rejected;
+2 an error (bad arguments, configuration, unreachable storage...), reported on one line
+(``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -159,17 +164,115 @@ def init(url: str) -> None:
     click.echo(backend_cls.init_storage(url))
 
 
+def _open(store_url: str | None, entities_spec: str | None, transport: str | None = None,
+          token: str | None = None) -> Any:
+    import syncline
+
+    entities = load_entities(entities_spec) if entities_spec else []
+    options = {"token": token} if token else None
+    return syncline.open(store_url, entities=entities, transport=transport,
+                         transport_options=options)
+
+
+STORE_HELP = "Store URL (default: SYNCLINE_STORE_URL, then syncline.toml)."
+
+
+@main.command()
+@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def status(store_url: str | None, as_json: bool) -> None:
+    """The sync queue by state and entity, and failed and dead-lettered items with errors."""
+    from syncline.core.outbox import EntryState, SyncStatus
+    from syncline.core.query import F
+
+    with _open(store_url, None) as store:
+        entries = store.outbox.entries.all()
+        counts: dict[tuple[str, str], int] = {}
+        for e in entries:
+            key = (e.entity or f"command {e.command}", e.state.value)
+            counts[key] = counts.get(key, 0) + 1
+        dead = [e for e in entries if e.state is EntryState.DEAD]
+        failed = store.outbox.states.find(F.status == SyncStatus.FAILED)
+        cursor = store.outbox.get_meta("cursor")
+        if as_json:
+            click.echo(json.dumps({
+                "queue": [{"entity": k[0], "state": k[1], "count": v}
+                          for k, v in sorted(counts.items())],
+                "dead_letters": [{"id": e.id, "entity": e.entity, "record_id": e.record_id,
+                                  "action": e.action, "error": e.error} for e in dead],
+                "failed_records": [{"entity": s.entity, "record_id": s.record_id,
+                                    "error": s.error} for s in failed],
+                "pulled": cursor is not None}, indent=2))
+            return
+        table = Table(title=f"sync queue of {store.backend.url}")
+        for column in ("entity", "state", "entries"):
+            table.add_column(column)
+        for (entity, state), n in sorted(counts.items()):
+            table.add_row(entity, state, str(n))
+        console.print(table if counts else "the sync queue is empty")
+        if dead or failed:
+            problems = Table(title="failed and dead-lettered")
+            for column in ("entity", "record", "action", "error"):
+                problems.add_column(column)
+            for e in dead:
+                problems.add_row(e.entity or f"command {e.command}", e.record_id or "",
+                                 e.action, e.error or "")
+            for s in failed:
+                problems.add_row(s.entity, s.record_id, "", s.error or "")
+            console.print(problems)
+
+
+@main.command()
+@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@click.option("--entities", "entities_spec", required=True,
+              help="The app's entities: 'package.module' or 'package.module:LIST'.")
+@click.option("--transport", default=None,
+              help="Server URL (default: SYNCLINE_SYNC_TRANSPORT, then syncline.toml).")
+@click.option("--token", default=None, envvar="SYNCLINE_SYNC_TOKEN", help="Bearer token.")
+def sync(store_url: str | None, entities_spec: str, transport: str | None,
+         token: str | None) -> None:
+    """Push the queue and pull the server's changes; exit code 1 when something failed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with _open(store_url, entities_spec, transport, token) as store:
+        store.sync_engine  # noqa: B018 - resolve the transport before drawing anything
+        total = max(store.outbox.pending_count(), 1)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      console=console) as progress:
+            task = progress.add_task("syncing", total=total)
+            watch = store.outbox.watch_pending_count().subscribe(
+                lambda left: progress.update(task, completed=total - min(left, total)))
+            report = store.sync()
+            watch.unsubscribe()
+            progress.update(task, completed=total)
+        console.print(f"pushed {report.pushed}, pulled {report.pulled}, conflicts "
+                      f"{len(report.conflicts)}, rejected {len(report.rejected)}, failures "
+                      f"{len(report.failures)}")
+        for line in report.rejected + report.failures:
+            console.print(f"  [red]{line}[/red]")
+        if not report.ok:
+            sys.exit(1)
+
+
+@main.command()
+def demo() -> None:
+    """Offline writes, a server coming online, sync, a conflict: all in a temporary folder."""
+    from syncline.examples.demo import run
+
+    run(console)
+
+
 @main.command()
 @click.option("--store", "store_url", default=None,
-              help="Store URL (default: a SQLite file in a temporary folder).")
-def demo(store_url: str | None) -> None:
-    """Write and query a few posts in a local store, then show them."""
+              help="A store URL (default: a SQLite file in a temporary folder).")
+def quickstart(store_url: str | None) -> None:
+    """Write and query a few posts in a local store (the README's quickstart)."""
     from syncline.examples.quickstart import run
 
     if store_url is not None:
         run(store_url, console)
         return
-    with tempfile.TemporaryDirectory(prefix="syncline-demo-") as folder:
+    with tempfile.TemporaryDirectory(prefix="syncline-quickstart-") as folder:
         run(f"sqlite:///{folder}/demo.db", console)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,32 +10,75 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+import syncline
 from syncline.cli import main
+from syncline.examples.social import Post
 
 
-def test_help_lists_commands() -> None:
+def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    assert "plugins" in result.output and "demo" in result.output
+    for command in ("demo", "init", "plugins", "quickstart", "serve", "status", "sync"):
+        assert command in result.output
+    for command in ("demo", "init", "plugins", "serve", "status", "sync"):
+        assert CliRunner().invoke(main, [command, "--help"]).exit_code == 0
 
 
-def test_demo_on_a_given_store(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["demo", "--store", f"sqlite:///{tmp_path}/d.db"])
+def test_quickstart_on_a_given_store(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["quickstart", "--store", f"sqlite:///{tmp_path}/d.db"])
     assert result.exit_code == 0, result.output
     assert "12 posts stored" in result.output
 
 
-def test_bad_store_is_one_line_error(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["demo", "--store", "nosuch://x"])
-    assert result.exit_code == 2
-    assert result.output.strip().startswith("error: no backend for scheme 'nosuch'")
-    assert "Traceback" not in result.output
+def test_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    for args in (["quickstart", "--store", "nosuch://x"],
+                 ["status", "--store", f"sqlite:///{tmp_path}/missing/dir/x.db"],
+                 ["sync", "--store", "memory://", "--entities", "no.such.module"],
+                 ["sync", "--store", "memory://", "--entities", "syncline.examples.social",
+                  "--transport", "nosuch://x"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.startswith("error: ") and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1
 
 
-def test_demo_as_a_process_leaves_nothing_behind(tmp_path: Path) -> None:
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+def test_debug_shows_the_traceback() -> None:
+    result = CliRunner().invoke(main, ["--debug", "quickstart", "--store", "nosuch://x"])
+    assert result.exit_code != 0 and isinstance(result.exception, syncline.SynclineError)
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "SYNCLINE_CONFIG": str(tmp_path / "nope.toml")}
+    out = subprocess.run([sys.executable, "-m", "syncline.cli", "status"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith("error: SYNCLINE_CONFIG")
+
+
+def test_status_and_sync_against_an_unreachable_server(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/app.db"
+    with syncline.open(url, entities=[Post]) as store:
+        import datetime as dt
+
+        now = dt.datetime.now(dt.UTC)
+        store.repository(Post).insert(Post("p1", "u1", "hello", now, now))
+    args = ["sync", "--store", url, "--entities", "syncline.examples.social",
+            "--transport", "http://127.0.0.1:9/"]  # nothing listens on port 9
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "cannot reach the server" in result.output
+    status = CliRunner().invoke(main, ["status", "--store", url, "--json"])
+    assert status.exit_code == 0, status.output
+    queue = json.loads(status.output)["queue"]
+    assert queue == [{"entity": "posts", "state": "pending", "count": 1}]
+
+
+def test_demo_end_to_end_as_a_process(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
     out = subprocess.run([sys.executable, "-m", "syncline.cli", "demo"], capture_output=True,
                          text=True, env=env, cwd=tmp_path, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "posts stored" in out.stdout
-    assert list(tmp_path.iterdir()) == []
+    assert out.returncode == 0, out.stderr[-3000:]
+    for step in ("1. Offline", "2. Online", "3. A conflict", "4. Summary"):
+        assert step in out.stdout
+    assert "Edited on the phone, later" in out.stdout
+    assert list((tmp_path / "tmp").iterdir()) == []  # it leaves nothing behind
+

@@ -59,6 +59,7 @@ class _SchemeRegistry(Generic[T]):
     """Classes registered by URL scheme; one registry per role (backend, transport)."""
 
     role = "thing"
+    hint = ""
 
     def __init__(self) -> None:
         self._by_scheme: dict[str, Registration[T]] = {}
@@ -99,8 +100,7 @@ class _SchemeRegistry(Generic[T]):
             available = ", ".join(f"{s}://" for s in self.schemes()) or "none"
             raise UnknownSchemeError(
                 f"no {self.role} for scheme {scheme!r}; available: {available}. "
-                f"A plugin adds one (for PostgreSQL: pip install 'syncline[postgresql]'); "
-                f"see 'syncline plugins'"
+                f"A plugin adds one{self.hint}; see 'syncline plugins'"
             )
         if isinstance(reg.target, str):
             return self._import(reg)
@@ -121,10 +121,12 @@ class _SchemeRegistry(Generic[T]):
 
 class BackendRegistry(_SchemeRegistry["Backend"]):
     role = "backend"
+    hint = " (for PostgreSQL: pip install 'syncline[postgresql]')"
 
 
 class TransportRegistry(_SchemeRegistry[Any]):
     role = "transport"
+    hint = " (for HTTP: pip install 'syncline[http]')"
 
 
 class CommandRegistry:
