@@ -14,7 +14,7 @@ import attrs, pytest, syncline
 
 reg = syncline.EntityRegistry()
 
-@reg.entity("app_items")
+@reg.entity("app_items", syncs=True)
 @attrs.define
 class Item:
     id: str
@@ -34,6 +34,15 @@ def test_memory_only(syncline_store_url):
 
 def test_mock_server(syncline_mock_server):
     assert syncline_mock_server.server.store.repository(Item).count() == 0
+
+@pytest.mark.syncline_backends("memory")
+def test_live_server(syncline_live_server, syncline_store_url):
+    store = syncline.open(syncline_store_url, entities=[Item],
+                          transport=syncline_live_server.url,
+                          transport_options={"token": "test-token"})
+    store.repository(Item).insert(Item("a", 1))
+    assert store.sync().pushed == 1
+    store.close()
 '''
 
 
@@ -41,7 +50,7 @@ def test_backends_from_the_command_line(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_app=APP_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--syncline-backend", "memory",
                                 "--syncline-backend", "sqlite", "-v")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*test_store?memory?*PASSED*", "*test_store?sqlite?*PASSED*",
                                  "*test_memory_only?memory?*PASSED*"])
 
@@ -50,7 +59,7 @@ def test_backends_from_the_ini_file(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_app=APP_TEST)
     pytester.makeini("[pytest]\nsyncline_backends =\n    sqlite-memory\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
-    result.assert_outcomes(passed=2, skipped=1)  # the memory-only test has no backend here
+    result.assert_outcomes(passed=2, skipped=2)  # the memory-only tests have no backend here
     result.stdout.fnmatch_lines(["*test_store?sqlite-memory?*PASSED*"])
 
 

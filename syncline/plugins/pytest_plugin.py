@@ -13,6 +13,9 @@ run that does not use it nothing measurable.
   ``SYNCLINE_TEST_POSTGRES_URL`` to use yours, otherwise a throwaway server is started. Under
   ``CI=true`` a server that cannot start fails the run instead of skipping.
 * ``syncline_mock_server``: a :class:`syncline.plugins.mock.MockServer` for those entities.
+* ``syncline_live_server``: the reference server in uvicorn on 127.0.0.1 (a free port) over a
+  SQLite file, for those entities; clients use ``server.url`` with the token ``"test-token"``
+  (principal ``"tester"``). Stopped after the test.
 """
 
 from __future__ import annotations
@@ -136,4 +139,16 @@ def syncline_mock_server(syncline_entities: list[type]) -> Iterator[Any]:
 
     with MockServer(f"pytest-{os.getpid()}-{next(_counter)}",
                     entities=syncline_entities) as server:
+        yield server
+
+
+@pytest.fixture
+def syncline_live_server(syncline_entities: list[type], tmp_path: Path) -> Iterator[Any]:
+    """A real sync server over HTTP for the ``syncline_entities`` that sync."""
+    from syncline.server.app import ServerConfig
+    from syncline.testing.server import LiveServer
+
+    config = ServerConfig(store=f"sqlite:///{tmp_path / 'live-server.db'}",
+                          tokens={"test-token": "tester"})
+    with LiveServer(config, syncline_entities) as server:
         yield server
