@@ -13,7 +13,8 @@ with ``ref-psycopg-tx-per-call`` wrapping every read in its own ``BEGIN``/``COMM
 
 The server: ``SYNCLINE_TEST_POSTGRES_URL`` if set, else a throwaway one from
 ``syncline.testing.postgres.start_postgres()`` (fsync and synchronous_commit off). Every case
-works in schemas of its own in one database, dropped at the end.
+works in schemas of its own in one new database, dropped at the end (a throwaway server is
+deleted with its data instead).
 
 ``python benchmarks/test_postgres_bench.py [multiplier]`` runs the same cases with the sides
 alternating round by round (a second opinion on a busy machine; ratios of minimums/medians).

@@ -3,9 +3,11 @@
 * W1, commit-to-callback latency: a subscriber of ``watch_one(key)`` (the upsert changes that
   post) or ``watch_count()`` (the upsert adds a post); each round times from just before
   ``repo.upsert(...)`` to the callback running on the watch thread (``time.perf_counter`` taken
-  in the callback, a ``threading.Event`` to wait for it). Median and p99 are printed and kept
-  in ``extra_info``; pytest-benchmark's own figures are per round (upsert + callback + waking
-  the waiting thread).
+  in the callback, a ``threading.Event`` to wait for it). Side ``baseline``: the same upsert,
+  no subscriber, then a bare hand-off to a plain thread through a ``queue.SimpleQueue`` (what
+  any design that calls back on another thread pays). Median and p99 are printed and kept in
+  ``extra_info``, also measured from the moment ``upsert`` returned; pytest-benchmark's own
+  figures are per round (upsert + callback + waking the waiting thread).
 * W2, the cost of a commit: 200 single ``posts.upsert(...)`` per round (each its own
   transaction) with 0 subscribers (side ``baseline``), or 100/1,000 subscribers watching
   *another* table (``watch_one`` on notes: ``other-100``, ``other-1000``) or the *same* table
@@ -25,6 +27,7 @@ alternating round by round (a second opinion on a busy machine) and W1 again.
 from __future__ import annotations
 
 import itertools
+import queue
 import statistics
 import sys
 import tempfile
@@ -43,6 +46,7 @@ import syncline
 KINDS = ["sqlite-file", "memory"]
 N_POPULATED = 1_000  # posts and notes in the store before measuring
 LATENCY_ROUNDS = 300
+LATENCY_SIDES = ["watch_one", "watch_count", "baseline"]
 COMMITS = 200  # single-record upserts per W2 round
 COMMIT_ROUNDS = 25
 CONFIGS = {  # W2 side -> (watched table, subscribers)
@@ -115,27 +119,41 @@ def drain(store: syncline.Store, kind: str) -> None:
 # -- W1: latency ------------------------------------------------------------------------------
 
 class Latency:
-    """Times ``upsert`` -> callback for one subscriber."""
+    """Times ``upsert`` -> callback for one subscriber (side ``watch_one`` or ``watch_count``).
 
-    def __init__(self, store: syncline.Store, query: str, posts: list[Post]) -> None:
+    Side ``baseline``: the same upsert as ``watch_one``, no subscriber; after it returns the
+    committing thread puts a token on a ``queue.SimpleQueue`` served by a plain thread that
+    runs the callback: the least a hand-off to another thread costs on this machine."""
+
+    def __init__(self, store: syncline.Store, side: str, posts: list[Post]) -> None:
         self.repo = store.repository(Post)
-        self.query = query
+        self.side = side
         self.event = threading.Event()
         self.called_at = 0.0
         self.samples: list[float] = []  # seconds from before upsert to the callback
         self.after_commit: list[float] = []  # seconds from upsert's return to the callback
         self.commit: list[float] = []  # seconds the upsert itself took
+        self.handoff: queue.SimpleQueue[int | None] | None = None
         target = posts[0]
         fresh = iter(posts[N_POPULATED:])
-        if query == "watch_one":
-            counter = itertools.count(10_000)
-            self.next_write: Callable[[], Post] = lambda: attrs.evolve(
-                target, likes_count=next(counter))
-            watch: Any = self.repo.watch_one(target.id)
+        if side == "watch_count":
+            self.next_write: Callable[[], Post] = lambda: next(fresh)
         else:
-            self.next_write = lambda: next(fresh)
-            watch = self.repo.watch_count()
-        self.sub = watch.subscribe(self._called)
+            counter = itertools.count(10_000)
+            self.next_write = lambda: attrs.evolve(target, likes_count=next(counter))
+        self.sub: Any = None
+        if side == "baseline":
+            handoff = self.handoff = queue.SimpleQueue()
+
+            def serve() -> None:
+                while handoff.get() is not None:
+                    self._called(None)
+
+            threading.Thread(target=serve, name="bench-handoff", daemon=True).start()
+        else:
+            watch: Any = (self.repo.watch_count() if side == "watch_count"
+                          else self.repo.watch_one(target.id))
+            self.sub = watch.subscribe(self._called)
 
     def _called(self, _result: Any) -> None:
         self.called_at = time.perf_counter()
@@ -147,10 +165,18 @@ class Latency:
         start = time.perf_counter()
         self.repo.upsert(post)
         returned = time.perf_counter()
+        if self.handoff is not None:
+            self.handoff.put(1)
         assert self.event.wait(5), "no callback"
         self.samples.append(self.called_at - start)
         self.after_commit.append(self.called_at - returned)
         self.commit.append(returned - start)
+
+    def close(self) -> None:
+        if self.sub is not None:
+            self.sub.unsubscribe()
+        if self.handoff is not None:
+            self.handoff.put(None)
 
     def summary(self) -> dict[str, float]:
         def p99(xs: list[float]) -> float:
@@ -166,34 +192,34 @@ class Latency:
             "samples": len(self.samples),
         }
 
+    def line(self) -> str:
+        info = self.summary()
+        return (f"median {info['latency_median_ms']:.3f} ms, p99 {info['latency_p99_ms']:.3f} ms "
+                f"(after upsert returned: median {info['after_return_median_ms']:.3f} ms, p99 "
+                f"{info['after_return_p99_ms']:.3f} ms; the upsert itself: median "
+                f"{info['upsert_median_ms']:.3f} ms, p99 {info['upsert_p99_ms']:.3f} ms)")
+
 
 def _report(capsys: pytest.CaptureFixture[str], line: str) -> None:
     with capsys.disabled():
         print(f"\n    {line}", end="")
 
 
-@pytest.mark.parametrize("query", ["watch_one", "watch_count"])
+@pytest.mark.parametrize("side", LATENCY_SIDES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_watch_latency(benchmark: Any, kind: str, query: str, tmp_path: Path,
+def test_watch_latency(benchmark: Any, kind: str, side: str, tmp_path: Path,
                        posts: list[Post], capsys: pytest.CaptureFixture[str]) -> None:
     benchmark.group = group_latency(kind)
     store = open_store(kind, tmp_path, "latency")
     try:
         populate(store, posts)
-        probe = Latency(store, query, posts)
+        probe = Latency(store, side, posts)
         benchmark.pedantic(probe.once, rounds=LATENCY_ROUNDS, warmup_rounds=10)
-        probe.samples = probe.samples[-LATENCY_ROUNDS:]
-        probe.after_commit = probe.after_commit[-LATENCY_ROUNDS:]
-        probe.commit = probe.commit[-LATENCY_ROUNDS:]
-        info = probe.summary()
-        benchmark.extra_info.update(info)
-        _report(capsys, f"{group_latency(kind)} [{query}]: median "
-                        f"{info['latency_median_ms']:.3f} ms, p99 {info['latency_p99_ms']:.3f} ms "
-                        f"(after upsert returned: median {info['after_return_median_ms']:.3f} "
-                        f"ms, p99 {info['after_return_p99_ms']:.3f} ms; the upsert itself: "
-                        f"median {info['upsert_median_ms']:.3f} ms, p99 "
-                        f"{info['upsert_p99_ms']:.3f} ms)")
-        probe.sub.unsubscribe()
+        for samples in (probe.samples, probe.after_commit, probe.commit):
+            del samples[:-LATENCY_ROUNDS]  # not the warmup rounds
+        benchmark.extra_info.update(probe.summary())
+        _report(capsys, f"{group_latency(kind)} [{side}]: {probe.line()}")
+        probe.close()
     finally:
         store.close()
 
@@ -299,21 +325,15 @@ def main(scale: int = 1) -> None:
             for rounds in configs.values():
                 rounds.close()
         for kind in KINDS:
-            for query in ("watch_one", "watch_count"):
-                store = open_store(kind, folder, f"latency-{kind}-{query}")
+            for side in LATENCY_SIDES:
+                store = open_store(kind, folder, f"latency-{kind}-{side}")
                 populate(store, posts)
-                probe = Latency(store, query, posts)
+                probe = Latency(store, side, posts)
                 for _ in range(LATENCY_ROUNDS * scale):
                     probe.once()
-                info = probe.summary()
-                print(f"{group_latency(kind):40s} {query:12s} median "
-                      f"{info['latency_median_ms']:.3f} ms  p99 {info['latency_p99_ms']:.3f} ms"
-                      f"  (after return: median {info['after_return_median_ms']:.3f} ms, p99 "
-                      f"{info['after_return_p99_ms']:.3f} ms; upsert: median "
-                      f"{info['upsert_median_ms']:.3f} ms, p99 {info['upsert_p99_ms']:.3f} ms)",
-                      flush=True)
+                print(f"{group_latency(kind)} [{side}]: {probe.line()}", flush=True)
+                probe.close()
                 store.close()
-
 
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 1)

@@ -139,10 +139,13 @@ class PostgresBackend(Backend):
             self.sa_url,
             pool_size=int(self.options.get("pool_size", 5)),
             max_overflow=int(self.options.get("max_overflow", 10)),
-            pool_pre_ping=True,
+            pool_pre_ping=bool(self.options.get("pre_ping", True)),
             connect_args={"connect_timeout": int(self.options.get("connect_timeout", 10)),
                           "options": "-c timezone=UTC" + (
-                              f" -c search_path={self.schema}" if self.schema else "")},
+                              f" -c search_path={self.schema}" if self.schema else ""),
+                          # Statements outside a transaction need no BEGIN/COMMIT round trips;
+                          # transactions send their own BEGIN with the isolation level.
+                          "autocommit": True},
         )
         with self._connection() as conn:
             if self.schema:
@@ -192,7 +195,6 @@ class PostgresBackend(Backend):
             with self._errors("running a statement", proxy):
                 conn = proxy.driver_connection
                 yield conn
-                conn.commit()
         finally:
             proxy.close()
 
@@ -208,9 +210,9 @@ class PostgresBackend(Backend):
                 conn = proxy.driver_connection
                 if conn is None or conn.closed or conn.broken:
                     proxy.invalidate()  # a killed connection never goes back to the pool
-                else:
+                elif conn.info.transaction_status != 0:  # not idle: end the failed transaction
                     try:
-                        conn.rollback()
+                        conn.execute("ROLLBACK")
                     except Exception:
                         proxy.invalidate()
             raise err from exc
@@ -264,7 +266,7 @@ class PostgresBackend(Backend):
             local.depth = depth
             if depth == 0:
                 try:
-                    conn.rollback()
+                    conn.execute("ROLLBACK")
                 except Exception:
                     proxy.invalidate()
                 local.conn = None
@@ -281,7 +283,7 @@ class PostgresBackend(Backend):
             return
         try:
             with self._errors("committing", proxy):
-                conn.commit()
+                conn.execute("COMMIT")
         finally:
             local.conn = None
             proxy.close()
@@ -495,7 +497,10 @@ class PostgresBackend(Backend):
             with self._connection() as conn:
                 if len(params) < _COPY_THRESHOLD:
                     with conn.cursor() as cur:
-                        cur.executemany(self._stmt(table, kind), params)
+                        if len(params) == 1:
+                            cur.execute(self._stmt(table, kind), params[0], prepare=True)
+                        else:
+                            cur.executemany(self._stmt(table, kind), params)
                     return
                 self._copy(conn, table, params)
                 conn.execute(self._stmt(table, "stage_" + kind))

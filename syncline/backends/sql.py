@@ -166,8 +166,13 @@ class SQLBuilder:
         for term in terms:
             if term.field not in table.c:
                 raise QueryError(f"table {spec.name!r} has no column {term.field!r}")
-            col = self.comparable(table.c[term.field], spec.column(term.field).kind)
-            out.append(col.desc().nulls_last() if term.descending else col.asc().nulls_first())
+            column = spec.column(term.field)
+            col = self.comparable(table.c[term.field], column.kind)
+            if not column.nullable:  # plain terms let an index serve the ordering
+                out.append(col.desc() if term.descending else col.asc())
+            else:
+                out.append(col.desc().nulls_last() if term.descending
+                           else col.asc().nulls_first())
         return out
 
     # -- cached statements -------------------------------------------------------------------
