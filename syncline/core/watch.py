@@ -96,6 +96,7 @@ class WatchHub:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._subs: list[Subscription[Any]] = []
+        self._watched: dict[str, int] = {}  # table -> number of subscriptions reading it
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[frozenset[str] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -108,6 +109,8 @@ class WatchHub:
     def add(self, sub: Subscription[Any]) -> None:
         with self._lock:
             self._subs.append(sub)
+            for table in sub.watch.tables:
+                self._watched[table] = self._watched.get(table, 0) + 1
             if self._thread is None and not self._closing:
                 self._thread = threading.Thread(target=self._loop, name="syncline-watch",
                                                 daemon=True)
@@ -118,11 +121,18 @@ class WatchHub:
         with self._lock:
             if sub in self._subs:
                 self._subs.remove(sub)
+                for table in sub.watch.tables:
+                    self._watched[table] -= 1
+                    if not self._watched[table]:
+                        del self._watched[table]
 
     def changed(self, tables: frozenset[str] | None) -> None:
         """Tables were written and committed (None: unknown which). Called by committers."""
-        if self._thread is not None:
-            self._queue.put(tables)
+        if self._thread is None:
+            return
+        if tables is not None and not any(t in self._watched for t in tables):
+            return  # nobody reads these tables: not even a wake-up
+        self._queue.put(tables)
 
     def _loop(self) -> None:
         while True:
