@@ -1,25 +1,37 @@
 """Crash test: a process writing and syncing is killed with SIGKILL at random moments.
 
 A forked child opens a MockServer over ``server.db`` and a client store over ``client.db`` (both
-SQLite files, so the server outlives the child) and loops: a random insert, update or delete,
-then now and then ``store.sync()``, sometimes with the server's answer lost. Every write is
-journaled twice: an *intent* line before the write and a *done* line (fsync'd) after it
-committed, so the journal never claims a write that did not commit and tells exactly which one
-write may have committed unjournaled when the kill landed between the two lines.
+SQLite files, so the server outlives the child) and loops through steps: a random insert,
+update or delete, or now and then ``store.sync()`` (half the time with the server's answer
+lost, so mutations are retried and must be recognised as duplicates). Every write is journaled
+twice: an *intent* line before the write and a *done* line (fsync'd) after it committed, so the
+journal never claims a write that did not commit and names the one write that may have
+committed unjournaled when the kill landed between the two lines. Each value is unique
+(``"<iteration>-<n>"``), so which of the two a record holds is plain.
+
+The child announces each step on a pipe; the parent kills it a random number of steps in (plus
+a random few milliseconds: inside a write's transaction, inside a sync, between the two), so
+the kills keep landing in the interesting places however busy the machine is; some kills hit
+the child while it is still opening its stores.
 
 After each kill the parent checks that
 
 1. both stores open (no corruption) and no sync lock is left behind;
 2. every record holds exactly the value of its last journaled write (or of the one write in
    flight at the kill, which the parent then adopts into its model), and no other record exists;
-3. every record is either synced (status synced, the server holds the same value and version)
-   or has pending queue entries, and nothing was dead-lettered;
+3. every record is either synced (status synced, the server holds the same value and version;
+   for a deleted record: the server has none and the state is gone or a synced tombstone) or has
+   pending queue entries, and nothing was dead-lettered;
 4. the server applied no mutation twice: no two change-log entries share a mutation id, every
-   logged mutation is recorded as applied with its own version, and every applied mutation
-   without a change-log entry is a delete of a record the server did not have.
+   logged mutation is recorded as applied at its own sequence number, and every mutation
+   recorded as applied without a change-log entry is a delete of a record the server did not
+   have (the only mutation that is applied without changing anything).
 
 Then the next child runs on the same files: state accumulates across kills. At the end the
 parent drains the queue with a MockServer of its own and checks both sides converged.
+
+The parent holds no store and runs no thread when it forks; it opens the stores only between
+a kill and the next child's go (the next child opens its own stores meanwhile and only reads).
 """
 
 from __future__ import annotations
@@ -78,11 +90,6 @@ def _client_url(work: Path) -> str:
 
 def _server_url(work: Path) -> str:
     return f"sqlite:///{work / 'server.db'}"
-
-
-def _order(text: str) -> tuple[int, int]:
-    iteration, _, n = text.partition("-")
-    return int(iteration), int(n)
 
 
 # -- the child --------------------------------------------------------------------------------
@@ -377,15 +384,23 @@ def _check(model: Model, client: Store, server: Store, where: str, *,
         model.noop_deletes = len(applied) - len(by_mutation)
 
 
-def _wait_for(progress: int, count: int, timeout: float = 30.0) -> None:
-    """Read ``count`` bytes of the child's progress (a step begins with each)."""
+def _wait_for(progress: int, count: int, timeout: float = 30.0) -> str | None:
+    """Read ``count`` bytes of the child's progress (a step begins with each); else why not."""
     deadline = time.monotonic() + timeout
     while count > 0:
         ready, _, _ = select.select([progress], [], [], max(0.0, deadline - time.monotonic()))
-        assert ready, "the child made no progress"
+        if not ready:
+            return f"the child made no progress in {timeout} s"
         data = os.read(progress, count)
-        assert data, "the child died"
+        if not data:
+            return "the child exited"
         count -= len(data)
+    return None
+
+
+def _child_error(work: Path, iteration: int) -> str:
+    err = work / f"child-{iteration}.err"
+    return err.read_text() if err.exists() else "(no traceback)"
 
 
 def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) -> None:
@@ -418,9 +433,12 @@ def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) 
                 if unchecked is not None:
                     check(unchecked)
                     unchecked = None
-                _wait_for(progress, 1)  # the child has opened its stores
+                trouble = _wait_for(progress, 1)  # the child has opened its stores
                 os.write(go, b"g")
-                _wait_for(progress, rng.randint(1, 5))  # the kill's step begins...
+                # The kill's step begins...
+                trouble = trouble or _wait_for(progress, rng.randint(1, 5))
+                assert trouble is None, f"child {iteration}: {trouble}\n" + (
+                    _child_error(work, iteration))
                 # ...and the kill lands in it (a write takes a few milliseconds) or a later one.
                 time.sleep(rng.random() * rng.choice([0.004, 0.03]))
         finally:
@@ -428,8 +446,8 @@ def test_kill_9_loses_no_committed_write_and_applies_none_twice(tmp_path: Path) 
             _, status = os.waitpid(pid, 0)
             os.close(progress)
             os.close(go)
-        err = work / f"child-{iteration}.err"
-        assert not err.exists(), f"child {iteration} failed:\n{err.read_text()}"
+        assert not (work / f"child-{iteration}.err").exists(), (
+            f"child {iteration} failed:\n{_child_error(work, iteration)}")
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
         unchecked = f"after kill {iteration + 1}"
         if iteration + 1 == KILLS or rng.random() < 0.15:
