@@ -1,16 +1,20 @@
-"""Cases 7 and 8: sync throughput through the mock transport, beside the backend's raw write rate.
+"""Cases S1 and S2: sync throughput through the mock transport, beside the raw write rate.
 
-7. Push 10,000 queued creates from a client (SQLite file / ``memory://``) to a ``MockServer`` on
+S1. Push 10,000 queued creates from a client (SQLite file / ``memory://``) to a ``MockServer`` on
    ``memory://``. Setup (not timed): a fresh server and client, 10k ``insert_many`` queued.
    Timed: ``client.sync_engine.push()`` (it loops, ``batch_size`` = 100 mutations per call to
    the transport, until nothing is due).
-8. Pull 100,000 changes into a fresh client (SQLite file / ``memory://``), ``page_size`` 1000
+S2. Pull 100,000 changes into a fresh client (SQLite file / ``memory://``), ``page_size`` 1000
    (the server's maximum), from a ``MockServer`` prefilled once per module with 100k records.
    Timed: ``client.sync_engine.pull()`` (it loops until the server says there is no more).
 
 The pull server keeps its store in a SQLite file: a ``memory://`` server answers every page by
-scanning and sorting the whole change log (0.4 s a page at 100k changes, ~43 s for the 100
-pages), which would swamp the client's work this case is about (see README).
+scanning and sorting the whole change log (0.4-0.9 s a page at 100k changes, ~57 s for the 100
+pages, against ~4 s on SQLite), which would swamp the client's work this case is about (see
+the README's "Sync throughput" section).
+
+The whole file takes 7-9 minutes on the shared 2-core VM, 4-6 of them in the memory push
+(quadratic in the queue length); ``-k "not (push and memory)"`` leaves it out (~3 minutes).
 
 Baseline of every case: the raw write rate of the same client backend: ``upsert_many`` of the
 same entities into ``PlainPost``, a non-syncing twin of ``SyncPost``, on a fresh store of the
@@ -46,12 +50,12 @@ N_PUSH = 10_000
 N_PULL = 100_000
 PAGE_SIZE = 1_000  # SyncServer's max_page
 
-GROUP_PUSH = {"sqlite": "7a sqlite: push 10k queued mutations",
-              "memory": "7b memory: push 10k queued mutations"}
-GROUP_PULL = {"sqlite": "8a sqlite: pull 100k changes",
-              "memory": "8b memory: pull 100k changes"}
+GROUP_PUSH = {"sqlite": "S1a sqlite: push 10k queued mutations",
+              "memory": "S1b memory: push 10k queued mutations"}
+GROUP_PULL = {"sqlite": "S2a sqlite: pull 100k changes",
+              "memory": "S2b memory: pull 100k changes"}
 
-# Rounds: the memory push is quadratic in the queue length (~3 min for 10k) and the SQLite
+# Rounds: the memory push is quadratic in the queue length (4-6 min for 10k) and the SQLite
 # pull takes ~1 min, so each runs once; see the README.
 PUSH_ROUNDS = {"sqlite": 2, "memory": 1}
 PULL_ROUNDS = {"sqlite": 1, "memory": 2}
@@ -208,7 +212,7 @@ def test_prefill_matches_server_write(sync_posts: list[SyncPost]) -> None:
             client.close()
 
 
-# -- 7. push ---------------------------------------------------------------------------------
+# -- S1. push ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -251,7 +255,7 @@ def test_push(benchmark: Any, backend: str, side: str, tmp_path: Path,
     _rate(benchmark, N_PUSH, "mutations")
 
 
-# -- 8. pull ---------------------------------------------------------------------------------
+# -- S2. pull ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def pull_server(tmp_path_factory: pytest.TempPathFactory,

@@ -357,14 +357,21 @@ class SyncEngine:
 
     def _handle(self, planned: list[tuple[Mutation, list[OutboxEntry]]],
                 results: Sequence[MutationResult], report: SyncReport) -> None:
+        # One dequeue and one "still pending?" query for the whole batch, not one per record.
+        done = [(m, g) for (m, g), r in zip(planned, results, strict=True)
+                if r.status in ("applied", "duplicate")]
+        self.outbox.dequeue(e.id for _, g in done for e in g)
+        ids = sorted({m.record_id for m, _ in done if m.record_id is not None})
+        still = {(e.entity, e.record_id) for e in self.outbox.entries.find(
+            F.record_id.in_(ids) & (F.state == EntryState.PENDING))} if ids else set()
         for (mutation, group), result in zip(planned, results, strict=True):
             if result.status in ("applied", "duplicate"):
                 report.pushed += 1
-                self.outbox.dequeue(e.id for e in group)
                 if mutation.action == "command":
                     report.command_results[mutation.id] = result.record
                 else:
-                    self._applied(mutation, result)
+                    self._applied(mutation, result,
+                                  (mutation.entity, mutation.record_id) in still)
             elif result.status == "conflict":
                 local = self._local(mutation.entity, mutation.record_id)
                 server = self._entity(mutation.entity, result.record)
@@ -385,7 +392,8 @@ class SyncEngine:
                 self._retry_later(group, result.reason or "the server asked to retry later",
                                   result.retry_after, report)
 
-    def _applied(self, mutation: Mutation, result: MutationResult) -> None:
+    def _applied(self, mutation: Mutation, result: MutationResult,
+                 pending: bool | None = None) -> None:
         assert mutation.record_id is not None
         record_id = mutation.record_id
         if result.server_id and result.server_id != record_id:
@@ -394,7 +402,8 @@ class SyncEngine:
         state = self.outbox.state(mutation.entity, record_id)
         if state is None:
             return
-        pending = self.outbox.has_pending(mutation.entity, record_id)
+        if pending is None:
+            pending = self.outbox.has_pending(mutation.entity, record_id)
         values: dict[str, Any] = {"server_version": result.version, "error": None}
         if state.status is not SyncStatus.CONFLICT:
             values["status"] = SyncStatus.PENDING if pending else SyncStatus.SYNCED
