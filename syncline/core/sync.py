@@ -588,8 +588,66 @@ class SyncEngine:
                 self.outbox.states.update(state.key, server_version=None)
 
     def _apply_page(self, page: Any, report: SyncReport) -> None:
-        for change in page.changes:
-            self._apply_change(change, report)
+        """Apply a page: plain changes in bulk (one read of their states, one write per
+        table); own writes, records with local changes and repeated records one by one."""
+        changes: list[Change] = list(page.changes)
+        counts: dict[tuple[str, str], int] = {}
+        for c in changes:
+            counts[(c.entity, c.record_id)] = counts.get((c.entity, c.record_id), 0) + 1
+        states = {s.key: s for s in self.outbox.states.get_many(
+            sorted({state_key(c.entity, c.record_id) for c in changes}))}
+        ids = sorted({c.record_id for c in changes})
+        busy = {(e.entity, e.record_id) for e in self.outbox.entries.find(
+            F.record_id.in_(ids) & (F.state == EntryState.PENDING))} if ids else set()
+        mids = sorted({c.mutation_id for c in changes if c.mutation_id})
+        own = {e.group_id for e in self.outbox.entries.find(F.group_id.in_(mids))} if mids \
+            else set()
+        batch: dict[type, tuple[list[Any], list[str]]] = {}
+        new_states: list[RecordState] = []
+
+        def flush() -> None:
+            for cls, (puts, deletes) in batch.items():
+                table = spec_of(cls).table
+                if puts:
+                    codec = self.store.codec(cls)
+                    self.store.backend.upsert_values(table, [codec.to_tuple(o) for o in puts])
+                if deletes:
+                    self.store.backend.delete_many(table, deletes)
+                self.store.touched(table.name)
+            if new_states:
+                self.outbox.states.upsert_many(new_states)
+            batch.clear()
+            new_states.clear()
+
+        for change in changes:
+            key = (change.entity, change.record_id)
+            state = states.get(state_key(*key))
+            try:
+                cls = self.store.entity_for_table(change.entity)
+            except SynclineError:
+                continue  # an entity this client does not keep
+            if (counts[key] > 1 or key in busy or change.mutation_id in own
+                    or (state is not None and state.status is SyncStatus.CONFLICT)):
+                flush()
+                self._apply_change(change, report)
+                continue
+            if (state is not None and state.server_version is not None
+                    and change.version <= state.server_version):
+                continue  # already have it
+            server = (self._entity(change.entity, change.payload) if change.op == "upsert"
+                      else None)
+            report.pulled += 1
+            puts, deletes = batch.setdefault(cls, ([], []))
+            if server is None:
+                deletes.append(change.record_id)
+            else:
+                puts.append(server)
+            base = state or RecordState(state_key(*key), change.entity, change.record_id)
+            new_states.append(attrs.evolve(
+                base, status=SyncStatus.SYNCED, error=None, retry_count=0,
+                conflict_record=None, conflict_version=None, deleted=server is None,
+                server_version=change.version))
+        flush()
         self.outbox.set_meta("cursor", page.cursor)
         self.outbox.set_meta("epoch", page.epoch)
 

@@ -310,21 +310,21 @@ class SyncSuite:
         other.repository(Note).upsert_many([Note(f"k{i}", "me", "x") for i in range(4)])
         other.sync()
         engine = client.sync_engine
-        original = engine._apply_change
+        original = engine._entity  # every pulled record goes through it
         seen = []
 
-        def failing(change: Any, report: Any) -> None:
-            seen.append(change)
+        def failing(entity: str, payload: Any) -> Any:
+            seen.append(payload)
             if len(seen) == 3:
                 raise RuntimeError("crash while applying")
-            original(change, report)
+            return original(entity, payload)
 
-        monkeypatch.setattr(engine, "_apply_change", failing)
+        monkeypatch.setattr(engine, "_entity", failing)
         with pytest.raises(RuntimeError):
             client.sync()
         assert client.outbox.get_meta("cursor") is None
         assert client.repository(Note).count() == 0
-        monkeypatch.setattr(engine, "_apply_change", original)
+        monkeypatch.setattr(engine, "_entity", original)
         client.sync()
         assert client.repository(Note).count() == 4
 
