@@ -27,9 +27,9 @@ H2. Pull throughput: a server prefilled (untimed) with ``N_PULL`` changes, pulle
     SQLite client file by ``store.sync_engine.pull()`` (``page_size`` 1000). Beside it: ``ref-http``
     (a) the bare app answering the same pages' JSON (captured from the server beforehand);
     ``ref-storage`` (b) plain ``sqlite3`` reading the same pages from the server's file and
-    applying them to a fresh client file (entity upsert + record-state upsert per change, cursor
-    and epoch per page, one transaction per page); ``ref-storage-same-sql`` the statements
-    syncline's client runs per change, by hand; ``baseline`` the bare app reading pages with
+    applying them to a fresh client file (``executemany`` of the entity rows and of the record
+    states, cursor and epoch, one transaction per page); ``ref-storage-same-sql`` the statements
+    syncline's client runs per page, by hand; ``baseline`` the bare app reading pages with
     plain SQL and the client applying them with plain SQL.
 
 H3. 20 concurrent clients (4 processes x 5 threads of ``http_load.py load``, each client its own
@@ -151,9 +151,6 @@ UPSERT_META = ('INSERT INTO _syncline_sync_meta ("key", value) VALUES (?, ?) '
 GET_STATE = ('SELECT "key", entity, record_id, status, error, retry_count, local_id, '
              "server_version, local_modified_at, deleted, conflict_record, conflict_version "
              'FROM _syncline_records WHERE "key" = ?')
-GET_OUTBOX_GROUP = "SELECT * FROM _syncline_outbox WHERE group_id = ? ORDER BY id"
-GET_OUTBOX_PENDING = ("SELECT * FROM _syncline_outbox WHERE entity = ? AND record_id = ? "
-                      "AND state = 'pending' ORDER BY id LIMIT 1")
 
 
 def _json(value: Any) -> str:
@@ -351,22 +348,30 @@ def apply_page(conn: sqlite3.Connection, page: dict[str, Any]) -> None:
 
 
 def apply_page_same_sql(conn: sqlite3.Connection, page: dict[str, Any]) -> None:
-    """``apply_page`` with the statements syncline's client runs per change."""
+    """``apply_page`` with the statements syncline's client runs per page (as of ``2787b8a``:
+    the page's record states, queued entries and own mutations read with ``IN`` lists, the
+    entity rows in one ``executemany``, the states and the cursor each in a savepoint)."""
+    changes = page["changes"]
+    rids = [c["record_id"] for c in changes]
+    keys = [f"{ENTITY}/{r}" for r in rids]
+    mids = [c["mutation_id"] for c in changes if c["mutation_id"]]
+
+    def marks(values: list[Any]) -> str:
+        return ", ".join("?" * len(values))
+
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for change in page["changes"]:
-            rid = change["record_id"]
-            key = f"{ENTITY}/{rid}"
-            conn.execute(GET_STATE, (key,)).fetchone()
-            conn.execute(GET_OUTBOX_GROUP, (change["mutation_id"],)).fetchall()
-            conn.execute("SAVEPOINT sp1")
-            conn.execute(UPSERT_POST, _post_row(change["payload"]))
-            conn.execute(GET_STATE, (key,)).fetchone()
-            conn.execute(GET_OUTBOX_PENDING, (ENTITY, rid)).fetchone()
-            conn.execute("SAVEPOINT sp2")
-            conn.execute(UPSERT_STATE, (key, ENTITY, rid, change["version"]))
-            conn.execute("RELEASE sp2")
-            conn.execute("RELEASE sp1")
+        conn.execute(f'{GET_STATE.split(" WHERE ")[0]} WHERE "key" IN ({marks(keys)})',
+                     keys).fetchall()
+        conn.execute(f"SELECT * FROM _syncline_outbox WHERE record_id IN ({marks(rids)}) "
+                     "AND state = 'pending' ORDER BY id", rids).fetchall()
+        conn.execute(f"SELECT * FROM _syncline_outbox WHERE group_id IN ({marks(mids)}) "
+                     "ORDER BY id", mids).fetchall()
+        conn.executemany(UPSERT_POST, [_post_row(c["payload"]) for c in changes])
+        conn.execute("SAVEPOINT sp1")
+        conn.executemany(UPSERT_STATE, [(f"{ENTITY}/{c['record_id']}", ENTITY, c["record_id"],
+                                         c["version"]) for c in changes])
+        conn.execute("RELEASE sp1")
         for item in (("cursor", page["cursor"]), ("epoch", page["epoch"])):
             conn.execute("SAVEPOINT sp1")
             conn.execute(UPSERT_META, item)
@@ -780,6 +785,40 @@ def test_prefill_matches_push(tmp_path: Path) -> None:
         conn.close()
 
 
+def test_plain_pull_writes_what_syncline_writes(tmp_path: Path) -> None:
+    """(b) and the same-SQL variant leave the client rows syncline's pull leaves."""
+    server_file = tmp_path / "server.db"
+    config = ServerConfig(store=f"sqlite:///{server_file}", tokens={TOKEN: PRINCIPAL})
+    with LiveServer(config, [HttpPost]) as live:
+        prefill(live.sync.store, live.sync.server, make_http_posts(30, "v"), PRINCIPAL)
+        store = syncline.open(f"sqlite:///{tmp_path / 'syncline.db'}", entities=[HttpPost],
+                              transport=live.url, transport_options={"token": TOKEN},
+                              sync_options={"page_size": 7})
+        try:
+            assert store.sync_engine.pull().pulled == 30
+        finally:
+            store.close()
+    template = tmp_path / "template.db"
+    _client_file(template)
+    for name, apply in (("plain", apply_page), ("same", apply_page_same_sql)):
+        shutil.copyfile(template, tmp_path / f"{name}.db")
+        conn, server = plain_connect(tmp_path / f"{name}.db"), plain_connect(server_file)
+        after, more = 0, True
+        while more:
+            changes, after, more = read_page(server, PRINCIPAL, after, 7)
+            apply(conn, {"changes": changes, "cursor": str(after), "epoch": "e"})
+        conn.close()
+        server.close()
+        a, b = sqlite3.connect(tmp_path / "syncline.db"), sqlite3.connect(tmp_path / f"{name}.db")
+        try:
+            for sql in ("SELECT * FROM http_posts ORDER BY id",
+                        "SELECT * FROM _syncline_records ORDER BY 1"):
+                assert _rows(a, sql) == _rows(b, sql), sql
+        finally:
+            a.close()
+            b.close()
+
+
 def test_bare_answers_are_the_same_size(push_env: PushEnv) -> None:
     """(a)'s answer has syncline's shape and size (versions aside)."""
     env = push_env
@@ -882,6 +921,7 @@ def test_pull(benchmark: Any, pull_env: PullEnv, side: str) -> None:
             store = syncline.open(f"sqlite:///{path}", entities=[HttpPost],
                                   transport=env.live.url, transport_options={"token": TOKEN},
                                   sync_options={"page_size": PAGE_SIZE})
+            assert store.sync_engine is not None  # the transport's httpx.Client: untimed
             return (store, path), {}
         if side == "ref-http":
             return (None, None), {}
