@@ -309,24 +309,19 @@ class RowCodec:
 
     def to_row(self, obj: Any) -> Row:
         """The row for ``obj``; a wrong value raises :class:`SerializationError` naming it."""
-        if not isinstance(obj, self.spec.cls):
-            raise SerializationError(
-                f"expected a {self.owner}, got {obj!r} ({_type_name(obj)})"
-            )
-        try:
-            return self._to_row(obj)
-        except Exception as exc:
-            self._explain(obj, exc)
-            raise
+        return self._encode_with(self._to_row, obj)  # type: ignore[no-any-return]
 
     def to_tuple(self, obj: Any) -> tuple[Any, ...]:
         """The stored values of ``obj`` in column order (the hot path of batch writes)."""
+        return self._encode_with(self._to_tuple, obj)  # type: ignore[no-any-return]
+
+    def _encode_with(self, compiled: Callable[[Any], Any], obj: Any) -> Any:
         if not isinstance(obj, self.spec.cls):
             raise SerializationError(
                 f"expected a {self.owner}, got {obj!r} ({_type_name(obj)})"
             )
         try:
-            return self._to_tuple(obj)
+            return compiled(obj)
         except Exception as exc:
             self._explain(obj, exc)
             raise
