@@ -27,8 +27,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
-from syncline.backends.sql import SQLBuilder
-from syncline.core.backend import Backend, Row
+from syncline.backends.sql import SQLBuilder, TupleRowsMixin
+from syncline.core.backend import Backend
 from syncline.core.convert import json_is_native, structure_hook, utc_datetime
 from syncline.core.errors import (
     BackendError,
@@ -102,7 +102,7 @@ class _Local(threading.local):
         self.depth = 0
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(TupleRowsMixin, Backend):
     """PostgreSQL through SQLAlchemy-compiled SQL on pooled psycopg 3 connections."""
 
     capabilities = frozenset({"persistent", "multi_process", "sql", "savepoints",
@@ -448,10 +448,6 @@ class PostgresBackend(Backend):
             row: tuple[Any, ...] | None = conn.execute(sql, (key,), prepare=True).fetchone()
         return row
 
-    def get(self, table: TableSpec, key: Any) -> Row | None:
-        row = self.get_values(table, key)
-        return None if row is None else dict(zip(table.column_names, row, strict=False))
-
     def get_many_values(self, table: TableSpec, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
         if not keys:
             return []
@@ -464,18 +460,10 @@ class PostgresBackend(Backend):
         found = {r[pk_index]: r for r in rows}
         return [found[k] for k in keys if k in found]
 
-    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
-        names = table.column_names
-        return [dict(zip(names, r, strict=False)) for r in self.get_many_values(table, keys)]
-
     def query_values(self, table: TableSpec, query: Query) -> list[tuple[Any, ...]]:
         sql, params = self.sql.select(table, query)
         with self._connection() as conn:
             return conn.execute(sql, params).fetchall()
-
-    def query(self, table: TableSpec, query: Query) -> list[Row]:
-        names = table.column_names
-        return [dict(zip(names, r, strict=False)) for r in self.query_values(table, query)]
 
     def count(self, table: TableSpec, where: Condition | None = None) -> int:
         sql, params = self.sql.count(table, where)
@@ -520,20 +508,6 @@ class PostgresBackend(Backend):
         with conn.cursor() as cur, cur.copy(f'COPY "{stage}" ({cols}) FROM STDIN') as copy:
             for row in params:
                 copy.write_row(row)
-
-    def insert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
-        self._write_values(table, "insert", rows)
-
-    def upsert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
-        self._write_values(table, "upsert", rows)
-
-    def insert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
-        names = table.column_names
-        self._write_values(table, "insert", [[r[n] for n in names] for r in rows])
-
-    def upsert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
-        names = table.column_names
-        self._write_values(table, "upsert", [[r[n] for n in names] for r in rows])
 
     def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
         return self.update_where(table, Compare(table.primary_key, "eq", key), values) > 0

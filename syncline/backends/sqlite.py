@@ -24,8 +24,8 @@ import cattrs
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from syncline.backends.sql import SQLBuilder
-from syncline.core.backend import Backend, Row
+from syncline.backends.sql import SQLBuilder, TupleRowsMixin
+from syncline.core.backend import Backend
 from syncline.core.convert import dumps_json, json_is_native, structure_hook, utc_datetime
 from syncline.core.errors import (
     BackendError,
@@ -86,7 +86,7 @@ def _translate(exc: sqlite3.Error, what: str) -> BackendError:
     return BackendError(f"{what}: {msg}")
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(TupleRowsMixin, Backend):
     """SQLite through SQLAlchemy-compiled SQL on ``sqlite3``."""
 
     capabilities: frozenset[str] = frozenset(
@@ -393,10 +393,6 @@ class SQLiteBackend(Backend):
         rows = self._run(f"reading {table.name}", self._stmt(table, "get"), (key,))
         return rows[0] if rows else None
 
-    def get(self, table: TableSpec, key: Any) -> Row | None:
-        row = self.get_values(table, key)
-        return None if row is None else dict(zip(table.column_names, row, strict=False))
-
     def get_many_values(self, table: TableSpec, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
         found: dict[Any, tuple[Any, ...]] = {}
         pk_index = table.column_names.index(table.primary_key)
@@ -408,17 +404,9 @@ class SQLiteBackend(Backend):
                 found[row[pk_index]] = row
         return [found[k] for k in keys if k in found]
 
-    def get_many(self, table: TableSpec, keys: Sequence[Any]) -> list[Row]:
-        names = table.column_names
-        return [dict(zip(names, r, strict=False)) for r in self.get_many_values(table, keys)]
-
     def query_values(self, table: TableSpec, query: Query) -> list[tuple[Any, ...]]:
         sql, params = self.sql.select(table, query)
         return self._run(f"querying {table.name}", sql, params)
-
-    def query(self, table: TableSpec, query: Query) -> list[Row]:
-        names = table.column_names
-        return [dict(zip(names, r, strict=False)) for r in self.query_values(table, query)]
 
     def count(self, table: TableSpec, where: Condition | None = None) -> int:
         sql, params = self.sql.count(table, where)
@@ -436,20 +424,6 @@ class SQLiteBackend(Backend):
                 conn.execute(sql, rows[0])
             else:
                 conn.executemany(sql, rows)
-
-    def insert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
-        self._write_values(table, "insert", rows)
-
-    def upsert_values(self, table: TableSpec, rows: Sequence[Sequence[Any]]) -> None:
-        self._write_values(table, "upsert", rows)
-
-    def insert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
-        names = table.column_names
-        self._write_values(table, "insert", [[r[n] for n in names] for r in rows])
-
-    def upsert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
-        names = table.column_names
-        self._write_values(table, "upsert", [[r[n] for n in names] for r in rows])
 
     def increment(self, table: TableSpec, key: Any, column: str) -> int:
         sql = (f'INSERT INTO "{table.name}" ("{table.primary_key}", "{column}") VALUES (?, 1) '
