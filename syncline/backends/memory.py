@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cattrs
 
@@ -24,6 +24,9 @@ from syncline.core.hookspecs import hookimpl
 from syncline.core.plugins import BackendRegistry
 from syncline.core.query import Condition, Query
 from syncline.core.schema import IndexSpec, TableSpec, _is_json
+
+if TYPE_CHECKING:
+    from syncline.backends.memory_migration import MemoryMigrationOps
 
 Key = Any
 Undo = list[tuple[str, str, Any, Any]]
@@ -233,6 +236,11 @@ class MemoryBackend(Backend):
 
     def get_schema_version(self) -> int | None:
         return self.db.version
+
+    def migration_ops(self) -> MemoryMigrationOps:
+        from syncline.backends.memory_migration import MemoryMigrationOps
+
+        return MemoryMigrationOps(self)
 
     def set_schema_version(self, version: int) -> None:
         with self.transaction():

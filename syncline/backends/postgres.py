@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,8 @@ from syncline.core.schema import IndexSpec, TableSpec, _is_json
 
 if TYPE_CHECKING:
     import psycopg
+
+    from syncline.backends.sql_migration import PostgresMigrationOps
 
 log = logging.getLogger("syncline.postgres")
 _COPY_THRESHOLD = 64  # below this many rows, executemany beats COPY's fixed cost
@@ -105,7 +108,7 @@ class _Local(threading.local):
 class PostgresBackend(TupleRowsMixin, Backend):
     """PostgreSQL through SQLAlchemy-compiled SQL on pooled psycopg 3 connections."""
 
-    capabilities = frozenset({"persistent", "multi_process", "sql", "savepoints",
+    capabilities = frozenset({"persistent", "multi_process", "sql", "savepoints", "foreign_keys",
                               "concurrent_writers", "exact_decimals", "external_changes"})
     passthrough_types = frozenset({str, int, float, bool, bytes, dt.date, uuid.UUID,
                                    decimal.Decimal})
@@ -240,7 +243,9 @@ class PostgresBackend(TupleRowsMixin, Backend):
     # -- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, isolation: str | None = None) -> Iterator[None]:
+        """A transaction (a savepoint inside one); ``isolation`` overrides the store's level
+        for an outermost one."""
         local = self._local
         depth = local.depth
         if depth == 0:
@@ -248,7 +253,8 @@ class PostgresBackend(TupleRowsMixin, Backend):
             local.conn = proxy
             try:
                 with self._errors("beginning a transaction", proxy):
-                    proxy.driver_connection.execute(f"BEGIN ISOLATION LEVEL {self.isolation}")
+                    proxy.driver_connection.execute(
+                        f"BEGIN ISOLATION LEVEL {isolation or self.isolation}")
             except BaseException:
                 local.conn = None
                 proxy.close()
@@ -396,6 +402,11 @@ class PostgresBackend(TupleRowsMixin, Backend):
             row = conn.execute(f'SELECT value FROM "{_META}" WHERE key = %s',
                                ("schema_version",)).fetchone()
         return None if row is None else int(row[0])
+
+    def migration_ops(self) -> PostgresMigrationOps:
+        from syncline.backends.sql_migration import PostgresMigrationOps
+
+        return PostgresMigrationOps(self)
 
     def set_schema_version(self, version: int) -> None:
         with self._connection() as conn:
@@ -547,7 +558,9 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
 
 def _stage_name(table: TableSpec) -> str:
-    return f"_syncline_stage_{table.name}"[:63]
+    # The shape is in the name: after a migration a connection's old stage is not reused.
+    shape = zlib.crc32(repr(table.columns).encode())
+    return f"_syncline_stage_{table.name}"[:54] + f"_{shape:08x}"
 
 
 @hookimpl

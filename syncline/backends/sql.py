@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 
 from syncline.core.errors import QueryError
 from syncline.core.query import And, Compare, Condition, Not, Order, Query, tie_broken
-from syncline.core.schema import Kind, TableSpec
+from syncline.core.schema import ColumnSpec, Kind, TableSpec
 
 Compiled = tuple[str, tuple[str, ...]]
 Row = dict[str, Any]
@@ -66,6 +66,17 @@ class TupleRowsMixin:
         self._write_values(table, "upsert", [[r[n] for n in names] for r in rows])
 
 
+def server_default(value: Any) -> Any:
+    """The DDL default for a column default from :class:`ColumnSpec` (None: no default)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return sa.true() if value else sa.false()
+    if isinstance(value, str):
+        return value
+    return sa.text(repr(value))
+
+
 class SQLBuilder:
     """Builds and caches SQL for one dialect. Subclasses set column types per kind."""
 
@@ -85,6 +96,10 @@ class SQLBuilder:
     def column_type(self, kind: Kind) -> Any:
         return self.types[kind]
 
+    def column(self, col: ColumnSpec) -> sa.Column[Any]:
+        return sa.Column(col.name, self.column_type(col.kind), primary_key=col.primary_key,
+                         nullable=col.nullable, server_default=server_default(col.default))
+
     def table(self, spec: TableSpec) -> sa.Table:
         """The SQLAlchemy table for ``spec`` (rebuilt if the spec changed)."""
         cached = self._tables.get(spec.name)
@@ -93,11 +108,16 @@ class SQLBuilder:
         with self._lock:
             if spec.name in self.metadata.tables:
                 self.metadata.remove(self.metadata.tables[spec.name])
-            columns = [
-                sa.Column(c.name, self.column_type(c.kind), primary_key=c.primary_key,
-                          nullable=c.nullable)
-                for c in spec.columns
+            columns: list[Any] = [self.column(c) for c in spec.columns]
+            columns += [
+                sa.ForeignKeyConstraint([fk.column], [f"{fk.ref_table}.{fk.ref_column}"],
+                                        ondelete=fk.on_delete.upper() if fk.on_delete else None,
+                                        use_alter=False)
+                for fk in spec.foreign_keys
             ]
+            for fk in spec.foreign_keys:  # a stand-in until the referenced table is built
+                if fk.ref_table != spec.name and fk.ref_table not in self.metadata.tables:
+                    sa.Table(fk.ref_table, self.metadata, sa.Column(fk.ref_column, sa.Integer()))
             table = sa.Table(spec.name, self.metadata, *columns)
             for index in spec.indexes:
                 names = list(index.columns)

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cattrs
 import sqlalchemy as sa
@@ -38,6 +38,9 @@ from syncline.core.hookspecs import hookimpl
 from syncline.core.plugins import BackendRegistry
 from syncline.core.query import Compare, Condition, Query
 from syncline.core.schema import IndexSpec, Kind, TableSpec, _is_json
+
+if TYPE_CHECKING:
+    from syncline.backends.sql_migration import SQLiteMigrationOps
 
 log = logging.getLogger("syncline.sqlite")
 _CHUNK = 500  # keys per IN (...) list, well under SQLite's variable limit
@@ -91,7 +94,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
 
     capabilities: frozenset[str] = frozenset(
         {"persistent", "multi_process", "sql", "savepoints", "concurrent_writers",
-         "external_changes"}
+         "external_changes", "foreign_keys"}
     )
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
 
@@ -346,6 +349,11 @@ class SQLiteBackend(TupleRowsMixin, Backend):
                 "SELECT count(*) FROM sqlite_master WHERE type='table'"
             ).fetchone()[0]
         return 0 if tables else None
+
+    def migration_ops(self) -> SQLiteMigrationOps:
+        from syncline.backends.sql_migration import SQLiteMigrationOps
+
+        return SQLiteMigrationOps(self)
 
     def set_schema_version(self, version: int) -> None:
         with self._use() as conn, self._errors("writing the schema version"):

@@ -23,12 +23,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cattrs
 
+from syncline.core.errors import MigrationError
 from syncline.core.query import Condition, Query
 from syncline.core.schema import IndexSpec, TableSpec
+
+if TYPE_CHECKING:
+    from syncline.core.migration import MigrationOps
 
 Row = dict[str, Any]
 
@@ -41,6 +45,7 @@ CAPABILITIES = {
     "concurrent_writers": "several threads can write at once without corrupting data",
     "exact_decimals": "Decimal comparisons and ordering are exact beyond float precision",
     "external_changes": "watchers see commits made by other connections or processes",
+    "foreign_keys": "foreign keys declared on entities are enforced",
 }
 
 
@@ -127,6 +132,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def set_schema_version(self, version: int) -> None:
         """Store the schema version (inside the caller's transaction if one is open)."""
+
+    def migration_ops(self) -> MigrationOps:
+        """The schema operations migrations run on this backend (see syncline.core.migration)."""
+        raise MigrationError(
+            f"the {type(self).__name__} backend does not support migrations; its plugin must "
+            f"implement Backend.migration_ops()")
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import sys
 import types
 import typing
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
@@ -52,6 +52,18 @@ class ColumnSpec:
     kind: Kind
     nullable: bool = False
     primary_key: bool = False
+    #: the database default: a str, int, float or bool taken from the field's plain default
+    default: Any = None
+
+
+@attrs.frozen(cache_hash=True)
+class ForeignKeySpec:
+    """``column`` references ``ref_table.ref_column``; ``on_delete`` is an SQL action."""
+
+    column: str
+    ref_table: str
+    ref_column: str
+    on_delete: str | None = None
 
 
 @attrs.frozen(cache_hash=True)
@@ -69,6 +81,7 @@ class TableSpec:
     columns: tuple[ColumnSpec, ...]
     primary_key: str
     indexes: tuple[IndexSpec, ...] = ()
+    foreign_keys: tuple[ForeignKeySpec, ...] = ()
     column_names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
@@ -240,19 +253,23 @@ def entity(
     indexes: Iterable[IndexArg] = (),
     unique: Iterable[IndexArg] = (),
     syncs: bool = False,
+    foreign_keys: Mapping[str, str | ForeignKey] | None = None,
     registry: EntityRegistry | None = None,
 ) -> Callable[[type[T]], type[T]]:
     """Mark an attrs class as a syncline entity stored in ``table``.
 
     ``indexes`` and ``unique`` take field names or tuples of names (composite). ``syncs`` marks an
     entity whose changes go through the sync queue. The table name defaults to the class name in
-    lower case.
+    lower case. ``foreign_keys`` maps a field to the column it references, ``"posts.id"`` or
+    ``ForeignKey("posts.id", on_delete="cascade")``; backends with the ``foreign_keys``
+    capability enforce them.
     """
 
     def decorate(cls: type[T]) -> type[T]:
         # Names local to the function declaring the class resolve too (string annotations).
         localns = dict(sys._getframe(1).f_locals)
-        spec = build_spec(cls, table, primary_key, indexes, unique, syncs, localns)
+        spec = build_spec(cls, table, primary_key, indexes, unique, syncs, localns,
+                          foreign_keys or {})
         (registry if registry is not None else globals()["registry"]).claim(spec.table.name, cls)
         cls.__syncline_entity__ = spec  # type: ignore[attr-defined]
         return cls
@@ -268,6 +285,7 @@ def build_spec(
     unique: Iterable[IndexArg],
     syncs: bool,
     localns: dict[str, Any] | None = None,
+    foreign_keys: Mapping[str, str | ForeignKey] | None = None,
 ) -> EntitySpec:
     owner = cls.__name__ if isinstance(cls, type) else repr(cls)
     if not attrs.has(cls):
@@ -312,11 +330,55 @@ def build_spec(
         )
     index_specs = [_index(owner, name, names, cols, False) for cols in indexes]
     index_specs += [_index(owner, name, names, cols, True) for cols in unique]
+    defaults = {a.name: a.default for a in attrs.fields(cls)}
     columns = tuple(
-        ColumnSpec(f.name, f.kind, f.nullable, f.name == primary_key) for f in fields
+        ColumnSpec(f.name, f.kind, f.nullable, f.name == primary_key,
+                   _plain_default(defaults[f.name], f.kind))
+        for f in fields
     )
-    spec = TableSpec(name, columns, primary_key, tuple(index_specs))
+    fks = tuple(_foreign_key(owner, names, col, target)
+                for col, target in (foreign_keys or {}).items())
+    spec = TableSpec(name, columns, primary_key, tuple(index_specs), fks)
     return EntitySpec(cls, spec, tuple(fields), primary_key, syncs)
+
+
+@attrs.frozen
+class ForeignKey:
+    """A reference to another table's column: ``ForeignKey("posts.id", on_delete="cascade")``."""
+
+    target: str
+    on_delete: str | None = None
+
+
+_ON_DELETE = ("cascade", "set null", "set default", "restrict", "no action")
+
+
+def _foreign_key(owner: str, names: list[str], column: str,
+                 target: str | ForeignKey) -> ForeignKeySpec:
+    ref = target if isinstance(target, ForeignKey) else ForeignKey(target)
+    table, dot, ref_column = ref.target.partition(".")
+    if column not in names:
+        raise EntityDefinitionError(
+            f"{owner}: foreign key field {column!r} does not exist; fields: {', '.join(names)}")
+    if not dot or not table or not ref_column:
+        raise EntityDefinitionError(
+            f"{owner}.{column}: foreign key target {ref.target!r} must look like 'table.column'")
+    on_delete = ref.on_delete.lower() if ref.on_delete else None
+    if on_delete is not None and on_delete not in _ON_DELETE:
+        raise EntityDefinitionError(
+            f"{owner}.{column}: on_delete={ref.on_delete!r}; use one of {', '.join(_ON_DELETE)}")
+    return ForeignKeySpec(column, table, ref_column, on_delete)
+
+
+_LITERAL_KINDS: dict[str, tuple[type, ...]] = {
+    "text": (str,), "integer": (int,), "float": (int, float), "boolean": (bool,)}
+
+
+def _plain_default(value: Any, kind: str) -> Any:
+    """A field default the database can hold as a literal of the column's kind, or None."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    return value if type(value) in _LITERAL_KINDS.get(kind, ()) else None
 
 
 def _index(owner: str, table: str, names: list[str], cols: IndexArg, unique: bool) -> IndexSpec:
@@ -342,3 +404,90 @@ def spec_of(cls: type) -> EntitySpec:
             f"above @attrs.define"
         )
     return spec
+
+
+SQLText: TypeAlias = str | Mapping[str, str]
+
+
+def _for_dialect(owner: str, sql: SQLText, dialect: str) -> str:
+    if isinstance(sql, str):
+        return sql
+    text = sql.get(dialect)
+    if text is None:
+        raise EntityDefinitionError(
+            f"{owner} has no SQL for {dialect}; give it one under the key {dialect!r} "
+            f"(it has: {', '.join(sql)})")
+    return text
+
+
+def _sql_text(value: SQLText) -> SQLText:
+    return value if isinstance(value, str) else dict(value)
+
+
+def _statements(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    return dict(value) if isinstance(value, Mapping) else tuple(value)
+
+
+@attrs.frozen
+class View:
+    """A view declared beside the entities: ``View("open_posts", "SELECT ... FROM posts")``.
+
+    ``sql`` is the SELECT (without ``CREATE VIEW``), or a mapping from dialect name
+    (``"sqlite"``, ``"postgresql"``) to one.
+    """
+
+    name: str
+    sql: SQLText = attrs.field(converter=_sql_text)
+
+    def select(self, dialect: str) -> str:
+        return _for_dialect(f"view {self.name!r}", self.sql, dialect)
+
+
+@attrs.frozen
+class Trigger:
+    """A trigger on ``table``: ``sql`` holds the full ``CREATE TRIGGER`` statement(s) (on
+    PostgreSQL, the function's ``CREATE FUNCTION`` too), or a mapping from dialect to them."""
+
+    name: str
+    table: str
+    sql: str | Mapping[str, str | Sequence[str]] | Sequence[str] = attrs.field(
+        converter=_statements)
+
+    def statements(self, dialect: str) -> list[str]:
+        sql: Any = self.sql
+        if isinstance(sql, Mapping):
+            if dialect not in sql:
+                raise EntityDefinitionError(
+                    f"trigger {self.name!r} has no SQL for {dialect}; give it one under the key "
+                    f"{dialect!r} (it has: {', '.join(sql)})")
+            sql = sql[dialect]
+        return [sql] if isinstance(sql, str) else list(sql)
+
+
+_KIND_TYPES: dict[str, Any] = {
+    "text": str, "integer": int, "float": float, "boolean": bool, "bytes": bytes,
+    "datetime": dt.datetime, "date": dt.date, "uuid": uuid.UUID, "decimal": decimal.Decimal,
+    "json": dict[str, Any],
+}
+
+
+def entity_for_table(table: TableSpec, syncs: bool = False, name: str | None = None) -> type:
+    """An attrs entity class storing exactly ``table`` (used to open stores at old versions).
+
+    JSON columns become ``dict[str, Any]`` fields; enum columns plain ``str``/``int`` ones.
+    """
+    fields: dict[str, Any] = {}
+    specs = []
+    for col in table.columns:
+        tp = _KIND_TYPES[col.kind]
+        annotation = tp | None if col.nullable else tp
+        default = col.default if col.default is not None else (
+            None if col.nullable else attrs.NOTHING)
+        fields[col.name] = attrs.field(type=annotation, default=default, kw_only=True)
+        specs.append(FieldSpec(col.name, col.name, tp, col.kind, col.nullable))
+    cls = attrs.make_class(name or f"{table.name}_table", fields)
+    cls.__syncline_entity__ = EntitySpec(  # type: ignore[attr-defined]
+        cls, table, tuple(specs), table.primary_key, syncs)
+    return cls

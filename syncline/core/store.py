@@ -18,15 +18,15 @@ from syncline.core.convert import RowCodec, make_converter, make_wire_converter
 from syncline.core.errors import (
     ConfigurationError,
     EntityDefinitionError,
-    MigrationError,
     NotFoundError,
     TransactionConflictError,
     TransactionError,
 )
+from syncline.core.migration import MigrationStrategy, OpeningDetails, Progress, Schema, open_schema
 from syncline.core.outbox import INTERNAL_ENTITIES, Outbox
 from syncline.core.plugins import PluginManager, plugin_manager
 from syncline.core.repository import Repository
-from syncline.core.schema import EntitySpec, TableSpec, spec_of
+from syncline.core.schema import EntitySpec, TableSpec, Trigger, View, spec_of
 from syncline.core.sync import SyncEngine, SyncReport
 from syncline.core.watch import WatchHub
 from syncline.core.worker import SyncWorker
@@ -61,8 +61,16 @@ class Store:
 
     def __init__(self, backend: Backend, entities: Iterable[type] = (), *,
                  plugins: PluginManager | None = None, schema_version: int = 1,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, views: Iterable[View] = (),
+                 triggers: Iterable[Trigger] = (),
+                 migration: MigrationStrategy | None = None) -> None:
         self.backend = backend
+        #: views and triggers declared beside the entities (created and migrated with them)
+        self.views: list[View] = list(views)
+        self.triggers: list[Trigger] = list(triggers)
+        self.migration = migration
+        #: what happened when the store opened (created, upgraded from which version)
+        self.opening: OpeningDetails | None = None
         self.plugins = plugins or plugin_manager()
         self.schema_version = schema_version
         self.clock: Clock = clock or SystemClock()
@@ -107,20 +115,10 @@ class Store:
 
     _opened = False
 
-    def _open(self) -> None:
+    def _open(self, progress: Progress | None = None) -> None:
         self.backend.open()
         try:
-            stored = self.backend.get_schema_version()
-            if stored is not None and stored > self.schema_version:
-                raise MigrationError(
-                    f"the store at {self.backend.url} has schema version {stored}, newer than "
-                    f"this code's version {self.schema_version}; upgrade the application"
-                )
-            with self.transaction():
-                for table in self.tables():
-                    self.backend.create_table(table)
-                if stored is None:
-                    self.backend.set_schema_version(self.schema_version)
+            self.opening = open_schema(self, self.migration, progress)
         except BaseException:
             self.backend.close()
             raise
@@ -344,13 +342,29 @@ def open_store(
     transport: str | None = None,
     transport_options: Mapping[str, Any] | None = None,
     sync_options: Mapping[str, Any] | None = None,
+    schema: Schema | None = None,
+    views: Iterable[View] = (),
+    triggers: Iterable[Trigger] = (),
+    migration: MigrationStrategy | None = None,
+    migration_progress: Progress | None = None,
 ) -> Store:
     """Open a store: ``syncline.open("sqlite:///app.db", entities=[Post])``.
 
     Arguments win over ``SYNCLINE_STORE_*`` environment variables, which win over
     ``syncline.toml`` / ``[tool.syncline]``. With nothing configured the store is a SQLite file
     in the platform's user-data folder for ``app_name``.
+
+    ``schema`` (a :class:`syncline.Schema`) gives the entities, views, triggers, version and
+    migration strategy at once; ``migration_progress(done, total, message)`` hears how an
+    upgrade goes.
     """
+    if schema is not None:
+        entities = [*schema.entities, *entities]
+        views = [*schema.views, *views]
+        triggers = [*schema.triggers, *triggers]
+        migration = migration or schema.migration
+        if schema_version is None:
+            schema_version = schema.version
     if config is None:
         overrides: dict[str, Any] = {}
         for key, value in (("url", url), ("app_name", app_name),
@@ -367,11 +381,11 @@ def open_store(
     backend_cls = manager.backend_class(scheme_of(resolved))
     backend = backend_cls(resolved, store_cfg.options)
     store = Store(backend, entities, plugins=manager, schema_version=store_cfg.schema_version,
-                  clock=clock)
+                  clock=clock, views=views, triggers=triggers, migration=migration)
     store.transport_url = transport or config.sync.transport
     store.transport_options = dict(transport_options or {})
     if config.sync.token and "token" not in store.transport_options:
         store.transport_options["token"] = config.sync.token
     store.sync_options = dict(sync_options or {})
-    store._open()
+    store._open(migration_progress)
     return store

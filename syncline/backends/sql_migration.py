@@ -1,0 +1,576 @@
+"""Migrations on the SQL backends: Alembic's operations where they do the job (batch mode on
+SQLite), and the table rebuild of :class:`~syncline.core.migration.TableMigration`.
+
+Everything runs on the connection of the backend's migration transaction: SQLAlchemy and
+Alembic get that DB-API connection on loan (their commit, rollback and close do nothing), so
+the DDL, the copies and the new schema version commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy.pool import StaticPool
+
+from syncline.backends.sql import SQLBuilder, server_default
+from syncline.core.errors import MigrationError
+from syncline.core.migration import MigrationOps, Source
+from syncline.core.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
+
+_CHUNK = 5000  # rows per executemany when a Python function transforms them
+
+
+class _Borrowed:
+    """A DB-API connection lent to SQLAlchemy: its commit, rollback and close do nothing, so
+    the transaction stays the backend's."""
+
+    def __init__(self, conn: Any) -> None:
+        object.__setattr__(self, "_conn", conn)
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._conn, name, value)
+
+
+def q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@attrs.define
+class _Dependents:
+    """What a table rebuild drops with the old table and puts back afterwards."""
+
+    indexes: list[tuple[str, str]] = attrs.Factory(list)  # (name, CREATE INDEX ...)
+    triggers: list[str] = attrs.Factory(list)
+    views: list[tuple[str, str]] = attrs.Factory(list)  # (name, CREATE VIEW ...)
+    children: list[tuple[str, str, str]] = attrs.Factory(list)  # (table, constraint, def)
+
+
+class SQLMigrationOps(MigrationOps):
+    """Shared by SQLite and PostgreSQL; subclasses answer the dialect's catalog questions."""
+
+    sql = True
+    url = "sqlite://"
+    placeholder = "?"
+    engine_options: dict[str, Any] = {}
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.builder: SQLBuilder = backend.sql
+        self._conn: sa.Connection | None = None
+        self._op: Operations | None = None
+
+    # -- the borrowed connection -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def raw(self) -> Any:
+        """The DB-API connection of the open migration transaction."""
+
+    @property
+    def conn(self) -> sa.Connection:
+        if self._conn is None:
+            raw = _Borrowed(self.raw())
+            engine = sa.create_engine(self.url, creator=lambda: raw, poolclass=StaticPool,
+                                      **self.engine_options)
+            self._conn = engine.connect()
+        return self._conn
+
+    @property
+    def op(self) -> Operations:
+        if self._op is None:
+            self._op = Operations(MigrationContext.configure(self.conn))
+        return self._op
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            engine = self._conn.engine
+            self._conn.close()
+            engine.dispose()
+        self._conn = None
+        self._op = None
+
+    def run(self, sql: str, params: Any = None) -> Any:
+        try:
+            return self.conn.exec_driver_sql(sql, params) if params is not None else (
+                self.conn.exec_driver_sql(sql))
+        except sa.exc.DBAPIError as exc:
+            raise self.error(exc, sql) from exc
+
+    def error(self, exc: BaseException, what: str) -> MigrationError:
+        orig = getattr(exc, "orig", exc)
+        first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        return MigrationError(f"{first} (while running: {what.strip()[:200]})")
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            raise self.error(exc, what) from exc
+        except (NotImplementedError, ValueError, sa.exc.SQLAlchemyError) as exc:
+            raise MigrationError(f"{what}: {exc}") from exc
+
+    # -- catalog -----------------------------------------------------------------------------
+
+    def columns(self, table: str) -> list[str] | None:
+        insp = sa.inspect(self.conn)
+        if not insp.has_table(table):
+            return None
+        return [c["name"] for c in insp.get_columns(table)]
+
+    def _require(self, table: str) -> list[str]:
+        cols = self.columns(table)
+        if cols is None:
+            raise MigrationError(f"table {table!r} does not exist")
+        return cols
+
+    @abc.abstractmethod
+    def _dependents(self, table: str, keep_indexes: set[str]) -> _Dependents: ...
+
+    @abc.abstractmethod
+    def _view_names(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _trigger_names(self) -> list[str]: ...
+
+    # -- tables and indexes ------------------------------------------------------------------
+
+    def create_table(self, spec: TableSpec) -> None:
+        for stmt in self.builder.ddl(spec):
+            self.run(stmt)
+
+    def drop_table(self, name: str) -> None:
+        self.run(f"DROP TABLE IF EXISTS {q(name)}")
+
+    def rename_table(self, old: str, new: str) -> None:
+        self._require(old)
+        with self._guard(f"renaming table {old} to {new}"):
+            self.op.rename_table(old, new)
+
+    def create_index(self, spec: TableSpec, index: IndexSpec) -> None:
+        table = self.builder.table(spec)
+        for ix in table.indexes:
+            if ix.name == index.name:
+                self.run(str(sa.schema.CreateIndex(ix, if_not_exists=True)
+                             .compile(dialect=self.builder.dialect)))
+
+    def drop_index(self, table: str, name: str) -> None:
+        with self._guard(f"dropping index {name}"):
+            self.op.drop_index(name, table_name=table, if_exists=True)
+
+    # -- columns -----------------------------------------------------------------------------
+
+    def add_column(self, spec: TableSpec, column: ColumnSpec) -> None:
+        if column.name in self._require(spec.name):
+            raise MigrationError(f"column {spec.name}.{column.name} already exists")
+        with self._guard(f"adding column {spec.name}.{column.name}"):
+            self.op.add_column(spec.name, self.builder.column(column))
+
+    def drop_column(self, table: str, column: str) -> None:
+        if column not in self._require(table):
+            raise MigrationError(f"table {table!r} has no column {column!r}")
+        with self._guard(f"dropping column {table}.{column}"):
+            self._alter(table, lambda batch: batch.drop_column(column))
+
+    def rename_column(self, table: str, old: str, new: str) -> None:
+        cols = self._require(table)
+        if old not in cols:
+            raise MigrationError(f"table {table!r} has no column {old!r}")
+        if new in cols:
+            raise MigrationError(f"cannot rename {table}.{old} to {new!r}: that column exists")
+        with self._guard(f"renaming column {table}.{old}"):
+            self._alter(table, lambda batch: batch.alter_column(old, new_column_name=new))
+
+    def alter_column(self, spec: TableSpec, column: ColumnSpec, using: str | None) -> None:
+        if column.name not in self._require(spec.name):
+            raise MigrationError(f"table {spec.name!r} has no column {column.name!r}")
+        self._alter_column(spec, column, using)
+
+    @abc.abstractmethod
+    def _alter(self, table: str, change: Callable[[Any], None]) -> None:
+        """Apply an Alembic column operation (in batch mode where the dialect needs it)."""
+
+    @abc.abstractmethod
+    def _alter_column(self, spec: TableSpec, column: ColumnSpec, using: str | None) -> None: ...
+
+    # -- rebuild -----------------------------------------------------------------------------
+
+    def rebuild(self, spec: TableSpec, sources: Mapping[str, Source],
+                convert: Callable[[Any], Any]) -> int:
+        old_cols = self._require(spec.name)
+        name = spec.name
+        temp = f"_syncline_new_{name}"[:63]
+        deps = self._dependents(name, {i.name for i in spec.indexes})
+        for child, constraint, _ in deps.children:
+            self.run(f"ALTER TABLE {q(child)} DROP CONSTRAINT {q(constraint)}")
+        for view_name, _ in reversed(deps.views):
+            self.run(f"DROP VIEW IF EXISTS {q(view_name)}")
+        self.drop_table(temp)
+        temp_spec = attrs.evolve(spec, name=temp, indexes=())
+        self.run(str(sa.schema.CreateTable(self.builder.table(temp_spec))
+                     .compile(dialect=self.builder.dialect)))
+        count = self._copy(name, temp, spec, old_cols, sources, convert)
+        self.run(f"DROP TABLE {q(name)}")
+        self._rename_into(temp, name)
+        for stmt in self.builder.ddl(spec)[1:]:
+            self.run(stmt)
+        for index_name, sql in deps.indexes:
+            try:
+                self.run(sql)
+            except MigrationError as exc:
+                raise MigrationError(
+                    f"index {index_name} on {name} cannot be rebuilt after the migration "
+                    f"({exc}); drop it first with migrator.drop_index({name!r}, "
+                    f"{index_name!r})") from exc
+        for sql in deps.triggers:
+            self.run(sql)
+        for _, sql in deps.views:
+            self.run(sql)
+        for child, constraint, definition in deps.children:
+            self.run(f"ALTER TABLE {q(child)} ADD CONSTRAINT {q(constraint)} {definition}")
+        return count
+
+    def _rename_into(self, temp: str, name: str) -> None:
+        self.run(f"ALTER TABLE {q(temp)} RENAME TO {q(name)}")
+
+    def _copy(self, old: str, new: str, spec: TableSpec, old_cols: Sequence[str],
+              sources: Mapping[str, Source], convert: Callable[[Any], Any]) -> int:
+        targets = [c for c, (kind, _) in sources.items() if kind != "default"]
+        exprs = {c: (q(arg) if kind == "copy" else f"({arg})")
+                 for c, (kind, arg) in sources.items() if kind in ("copy", "sql")}
+        calls = {c: arg for c, (kind, arg) in sources.items() if kind == "call"}
+        cols = ", ".join(q(c) for c in targets)
+        if not calls:
+            select = ", ".join(exprs[c] for c in targets)
+            result = self.run(f"INSERT INTO {q(new)} ({cols}) SELECT {select} FROM {q(old)}")
+            return max(int(result.rowcount), 0)
+        # Some columns come from Python: read the old rows (plus the SQL expressions), compute,
+        # insert in chunks.
+        select = ", ".join([*(q(c) for c in old_cols), *(exprs[c] for c in targets
+                                                          if c in exprs)])
+        rows = self.run(f"SELECT {select} FROM {q(old)}").fetchall()
+        n_old = len(old_cols)
+        expr_cols = [c for c in targets if c in exprs]
+        insert = (f"INSERT INTO {q(new)} ({cols}) VALUES "
+                  f"({', '.join([self.placeholder] * len(targets))})")
+        batch: list[tuple[Any, ...]] = []
+        for row in rows:
+            old_row = dict(zip(old_cols, row[:n_old], strict=True))
+            computed = dict(zip(expr_cols, row[n_old:], strict=True))
+            values = []
+            for c in targets:
+                if c in calls:
+                    try:
+                        values.append(convert(calls[c](old_row)))
+                    except Exception as exc:
+                        raise MigrationError(
+                            f"the transformer of {spec.name}.{c} failed on row "
+                            f"{old_row.get(spec.primary_key)!r}: {type(exc).__name__}: {exc}"
+                        ) from exc
+                else:
+                    values.append(computed[c])
+            batch.append(tuple(values))
+            if len(batch) >= _CHUNK:
+                self.run(insert, batch)
+                batch = []
+        if batch:
+            self.run(insert, batch)
+        return len(rows)
+
+    # -- views, triggers, SQL ----------------------------------------------------------------
+
+    def create_view(self, view: View) -> None:
+        if view.name not in self._view_names():
+            self.run(f"CREATE VIEW {q(view.name)} AS {view.select(self.dialect)}")
+
+    def drop_view(self, name: str) -> None:
+        self.run(f"DROP VIEW IF EXISTS {q(name)}")
+
+    def create_trigger(self, trigger: Trigger) -> None:
+        if trigger.name not in self._trigger_names():
+            for stmt in trigger.statements(self.dialect):
+                self.run(stmt)
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[
+            tuple[Any, ...]]:
+        result = self.run(sql, params if params else None)
+        return [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+
+    def differences(self, specs: Sequence[TableSpec], views: Sequence[View],
+                    triggers: Sequence[Trigger]) -> list[str]:
+        builder = type(self.builder)(self.builder.dialect)
+        for spec in specs:
+            builder.table(spec)
+        ignored = self.ignored_tables()
+        target = sa.MetaData()
+        for spec in specs:
+            builder.table(spec).to_metadata(target)
+
+        def include(obj: Any, name: str | None, type_: str, reflected: bool,
+                    compare_to: Any) -> bool:
+            return not (type_ == "table" and name in ignored)
+
+        ctx = MigrationContext.configure(self.conn, opts={
+            "compare_type": True, "include_object": include})
+        out = [_describe(d) for d in _flatten(compare_metadata(ctx, target))]
+        have_views = set(self._view_names())
+        out += [f"view {v.name} is missing" for v in views if v.name not in have_views]
+        out += [f"view {n} is not declared" for n in sorted(have_views - {v.name for v in views})]
+        have_triggers = set(self._trigger_names())
+        out += [f"trigger {t.name} is missing" for t in triggers if t.name not in have_triggers]
+        out += [f"trigger {n} is not declared"
+                for n in sorted(have_triggers - {t.name for t in triggers})]
+        return out
+
+    def ignored_tables(self) -> set[str]:
+        return set()
+
+
+def _flatten(diffs: list[Any]) -> Iterator[Any]:
+    for d in diffs:
+        if isinstance(d, list):
+            yield from d
+        else:
+            yield d
+
+
+def _describe(diff: Any) -> str:
+    kind = diff[0]
+    if kind == "add_table":
+        return f"table {diff[1].name} is missing"
+    if kind == "remove_table":
+        return f"table {diff[1].name} is not declared"
+    if kind == "add_column":
+        return f"column {diff[2]}.{diff[3].name} is missing"
+    if kind == "remove_column":
+        return f"column {diff[2]}.{diff[3].name} is not declared"
+    if kind == "add_index":
+        return f"index {diff[1].name} on {diff[1].table.name} is missing"
+    if kind == "remove_index":
+        return f"index {diff[1].name} on {diff[1].table.name} is not declared"
+    if kind == "add_fk":
+        return f"foreign key on {diff[1].parent.name} ({_cols(diff[1])}) is missing"
+    if kind == "remove_fk":
+        return f"foreign key on {diff[1].parent.name} ({_cols(diff[1])}) is not declared"
+    if kind == "modify_type":
+        return f"column {diff[2]}.{diff[3]} has type {diff[5]}, declared {diff[6]}"
+    if kind == "modify_nullable":
+        stored = "NULL" if diff[5] else "NOT NULL"
+        declared = "NULL" if diff[6] else "NOT NULL"
+        return f"column {diff[2]}.{diff[3]} is {stored}, declared {declared}"
+    if kind == "modify_default":
+        return f"column {diff[2]}.{diff[3]} has default {diff[5]!r}, declared {diff[6]!r}"
+    return f"{kind}: {diff[1:]!r}"
+
+
+def _cols(fk: Any) -> str:
+    return ", ".join(c.name for c in fk.columns)
+
+
+def alter_column_kwargs(builder: SQLBuilder, column: ColumnSpec) -> dict[str, Any]:
+    return {"type_": builder.column_type(column.kind), "nullable": column.nullable,
+            "server_default": server_default(column.default)}
+
+
+class SQLiteMigrationOps(SQLMigrationOps):
+    dialect = "sqlite"
+    url = "sqlite://"
+    placeholder = "?"
+
+    def raw(self) -> Any:
+        return self.backend._connection()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        # PRAGMA foreign_keys cannot change inside a transaction: off before, on after.
+        raw = self.raw()
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with self.backend.transaction():
+                try:
+                    yield
+                finally:
+                    self._release()
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+    def foreign_key_violations(self) -> list[str]:
+        rows: list[Any] = list(self.run("PRAGMA foreign_key_check").fetchall())
+        return [f"{r[0]} row {r[1]} references a missing {r[2]} row" for r in rows]
+
+    def _master(self, kind: str, table: str | None = None) -> list[tuple[str, str]]:
+        sql = "SELECT name, sql FROM sqlite_master WHERE type = ? AND sql IS NOT NULL"
+        params: tuple[str, ...] = (kind,)
+        if table is not None:
+            sql += " AND tbl_name = ?"
+            params = (kind, table)
+        return [(r[0], r[1]) for r in self.run(sql + " ORDER BY rowid", params).fetchall()]
+
+    def _view_names(self) -> list[str]:
+        return [n for n, _ in self._master("view")]
+
+    def _trigger_names(self) -> list[str]:
+        return [n for n, _ in self._master("trigger")]
+
+    def drop_trigger(self, name: str, table: str) -> None:
+        self.run(f"DROP TRIGGER IF EXISTS {q(name)}")
+
+    def _dependents(self, table: str, keep_indexes: set[str]) -> _Dependents:
+        return _Dependents(
+            indexes=[(n, s) for n, s in self._master("index", table) if n not in keep_indexes],
+            triggers=[s for _, s in self._master("trigger", table)],
+            views=self._views())
+
+    def _views(self) -> list[tuple[str, str]]:
+        out = []
+        for name, sql in self._master("view"):
+            declared = self.declared_views.get(name)
+            out.append((name, sql if declared is None else
+                        f"CREATE VIEW {q(name)} AS {declared.select(self.dialect)}"))
+        return out
+
+    def _rename_into(self, temp: str, name: str) -> None:
+        # Modern renames re-check every view and trigger; the 12-step procedure wants the
+        # plain rename (the views come back afterwards).
+        self.run("PRAGMA legacy_alter_table=ON")
+        try:
+            super()._rename_into(temp, name)
+        finally:
+            self.run("PRAGMA legacy_alter_table=OFF")
+
+    def rename_column(self, table: str, old: str, new: str) -> None:
+        cols = self._require(table)
+        if old not in cols:
+            raise MigrationError(f"table {table!r} has no column {old!r}")
+        if new in cols:
+            raise MigrationError(f"cannot rename {table}.{old} to {new!r}: that column exists")
+        with self._guard(f"renaming column {table}.{old}"):
+            # SQLite renames in place and rewrites the views and triggers that use the column.
+            self.op.alter_column(table, old, new_column_name=new)
+
+    def _alter(self, table: str, change: Callable[[Any], None]) -> None:
+        views = self._views()
+        triggers = [s for _, s in self._master("trigger", table)]
+        for name, _ in reversed(views):
+            self.run(f"DROP VIEW IF EXISTS {q(name)}")
+        with self.op.batch_alter_table(table, recreate="always") as batch:
+            change(batch)
+        for sql in triggers:
+            self.run(sql)
+        for _, sql in views:
+            self.run(sql)
+
+    def _alter_column(self, spec: TableSpec, column: ColumnSpec, using: str | None) -> None:
+        if using is not None:  # batch mode copies with CAST; convert the values first
+            self.run(f"UPDATE {q(spec.name)} SET {q(column.name)} = ({using})")
+        kwargs = alter_column_kwargs(self.builder, column)
+        with self._guard(f"changing column {spec.name}.{column.name}"):
+            self._alter(spec.name, lambda batch: batch.alter_column(column.name, **kwargs))
+
+
+class PostgresMigrationOps(SQLMigrationOps):
+    dialect = "postgresql"
+    url = "postgresql+psycopg://"
+    placeholder = "%s"
+    # psycopg's type registry wants the real connection class, not the loan wrapper
+    engine_options = {"use_native_hstore": False}
+
+    def raw(self) -> Any:
+        conn = self.backend._local.conn
+        if conn is None:
+            raise MigrationError("PostgreSQL migrations run inside the migration transaction")
+        return conn.driver_connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        # READ COMMITTED: after waiting for the lock, the next statement sees what another
+        # process's migration committed meanwhile.
+        with self.backend.transaction(isolation="READ COMMITTED"):
+            try:
+                self.raw().execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                   (f"syncline-migrate:{self.backend.schema or ''}",))
+                yield
+            finally:
+                self._release()
+
+    def ignored_tables(self) -> set[str]:
+        return {"_syncline_meta"}
+
+    def _view_names(self) -> list[str]:
+        return [r[0] for r in self.run(
+            "SELECT viewname FROM pg_views WHERE schemaname = current_schema()").fetchall()]
+
+    def _trigger_names(self) -> list[str]:
+        return [r[0] for r in self.run(
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE NOT t.tgisinternal AND n.nspname = current_schema()").fetchall()]
+
+    def drop_trigger(self, name: str, table: str) -> None:
+        if not table:
+            raise MigrationError(f"dropping trigger {name!r} on PostgreSQL needs its table")
+        self.run(f"DROP TRIGGER IF EXISTS {q(name)} ON {q(table)}")
+
+    def _dependents(self, table: str, keep_indexes: set[str]) -> _Dependents:
+        reg = q(table)
+        indexes = [(r[0], r[1]) for r in self.run(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND tablename = %s AND indexname NOT IN "
+            "(SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass)",
+            (table, reg)).fetchall() if r[0] not in keep_indexes]
+        triggers = [r[0] for r in self.run(
+            "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s::regclass "
+            "AND NOT tgisinternal ORDER BY oid", (reg,)).fetchall()]
+        views = []
+        for name, definition, _ in self.run(
+                "SELECT DISTINCT c.relname, pg_get_viewdef(c.oid), c.oid FROM pg_depend d "
+                "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class c ON c.oid = r.ev_class "
+                "WHERE d.refobjid = %s::regclass AND c.relkind = 'v' AND c.oid <> d.refobjid "
+                "ORDER BY c.oid", (reg,)).fetchall():
+            declared = self.declared_views.get(name)
+            select = definition if declared is None else declared.select(self.dialect)
+            views.append((name, f"CREATE VIEW {q(name)} AS {select}"))
+        children = [(r[0], r[1], r[2]) for r in self.run(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'f' AND confrelid = %s::regclass "
+            "AND conrelid <> confrelid", (reg,)).fetchall()]
+        return _Dependents(indexes, triggers, views, children)
+
+    def _rename_into(self, temp: str, name: str) -> None:
+        super()._rename_into(temp, name)
+        for (con,) in self.run(
+                "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass "
+                "AND starts_with(conname, %s)", (q(name), temp)).fetchall():
+            self.run(f"ALTER TABLE {q(name)} RENAME CONSTRAINT {q(con)} TO "
+                     f"{q(name + con[len(temp):])}")
+
+    def _alter(self, table: str, change: Callable[[Any], None]) -> None:
+        with self.op.batch_alter_table(table) as batch:  # applied directly on PostgreSQL
+            change(batch)
+
+    def _alter_column(self, spec: TableSpec, column: ColumnSpec, using: str | None) -> None:
+        kwargs = alter_column_kwargs(self.builder, column)
+        type_sql = kwargs["type_"].compile(dialect=self.builder.dialect)
+        with self._guard(f"changing column {spec.name}.{column.name}"):
+            self.op.alter_column(spec.name, column.name,
+                                 postgresql_using=using or f"CAST({q(column.name)} AS {type_sql})",
+                                 **kwargs)

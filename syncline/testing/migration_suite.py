@@ -1,0 +1,644 @@
+"""The migration conformance suite: every migration behaviour, on any backend.
+
+Subclass :class:`MigrationSuite` and give it a ``store_url`` fixture, as for the backend suite.
+A store that forgets its data when closed (a private in-memory one) is always new, never
+upgraded: the suite skips there, saying so. Tests needing SQL (expressions, views, triggers) or
+enforced foreign keys skip on backends without that capability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import pytest
+
+import syncline
+from syncline.core.backend import CAPABILITIES
+from syncline.core.errors import MigrationError
+from syncline.core.migration import (
+    MigrationStrategy,
+    Migrator,
+    TableMigration,
+    execute,
+    steps,
+)
+from syncline.core.schema import (
+    ColumnSpec,
+    EntityRegistry,
+    ForeignKey,
+    TableSpec,
+    Trigger,
+    View,
+)
+from syncline.core.schema_dump import differences
+from syncline.core.store import Store
+
+# Each version of the schema lives in a registry of its own: the same table, other shapes.
+v1, v2, v3 = EntityRegistry(), EntityRegistry(), EntityRegistry()
+
+
+@v1.entity("todos")
+@attrs.define
+class TodoV1:
+    id: int
+    title: str
+    content: str
+    category: str
+
+
+@v2.entity("todos")
+@attrs.define
+class TodoIntCategory:
+    id: int
+    title: str
+    content: str
+    category: int | None
+
+
+@v3.entity("todos")
+@attrs.define
+class TodoNullableContent:
+    id: int
+    title: str
+    content: str | None
+    category: str
+
+
+@v2.entity("people")
+@attrs.define
+class PersonV2:
+    id: int
+    first_name: str
+    last_name: str
+    full_name: str
+
+
+@v1.entity("people")
+@attrs.define
+class PersonV1:
+    id: int
+    first_name: str
+    last_name: str
+
+
+StoreFactory = Callable[..., Store]
+
+
+def _todos_without(column: str, registry: EntityRegistry, name: str) -> type:
+    """The v1 todo without ``column`` (declared here so each test gets its own registry)."""
+    fields = {a.name: a.type for a in attrs.fields(TodoV1) if a.name != column}
+    cls = attrs.make_class(name, {n: attrs.field(type=t) for n, t in fields.items()})
+    return registry.entity("todos")(cls)
+
+
+def _todos_renamed(registry: EntityRegistry) -> type:
+    cls = attrs.make_class("TodoRenamed", {
+        "id": attrs.field(type=int), "title": attrs.field(type=str),
+        "body": attrs.field(type=str), "category": attrs.field(type=str)})
+    return registry.entity("todos")(cls)
+
+
+TODOS = [TodoV1(i, f"title {i}", f"content {i}", str(i % 5)) for i in range(1, 51)]
+
+
+class MigrationSuite:
+    """Subclass and provide a ``store_url`` fixture (a fresh, empty store each time)."""
+
+    @pytest.fixture
+    def open_at(self, store_url: str) -> Iterator[StoreFactory]:
+        opened: list[Store] = []
+
+        def factory(version: int, entities: list[type], **kwargs: Any) -> Store:
+            for store in opened:
+                store.close()
+            store = syncline.open(store_url, entities=entities, schema_version=version,
+                                  **kwargs)
+            opened.append(store)
+            return store
+
+        if not self._keeps_data(store_url):
+            pytest.skip("this store forgets its data when closed: it is always created anew, "
+                        "never upgraded")
+        yield factory
+        for store in opened:
+            store.close()
+
+    @staticmethod
+    def _keeps_data(url: str) -> bool:
+        """Does a table outlive closing the backend? (Asked of the backend itself, so the
+        store stays new: no schema version is written.)"""
+        from syncline.core.plugins import plugin_manager
+        from syncline.core.store import scheme_of
+
+        cls = plugin_manager().backend_class(scheme_of(url))
+        table = TableSpec("_syncline_probe", (ColumnSpec("id", "integer", primary_key=True),),
+                          "id")
+        backend = cls(url)
+        backend.open()
+        backend.create_table(table)
+        backend.close()
+        backend = cls(url)
+        backend.open()
+        kept = table.name in backend.table_names()
+        backend.drop_table(table.name)
+        backend.close()
+        return kept
+
+    @staticmethod
+    def require_url(url: str, capability: str) -> None:
+        from syncline.core.plugins import plugin_manager
+        from syncline.core.store import scheme_of
+
+        backend = plugin_manager().backend_class(scheme_of(url))(url)
+        if capability not in backend.capabilities:
+            pytest.skip(f"backend lacks capability {capability!r}: {CAPABILITIES[capability]}")
+
+    @staticmethod
+    def require(store: Store, capability: str) -> None:
+        assert capability in CAPABILITIES, capability
+        if capability not in store.backend.capabilities:
+            pytest.skip(f"backend lacks capability {capability!r}: {CAPABILITIES[capability]}")
+
+    @staticmethod
+    def differences(store: Store) -> list[str]:
+        return differences(store)
+
+    def _v1_todos(self, open_at: StoreFactory) -> Store:
+        store = open_at(1, [TodoV1])
+        store.repository(TodoV1).insert_many(TODOS)
+        return store
+
+    @staticmethod
+    def _transformer(kind: str, store: Store, sql: str, fn: Callable[[Any], Any]) -> Any:
+        if kind == "sql":
+            MigrationSuite.require(store, "sql")
+            return sql
+        return fn
+
+    # -- the seed's TableMigration examples -----------------------------------------------------
+
+    @pytest.mark.parametrize("kind", ["sql", "python"])
+    def test_change_a_column_type_with_a_cast(self, open_at: StoreFactory, kind: str) -> None:
+        store = self._v1_todos(open_at)
+        transform = self._transformer(kind, store, "CAST(category AS INTEGER)",
+                                      lambda row: int(row["category"]))
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            if old <= 1:
+                m.alter_table(TableMigration(TodoIntCategory,
+                                             column_transformer={"category": transform}))
+
+        store = open_at(2, [TodoIntCategory], migration=MigrationStrategy(on_upgrade=upgrade))
+        got = sorted(store.repository(TodoIntCategory).all(), key=lambda t: t.id)
+        assert got == [TodoIntCategory(t.id, t.title, t.content, int(t.category)) for t in TODOS]
+        assert store.repository(TodoIntCategory).find(syncline.F.category == 3)
+        assert self.differences(store) == []
+        assert store.backend.get_schema_version() == 2
+
+    def test_relax_a_constraint_by_copying(self, open_at: StoreFactory) -> None:
+        self._v1_todos(open_at)
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            m.alter_table(TableMigration(TodoNullableContent))
+
+        store = open_at(2, [TodoNullableContent],
+                        migration=MigrationStrategy(on_upgrade=upgrade))
+        repo = store.repository(TodoNullableContent)
+        assert repo.count() == len(TODOS)
+        repo.update(1, content=None)
+        assert repo.get(1) == TodoNullableContent(1, "title 1", None, "1")
+        assert self.differences(store) == []
+
+    def test_delete_a_column(self, open_at: StoreFactory) -> None:
+        self._v1_todos(open_at)
+        reg = EntityRegistry()
+        todo = _todos_without("category", reg, "TodoNoCategory")
+        store = open_at(2, [todo], migration=MigrationStrategy(
+            on_upgrade=lambda m, old, new: m.alter_table(TableMigration(todo))))
+        got: list[Any] = sorted(store.repository(todo).all(), key=lambda t: t.id)
+        assert [(t.id, t.title, t.content) for t in got] == [
+            (t.id, t.title, t.content) for t in TODOS]
+        assert self.differences(store) == []
+
+    @pytest.mark.parametrize("how", ["renamed", "sql", "python", "migrator"])
+    def test_rename_a_column(self, open_at: StoreFactory, how: str) -> None:
+        store = self._v1_todos(open_at)
+        todo = _todos_renamed(EntityRegistry())
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            if how == "renamed":
+                m.alter_table(TableMigration(todo, renamed={"body": "content"}))
+            elif how == "migrator":
+                m.rename_column(todo, "content", "body")
+            else:
+                fn = self._transformer(how, store, "content", lambda row: row["content"])
+                m.alter_table(TableMigration(todo, column_transformer={"body": fn}))
+
+        if how == "sql":
+            self.require(store, "sql")
+        store = open_at(2, [todo], migration=MigrationStrategy(on_upgrade=upgrade))
+        got: list[Any] = sorted(store.repository(todo).all(), key=lambda t: t.id)
+        assert [(t.id, t.body) for t in got] == [(t.id, t.content) for t in TODOS]
+        assert self.differences(store) == []
+
+    @pytest.mark.parametrize("kind", ["sql", "python"])
+    def test_combine_columns_into_a_new_one(self, open_at: StoreFactory, kind: str) -> None:
+        store = open_at(1, [PersonV1])
+        store.repository(PersonV1).insert_many(
+            [PersonV1(i, f"Ada{i}", f"Lovelace{i}") for i in range(20)])
+        fn = self._transformer(kind, store, "first_name || ' ' || last_name",
+                               lambda row: f"{row['first_name']} {row['last_name']}")
+        store = open_at(2, [PersonV2], migration=MigrationStrategy(
+            on_upgrade=lambda m, old, new: m.alter_table(TableMigration(
+                PersonV2, new_columns=["full_name"], column_transformer={"full_name": fn}))))
+        people = sorted(store.repository(PersonV2).all(), key=lambda p: p.id)
+        assert [p.full_name for p in people] == [f"Ada{i} Lovelace{i}" for i in range(20)]
+        assert self.differences(store) == []
+
+    def test_new_column_without_default_or_transformer_is_refused_before_anything_runs(
+            self, open_at: StoreFactory) -> None:
+        store = open_at(1, [PersonV1])
+        store.repository(PersonV1).insert(PersonV1(1, "Ada", "Lovelace"))
+        ran: list[str] = []
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            ran.append("started")
+            m.alter_table(TableMigration(PersonV2, new_columns=["full_name"]))
+
+        with pytest.raises(MigrationError, match=r"full_name.*no default"):
+            open_at(2, [PersonV2], migration=MigrationStrategy(on_upgrade=upgrade))
+        store = open_at(1, [PersonV1])
+        assert store.repository(PersonV1).all() == [PersonV1(1, "Ada", "Lovelace")]
+        assert store.backend.get_schema_version() == 1
+
+    # -- Migrator operations ----------------------------------------------------------------------
+
+    def test_add_column_with_a_default_then_drop_it(self, open_at: StoreFactory) -> None:
+        store = open_at(1, [PersonV1])
+        store.repository(PersonV1).insert(PersonV1(1, "Ada", "Lovelace"))
+        reg = EntityRegistry()
+
+        @reg.entity("people", indexes=["nickname"])
+        @attrs.define
+        class Person:
+            id: int
+            first_name: str
+            last_name: str
+            nickname: str = "none"
+            age: int | None = None
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            m.add_column(Person, "nickname")
+            m.add_column(Person, "age")
+            m.create_index(Person)
+
+        store = open_at(2, [Person], migration=MigrationStrategy(on_upgrade=upgrade))
+        assert store.repository(Person).get(1) == Person(1, "Ada", "Lovelace", "none", None)
+        assert self.differences(store) == []
+
+        def downgrade_shape(m: Migrator, old: int, new: int) -> None:
+            m.drop_index(PersonV1, "ix_people_nickname")
+            m.drop_column(PersonV1, "nickname")
+            m.drop_column(PersonV1, "age")
+
+        store = open_at(3, [PersonV1], migration=MigrationStrategy(on_upgrade=downgrade_shape))
+        assert store.repository(PersonV1).get(1) == PersonV1(1, "Ada", "Lovelace")
+        assert self.differences(store) == []
+
+    def test_add_column_without_default_is_refused(self, open_at: StoreFactory) -> None:
+        open_at(1, [PersonV1]).repository(PersonV1).insert(PersonV1(1, "Ada", "Lovelace"))
+        with pytest.raises(MigrationError, match="not nullable and has no default"):
+            open_at(2, [PersonV2], migration=MigrationStrategy(
+                on_upgrade=lambda m, old, new: m.add_column(PersonV2, "full_name")))
+        assert open_at(1, [PersonV1]).repository(PersonV1).count() == 1
+
+    def test_alter_column_nullability_and_type(self, open_at: StoreFactory) -> None:
+        self._v1_todos(open_at)
+        using = None
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            m.alter_column(TodoIntCategory, "category", using=using)
+
+        store = open_at(2, [TodoIntCategory], migration=MigrationStrategy(on_upgrade=upgrade))
+        got = sorted(store.repository(TodoIntCategory).all(), key=lambda t: t.id)
+        assert [t.category for t in got] == [int(t.category) for t in TODOS]
+        store.repository(TodoIntCategory).update(1, category=None)
+        assert self.differences(store) == []
+
+    def test_rename_table_and_create_drop_table(self, open_at: StoreFactory) -> None:
+        self._v1_todos(open_at)
+        reg = EntityRegistry()
+        tasks: type = reg.entity("tasks")(attrs.make_class("Task", {
+            a.name: attrs.field(type=a.type) for a in attrs.fields(TodoV1)}))
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            m.rename_table("todos", tasks)
+            m.create_table(PersonV1)
+            m.drop_table(PersonV1)
+            m.create(PersonV1)
+
+        store = open_at(2, [tasks, PersonV1], migration=MigrationStrategy(on_upgrade=upgrade))
+        assert store.repository(tasks).count() == len(TODOS)
+        assert "todos" not in store.backend.table_names()
+        assert self.differences(store) == []
+
+    # -- views, triggers, foreign keys ------------------------------------------------------------
+
+    def test_indexes_triggers_and_views_survive_a_rebuild(self, open_at: StoreFactory,
+                                                          store_url: str) -> None:
+        self.require_url(store_url, "sql")
+        reg1, reg2 = EntityRegistry(), EntityRegistry()
+
+        @reg1.entity("notes", indexes=["title"])
+        @attrs.define
+        class Note1:
+            id: int
+            title: str
+            words: str
+
+        @reg2.entity("notes", indexes=["title"])
+        @attrs.define
+        class Note2:
+            id: int
+            title: str
+            words: int
+
+        @reg1.entity("note_log")
+        @attrs.define
+        class NoteLog:
+            id: int
+            note_id: int
+
+        view = View("note_titles", "SELECT id, title FROM notes")
+        trigger = Trigger("log_notes", "notes", {
+            "sqlite": "CREATE TRIGGER log_notes AFTER INSERT ON notes BEGIN "
+                      "INSERT INTO note_log (id, note_id) VALUES (NEW.id, NEW.id); END",
+            "postgresql": [
+                "CREATE OR REPLACE FUNCTION log_notes_fn() RETURNS trigger AS $$ BEGIN "
+                "INSERT INTO note_log (id, note_id) VALUES (NEW.id, NEW.id); RETURN NEW; END "
+                "$$ LANGUAGE plpgsql",
+                "CREATE TRIGGER log_notes AFTER INSERT ON notes FOR EACH ROW "
+                "EXECUTE FUNCTION log_notes_fn()"],
+        })
+        store = open_at(1, [Note1, NoteLog], views=[view], triggers=[trigger])
+        store.repository(Note1).insert_many([Note1(i, f"t{i}", str(i * 3)) for i in range(10)])
+        assert store.repository(NoteLog).count() == 10
+        store = open_at(2, [Note2, NoteLog], views=[view], triggers=[trigger],
+                        migration=MigrationStrategy(on_upgrade=lambda m, o, n: m.alter_table(
+                            TableMigration(Note2, column_transformer={
+                                "words": "CAST(words AS INTEGER)"}))))
+        assert self.differences(store) == []
+        store.repository(Note2).insert(Note2(100, "new", 7))
+        assert store.repository(NoteLog).count() == 11  # the trigger is back
+        rows = execute(store, "SELECT count(*) FROM note_titles")
+        assert rows == [(11,)]
+
+    def test_recreate_all_views(self, open_at: StoreFactory, store_url: str) -> None:
+        self.require_url(store_url, "sql")
+        old_view = View("titles", "SELECT id, title FROM todos")
+        new_view = View("titles", "SELECT id, title, body FROM todos")
+        store = open_at(1, [TodoV1], views=[old_view])
+        store.repository(TodoV1).insert_many(TODOS)
+        todo = _todos_renamed(EntityRegistry())
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            m.drop_view("titles")
+            m.alter_table(TableMigration(todo, renamed={"body": "content"}))
+            m.recreate_all_views()
+
+        store = open_at(2, [todo], views=[new_view],
+                        migration=MigrationStrategy(on_upgrade=upgrade))
+        assert execute(store, "SELECT count(body) FROM titles") == [(len(TODOS),)]
+        assert self.differences(store) == []
+
+    def test_child_rows_survive_a_rebuild_of_their_parent(self, open_at: StoreFactory) -> None:
+        reg1, reg2 = EntityRegistry(), EntityRegistry()
+
+        @reg1.entity("authors")
+        @attrs.define
+        class Author1:
+            id: int
+            name: str
+
+        @reg2.entity("authors")
+        @attrs.define
+        class Author2:
+            id: int
+            name: str
+            shout: str
+
+        @reg1.entity("books", foreign_keys={
+            "author_id": ForeignKey("authors.id", on_delete="cascade")})
+        @attrs.define
+        class Book:
+            id: int
+            author_id: int
+
+        store = open_at(1, [Author1, Book])
+        self.require(store, "foreign_keys")
+        store.repository(Author1).insert_many([Author1(i, f"a{i}") for i in range(5)])
+        store.repository(Book).insert_many([Book(i, i % 5) for i in range(200)])
+        store = open_at(2, [Author2, Book], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_table(TableMigration(
+                Author2, new_columns=["shout"],
+                column_transformer={"shout": lambda row: row["name"].upper()}))))
+        assert store.repository(Book).count() == 200
+        assert store.repository(Author2).get(3) == Author2(3, "a3", "A3")
+        assert self.differences(store) == []
+        store.repository(Author2).delete(4)  # the cascade still works
+        assert store.repository(Book).count() == 160
+
+    def test_a_broken_foreign_key_aborts_the_migration(self, open_at: StoreFactory) -> None:
+        reg1 = EntityRegistry()
+
+        @reg1.entity("authors")
+        @attrs.define
+        class Author:
+            id: int
+            name: str
+
+        @reg1.entity("books", foreign_keys={"author_id": "authors.id"})
+        @attrs.define
+        class Book:
+            id: int
+            author_id: int
+
+        store = open_at(1, [Author, Book])
+        self.require(store, "foreign_keys")
+        store.repository(Author).insert_many([Author(i, f"a{i}") for i in range(3)])
+        store.repository(Book).insert_many([Book(i, i % 3) for i in range(9)])
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:  # drops author 0 on the way
+            m.alter_table(TableMigration(Author, column_transformer={
+                "id": "CASE WHEN id = 0 THEN 100 ELSE id END"}))
+
+        with pytest.raises(MigrationError) as err:
+            open_at(2, [Author, Book], migration=MigrationStrategy(on_upgrade=upgrade))
+        assert "version 1" in str(err.value)
+        store = open_at(1, [Author, Book])
+        assert store.repository(Book).count() == 9
+        assert sorted(a.id for a in store.repository(Author).all()) == [0, 1, 2]
+
+    # -- strategy -------------------------------------------------------------------------------
+
+    def test_a_failing_migration_rolls_back_fully(self, open_at: StoreFactory) -> None:
+        self._v1_todos(open_at)
+        todo = _todos_renamed(EntityRegistry())
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            m.alter_table(TableMigration(todo, renamed={"body": "content"}))
+            m.create_table(PersonV1)
+            raise RuntimeError("boom half-way")
+
+        with pytest.raises(MigrationError, match=r"boom half-way.*still at 1"):
+            open_at(2, [todo, PersonV1], migration=MigrationStrategy(on_upgrade=upgrade))
+        store = open_at(1, [TodoV1])
+        assert sorted(store.repository(TodoV1).all(), key=lambda t: t.id) == TODOS
+        assert "people" not in store.backend.table_names()
+        assert self.differences(store) == []
+
+    def test_steps_run_in_order_from_any_version(self, open_at: StoreFactory) -> None:
+        ran: list[int] = []
+        by_version = {v: (lambda m, v=v: ran.append(v)) for v in range(2, 6)}
+        open_at(1, [PersonV1]).repository(PersonV1).insert(PersonV1(1, "a", "b"))
+        store = open_at(5, [PersonV1], migration=MigrationStrategy(on_upgrade=steps(by_version)))
+        assert ran == [2, 3, 4, 5]
+        assert store.backend.get_schema_version() == 5
+        assert store.opening is not None and store.opening.version_before == 1
+        ran.clear()
+        open_at(5, [PersonV1], migration=MigrationStrategy(on_upgrade=steps(by_version)))
+        assert ran == []
+
+    def test_steps_refuse_a_gap(self, open_at: StoreFactory) -> None:
+        open_at(1, [PersonV1])
+        with pytest.raises(MigrationError, match=r"no migration step for version.*3"):
+            open_at(4, [PersonV1], migration=MigrationStrategy(
+                on_upgrade=steps({2: lambda m: None, 4: lambda m: None})))
+
+    def test_jump_from_1_to_5_through_every_step(self, open_at: StoreFactory) -> None:
+        store = self._v1_todos(open_at)
+        reg = EntityRegistry()
+
+        @reg.entity("todos", indexes=["category"])
+        @attrs.define
+        class Todo5:
+            id: int
+            title: str
+            body: str | None
+            category: int | None
+            done: bool = False
+
+        done: list[int] = []
+
+        def step(v: int, work: Callable[[Migrator], object]) -> Callable[[Migrator], None]:
+            def run(m: Migrator) -> None:
+                work(m)
+                done.append(v)
+            return run
+
+        by_version = {
+            2: step(2, lambda m: m.add_column(Todo5, "done")),
+            3: step(3, lambda m: m.alter_table(TableMigration(
+                Todo5, renamed={"body": "content"},
+                column_transformer={"category": lambda row: int(row["category"])}))),
+            4: step(4, lambda m: m.create_index(Todo5)),
+            5: step(5, lambda m: m.create_table(PersonV1)),
+        }
+        store = open_at(5, [Todo5, PersonV1],
+                        migration=MigrationStrategy(on_upgrade=steps(by_version)))
+        assert done == [2, 3, 4, 5]
+        got = sorted(store.repository(Todo5).all(), key=lambda t: t.id)
+        assert got == [Todo5(t.id, t.title, t.content, int(t.category)) for t in TODOS]
+        assert self.differences(store) == []
+
+    def test_upgrade_without_a_strategy_is_refused(self, open_at: StoreFactory) -> None:
+        open_at(1, [PersonV1])
+        with pytest.raises(MigrationError, match="no upgrade is given"):
+            open_at(2, [PersonV1])
+        assert open_at(1, [PersonV1]).backend.get_schema_version() == 1
+
+    def test_newer_store_refuses_to_open(self, open_at: StoreFactory) -> None:
+        open_at(3, [PersonV1])
+        with pytest.raises(MigrationError, match="newer than this code's version 2"):
+            open_at(2, [PersonV1])
+
+    def test_before_open_hears_what_happened(self, open_at: StoreFactory) -> None:
+        seen: list[tuple[int | None, int, bool]] = []
+
+        def before_open(store: Store, details: Any) -> None:
+            seen.append((details.version_before, details.version_now, details.had_upgrade))
+
+        strategy = MigrationStrategy(on_upgrade=lambda m, o, n: None, before_open=before_open)
+        open_at(1, [PersonV1], migration=strategy)
+        open_at(1, [PersonV1], migration=strategy)
+        open_at(2, [PersonV1], migration=strategy)
+        assert seen == [(None, 1, False), (1, 1, False), (1, 2, True)]
+
+    def test_on_create_replaces_create_all(self, open_at: StoreFactory) -> None:
+        created: list[int] = []
+
+        def on_create(m: Migrator) -> None:
+            m.create_all()
+            m.store.repository(PersonV1).insert(PersonV1(1, "seed", "row"))
+            created.append(1)
+
+        store = open_at(1, [PersonV1], migration=MigrationStrategy(on_create=on_create))
+        assert created == [1]
+        assert store.repository(PersonV1).count() == 1
+
+    # -- sync state and volume --------------------------------------------------------------------
+
+    def test_queue_records_and_cursor_survive_and_payloads_take_the_new_shape(
+            self, open_at: StoreFactory) -> None:
+        r1, r2 = EntityRegistry(), EntityRegistry()
+
+        @r1.entity("notes", syncs=True)
+        @attrs.define
+        class Note1:
+            id: str
+            text: str
+
+        @r2.entity("notes", syncs=True)
+        @attrs.define
+        class Note2:
+            id: str
+            body: str
+            stars: int = 0
+
+        store = open_at(1, [Note1])
+        repo = store.repository(Note1)
+        repo.insert_many([Note1(f"n{i}", f"text {i}") for i in range(5)])
+        repo.update("n1", text="edited")
+        repo.delete("n4")
+        store.outbox.set_meta("cursor", "epoch-1:42")
+        store.enqueue_command("reindex", {"all": True})
+        before = store.outbox.all_pending()
+        assert len(before) == 8
+        store = open_at(2, [Note2], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_table(TableMigration(
+                Note2, renamed={"body": "text"}, new_columns=["stars"]))))
+        after = store.outbox.all_pending()
+        assert [e.id for e in after] == [e.id for e in before]
+        assert store.outbox.get_meta("cursor") == "epoch-1:42"
+        payloads = {e.record_id: e.payload for e in after if e.action == "update"}
+        assert payloads["n1"] == {"id": "n1", "body": "edited", "stars": 0}
+        assert [e.payload for e in after if e.action == "command"] == [{"all": True}]
+        assert {r.id for r in store.repository(Note2).pending()} == {
+            "n0", "n1", "n2", "n3"}
+
+    def test_a_hundred_thousand_rows(self, open_at: StoreFactory) -> None:
+        store = open_at(1, [PersonV1])
+        n = 100_000
+        store.repository(PersonV1).insert_many(
+            PersonV1(i, f"f{i}", f"l{i}") for i in range(n))
+        store = open_at(2, [PersonV2], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_table(TableMigration(
+                PersonV2, new_columns=["full_name"], column_transformer={
+                    "full_name": lambda row: row["first_name"] + " " + row["last_name"]}))))
+        repo = store.repository(PersonV2)
+        assert repo.count() == n
+        people = repo.all()
+        assert all(p.full_name == f"f{p.id} l{p.id}" for p in people)
+        assert sorted(p.id for p in people) == list(range(n))
