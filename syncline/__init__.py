@@ -31,6 +31,12 @@ _EXPORTS = {
     "TransactionError": "syncline.core.errors",
     "UnknownSchemeError": "syncline.core.errors",
     "hookimpl": "syncline.core.hookspecs",
+    "MigrationStrategy": "syncline.core.migration",
+    "Migrator": "syncline.core.migration",
+    "OpeningDetails": "syncline.core.migration",
+    "Schema": "syncline.core.migration",
+    "TableMigration": "syncline.core.migration",
+    "steps": "syncline.core.migration",
     "SyncStatus": "syncline.core.outbox",
     "new_id": "syncline.core.outbox",
     "F": "syncline.core.query",
@@ -39,6 +45,9 @@ _EXPORTS = {
     "Dao": "syncline.core.repository",
     "Repository": "syncline.core.repository",
     "EntityRegistry": "syncline.core.schema",
+    "ForeignKey": "syncline.core.schema",
+    "Trigger": "syncline.core.schema",
+    "View": "syncline.core.schema",
     "entity": "syncline.core.schema",
     "Store": "syncline.core.store",
     "open": "syncline.core.store",
@@ -58,28 +67,37 @@ __all__ = [
     "EntityRegistry",
     "F",
     "Field",
+    "ForeignKey",
     "IntegrityError",
     "MigrationError",
+    "MigrationStrategy",
+    "Migrator",
     "NotFoundError",
+    "OpeningDetails",
     "PluginError",
     "Query",
     "QueryError",
     "Repository",
     "Resolution",
+    "Schema",
     "SerializationError",
     "Store",
     "Strategy",
     "SyncReport",
     "SyncStatus",
     "SynclineError",
+    "TableMigration",
     "TransactionConflictError",
     "TransactionError",
+    "Trigger",
     "UnknownSchemeError",
+    "View",
     "entity",
     "hookimpl",
     "load_config",
     "new_id",
     "open",
+    "steps",
 ]
 
 
@@ -116,10 +134,18 @@ if TYPE_CHECKING:
         UnknownSchemeError,
     )
     from syncline.core.hookspecs import hookimpl
+    from syncline.core.migration import (
+        MigrationStrategy,
+        Migrator,
+        OpeningDetails,
+        Schema,
+        TableMigration,
+        steps,
+    )
     from syncline.core.outbox import SyncStatus, new_id
     from syncline.core.query import F, Field, Query
     from syncline.core.repository import Dao, Repository
-    from syncline.core.schema import EntityRegistry, entity
+    from syncline.core.schema import EntityRegistry, ForeignKey, Trigger, View, entity
     from syncline.core.store import Store
     from syncline.core.store import open_store as open
     from syncline.core.sync import Resolution, Strategy, SyncReport

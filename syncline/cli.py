@@ -1,6 +1,7 @@
 """The ``syncline`` command.
 
-Exit codes: 0 success; 1 ``syncline sync`` finished but something failed or was rejected;
+Exit codes: 0 success; 1 ``syncline sync`` finished but something failed or was rejected, or
+``syncline schema verify`` found differences;
 2 an error (bad arguments, configuration, unreachable storage...), reported on one line
 (``--debug`` shows the traceback).
 """
@@ -16,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from syncline.cli_schema import register as register_schema_commands
 from syncline.core.errors import SynclineError
 
 console = Console()
@@ -167,11 +169,14 @@ def init(url: str) -> None:
 def _open(store_url: str | None, entities_spec: str | None, transport: str | None = None,
           token: str | None = None) -> Any:
     import syncline
+    from syncline.cli_schema import stored_version
 
     entities = load_entities(entities_spec) if entities_spec else []
     options = {"token": token} if token else None
+    # At the version it is at: looking at the queue or syncing never migrates a store.
+    _, version = stored_version(store_url)
     return syncline.open(store_url, entities=entities, transport=transport,
-                         transport_options=options)
+                         transport_options=options, schema_version=version)
 
 
 STORE_HELP = "Store URL (default: SYNCLINE_STORE_URL, then syncline.toml)."
@@ -275,6 +280,8 @@ def quickstart(store_url: str | None) -> None:
     with tempfile.TemporaryDirectory(prefix="syncline-quickstart-") as folder:
         run(f"sqlite:///{folder}/demo.db", console)
 
+
+register_schema_commands(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

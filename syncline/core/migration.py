@@ -65,7 +65,7 @@ def _no_upgrade(migrator: Migrator, from_version: int, to_version: int) -> None:
     raise MigrationError(
         f"the store is at schema version {from_version} and the code at {to_version}, but no "
         f"upgrade is given; pass migration=MigrationStrategy(on_upgrade=...) (see "
-        f"syncline.migration.steps) to syncline.open")
+        f"syncline.steps) to syncline.open")
 
 
 @attrs.frozen
