@@ -1,7 +1,7 @@
 """Migrations on the memory backend: each change builds the table anew and swaps it in.
 
-The swap is logged like a dropped table, so rolling the migration back puts the old table
-object back, rows and all. Views, triggers and SQL expressions need an SQL backend.
+The swap is logged like a dropped and created table, so rolling the migration back puts the old
+table object back, rows and all. Views, triggers and SQL expressions need an SQL backend.
 """
 
 from __future__ import annotations
@@ -50,7 +50,13 @@ class MemoryMigrationOps(MigrationOps):
             self.backend._put(new, key, row)
         old = self.backend.db.tables.get(name)
         self.backend.db.tables[name] = new
-        self.backend._log("drop" if old is not None else "create", name, None, old)
+        # Logged as drop + create + rows, so subclasses that persist commits (the jsonl
+        # example) write the new table out; rolling back undoes them in reverse.
+        if old is not None:
+            self.backend._log("drop", name, None, old)
+        self.backend._log("create", name, None, None)
+        for key in new.rows:
+            self.backend._log("row", name, key, None)
 
     def columns(self, table: str) -> list[str] | None:
         found = self.backend.db.tables.get(table)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from syncline.testing.backend_suite import BackendSuite
+from syncline.testing.migration_suite import MigrationSuite
 from syncline.testing.sync_suite import SyncSuite
 from syncline.testing.watch_suite import WatchSuite
 
@@ -25,4 +26,8 @@ class TestJsonlSync(SyncSuite):
 
 
 class TestJsonlWatch(WatchSuite):
+    pass
+
+
+class TestJsonlMigrations(MigrationSuite):
     pass
