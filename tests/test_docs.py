@@ -39,3 +39,41 @@ def test_readme_sync_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     namespace: dict[str, object] = {"__name__": "readme_sync"}
     exec(compile("import attrs, syncline\n" + code.group(1), "README.md", "exec"), namespace)
     namespace["server"].close()  # type: ignore[attr-defined]
+
+
+def test_readme_migration_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    import attrs
+
+    import syncline
+    from syncline.core import schema
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## Migrations\n.*?```python\n(.*?)```", readme, re.DOTALL)
+    assert code is not None
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(schema, "registry", schema.EntityRegistry())  # "posts" is taken above
+    v1 = schema.EntityRegistry()
+
+    @v1.entity("posts", indexes=[("user_id", "created_at")])
+    @attrs.define
+    class PostV1:
+        id: str
+        user_id: str
+        content: str
+        created_at: dt.datetime
+        category: str
+
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    with syncline.open("sqlite:///app.db", entities=[PostV1]) as old:
+        old.repository(PostV1).insert(PostV1("p1", "u1", "hello", now, "7"))
+    namespace: dict[str, object] = {"__name__": "readme_migration", "dt": dt, "attrs": attrs,
+                                    "syncline": syncline}
+    exec(compile(code.group(1), "README.md", "exec"), namespace)
+    store: syncline.Store = namespace["store"]  # type: ignore[assignment]
+    post_cls: type = namespace["Post"]  # type: ignore[assignment]
+    try:
+        assert store.repository(post_cls).get("p1") == post_cls("p1", "u1", "hello", now, 7)
+    finally:
+        store.close()
