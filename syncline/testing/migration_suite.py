@@ -8,6 +8,7 @@ enforced foreign keys skip on backends without that capability.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -552,6 +553,44 @@ class MigrationSuite:
         got = sorted(store.repository(Todo5).all(), key=lambda t: t.id)
         assert got == [Todo5(t.id, t.title, t.content, int(t.category)) for t in TODOS]
         assert self.differences(store) == []
+
+    def test_two_stores_opening_at_once_migrate_once(self, open_at: StoreFactory,
+                                                     store_url: str) -> None:
+        open_at(1, [PersonV1]).repository(PersonV1).insert(PersonV1(1, "a", "b"))
+        open_at(1, [PersonV1]).close()  # closes the first one too: both openers start cold
+        ran: list[int] = []
+        gate = threading.Barrier(2)
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            ran.append(old)
+            m.alter_table(TableMigration(PersonV2, new_columns=["full_name"],
+                                         column_transformer={"full_name": lambda r: "x"}))
+
+        strategy = MigrationStrategy(on_upgrade=upgrade)
+        stores: list[Store] = []
+        errors: list[BaseException] = []
+
+        def opener() -> None:
+            gate.wait()
+            try:
+                stores.append(syncline.open(store_url, entities=[PersonV2], schema_version=2,
+                                            migration=strategy))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=opener) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        try:
+            assert errors == []
+            assert ran == [1]
+            assert sorted(s.opening.had_upgrade for s in stores if s.opening) == [False, True]
+            assert stores[0].repository(PersonV2).get(1) == PersonV2(1, "a", "b", "x")
+        finally:
+            for store in stores:
+                store.close()
 
     def test_upgrade_without_a_strategy_is_refused(self, open_at: StoreFactory) -> None:
         open_at(1, [PersonV1])
