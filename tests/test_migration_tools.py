@@ -253,6 +253,10 @@ def test_cli_migrate_refuses_a_newer_store_on_one_line(tmp_path: Path,
     (["schema", "dump", "--schema", "json:nothing_here", "out"], "has no attribute"),
     (["schema", "verify", "--store", "nope://x", "--schema", "syncline.examples.social.models"],
      "nope"),
+    (["migrate", "--store", "nope://x", "--schema", "syncline.examples.social.models"],
+     "nope"),
+    (["migrate", "--store", "postgresql://u@127.0.0.1:1/db",
+      "--schema", "syncline.examples.social.models"], "cannot reach PostgreSQL"),
 ])
 def test_cli_schema_commands_bad_input(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, args)
@@ -271,3 +275,21 @@ def test_cli_migrate_as_a_subprocess(tmp_path: Path) -> None:
                           env=env, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "created" in done.stdout
+
+
+def test_cli_migrate_with_a_missing_config_file(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCLINE_CONFIG", str(tmp_path / "nope.toml"))
+    result = CliRunner().invoke(main, ["migrate", "--schema", "syncline.examples.social.models"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: SYNCLINE_CONFIG")
+
+
+def test_cli_migrate_the_social_example(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/social.db"
+    result = CliRunner().invoke(main, ["migrate", "--store", store,
+                                       "--schema", "syncline.examples.social.models"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["schema", "verify", "--store", store,
+                                       "--schema", "syncline.examples.social.models"])
+    assert result.exit_code == 0, result.output

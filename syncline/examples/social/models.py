@@ -7,6 +7,7 @@ import datetime as dt
 import attrs
 
 import syncline
+from syncline.core.migration import Schema
 
 registry = syncline.EntityRegistry()
 
@@ -59,3 +60,6 @@ class User:
 
 
 ENTITIES: list[type] = [Post, Message, User]
+
+#: The app's schema: ``syncline migrate --schema syncline.examples.social.models``.
+schema = Schema(1, ENTITIES)
