@@ -119,8 +119,11 @@ def load_entities(spec: str) -> list[type]:
 @main.command()
 @click.option("--store", "store_url", default="memory://", show_default=True,
               help="The server's store URL (PostgreSQL in production).")
-@click.option("--entities", "entities_spec", required=True,
+@click.option("--entities", "entities_spec", default=None,
               help="The app's entities: 'package.module' or 'package.module:LIST'.")
+@click.option("--schema", "schema_spec", default=None,
+              help="Or the app's syncline.Schema ('package.module:NAME'): the store is created "
+                   "or migrated to its version on start.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--token", "tokens", multiple=True, metavar="TOKEN=PRINCIPAL",
@@ -133,7 +136,8 @@ def load_entities(spec: str) -> list[type]:
 @click.option("--assign-ids", is_flag=True, help="Give created records server ids.")
 @click.option("--shared", "shared", multiple=True, metavar="ENTITY",
               help="An entity every principal shares (repeatable); others are private.")
-def serve(store_url: str, entities_spec: str, host: str, port: int, tokens: tuple[str, ...],
+def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, host: str,
+          port: int, tokens: tuple[str, ...],
           jwt_secret: str | None, jwt_audience: str | None, allow_anonymous: bool,
           rate_limit: int, assign_ids: bool, shared: tuple[str, ...]) -> None:
     """Run the reference sync server (uvicorn)."""
@@ -148,10 +152,17 @@ def serve(store_url: str, entities_spec: str, host: str, port: int, tokens: tupl
         if not sep or not token or not principal:
             raise ConfigurationError(f"--token {item!r}: write TOKEN=PRINCIPAL")
         token_map[token] = principal
+    if (entities_spec is None) == (schema_spec is None):
+        raise ConfigurationError("give the app's entities with --entities or its schema with "
+                                 "--schema (one of them)")
+    from syncline.cli_schema import load_schema
+
+    schema = load_schema(schema_spec) if schema_spec else None
     config = ServerConfig(store=store_url, tokens=token_map, jwt_key=jwt_secret,
                           jwt_audience=jwt_audience, allow_anonymous=allow_anonymous,
-                          rate_limit=rate_limit, assign_ids=assign_ids, shared=list(shared))
-    app = create_app(config, load_entities(entities_spec))
+                          rate_limit=rate_limit, assign_ids=assign_ids, shared=list(shared),
+                          schema=schema)
+    app = create_app(config, load_entities(entities_spec) if entities_spec else [])
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

@@ -56,10 +56,22 @@ def stored_version(store_url: str | None) -> tuple[str, int | None]:
         backend.close()
 
 
+SERVER_HELP = "The store is a sync server's (syncline serve): its own tables come along."
+
+
+def _extra(server: bool) -> list[type]:
+    if not server:
+        return []
+    from syncline.core.serverside import SERVER_ENTITIES
+
+    return list(SERVER_ENTITIES)
+
+
 @click.command()
 @click.option("--store", "store_url", default=None, help=STORE_HELP)
 @click.option("--schema", "schema_spec", required=True, help=SCHEMA_HELP)
-def migrate(store_url: str | None, schema_spec: str) -> None:
+@click.option("--server", is_flag=True, help=SERVER_HELP)
+def migrate(store_url: str | None, schema_spec: str, server: bool) -> None:
     """Create or upgrade a store to the schema's version, showing each step."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -78,7 +90,8 @@ def migrate(store_url: str | None, schema_spec: str) -> None:
         bars[0].update(bars[0].task_ids[0], description=message, completed=done, total=total)
 
     try:
-        with syncline.open(store_url, schema=schema, migration_progress=report) as store:
+        with syncline.open(store_url, schema=schema, entities=_extra(server),
+                           migration_progress=report) as store:
             details = store.opening
     finally:
         for bar in bars:
@@ -117,7 +130,8 @@ def dump(schema_spec: str, version: int | None, folder: str) -> None:
 @schema.command()
 @click.option("--store", "store_url", default=None, help=STORE_HELP)
 @click.option("--schema", "schema_spec", required=True, help=SCHEMA_HELP)
-def verify(store_url: str | None, schema_spec: str) -> None:
+@click.option("--server", is_flag=True, help=SERVER_HELP)
+def verify(store_url: str | None, schema_spec: str, server: bool) -> None:
     """Compare a store with the declared schema without changing it; exit code 1 when they
     differ."""
     from syncline.cli import console
@@ -128,7 +142,8 @@ def verify(store_url: str | None, schema_spec: str) -> None:
     app = load_schema(schema_spec)
     url, version = stored_version(store_url)
     backend = plugin_manager().backend_class(scheme_of(url))(url)
-    store = Store(backend, app.entities, views=app.views, triggers=app.triggers,
+    store = Store(backend, [*app.entities, *_extra(server)], views=app.views,
+                  triggers=app.triggers,
                   schema_version=app.version)
     backend.open()
     try:

@@ -293,3 +293,23 @@ def test_cli_migrate_the_social_example(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["schema", "verify", "--store", store,
                                        "--schema", "syncline.examples.social.models"])
     assert result.exit_code == 0, result.output
+
+
+def test_cli_migrate_and_verify_a_server_store(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/server.db"
+    spec = "syncline.examples.social.models"
+    runner = CliRunner()
+    result = runner.invoke(main, ["migrate", "--server", "--store", store, "--schema", spec])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["schema", "verify", "--server", "--store", store,
+                                  "--schema", spec])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["schema", "verify", "--store", store, "--schema", spec])
+    assert result.exit_code == 1  # without --server, the server's own tables are extra
+    assert "_syncline_changes is not declared" in result.output
+
+
+def test_cli_serve_needs_entities_or_a_schema() -> None:
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2
+    assert "--entities" in result.output and "--schema" in result.output

@@ -506,6 +506,7 @@ def _migrate(store: Store, strategy: MigrationStrategy,
                 else:
                     strategy.on_upgrade(migrator, before, target)
                     _rewrite_queued_payloads(store)
+                    _rewrite_server_log(store)
                 violations = ops.foreign_key_violations()
                 if violations:
                     raise MigrationError(
@@ -561,6 +562,27 @@ def _rewrite_queued_payloads(store: Store) -> None:
             if obj is not None:
                 outbox.entries.update(entry.id, payload=store.wire.unstructure(obj))
 
+
+
+def _rewrite_server_log(store: Store) -> None:
+    """On a sync server's store: the change log's payloads take the migrated rows' shape, so
+    clients of the new version pulling older changes can read them."""
+    from syncline.core.query import F
+    from syncline.core.serverside import ChangeEntry
+
+    if ChangeEntry not in store._specs:
+        return
+    syncing = {store._specs[c].table.name: c for c in store.entities if store._specs[c].syncs}
+    changes: Any = store.repository(ChangeEntry)
+    for name, cls in syncing.items():
+        ids = sorted({c.record_id for c in changes.find(
+            (F.entity == name) & (F.op == "upsert"))})
+        repo: Any = store.repository(cls)
+        for obj in repo.get_many(ids):
+            rid = getattr(obj, store._specs[cls].primary_key)
+            changes.update_where((F.entity == name) & (F.record_id == rid)
+                                 & (F.op == "upsert"),
+                                 payload=store.wire.unstructure(obj))
 
 
 def execute(store: Store, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[

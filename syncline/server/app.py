@@ -36,6 +36,7 @@ from syncline.core.errors import (
     SerializationError,
     SynclineError,
 )
+from syncline.core.migration import Schema
 from syncline.core.schema import spec_of
 from syncline.core.serverside import SERVER_ENTITIES, SyncServer
 from syncline.core.transport import Mutation, from_wire, to_wire
@@ -71,6 +72,8 @@ class ServerConfig:
     #: entities whose records every principal shares (the others are private to their creator)
     shared: list[str] = attrs.Factory(list)
     store_options: dict[str, Any] = attrs.Factory(dict)
+    #: the app's schema (version, migration): the store is created or migrated to it on open
+    schema: Schema | None = None
 
 
 def server_store_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +125,8 @@ class SyncApp:
 
     def __init__(self, config: ServerConfig, entities: Sequence[type]) -> None:
         self.config = config
+        if not entities and config.schema is not None:
+            entities = config.schema.entities
         self.entities = [e for e in entities if spec_of(e).syncs]
         if not self.entities:
             raise SynclineError("the server has no syncing entities to serve; pass entities "
@@ -131,8 +136,9 @@ class SyncApp:
         self.limiter = RateLimiter(config.rate_limit)
 
     def open(self) -> None:
-        self.store = syncline.open(self.config.store,
-                                   entities=[*self.entities, *SERVER_ENTITIES],
+        schema = self.config.schema
+        entities = SERVER_ENTITIES if schema is not None else [*self.entities, *SERVER_ENTITIES]
+        self.store = syncline.open(self.config.store, entities=entities, schema=schema,
                                    options=server_store_options(self.config.store_options))
         self.server = SyncServer(self.store, assign_ids=self.config.assign_ids,
                                  max_page=self.config.max_page, shared=self.config.shared)

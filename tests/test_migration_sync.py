@@ -1,0 +1,73 @@
+"""Migrations and sync together: a client's queue and a server's change log take the new shape,
+so an upgraded client pushes what it queued before and a new client pulls what came before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+import syncline
+from syncline.core.schema import EntityRegistry
+from syncline.core.serverside import SERVER_ENTITIES
+from syncline.plugins.mock import MockServer
+
+v1, v2 = EntityRegistry(), EntityRegistry()
+
+
+@v1.entity("notes", syncs=True)
+@attrs.define
+class Note1:
+    id: str
+    text: str
+
+
+@v2.entity("notes", syncs=True)
+@attrs.define
+class Note2:
+    id: str
+    body: str
+    stars: int = 0
+
+
+def to_2(m: syncline.Migrator) -> None:
+    m.alter_table(syncline.TableMigration(Note2, renamed={"body": "text"},
+                                          new_columns=["stars"]))
+
+
+SCHEMA_1 = syncline.Schema(1, [Note1])
+SCHEMA_2 = syncline.Schema(2, [Note2], migration=syncline.MigrationStrategy(
+    on_upgrade=syncline.steps({2: to_2})))
+
+
+def _server(path: Path, schema: syncline.Schema) -> MockServer:
+    store = syncline.open(f"sqlite:///{path}", schema=schema, entities=SERVER_ENTITIES,
+                          options={"isolation": "read committed"})
+    return MockServer("migrating", store=store)
+
+
+def test_upgraded_client_pushes_its_old_queue_and_new_clients_pull_old_changes(
+        tmp_path: Path) -> None:
+    server = _server(tmp_path / "server.db", SCHEMA_1)
+    a = syncline.open(f"sqlite:///{tmp_path}/a.db", schema=SCHEMA_1, transport="mock://migrating")
+    notes = a.repository(Note1)
+    notes.insert_many([Note1("n1", "one"), Note1("n2", "two")])
+    assert a.sync().pushed == 2
+    notes.update("n1", text="one, edited offline")
+    notes.insert(Note1("n3", "three"))
+    a.close()
+    server.close()
+
+    server = _server(tmp_path / "server.db", SCHEMA_2)  # the server goes first
+    a = syncline.open(f"sqlite:///{tmp_path}/a.db", schema=SCHEMA_2, transport="mock://migrating")
+    assert a.opening is not None and a.opening.had_upgrade
+    report = a.sync()
+    assert report.ok and report.pushed == 2, report
+    b = syncline.open(f"sqlite:///{tmp_path}/b.db", schema=SCHEMA_2, transport="mock://migrating")
+    assert b.sync().pulled >= 3  # every change since the start, n1 twice
+    expected = [Note2("n1", "one, edited offline"), Note2("n2", "two"), Note2("n3", "three")]
+    assert sorted(b.repository(Note2).all(), key=lambda n: n.id) == expected
+    assert sorted(server.store.repository(Note2).all(), key=lambda n: n.id) == expected
+    for store in (a, b):
+        store.close()
+    server.close()
