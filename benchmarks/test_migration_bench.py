@@ -86,12 +86,10 @@ class ItemV2:
 
 # -- the hand-written sqlite3 rebuild --------------------------------------------------------
 
-# The DDL syncline generates for ItemV2 (SQLiteBuilder.ddl). The "DEFAULT 1" of the int
-# columns is what syncline emits today for fields without a default (see benchmarks/README.md,
-# "Migrations"); it costs nothing here and keeps both tables identical.
+# The DDL syncline generates for ItemV2 (SQLiteBuilder.ddl), so both tables are identical.
 NEW_TABLE = (
-    "CREATE TABLE _new_items (id INTEGER DEFAULT 1 NOT NULL, title TEXT NOT NULL, "
-    "body TEXT NOT NULL, category INTEGER DEFAULT 1 NOT NULL, PRIMARY KEY (id))"
+    "CREATE TABLE _new_items (id INTEGER NOT NULL, title TEXT NOT NULL, "
+    "body TEXT NOT NULL, category INTEGER NOT NULL, PRIMARY KEY (id))"
 )
 REBUILD = (
     "BEGIN IMMEDIATE",

@@ -51,8 +51,10 @@ def test_upgraded_client_pushes_its_old_queue_and_new_clients_pull_old_changes(
     server = _server(tmp_path / "server.db", SCHEMA_1)
     a = syncline.open(f"sqlite:///{tmp_path}/a.db", schema=SCHEMA_1, transport="mock://migrating")
     notes = a.repository(Note1)
-    notes.insert_many([Note1("n1", "one"), Note1("n2", "two")])
-    assert a.sync().pushed == 2
+    notes.insert_many([Note1("n1", "one"), Note1("n2", "two"), Note1("n4", "gone")])
+    assert a.sync().pushed == 3
+    notes.delete("n4")  # the server's log keeps its upsert (old shape) and its delete
+    assert a.sync().pushed == 1
     notes.update("n1", text="one, edited offline")
     notes.insert(Note1("n3", "three"))
     a.close()

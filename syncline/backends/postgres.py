@@ -372,9 +372,11 @@ class PostgresBackend(TupleRowsMixin, Backend):
     def create_table(self, table: TableSpec) -> None:
         with self._connection() as conn:
             exists = conn.execute("SELECT to_regclass(%s)", (f'"{table.name}"',)).fetchone()
-            if exists is not None and exists[0] is None:
-                for stmt in self.sql.ddl(table):
-                    conn.execute(stmt)
+            statements = self.sql.ddl(table)
+            if exists is not None and exists[0] is not None:
+                statements = statements[1:]  # the table is there: only missing indexes
+            for stmt in statements:
+                conn.execute(stmt)
 
     def drop_table(self, name: str) -> None:
         with self._connection() as conn:

@@ -100,7 +100,7 @@ class SQLMigrationOps(MigrationOps):
             self._op = Operations(MigrationContext.configure(self.conn))
         return self._op
 
-    def _release(self) -> None:
+    def release(self) -> None:
         if self._conn is not None:
             engine = self._conn.engine
             self._conn.close()
@@ -267,13 +267,19 @@ class SQLMigrationOps(MigrationOps):
         # insert in chunks.
         select = ", ".join([*(q(c) for c in old_cols), *(exprs[c] for c in targets
                                                           if c in exprs)])
-        rows = self.run(f"SELECT {select} FROM {q(old)}").fetchall()
+        try:  # streamed: a server-side cursor on PostgreSQL, step by step on SQLite
+            rows = self.conn.exec_driver_sql(f"SELECT {select} FROM {q(old)}",
+                                             execution_options={"stream_results": True})
+        except sa.exc.DBAPIError as exc:
+            raise self.error(exc, f"reading {old}") from exc
+        count = 0
         n_old = len(old_cols)
         expr_cols = [c for c in targets if c in exprs]
         insert = (f"INSERT INTO {q(new)} ({cols}) VALUES "
                   f"({', '.join([self.placeholder] * len(targets))})")
         batch: list[tuple[Any, ...]] = []
         for row in rows:
+            count += 1
             old_row = dict(zip(old_cols, row[:n_old], strict=True))
             computed = dict(zip(expr_cols, row[n_old:], strict=True))
             values = []
@@ -294,7 +300,7 @@ class SQLMigrationOps(MigrationOps):
                 batch = []
         if batch:
             self.run(insert, batch)
-        return len(rows)
+        return count
 
     # -- views, triggers, SQL ----------------------------------------------------------------
 
@@ -409,7 +415,7 @@ class SQLiteMigrationOps(SQLMigrationOps):
                 try:
                     yield
                 finally:
-                    self._release()
+                    self.release()
         finally:
             raw.execute("PRAGMA foreign_keys=ON")
 
@@ -510,7 +516,7 @@ class PostgresMigrationOps(SQLMigrationOps):
                                    (f"syncline-migrate:{self.backend.schema or ''}",))
                 yield
             finally:
-                self._release()
+                self.release()
 
     def ignored_tables(self) -> set[str]:
         return {"_syncline_meta"}

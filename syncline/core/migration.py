@@ -31,6 +31,7 @@ log = logging.getLogger("syncline.migration")
 Source: TypeAlias = tuple[str, Any]
 Transformer: TypeAlias = "str | Callable[[Mapping[str, Any]], Any]"
 Progress: TypeAlias = Callable[[int, int, str], None]
+_STORED_AS_IS = frozenset({str, int, float, bytes})  # by every backend
 
 
 @attrs.frozen
@@ -239,6 +240,9 @@ class MigrationOps(abc.ABC):
         views over it and the rows referencing it. ``convert`` turns a function's result into
         the stored form. Returns the number of rows copied."""
 
+    def release(self) -> None:  # noqa: B027 - optional: only SQL backends borrow anything
+        """Let go of what the operations borrowed from the transaction (before it ends)."""
+
     def foreign_key_violations(self) -> list[str]:
         """Rows whose foreign keys point nowhere (checked before the migration commits)."""
         return []
@@ -317,10 +321,16 @@ class Migrator:
     # -- whole schema ------------------------------------------------------------------------
 
     def create_all(self) -> None:
-        """Create every declared table (with its indexes), then the views and triggers."""
+        """Create every declared table (with its indexes), then the triggers and views (on
+        backends without SQL, such as memory, those are skipped)."""
         for table in self.store.tables():
             if self.ops.columns(table.name) is None:
                 self.ops.create_table(table)
+        if not self.ops.sql and (self.store.triggers or self.store.views):
+            # Nothing could read them there: the app's views and triggers are SQL.
+            log.info("%s holds no views or triggers; skipping the declared ones",
+                     self.store.backend.url)
+            return
         for trigger in self.store.triggers:
             self.ops.create_trigger(trigger)
         for view in self.store.views:
@@ -354,8 +364,11 @@ class Migrator:
         self.ops.drop_table(self._name(entity))
 
     def rename_table(self, old_name: str, entity: type | str) -> None:
-        """Rename the stored table ``old_name`` to the entity's table name."""
-        self.ops.rename_table(old_name, self._name(entity))
+        """Rename the stored table ``old_name`` to the entity's table name (queued changes and
+        sync states of its records follow it)."""
+        new_name = self._name(entity)
+        self.ops.rename_table(old_name, new_name)
+        _rename_sync_state(self.store, old_name, new_name)
 
     def create_index(self, entity: type, name: str | None = None) -> None:
         """Create the entity's declared index ``name`` (all of its indexes when None)."""
@@ -417,7 +430,9 @@ class Migrator:
         converter = self.store.converter
 
         def convert(value: Any) -> Any:
-            return None if value is None else converter.unstructure(value)
+            if value is None or type(value) in _STORED_AS_IS:
+                return value
+            return converter.unstructure(value)
 
         self.report(0, 1, f"rebuilding {spec.name}")
         count = self.ops.rebuild(spec, sources, convert)
@@ -471,7 +486,7 @@ def open_schema(store: Store, strategy: MigrationStrategy | None,
                 backend.create_table(table)
         details = OpeningDetails(stored, target)
     else:
-        details = _migrate(store, strategy, progress)
+        details = _migrate(store, strategy, progress, stored)
     if strategy.before_open is not None:
         strategy.before_open(store, details)
     return details
@@ -484,12 +499,12 @@ def _refuse_newer(store: Store, stored: int | None) -> None:
             f"this code's version {store.schema_version}; upgrade the application")
 
 
-def _migrate(store: Store, strategy: MigrationStrategy,
-             progress: Progress | None) -> OpeningDetails:
+def _migrate(store: Store, strategy: MigrationStrategy, progress: Progress | None,
+             stored: int | None) -> OpeningDetails:
     backend = store.backend
     target = store.schema_version
     ops = backend.migration_ops()
-    before: int | None = None
+    before = stored  # read again under the lock below
     try:
         with ops.transaction():
             before = backend.get_schema_version()  # again, now that we hold the write lock
@@ -547,6 +562,7 @@ def _rewrite_queued_payloads(store: Store) -> None:
     for entry in entries:
         if entry.payload is not None and entry.record_id is not None:
             by_entity.setdefault(entry.entity, []).append(entry)
+    changed = []
     for name, group in by_entity.items():
         repo: Any = store.repository(syncing[name])
         try:
@@ -560,13 +576,28 @@ def _rewrite_queued_payloads(store: Store) -> None:
         for entry in group:
             obj = rows.get(entry.record_id)
             if obj is not None:
-                outbox.entries.update(entry.id, payload=store.wire.unstructure(obj))
+                entry.payload = store.wire.unstructure(obj)
+                changed.append(entry)
+    outbox.entries.upsert_many(changed)  # one batch, not one update per entry
 
+
+def _rename_sync_state(store: Store, old: str, new: str) -> None:
+    from syncline.core.outbox import state_key
+    from syncline.core.query import F
+
+    outbox = store.outbox
+    outbox.entries.update_where(F.entity == old, entity=new)
+    states = outbox.states.find(F.entity == old)
+    if states:
+        outbox.states.delete_many([s.key for s in states])
+        outbox.states.insert_many([attrs.evolve(s, key=state_key(new, s.record_id), entity=new)
+                                   for s in states])
 
 
 def _rewrite_server_log(store: Store) -> None:
     """On a sync server's store: the change log's payloads take the migrated rows' shape, so
-    clients of the new version pulling older changes can read them."""
+    clients of the new version pulling older changes can read them (a record's upserts all
+    carry its current row; those of records deleted since are dropped, their delete stays)."""
     from syncline.core.query import F
     from syncline.core.serverside import ChangeEntry
 
@@ -575,14 +606,17 @@ def _rewrite_server_log(store: Store) -> None:
     syncing = {store._specs[c].table.name: c for c in store.entities if store._specs[c].syncs}
     changes: Any = store.repository(ChangeEntry)
     for name, cls in syncing.items():
-        ids = sorted({c.record_id for c in changes.find(
-            (F.entity == name) & (F.op == "upsert"))})
+        upserts = changes.find((F.entity == name) & (F.op == "upsert"))
         repo: Any = store.repository(cls)
-        for obj in repo.get_many(ids):
-            rid = getattr(obj, store._specs[cls].primary_key)
-            changes.update_where((F.entity == name) & (F.record_id == rid)
-                                 & (F.op == "upsert"),
-                                 payload=store.wire.unstructure(obj))
+        pk = store._specs[cls].primary_key
+        found = {getattr(o, pk): o for o in repo.get_many(sorted({c.record_id for c in upserts}))}
+        payloads = {rid: store.wire.unstructure(obj) for rid, obj in found.items()}
+        # Records deleted since: their later delete entry says all a client needs.
+        changes.delete_many([c.seq for c in upserts if c.record_id not in found])
+        kept = [c for c in upserts if c.record_id in found]
+        for c in kept:
+            c.payload = payloads[c.record_id]
+        changes.upsert_many(kept)
 
 
 def execute(store: Store, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[
@@ -590,5 +624,8 @@ def execute(store: Store, sql: str, params: Sequence[Any] | Mapping[str, Any] = 
     """Run one SQL statement on a store of an SQL backend, in a transaction of its own; returns
     its rows, if any (for checks in tests and one-off maintenance, not for application data)."""
     ops = store.backend.migration_ops()
-    with ops.transaction():
-        return ops.execute(sql, params)
+    with store.backend.transaction():  # an ordinary one: foreign keys stay on
+        try:
+            return ops.execute(sql, params)
+        finally:
+            ops.release()

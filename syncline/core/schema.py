@@ -376,6 +376,8 @@ _LITERAL_KINDS: dict[str, tuple[type, ...]] = {
 
 def _plain_default(value: Any, kind: str) -> Any:
     """A field default the database can hold as a literal of the column's kind, or None."""
+    if value is attrs.NOTHING:  # NOTHING is an enum member itself: check it first
+        return None
     if isinstance(value, enum.Enum):
         value = value.value
     return value if type(value) in _LITERAL_KINDS.get(kind, ()) else None
