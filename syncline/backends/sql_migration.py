@@ -575,7 +575,10 @@ class PostgresMigrationOps(SQLMigrationOps):
 
     def _alter_column(self, spec: TableSpec, column: ColumnSpec, using: str | None) -> None:
         kwargs = alter_column_kwargs(self.builder, column)
-        type_sql = kwargs["type_"].compile(dialect=self.builder.dialect)
+        type_ = kwargs["type_"]
+        if getattr(type_, "collation", None):  # CAST(x AS TEXT COLLATE "C") is no syntax
+            type_ = type(type_)()
+        type_sql = type_.compile(dialect=self.builder.dialect)
         with self._guard(f"changing column {spec.name}.{column.name}"):
             self.op.alter_column(spec.name, column.name,
                                  postgresql_using=using or f"CAST({q(column.name)} AS {type_sql})",

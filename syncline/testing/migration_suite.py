@@ -328,6 +328,16 @@ class MigrationSuite:
         store.repository(TodoIntCategory).update(1, category=None)
         assert self.differences(store) == []
 
+    def test_alter_column_makes_a_text_column_nullable(self, open_at: StoreFactory) -> None:
+        self._v1_todos(open_at)
+        store = open_at(2, [TodoNullableContent], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_column(TodoNullableContent, "content")))
+        repo = store.repository(TodoNullableContent)
+        repo.update(2, content=None)
+        assert repo.get(2) == TodoNullableContent(2, "title 2", None, "2")
+        assert repo.count() == len(TODOS)
+        assert self.differences(store) == []
+
     def test_rename_table_and_create_drop_table(self, open_at: StoreFactory) -> None:
         self._v1_todos(open_at)
         reg = EntityRegistry()
