@@ -257,6 +257,10 @@ def test_cli_migrate_refuses_a_newer_store_on_one_line(tmp_path: Path,
      "nope"),
     (["migrate", "--store", "postgresql://u@127.0.0.1:1/db",
       "--schema", "syncline.examples.social.models"], "cannot reach PostgreSQL"),
+    (["schema", "verify", "--store", "postgresql://u@127.0.0.1:1/db",
+      "--schema", "syncline.examples.social.models"], "cannot reach PostgreSQL"),
+    (["schema", "dump", "--schema", "syncline.examples.social.models", "--version", "3", "out"],
+     "--version 3 does not match"),
 ])
 def test_cli_schema_commands_bad_input(args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, args)
@@ -277,10 +281,11 @@ def test_cli_migrate_as_a_subprocess(tmp_path: Path) -> None:
     assert "created" in done.stdout
 
 
-def test_cli_migrate_with_a_missing_config_file(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("command", [["migrate"], ["schema", "verify"]])
+def test_cli_schema_commands_with_a_missing_config_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
     monkeypatch.setenv("SYNCLINE_CONFIG", str(tmp_path / "nope.toml"))
-    result = CliRunner().invoke(main, ["migrate", "--schema", "syncline.examples.social.models"])
+    result = CliRunner().invoke(main, [*command, "--schema", "syncline.examples.social.models"])
     assert result.exit_code == 2
     assert result.output.startswith("error: SYNCLINE_CONFIG")
 
