@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import attrs
@@ -85,6 +86,37 @@ def test_killed_connection_leaves_no_partial_write_and_reconnects(store: Store,
     assert rows.get("a") is None and rows.get("b") is None
     rows.insert(Row("c", 3, 3))  # the pool hands out a fresh connection
     assert [r.id for r in rows.all()] == ["c"]
+
+
+def _kill_pooled_connection(store: Store, postgres_url: str) -> None:
+    proxy = store.backend._raw()  # type: ignore[attr-defined]
+    try:
+        row = proxy.driver_connection.execute("SELECT pg_backend_pid()").fetchone()
+    finally:
+        proxy.close()  # back to the pool, where it will be found dead
+    url = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("ping_after", [0, 3600])
+def test_pooled_connections_the_server_dropped_are_replaced(
+        postgres_url: str, ping_after: float) -> None:
+    # ping_after=0: pinged at every checkout; 3600: never pinged here, so a transaction's
+    # BEGIN meets the dead connection and takes another one.
+    with syncline.open(f"{postgres_url}?schema=ping{int(ping_after)}", entities=[Row],
+                       options={"ping_after": ping_after, "pool_size": 1}) as store:
+        rows = store.repository(Row)
+        rows.clear()
+        rows.insert(Row("a", 1, 1))
+        _kill_pooled_connection(store, postgres_url)
+        rows.insert(Row("b", 2, 2))  # a write: its own transaction
+        _kill_pooled_connection(store, postgres_url)
+        with store.transaction():
+            rows.update("a", hits=5)
+        assert rows.get("a") == Row("a", 1, 1, 5)
+        assert rows.count() == 2
 
 
 def test_unreachable_server_names_host_and_port() -> None:

@@ -103,6 +103,7 @@ class _Local(threading.local):
     def __init__(self) -> None:
         self.conn: Any = None  # the pooled connection held by an open transaction
         self.depth = 0
+        self.notify: str | None = None  # tables to announce with the transaction's COMMIT
 
 
 class PostgresBackend(TupleRowsMixin, Backend):
@@ -142,7 +143,9 @@ class PostgresBackend(TupleRowsMixin, Backend):
             self.sa_url,
             pool_size=int(self.options.get("pool_size", 5)),
             max_overflow=int(self.options.get("max_overflow", 10)),
-            pool_pre_ping=bool(self.options.get("pre_ping", True)),
+            pool_pre_ping=False,  # see _ping_if_idle
+            # Autocommit connections; every transaction ends in our COMMIT or ROLLBACK.
+            pool_reset_on_return=None,
             connect_args={"connect_timeout": int(self.options.get("connect_timeout", 10)),
                           "options": "-c timezone=UTC" + (
                               f" -c search_path={self.schema}" if self.schema else ""),
@@ -150,6 +153,11 @@ class PostgresBackend(TupleRowsMixin, Backend):
                           # transactions send their own BEGIN with the isolation level.
                           "autocommit": True},
         )
+        if self.options.get("pre_ping", True):
+            idle = float(self.options.get("ping_after", 10.0))
+            sa.event.listen(self._engine, "checkout", _ping_if_idle(idle))
+            sa.event.listen(self._engine, "checkin", _mark_used)
+            sa.event.listen(self._engine, "connect", _mark_used)
         with self._connection() as conn:
             if self.schema:
                 conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
@@ -249,16 +257,24 @@ class PostgresBackend(TupleRowsMixin, Backend):
         local = self._local
         depth = local.depth
         if depth == 0:
-            proxy = self._raw()
-            local.conn = proxy
-            try:
-                with self._errors("beginning a transaction", proxy):
-                    proxy.driver_connection.execute(
-                        f"BEGIN ISOLATION LEVEL {isolation or self.isolation}")
-            except BaseException:
-                local.conn = None
-                proxy.close()
-                raise
+            for attempt in (1, 2):
+                proxy = self._raw()
+                local.conn = proxy
+                try:
+                    with self._errors("beginning a transaction", proxy):
+                        proxy.driver_connection.execute(
+                            f"BEGIN ISOLATION LEVEL {isolation or self.isolation}")
+                    break
+                except BackendUnavailableError:
+                    local.conn = None
+                    proxy.close()
+                    if attempt == 2:
+                        raise
+                    # A pooled connection the server dropped: nothing began, take another.
+                except BaseException:
+                    local.conn = None
+                    proxy.close()
+                    raise
         proxy = local.conn
         conn = proxy.driver_connection
         name = f"sp{depth}"
@@ -271,6 +287,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
         except BaseException:
             local.depth = depth
             if depth == 0:
+                local.notify = None
                 try:
                     conn.execute("ROLLBACK")
                 except Exception:
@@ -287,9 +304,14 @@ class PostgresBackend(TupleRowsMixin, Backend):
             with self._errors("releasing a savepoint"):
                 conn.execute(f"RELEASE SAVEPOINT {name}")
             return
+        notify, local.notify = local.notify, None
         try:
             with self._errors("committing", proxy):
-                conn.execute("COMMIT")
+                if notify is None:
+                    conn.execute("COMMIT")
+                else:  # one round trip: delivered with (and only with) the commit
+                    conn.execute(_NOTIFY_AND_COMMIT.format(
+                        _sql().Literal(self.channel), _sql().Literal(notify)))
         finally:
             local.conn = None
             proxy.close()
@@ -319,9 +341,14 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
     def announce(self, tables: frozenset[str]) -> None:
         # Delivered to listeners when (and only if) the transaction commits.
-        if self.options.get("notify", True):
-            with self._connection() as conn:
-                conn.execute("SELECT pg_notify(%s, %s)", (self.channel, ",".join(sorted(tables))))
+        if not self.options.get("notify", True):
+            return
+        payload = ",".join(sorted(tables))
+        if self._local.depth > 0:  # sent with the COMMIT
+            self._local.notify = payload
+            return
+        with self._connection() as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
     def watch_external(
             self, callback: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
@@ -557,6 +584,48 @@ class PostgresBackend(TupleRowsMixin, Backend):
                 return int(conn.execute(sql, params).rowcount)
 
         return int(self._retrying(work))
+
+
+def _sql() -> Any:
+    from psycopg import sql
+
+    return sql
+
+
+class _LazyQuery:
+    """``SELECT pg_notify(channel, tables); COMMIT`` composed safely, built on first use."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._query: Any = None
+
+    def format(self, *args: Any) -> Any:
+        if self._query is None:
+            self._query = _sql().SQL(self.text)
+        return self._query.format(*args)
+
+
+_NOTIFY_AND_COMMIT = _LazyQuery("SELECT pg_notify({}, {}); COMMIT")
+
+
+def _mark_used(dbapi_conn: Any, record: Any) -> None:
+    record.info["used_at"] = time.monotonic()
+
+
+def _ping_if_idle(idle: float) -> Callable[[Any, Any, Any], None]:
+    """A pool checkout hook: ping a connection only when it sat unused for ``idle`` seconds
+    (a server restart or an idle timeout drops those), not before every statement."""
+
+    def checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get("used_at", 0.0) < idle:
+            return
+        try:
+            dbapi_conn.execute("SELECT 1")
+        except Exception as exc:  # the pool replaces the connection and tries again
+            raise sa.exc.DisconnectionError(str(exc)) from exc
+        record.info["used_at"] = time.monotonic()
+
+    return checkout
 
 
 def _stage_name(table: TableSpec) -> str:
