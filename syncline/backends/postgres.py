@@ -319,15 +319,15 @@ class PostgresBackend(TupleRowsMixin, Backend):
     def in_transaction(self) -> bool:
         return self._local.depth > 0
 
-    def increment(self, table: TableSpec, key: Any, column: str) -> int:
+    def increment(self, table: TableSpec, key: Any, column: str, by: int = 1) -> int:
         # One statement: the row lock it takes is held to the end of the transaction.
-        sql = (f'INSERT INTO "{table.name}" ("{table.primary_key}", "{column}") VALUES (%s, 1) '
+        sql = (f'INSERT INTO "{table.name}" ("{table.primary_key}", "{column}") VALUES (%s, %s) '
                f'ON CONFLICT ("{table.primary_key}") DO UPDATE SET "{column}" = '
-               f'"{table.name}"."{column}" + 1 RETURNING "{column}"')
+               f'"{table.name}"."{column}" + excluded."{column}" RETURNING "{column}"')
 
         def work() -> int:
             with self._connection() as conn:
-                row = conn.execute(sql, (key,)).fetchone()
+                row = conn.execute(sql, (key, by)).fetchone()
             assert row is not None  # RETURNING always yields the row
             return int(row[0])
 

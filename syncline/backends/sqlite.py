@@ -433,12 +433,12 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             else:
                 conn.executemany(sql, rows)
 
-    def increment(self, table: TableSpec, key: Any, column: str) -> int:
-        sql = (f'INSERT INTO "{table.name}" ("{table.primary_key}", "{column}") VALUES (?, 1) '
+    def increment(self, table: TableSpec, key: Any, column: str, by: int = 1) -> int:
+        sql = (f'INSERT INTO "{table.name}" ("{table.primary_key}", "{column}") VALUES (?, ?) '
                f'ON CONFLICT ("{table.primary_key}") DO UPDATE SET "{column}" = '
-               f'"{table.name}"."{column}" + 1 RETURNING "{column}"')
+               f'"{table.name}"."{column}" + excluded."{column}" RETURNING "{column}"')
         with self._atomic(False) as conn, self._errors(f"counting in {table.name}"):
-            return int(conn.execute(sql, (key,)).fetchone()[0])
+            return int(conn.execute(sql, (key, by)).fetchone()[0])
 
     def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
         return self.update_where(table, Compare(table.primary_key, "eq", key), values) > 0

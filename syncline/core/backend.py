@@ -166,8 +166,8 @@ class Backend(abc.ABC):
         """Like :meth:`query` but may stream; the default reads everything first."""
         return iter(self.query(table, query))
 
-    def increment(self, table: TableSpec, key: Any, column: str) -> int:
-        """Add one to an integer column of one row (created with 1 if missing; its other
+    def increment(self, table: TableSpec, key: Any, column: str, by: int = 1) -> int:
+        """Add ``by`` to an integer column of one row (created with ``by`` if missing; its other
         columns must then be nullable) and return the new value, atomically.
 
         The row stays locked by the caller's transaction until it ends: a sync server takes
@@ -175,7 +175,7 @@ class Backend(abc.ABC):
         """
         with self.transaction():
             row = self.get(table, key)
-            value = int(row[column] if row else 0) + 1
+            value = int(row[column] if row else 0) + by
             if row is None:
                 blank = dict.fromkeys(table.column_names)
                 self.insert_many(table, [{**blank, table.primary_key: key, column: value}])

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from syncline.core.errors import ConflictError, NotFoundError, SerializationError
+from syncline.core.errors import (
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    SerializationError,
+)
 from syncline.core.outbox import _internal
 from syncline.core.query import F
 from syncline.core.schema import EntitySpec, spec_of
@@ -175,9 +180,23 @@ class SyncServer:
     # -- push --------------------------------------------------------------------------------
 
     def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
-        """Apply a batch in one transaction (a savepoint per mutation); one result each."""
-        results = self.store.run_transaction(
-            lambda: [self._apply(m, principal) for m in mutations])
+        """Apply a batch in one transaction; one result each, as if applied one by one.
+
+        Record mutations are decided in Python over the batch's rows (read with one query per
+        table) and written with one statement per table. A batch with commands (plugins may
+        write anything) or one the database refuses as a whole (a unique index) is applied
+        mutation by mutation instead, each in a savepoint of its own.
+        """
+        results: list[MutationResult] | None = None
+        if mutations and all(m.action != "command" for m in mutations):
+            try:
+                results = self.store.run_transaction(
+                    lambda: _Batch(self, principal).apply(mutations))
+            except IntegrityError:
+                results = None
+        if results is None:
+            results = self.store.run_transaction(
+                lambda: [self._apply(m, principal) for m in mutations])
         return PushResponse(results, self.now().isoformat())
 
     # Inside the batch's transaction the server writes through the backend directly: each
@@ -373,3 +392,175 @@ def decode_cursor(cursor: str | None, epoch: str, principal: str) -> int:
             f"invalid cursor {cursor[:40]!r}: {exc}; pass the cursor of the previous page, "
             f"or none to start over") from exc
     return seq if data["e"] == epoch else 0
+
+
+class _Batch:
+    """One push of record mutations, decided over an in-memory view of the rows it touches.
+
+    Every decision is the one :meth:`SyncServer._apply` makes for the same mutation at the same
+    point of the batch; the view follows the batch's own effects, then the writes go out at
+    once.
+    """
+
+    def __init__(self, server: SyncServer, principal: str) -> None:
+        self.server = server
+        self.store = server.store
+        self.principal = principal
+        #: record key -> its server record (None: never seen)
+        self.records: dict[str, ServerRecord | None] = {}
+        #: (table, record id) -> the entity (None: no row)
+        self.rows: dict[tuple[str, str], Any] = {}
+        self.changes: list[ChangeEntry] = []
+        self.applied: dict[str, AppliedMutation] = {}
+        #: table -> record id -> the entity to write, or None to delete
+        self.writes: dict[str, dict[str, Any]] = {}
+
+    def owner(self, spec: EntitySpec) -> str:
+        return SHARED if spec.table.name in self.server.shared else self.principal
+
+    def load(self, mutations: Sequence[Mutation]) -> None:
+        ids: dict[str, set[str]] = {}
+        for m in mutations:
+            if m.entity in self.server._specs and m.record_id:
+                ids.setdefault(m.entity, set()).add(m.record_id)
+        keys: list[str] = []
+        for entity, rids in ids.items():
+            spec = self.server._specs[entity]
+            owner = self.owner(spec)
+            ordered = sorted(rids)
+            keys += [f"{owner}/{entity}/{rid}" for rid in ordered]
+            repo: Any = self.store.repository(spec.cls)
+            found = {getattr(o, spec.primary_key): o for o in repo.get_many(ordered)}
+            for rid in ordered:
+                self.rows[(entity, rid)] = found.get(rid)
+        self.records = dict.fromkeys(keys)
+        for record in self.server.records.get_many(keys):
+            self.records[record.key] = record
+
+    def apply(self, mutations: Sequence[Mutation]) -> list[MutationResult]:
+        server = self.server
+        n = len(mutations)
+        last = self.store.backend.increment(server.meta.table, "seq", "value", by=n)
+        self.store.touched(server.meta.table.name)
+        keys = [f"{self.principal}/{m.id}" for m in mutations]
+        seen = {a.key: a for a in server.applied.get_many(sorted(set(keys)))}
+        self.load(mutations)
+        results = []
+        for i, (m, key) in enumerate(zip(mutations, keys, strict=True)):
+            seq = last - n + 1 + i
+            print_ = fingerprint(m)
+            before = seen.get(key) or self.applied.get(key)
+            if before is not None:
+                if before.fingerprint != print_:
+                    results.append(MutationResult(m.id, "rejected", reason=(
+                        "this mutation id was already used for a different change; "
+                        "mutation ids must be unique")))
+                    continue
+                first = from_wire(before.result, MutationResult)
+                if first.status in ("applied", "duplicate"):
+                    first = attrs.evolve(first, status="duplicate")
+                results.append(first)
+                continue
+            try:
+                result = self.effect(m, seq)
+            except (SerializationError, NotFoundError, ConflictError, ValueError) as exc:
+                result = MutationResult(m.id, "rejected", reason=str(exc))
+            if result.status != "retry":
+                self.applied[key] = AppliedMutation(key, print_, to_wire(result))
+            results.append(result)
+        self.flush()
+        return results
+
+    def effect(self, m: Mutation, seq: int) -> MutationResult:
+        server = self.server
+        spec = server._spec(m.entity)
+        if not m.record_id:
+            raise ValueError(f"{m.action} of {m.entity} needs a record_id")
+        owner = self.owner(spec)
+        entity = spec.table.name
+        meta = self.records.get(f"{owner}/{entity}/{m.record_id}")
+        obj = self.rows.get((entity, m.record_id))
+        current = (None if meta is None or meta.deleted or obj is None
+                   else self.store.wire.unstructure(obj))
+        exists = current is not None
+        conflict = MutationResult(
+            m.id, "conflict", version=meta.version if meta else None, record=current,
+            updated_at=meta.updated_at.isoformat() if meta else None)
+        if m.action == "delete":
+            if not exists:
+                return MutationResult(m.id, "applied", server_id=m.record_id,
+                                      version=meta.version if meta else None)
+            if m.base_version != meta.version:  # type: ignore[union-attr]
+                return conflict
+            self.write(spec, owner, m.record_id, None, m.id, seq)
+            return MutationResult(m.id, "applied", server_id=m.record_id, version=seq)
+        if m.payload is None:
+            raise ValueError(f"{m.action} of {m.entity} {m.record_id!r} needs a payload")
+        if m.action == "create":
+            if exists or (meta is not None and not meta.deleted and not server.assign_ids):
+                return conflict
+            record_id = f"s-{uuid.uuid4()}" if server.assign_ids else m.record_id
+            if meta is None and self.rows.get((entity, record_id)) is not None:
+                raise ValueError(f"record id {record_id!r} is taken; create it with a new id")
+        elif m.action == "update":
+            if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
+                return conflict
+            record_id = m.record_id
+        else:
+            raise ValueError(f"unknown action {m.action!r}; actions: create, update, delete, "
+                             f"command")
+        payload = {**m.payload, spec.primary_key: record_id}
+        if m.payload.get(spec.primary_key, m.record_id) != m.record_id:
+            raise ValueError(f"payload {spec.primary_key} {m.payload.get(spec.primary_key)!r} "
+                             f"differs from record_id {m.record_id!r}")
+        try:
+            new: Any = self.store.wire.structure(payload, spec.cls)
+        except Exception as exc:
+            raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from exc
+        self.write(spec, owner, record_id, new, m.id, seq)
+        return MutationResult(m.id, "applied", server_id=record_id, version=seq)
+
+    def write(self, spec: EntitySpec, owner: str, record_id: str, obj: Any,
+              mutation_id: str, seq: int) -> None:
+        entity = spec.table.name
+        now = self.server.now()
+        payload = None if obj is None else self.store.wire.unstructure(obj)
+        op = "delete" if obj is None else "upsert"
+        self.rows[(entity, record_id)] = obj
+        self.writes.setdefault(entity, {})[record_id] = obj
+        self.changes.append(ChangeEntry(seq, owner, entity, record_id, op, now, payload,
+                                        mutation_id))
+        key = f"{owner}/{entity}/{record_id}"
+        self.records[key] = ServerRecord(key, owner, entity, record_id, seq, now,
+                                         deleted=obj is None)
+
+    def flush(self) -> None:
+        store = self.store
+        backend = store.backend
+
+        def tuples(cls: type, objs: Sequence[Any]) -> list[Any]:
+            to_tuple = store.codec(cls).to_tuple
+            return [to_tuple(o) for o in objs]
+
+        for entity, final in self.writes.items():
+            spec = self.server._specs[entity]
+            gone = [rid for rid, obj in final.items() if obj is None]
+            kept = [obj for obj in final.values() if obj is not None]
+            if gone:
+                backend.delete_many(spec.table, gone)
+            if kept:
+                backend.upsert_values(spec.table, tuples(spec.cls, kept))
+            store.touched(entity)
+        written = {f"{c.owner}/{c.entity}/{c.record_id}" for c in self.changes}
+        records = [r for key, r in self.records.items() if key in written and r is not None]
+        for cls, objs, insert in ((ChangeEntry, self.changes, True),
+                                  (ServerRecord, records, False),
+                                  (AppliedMutation, list(self.applied.values()), True)):
+            if not objs:
+                continue
+            table = spec_of(cls).table
+            if insert:
+                backend.insert_values(table, tuples(cls, objs))
+            else:
+                backend.upsert_values(table, tuples(cls, objs))
+            store.touched(table.name)

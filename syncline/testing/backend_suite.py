@@ -108,6 +108,17 @@ class BackendSuite:
         assert posts.get(post.id) == post
         assert posts.get("missing") is None
 
+    def test_increment_creates_adds_and_returns_the_new_value(self, store: Store) -> None:
+        table = store.repository(Counter).table
+        backend = store.backend
+        assert backend.increment(table, "seq", "value") == 1
+        assert backend.increment(table, "seq", "value", by=5) == 6
+        with store.transaction():
+            assert backend.increment(table, "seq", "value", by=3) == 9
+            assert backend.increment(table, "other", "value", by=2) == 2
+        assert store.repository(Counter).get("seq") is not None
+        assert [c.value for c in store.repository(Counter).get_many(["seq", "other"])] == [9, 2]
+
     def test_get_many_keeps_order_and_skips_missing(self, filled: list[Post],
                                                     posts: syncline.Repository[Post]) -> None:
         keys = ["p005", "nope", "p001", "p020"]

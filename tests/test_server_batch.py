@@ -1,0 +1,101 @@
+"""A push applied as a batch decides every mutation exactly as applying them one by one does."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import syncline
+from syncline.core.clock import FakeClock
+from syncline.core.schema import EntityRegistry
+from syncline.core.serverside import SERVER_ENTITIES, ChangeEntry, ServerRecord, SyncServer
+from syncline.core.transport import Mutation
+
+registry = EntityRegistry()
+
+
+@registry.entity("batch_notes", syncs=True, unique=["slug"])
+@attrs.define
+class Note:
+    id: str
+    text: str
+    slug: str | None = None
+
+
+IDS = ["a", "b", "c"]
+MUTATION_IDS = [f"m{i}" for i in range(8)]
+
+mutations = st.builds(
+    Mutation,
+    id=st.sampled_from(MUTATION_IDS),
+    entity=st.sampled_from(["batch_notes", "batch_notes", "nope"]),
+    action=st.sampled_from(["create", "update", "delete", "create"]),
+    record_id=st.sampled_from([*IDS, None]),
+    payload=st.one_of(st.none(), st.fixed_dictionaries({
+        "text": st.sampled_from(["x", "y"]),
+        "slug": st.sampled_from([None, "s1", "s2"])}),
+        st.just({"text": 5})),
+    base_version=st.one_of(st.none(), st.integers(0, 6)),
+)
+
+
+def _server(clock: FakeClock, shared: bool) -> SyncServer:
+    store = syncline.open("memory://", entities=[Note, *SERVER_ENTITIES], clock=clock)
+    return SyncServer(store, shared=["batch_notes"] if shared else [])
+
+
+def _state(server: SyncServer) -> tuple[Any, ...]:
+    store = server.store
+    return (sorted(store.repository(Note).all(), key=lambda n: n.id),
+            sorted(store.repository(ChangeEntry).all(), key=lambda c: c.seq),
+            sorted(store.repository(ServerRecord).all(), key=lambda r: r.key),
+            sorted((a.key, a.fingerprint, str(a.result))
+                   for a in server.applied.all()))
+
+
+@settings(max_examples=200 if os.environ.get("CI") else 60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(pushes=st.lists(st.lists(mutations, max_size=8), min_size=1, max_size=4),
+       shared=st.booleans())
+def test_batch_equals_one_by_one(pushes: list[list[Mutation]], shared: bool) -> None:
+    clock = FakeClock()
+    batched, single = _server(clock, shared), _server(clock, shared)
+    try:
+        for push in pushes:
+            got: Any
+            want: Any
+            try:
+                got = batched.push(push, "alice").results
+            except syncline.IntegrityError as exc:  # a unique index: the push fails whole
+                got = type(exc)
+            try:
+                want = single.store.run_transaction(
+                    lambda push=push: [single._apply(m, "alice") for m in push])
+            except syncline.IntegrityError as exc:
+                want = type(exc)
+            assert got == want
+            assert _state(batched) == _state(single)
+    finally:
+        batched.store.close()
+        single.store.close()
+
+
+def test_a_batch_the_database_refuses_falls_back_to_one_by_one() -> None:
+    server = _server(FakeClock(), False)
+    try:
+        server.push([Mutation("m1", "batch_notes", "create", "a", {"text": "x", "slug": "s"})])
+        # b takes a's slug while a gives it up later in the same push: one by one, b's create
+        # hits the unique index and the whole push fails, as it always did.
+        with pytest.raises(syncline.IntegrityError):
+            server.push([
+                Mutation("m2", "batch_notes", "create", "b", {"text": "y", "slug": "s"}),
+                Mutation("m3", "batch_notes", "update", "a", {"text": "x", "slug": None},
+                         base_version=1)])
+        assert [n.id for n in server.store.repository(Note).all()] == ["a"]
+    finally:
+        server.store.close()
