@@ -440,6 +440,9 @@ class SQLiteMigrationOps(SQLMigrationOps):
     def drop_trigger(self, name: str, table: str) -> None:
         self.run(f"DROP TRIGGER IF EXISTS {q(name)}")
 
+    def ignored_tables(self) -> set[str]:
+        return {"_syncline_table_writes"}
+
     def _dependents(self, table: str, keep_indexes: set[str]) -> _Dependents:
         return _Dependents(
             indexes=[(n, s) for n, s in self._master("index", table) if n not in keep_indexes],

@@ -71,6 +71,14 @@ class _Local(threading.local):
     def __init__(self) -> None:
         self.conn: sqlite3.Connection | None = None
         self.depth = 0
+        self.announced: frozenset[str] = frozenset()  # tables the open transaction wrote
+        self.counted = False  # ... and counted in the write counts
+
+
+#: Per table, how many write transactions of any store changed it: how the poller tells other
+#: connections' commits from this store's own, and which tables they wrote. The row of table
+#: '' counts the pollers: writers only count while someone else polls.
+_WRITES = "_syncline_table_writes"
 
 
 def _translate(exc: sqlite3.Error, what: str) -> BackendError:
@@ -120,6 +128,10 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         self._shared_lock = threading.RLock()
         self._statements: dict[Any, str] = {}
         self._open = False
+        self._counts_lock = threading.Lock()
+        self._started: dict[str, int] = {}  # table -> own write transactions counted (so far)
+        self._commits = 0  # own committed write transactions
+        self._polling = 0  # this store's pollers (counted in the '' row)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -134,7 +146,10 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         self._connection()  # fail now, not on first use
         if self.path is not None:
             with self._errors("enabling WAL"):
-                self._connection().execute("PRAGMA journal_mode=WAL")
+                conn = self._connection()
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f'CREATE TABLE IF NOT EXISTS "{_WRITES}" '
+                             "(tbl TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
 
     @classmethod
     def init_storage(cls, url: str) -> str:
@@ -176,23 +191,88 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             conn = self._local.conn = self._connect()
         return conn
 
+    def announce(self, tables: frozenset[str]) -> None:
+        # Count the write in the same transaction: readers of the counts learn which tables
+        # other connections wrote (see watch_external).
+        if self.path is None or not tables:
+            return
+        local = self._local
+        local.announced = tables
+        with self._use() as conn, self._errors("counting the written tables"):
+            # Read under the write lock: a poller registers in a write transaction, so every
+            # commit after it is counted (before it, the poller's baseline covers them).
+            row = conn.execute(f'SELECT n FROM "{_WRITES}" WHERE tbl = \'\'').fetchone()
+            if (row[0] if row else 0) <= self._polling:
+                return  # nobody else polls: a read, no page written
+            conn.executemany(
+                f'INSERT INTO "{_WRITES}" (tbl, n) VALUES (?, 1) '
+                f'ON CONFLICT (tbl) DO UPDATE SET n = n + 1', [(t,) for t in tables])
+        local.counted = True
+        with self._counts_lock:
+            for t in tables:
+                self._started[t] = self._started.get(t, 0) + 1
+
+    def _register_poller(self, step: int) -> None:
+        with self.transaction(), self._use() as conn, self._errors("registering a watcher"):
+            conn.execute(f'INSERT INTO "{_WRITES}" (tbl, n) VALUES (\'\', ?) '
+                         f'ON CONFLICT (tbl) DO UPDATE SET n = max(n + ?, 0)', (max(step, 0), step))
+            with self._counts_lock:
+                self._polling += step
+
+    def _settle(self, committed: bool) -> None:
+        """The outermost transaction ended: its counted tables are committed or undone."""
+        local = self._local
+        tables, counted = local.announced, local.counted
+        if not tables:
+            return
+        local.announced, local.counted = frozenset(), False
+        with self._counts_lock:
+            if committed:
+                self._commits += 1
+            elif counted:
+                for t in tables:
+                    self._started[t] -= 1
+
     def watch_external(
             self, callback: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
         """Poll ``PRAGMA data_version`` (a read of a counter in memory: free when idle) on a
-        connection of its own; it changes when any other connection commits."""
+        connection of its own; it changes when any other connection commits, this store's own
+        included. The per-table write counts then tell which tables others wrote: a count
+        beyond this store's own writes of the table is someone else's commit."""
         if self.path is None:
             return lambda: None  # nobody else can reach a private in-memory database
         interval = float(self.options.get("watch_interval", 0.05))
         stop = threading.Event()
+        self._register_poller(+1)
         conn = self._connect()
+
+        def external() -> dict[str, int]:
+            """Per table, writes counted beyond this store's (in-flight ones included)."""
+            counts = conn.execute(f'SELECT tbl, n FROM "{_WRITES}"').fetchall()
+            with self._counts_lock:
+                return {t: n - self._started.get(t, 0) for t, n in counts}
 
         def poll() -> None:
             try:
                 last = conn.execute("PRAGMA data_version").fetchone()[0]
+                known = external()
+                with self._counts_lock:
+                    commits = self._commits
                 while not stop.wait(interval):
                     now = conn.execute("PRAGMA data_version").fetchone()[0]
-                    if now != last:
-                        last = now
+                    if now == last:
+                        continue
+                    last = now
+                    changed = set()
+                    for table, n in external().items():
+                        if n > known.get(table, 0):
+                            changed.add(table)
+                            known[table] = n
+                    with self._counts_lock:
+                        ours, commits = self._commits != commits, self._commits
+                    if changed:
+                        callback(frozenset(changed))
+                    elif not ours:  # a writer that keeps no counts (plain sqlite3): anything
                         callback(None)
             except sqlite3.Error:
                 if not stop.is_set():
@@ -204,6 +284,8 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         def halt() -> None:
             stop.set()
             thread.join(5)
+            with suppress(BackendError):  # a crash leaves the count high: writers count more
+                self._register_poller(-1)
 
         return halt
 
@@ -286,15 +368,21 @@ class SQLiteBackend(TupleRowsMixin, Backend):
                 else:
                     conn.execute(f"ROLLBACK TO {name}")
                     conn.execute(f"RELEASE {name}")
+            if depth == 0:
+                self._settle(False)
             raise
         local.depth = depth
         with self._errors("committing"):
             try:
                 conn.execute("COMMIT" if depth == 0 else f"RELEASE {name}")
             except sqlite3.Error:
-                if depth == 0 and conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                if depth == 0:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    self._settle(False)
                 raise
+        if depth == 0:
+            self._settle(True)
 
     def in_transaction(self) -> bool:
         return self._local.depth > 0
@@ -324,7 +412,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         with self._use() as conn, self._errors("listing tables"):
             rows = conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                f"AND name NOT LIKE 'sqlite_%' AND name <> '{_WRITES}' ORDER BY name"
             ).fetchall()
         return [r[0] for r in rows]
 
@@ -346,7 +434,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             if version:
                 return int(version)
             tables = conn.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type='table'"
+                f"SELECT count(*) FROM sqlite_master WHERE type='table' AND name <> '{_WRITES}'"
             ).fetchone()[0]
         return 0 if tables else None
 
