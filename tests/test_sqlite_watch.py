@@ -105,3 +105,20 @@ def test_the_counts_table_is_not_part_of_the_schema(tmp_path: Path) -> None:
         store.repository(A).insert(A(1))
         assert "_syncline_table_writes" not in store.backend.table_names()
         assert differences(store) == []
+
+
+def test_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
+    import threading
+
+    with syncline.open(f"sqlite:///{tmp_path}/t.db", entities=[A]) as store:
+        repo = store.repository(A)
+        for i in range(20):
+            t = threading.Thread(target=repo.insert, args=(A(i),))
+            t.start()
+            t.join()
+        repo.count()
+        last = threading.Thread(target=repo.count)  # its connection closes the ended ones'
+        last.start()
+        last.join()
+        assert len(store.backend._conns) <= 3  # type: ignore[attr-defined]
+        assert repo.count() == 20

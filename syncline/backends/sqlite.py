@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -122,7 +123,8 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         self.synchronous = str(self.options.get("synchronous", "NORMAL"))
         self.sql = SQLiteBuilder(sqlite_dialect.dialect())
         self._local = _Local()
-        self._conns: list[sqlite3.Connection] = []
+        #: every connection, with the thread it belongs to (None: the store's own)
+        self._conns: list[tuple[weakref.ref[threading.Thread] | None, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
         self._shared: sqlite3.Connection | None = None  # the in-memory database's connection
         self._shared_lock = threading.RLock()
@@ -160,7 +162,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         backend.close()
         return f"{url} is ready"
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, thread: threading.Thread | None = None) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path or ":memory:", timeout=self.busy_timeout, isolation_level=None,
@@ -174,7 +176,17 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         except sqlite3.Error as exc:
             raise BackendUnavailableError(f"cannot open {self.url}: {exc}") from exc
         with self._conns_lock:
-            self._conns.append(conn)
+            # Threads come and go (a server's pool): close the connections of ended ones.
+            kept = []
+            for owner, other in self._conns:
+                dead = owner is not None and ((t := owner()) is None or not t.is_alive())
+                if dead:
+                    with suppress(sqlite3.Error):
+                        other.close()
+                else:
+                    kept.append((owner, other))
+            kept.append((None if thread is None else weakref.ref(thread), conn))
+            self._conns = kept
         return conn
 
     def _connection(self) -> sqlite3.Connection:
@@ -188,7 +200,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             return self._shared
         conn = self._local.conn
         if conn is None:
-            conn = self._local.conn = self._connect()
+            conn = self._local.conn = self._connect(threading.current_thread())
         return conn
 
     def announce(self, tables: frozenset[str]) -> None:
@@ -292,7 +304,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
     def close(self) -> None:
         self._open = False
         with self._conns_lock:
-            conns, self._conns = self._conns, []
+            conns, self._conns = [c for _, c in self._conns], []
         for conn in conns:
             with suppress(sqlite3.Error):
                 conn.close()
