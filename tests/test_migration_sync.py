@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+import pytest
 
 import syncline
 from syncline.core.schema import EntityRegistry
@@ -73,3 +74,20 @@ def test_upgraded_client_pushes_its_old_queue_and_new_clients_pull_old_changes(
     for store in (a, b):
         store.close()
     server.close()
+
+
+def test_a_client_of_another_version_gets_a_clear_error(tmp_path: Path) -> None:
+    server = _server(tmp_path / "server.db", SCHEMA_1)
+    try:
+        a = syncline.open(f"sqlite:///{tmp_path}/a.db", schema=SCHEMA_1,
+                          transport="mock://migrating")
+        a.repository(Note1).insert(Note1("n1", "one"))
+        assert a.sync().pushed == 1
+        a.close()
+        b = syncline.open(f"sqlite:///{tmp_path}/b.db", schema=SCHEMA_2,
+                          transport="mock://migrating")
+        with pytest.raises(syncline.SerializationError, match="different schemas"):
+            b.sync()
+        b.close()
+    finally:
+        server.close()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from syncline.core.errors import SynclineError, TransportError
+from syncline.core.errors import SerializationError, SynclineError, TransportError
 from syncline.core.outbox import EntryState, OutboxEntry, RecordState, SyncStatus, state_key
 from syncline.core.query import F
 from syncline.core.schema import spec_of
@@ -447,7 +447,16 @@ class SyncEngine:
     def _entity(self, entity: str, payload: dict[str, Any] | None) -> Any:
         if payload is None:
             return None
-        return self.store.wire.structure(payload, self.store.entity_for_table(entity))
+        cls = self.store.entity_for_table(entity)
+        try:
+            return self.store.wire.structure(payload, cls)
+        except Exception as exc:
+            from syncline.core.serverside import _describe
+
+            raise SerializationError(
+                f"the server sent a {entity} record this store cannot read as {cls.__name__} "
+                f"({_describe(exc)}); the server and this client declare different schemas: "
+                f"migrate both to the same version (docs/migrations.md)") from exc
 
     def _modified_at(self, mutation: Mutation) -> dt.datetime | None:
         if mutation.record_id is None:
