@@ -91,3 +91,34 @@ def test_a_client_of_another_version_gets_a_clear_error(tmp_path: Path) -> None:
         b.close()
     finally:
         server.close()
+
+
+def test_renaming_a_table_moves_the_servers_log_and_records(tmp_path: Path) -> None:
+    v3 = EntityRegistry()
+
+    @v3.entity("memos", syncs=True)
+    @attrs.define
+    class Memo:
+        id: str
+        text: str
+
+    schema_3 = syncline.Schema(3, [Memo], migration=syncline.MigrationStrategy(
+        on_upgrade=lambda m, o, n: m.rename_table("notes", Memo)))
+    server = _server(tmp_path / "server.db", SCHEMA_1)
+    a = syncline.open(f"sqlite:///{tmp_path}/a.db", schema=SCHEMA_1, transport="mock://migrating")
+    a.repository(Note1).insert(Note1("n1", "one"))
+    assert a.sync().pushed == 1
+    a.repository(Note1).update("n1", text="queued before the rename")
+    a.close()
+    server.close()
+
+    server = _server(tmp_path / "server.db", schema_3)
+    a = syncline.open(f"sqlite:///{tmp_path}/a.db", schema=schema_3, transport="mock://migrating")
+    report = a.sync()
+    assert report.ok and report.pushed == 1, report  # the update found its server record
+    b = syncline.open(f"sqlite:///{tmp_path}/b.db", schema=schema_3, transport="mock://migrating")
+    b.sync()
+    assert b.repository(Memo).all() == [Memo("n1", "queued before the rename")]
+    for store in (a, b):
+        store.close()
+    server.close()

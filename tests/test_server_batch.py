@@ -19,9 +19,17 @@ from syncline.core.transport import Mutation
 registry = EntityRegistry()
 
 
-@registry.entity("batch_notes", syncs=True, unique=["slug"])
+@registry.entity("batch_notes", syncs=True, indexes=["slug"])
 @attrs.define
 class Note:
+    id: str
+    text: str
+    slug: str | None = None
+
+
+@registry.entity("batch_tags", syncs=True, unique=["slug"])
+@attrs.define
+class Tag:
     id: str
     text: str
     slug: str | None = None
@@ -45,7 +53,7 @@ mutations = st.builds(
 
 
 def _server(clock: FakeClock, shared: bool) -> SyncServer:
-    store = syncline.open("memory://", entities=[Note, *SERVER_ENTITIES], clock=clock)
+    store = syncline.open("memory://", entities=[Note, Tag, *SERVER_ENTITIES], clock=clock)
     return SyncServer(store, shared=["batch_notes"] if shared else [])
 
 
@@ -87,15 +95,40 @@ def test_batch_equals_one_by_one(pushes: list[list[Mutation]], shared: bool) -> 
 
 def test_a_batch_the_database_refuses_falls_back_to_one_by_one() -> None:
     server = _server(FakeClock(), False)
+    original = server._has_unique
+    server._has_unique = lambda entity: False  # type: ignore[method-assign]
     try:
-        server.push([Mutation("m1", "batch_notes", "create", "a", {"text": "x", "slug": "s"})])
-        # b takes a's slug while a gives it up later in the same push: one by one, b's create
-        # hits the unique index and the whole push fails, as it always did.
+        server.push([Mutation("m1", "batch_tags", "create", "a", {"text": "x", "slug": "s"})])
+        # b takes a's slug while a gives it up later in the same push: the batch's writes
+        # hit the unique index, and one by one b's create does too: the push fails whole.
         with pytest.raises(syncline.IntegrityError):
             server.push([
-                Mutation("m2", "batch_notes", "create", "b", {"text": "y", "slug": "s"}),
-                Mutation("m3", "batch_notes", "update", "a", {"text": "x", "slug": None},
+                Mutation("m2", "batch_tags", "create", "b", {"text": "y", "slug": "s"}),
+                Mutation("m3", "batch_tags", "update", "a", {"text": "x", "slug": None},
                          base_version=1)])
-        assert [n.id for n in server.store.repository(Note).all()] == ["a"]
+        assert [n.id for n in server.store.repository(Tag).all()] == ["a"]
+    finally:
+        server._has_unique = original  # type: ignore[method-assign]
+        server.store.close()
+
+
+def test_tables_with_a_unique_index_are_pushed_one_by_one() -> None:
+    # a holds t, b holds s; b keeps s, a takes s, b moves to u: one by one, a's update hits
+    # the index (b still has s), so the push fails whole; a batch writing final values
+    # would not notice.
+    server = _server(FakeClock(), False)
+    try:
+        server.push([Mutation("m1", "batch_tags", "create", "a", {"text": "", "slug": "t"}),
+                     Mutation("m2", "batch_tags", "create", "b", {"text": "", "slug": "s"})])
+        with pytest.raises(syncline.IntegrityError):
+            server.push([
+                Mutation("m3", "batch_tags", "update", "b", {"text": "1", "slug": "s"},
+                         base_version=2),
+                Mutation("m4", "batch_tags", "update", "a", {"text": "", "slug": "s"},
+                         base_version=1),
+                Mutation("m5", "batch_tags", "update", "b", {"text": "", "slug": "u"},
+                         base_version=3)])
+        assert sorted((t.id, t.slug) for t in server.store.repository(Tag).all()) == [
+            ("a", "t"), ("b", "s")]
     finally:
         server.store.close()

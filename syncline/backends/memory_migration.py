@@ -19,8 +19,21 @@ from syncline.core.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
 if TYPE_CHECKING:
     from syncline.backends.memory import MemoryBackend, _Table
 
+_TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):  # as PostgreSQL reads booleans, not Python's bool("false")
+        text = value.strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"{value!r} is not a boolean")
+    return bool(value)
+
+
 _CASTS: dict[str, Callable[[Any], Any]] = {
-    "text": str, "integer": int, "float": float, "boolean": bool,
+    "text": str, "integer": int, "float": float, "boolean": _to_bool,
 }
 
 
@@ -132,6 +145,11 @@ class MemoryMigrationOps(MigrationOps):
         t = self._get(spec.name)
         old = t.spec.column(column.name)
         cast = _CASTS.get(column.kind) if column.kind != old.kind else None
+        if column.kind != old.kind and (cast is None or old.kind not in _CASTS):
+            raise MigrationError(
+                f"cannot change {spec.name}.{column.name} from {old.kind} to {column.kind} on "
+                f"the memory backend; rebuild it with alter_table(TableMigration(..., "
+                f"column_transformer={{{column.name!r}: function of the old row}}))")
         rows: dict[Any, dict[str, Any]] = {}
         for key, row in t.rows.items():
             value = row[column.name]
@@ -174,7 +192,11 @@ class MemoryMigrationOps(MigrationOps):
                     raise MigrationError(
                         f"rebuilding {spec.name}: column {col.name!r} of row "
                         f"{new[spec.primary_key]!r} would be NULL, but it is not nullable")
-            rows[new[spec.primary_key]] = new
+            key = new[spec.primary_key]
+            if key in rows:
+                raise MigrationError(
+                    f"rebuilding {spec.name}: two rows would both have primary key {key!r}")
+            rows[key] = new
         self._swap(spec.name, spec, rows)
         return len(rows)
 

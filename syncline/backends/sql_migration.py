@@ -225,7 +225,9 @@ class SQLMigrationOps(MigrationOps):
         for view_name, _ in reversed(deps.views):
             self.run(f"DROP VIEW IF EXISTS {q(view_name)}")
         self.drop_table(temp)
-        temp_spec = attrs.evolve(spec, name=temp, indexes=())
+        temp_spec = attrs.evolve(spec, name=temp, indexes=(), foreign_keys=tuple(
+            attrs.evolve(fk, ref_table=temp) if fk.ref_table == name else fk
+            for fk in spec.foreign_keys))  # a reference to itself follows it through the rename
         self.run(str(sa.schema.CreateTable(self.builder.table(temp_spec))
                      .compile(dialect=self.builder.dialect)))
         count = self._copy(name, temp, spec, old_cols, sources, convert)
@@ -489,6 +491,15 @@ class SQLiteMigrationOps(SQLMigrationOps):
             self.run(sql)
 
     def _alter_column(self, spec: TableSpec, column: ColumnSpec, using: str | None) -> None:
+        old = next(c for c in sa.inspect(self.conn).get_columns(spec.name)
+                   if c["name"] == column.name)
+        if (column.kind == "boolean" and using is None
+                and isinstance(old["type"], sa.String | sa.Text)):
+            # SQLite's CAST('true' AS BOOLEAN) is 0: no cast reads text as a boolean.
+            raise MigrationError(
+                f"changing {spec.name}.{column.name} from text to boolean needs using=, an SQL "
+                f"expression giving 0 or 1 (e.g. \"lower({column.name}) IN ('true', 't', "
+                f"'1')\"), or a TableMigration with a function")
         if using is not None:  # batch mode copies with CAST; convert the values first
             self.run(f"UPDATE {q(spec.name)} SET {q(column.name)} = ({using})")
         kwargs = alter_column_kwargs(self.builder, column)
@@ -550,11 +561,15 @@ class PostgresMigrationOps(SQLMigrationOps):
             "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s::regclass "
             "AND NOT tgisinternal ORDER BY oid", (reg,)).fetchall()]
         views = []
-        for name, definition, _ in self.run(
-                "SELECT DISTINCT c.relname, pg_get_viewdef(c.oid), c.oid FROM pg_depend d "
-                "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class c ON c.oid = r.ev_class "
-                "WHERE d.refobjid = %s::regclass AND c.relkind = 'v' AND c.oid <> d.refobjid "
-                "ORDER BY c.oid", (reg,)).fetchall():
+        for name, definition, _ in self.run(  # views over it, and views over those
+                "WITH RECURSIVE deps(oid) AS ("
+                " SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid"
+                " WHERE d.refobjid = %s::regclass AND r.ev_class <> d.refobjid"
+                " UNION SELECT r.ev_class FROM deps JOIN pg_depend d ON d.refobjid = deps.oid"
+                " JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class <> d.refobjid) "
+                "SELECT DISTINCT c.relname, pg_get_viewdef(c.oid), c.oid FROM deps "
+                "JOIN pg_class c ON c.oid = deps.oid WHERE c.relkind = 'v' ORDER BY c.oid",
+                (reg,)).fetchall():
             declared = self.declared_views.get(name)
             select = definition if declared is None else declared.select(self.dialect)
             views.append((name, f"CREATE VIEW {q(name)} AS {select}"))

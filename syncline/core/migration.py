@@ -560,7 +560,9 @@ def _rewrite_queued_payloads(store: Store) -> None:
                                   & F.entity.in_(sorted(syncing)))
     by_entity: dict[str, list[Any]] = {}
     for entry in entries:
-        if entry.payload is not None and entry.record_id is not None:
+        # One already sent (group_id) keeps its payload: the server may have applied it under
+        # its id and answers a retry from its record only if the payload is unchanged.
+        if entry.payload is not None and entry.record_id is not None and entry.group_id is None:
             by_entity.setdefault(entry.entity, []).append(entry)
     changed = []
     for name, group in by_entity.items():
@@ -592,6 +594,17 @@ def _rename_sync_state(store: Store, old: str, new: str) -> None:
         outbox.states.delete_many([s.key for s in states])
         outbox.states.insert_many([attrs.evolve(s, key=state_key(new, s.record_id), entity=new)
                                    for s in states])
+    from syncline.core.serverside import ChangeEntry, ServerRecord
+
+    if ChangeEntry in store._specs:  # a sync server's change log and records follow too
+        changes: Any = store.repository(ChangeEntry)
+        changes.update_where(F.entity == old, entity=new)
+        records: Any = store.repository(ServerRecord)
+        found = records.find(F.entity == old)
+        if found:
+            records.delete_many([r.key for r in found])
+            records.insert_many([attrs.evolve(r, key=f"{r.owner}/{new}/{r.record_id}",
+                                              entity=new) for r in found])
 
 
 def _rewrite_server_log(store: Store) -> None:

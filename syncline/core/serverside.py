@@ -185,10 +185,12 @@ class SyncServer:
         Record mutations are decided in Python over the batch's rows (read with one query per
         table) and written with one statement per table. A batch with commands (plugins may
         write anything) or one the database refuses as a whole (a unique index) is applied
-        mutation by mutation instead, each in a savepoint of its own.
+        mutation by mutation instead, each in a savepoint of its own; so is one touching a table
+        with a unique index (each intermediate state must pass it, as one by one).
         """
         results: list[MutationResult] | None = None
-        if mutations and all(m.action != "command" for m in mutations):
+        if mutations and all(m.action != "command" and not self._has_unique(m.entity)
+                             for m in mutations):
             try:
                 results = self.store.run_transaction(
                     lambda: _Batch(self, principal).apply(mutations))
@@ -198,6 +200,12 @@ class SyncServer:
             results = self.store.run_transaction(
                 lambda: [self._apply(m, principal) for m in mutations])
         return PushResponse(results, self.now().isoformat())
+
+    def _has_unique(self, entity: str) -> bool:
+        # A batch writes each record once, with its final value: the unique index would not
+        # see the states in between, which one by one it checks.
+        spec = self._specs.get(entity)
+        return spec is not None and any(i.unique for i in spec.table.indexes)
 
     # Inside the batch's transaction the server writes through the backend directly: each
     # mutation's savepoint already isolates its failure, so per-statement savepoints (what

@@ -338,6 +338,36 @@ class MigrationSuite:
         assert repo.count() == len(TODOS)
         assert self.differences(store) == []
 
+    def test_alter_column_reads_text_as_booleans_the_same_everywhere(
+            self, open_at: StoreFactory, store_url: str) -> None:
+        r1, r2 = EntityRegistry(), EntityRegistry()
+
+        @r1.entity("flags")
+        @attrs.define
+        class Flag1:
+            id: int
+            on: str
+
+        @r2.entity("flags")
+        @attrs.define
+        class Flag2:
+            id: int
+            on: bool
+
+        store = open_at(1, [Flag1])
+        store.repository(Flag1).insert_many([Flag1(1, "true"), Flag1(2, "false"),
+                                             Flag1(3, "T"), Flag1(4, "0")])
+        sql = "sql" in store.backend.capabilities
+        using = """lower("on") IN ('true', 't', '1')""" if sql else None
+        if store.backend.migration_ops().dialect == "sqlite":
+            with pytest.raises(MigrationError, match="needs using="):
+                open_at(2, [Flag2], migration=MigrationStrategy(
+                    on_upgrade=lambda m, o, n: m.alter_column(Flag2, "on")))
+        store = open_at(2, [Flag2], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_column(Flag2, "on", using=using)))
+        got = sorted(store.repository(Flag2).all(), key=lambda f: f.id)
+        assert [f.on for f in got] == [True, False, True, False]
+
     def test_rename_table_and_create_drop_table(self, open_at: StoreFactory) -> None:
         self._v1_todos(open_at)
         reg = EntityRegistry()
@@ -383,6 +413,7 @@ class MigrationSuite:
             note_id: int
 
         view = View("note_titles", "SELECT id, title FROM notes")
+        view_of_view = View("note_ids", "SELECT id FROM note_titles")
         trigger = Trigger("log_notes", "notes", {
             "sqlite": "CREATE TRIGGER log_notes AFTER INSERT ON notes BEGIN "
                       "INSERT INTO note_log (id, note_id) VALUES (NEW.id, NEW.id); END",
@@ -393,18 +424,18 @@ class MigrationSuite:
                 "CREATE TRIGGER log_notes AFTER INSERT ON notes FOR EACH ROW "
                 "EXECUTE FUNCTION log_notes_fn()"],
         })
-        store = open_at(1, [Note1, NoteLog], views=[view], triggers=[trigger])
+        store = open_at(1, [Note1, NoteLog], views=[view, view_of_view], triggers=[trigger])
         store.repository(Note1).insert_many([Note1(i, f"t{i}", str(i * 3)) for i in range(10)])
         assert store.repository(NoteLog).count() == 10
-        store = open_at(2, [Note2, NoteLog], views=[view], triggers=[trigger],
+        store = open_at(2, [Note2, NoteLog], views=[view, view_of_view], triggers=[trigger],
                         migration=MigrationStrategy(on_upgrade=lambda m, o, n: m.alter_table(
                             TableMigration(Note2, column_transformer={
                                 "words": "CAST(words AS INTEGER)"}))))
         assert self.differences(store) == []
         store.repository(Note2).insert(Note2(100, "new", 7))
         assert store.repository(NoteLog).count() == 11  # the trigger is back
-        rows = execute(store, "SELECT count(*) FROM note_titles")
-        assert rows == [(11,)]
+        assert execute(store, "SELECT count(*) FROM note_titles") == [(11,)]
+        assert execute(store, "SELECT count(*) FROM note_ids") == [(11,)]
 
     def test_recreate_all_views(self, open_at: StoreFactory, store_url: str) -> None:
         self.require_url(store_url, "sql")
