@@ -72,6 +72,8 @@ class SQLMigrationOps(MigrationOps):
     url = "sqlite://"
     placeholder = "?"
     engine_options: dict[str, Any] = {}
+    #: SQLite resolves a foreign key by table name when used; PostgreSQL binds it to the table
+    references_by_name = True
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
@@ -225,9 +227,11 @@ class SQLMigrationOps(MigrationOps):
         for view_name, _ in reversed(deps.views):
             self.run(f"DROP VIEW IF EXISTS {q(view_name)}")
         self.drop_table(temp)
-        temp_spec = attrs.evolve(spec, name=temp, indexes=(), foreign_keys=tuple(
-            attrs.evolve(fk, ref_table=temp) if fk.ref_table == name else fk
-            for fk in spec.foreign_keys))  # a reference to itself follows it through the rename
+        temp_spec = attrs.evolve(spec, name=temp, indexes=())
+        if not self.references_by_name:  # a reference to itself follows it through the rename
+            temp_spec = attrs.evolve(temp_spec, foreign_keys=tuple(
+                attrs.evolve(fk, ref_table=temp) if fk.ref_table == name else fk
+                for fk in spec.foreign_keys))
         self.run(str(sa.schema.CreateTable(self.builder.table(temp_spec))
                      .compile(dialect=self.builder.dialect)))
         count = self._copy(name, temp, spec, old_cols, sources, convert)
@@ -513,6 +517,7 @@ class PostgresMigrationOps(SQLMigrationOps):
     placeholder = "%s"
     # psycopg's type registry wants the real connection class, not the loan wrapper
     engine_options = {"use_native_hstore": False}
+    references_by_name = False
 
     def raw(self) -> Any:
         conn = self.backend._local.conn

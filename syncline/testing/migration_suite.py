@@ -492,6 +492,34 @@ class MigrationSuite:
         store.repository(Author2).delete(4)  # the cascade still works
         assert store.repository(Book).count() == 160
 
+    def test_a_table_referencing_itself_is_rebuilt(self, open_at: StoreFactory) -> None:
+        r1, r2 = EntityRegistry(), EntityRegistry()
+
+        @r1.entity("nodes", foreign_keys={"parent": "nodes.id"})
+        @attrs.define
+        class Node1:
+            id: int
+            parent: int | None = None
+
+        @r2.entity("nodes", foreign_keys={"parent": "nodes.id"})
+        @attrs.define
+        class Node2:
+            id: int
+            parent: int | None = None
+            depth: int = 0
+
+        store = open_at(1, [Node1])
+        store.repository(Node1).insert_many([Node1(0), Node1(1, 0), Node1(2, 1)])
+        store = open_at(2, [Node2], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_table(TableMigration(
+                Node2, new_columns=["depth"]))))
+        assert sorted(store.repository(Node2).all(), key=lambda n: n.id) == [
+            Node2(0), Node2(1, 0), Node2(2, 1)]
+        assert self.differences(store) == []
+        if "foreign_keys" in store.backend.capabilities:
+            with pytest.raises(syncline.IntegrityError):
+                store.repository(Node2).insert(Node2(9, 42))
+
     def test_a_broken_foreign_key_aborts_the_migration(self, open_at: StoreFactory) -> None:
         reg1 = EntityRegistry()
 
