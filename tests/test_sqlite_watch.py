@@ -122,3 +122,15 @@ def test_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
         last.join()
         assert len(store.backend._conns) <= 3  # type: ignore[attr-defined]
         assert repo.count() == 20
+
+
+def test_a_commit_right_after_the_first_subscribe_is_seen(tmp_path: Path) -> None:
+    # The poller reads its starting point before subscribe returns: a commit by another store
+    # at once after it is never mistaken for one already seen.
+    url = f"sqlite:///{tmp_path}/first.db"
+    for i in range(25):
+        with syncline.open(url, entities=[A]) as mine, syncline.open(url, entities=[A]) as other:
+            seen: list[int] = []
+            with mine.repository(A).watch_count().subscribe(seen.append):
+                other.repository(A).insert(A(i))
+                assert _wait(lambda i=i, seen=seen: seen[-1:] == [i + 1], 3.0), (i, seen)

@@ -224,12 +224,13 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             for t in tables:
                 self._started[t] = self._started.get(t, 0) + 1
 
-    def _register_poller(self, step: int) -> None:
-        with self.transaction(), self._use() as conn, self._errors("registering a watcher"):
+    def _register_poller(self, conn: sqlite3.Connection, step: int) -> None:
+        # On the poller's own connection (autocommit): never part of a caller's transaction.
+        with self._errors("registering a watcher"):
             conn.execute(f'INSERT INTO "{_WRITES}" (tbl, n) VALUES (\'\', ?) '
                          f'ON CONFLICT (tbl) DO UPDATE SET n = max(n + ?, 0)', (max(step, 0), step))
-            with self._counts_lock:
-                self._polling += step
+        with self._counts_lock:
+            self._polling += step
 
     def _settle(self, committed: bool) -> None:
         """The outermost transaction ended: its counted tables are committed or undone."""
@@ -255,8 +256,8 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             return lambda: None  # nobody else can reach a private in-memory database
         interval = float(self.options.get("watch_interval", 0.05))
         stop = threading.Event()
-        self._register_poller(+1)
         conn = self._connect()
+        self._register_poller(conn, +1)
 
         def external() -> dict[str, int]:
             """Per table, writes counted beyond this store's (in-flight ones included)."""
@@ -264,12 +265,16 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             with self._counts_lock:
                 return {t: n - self._started.get(t, 0) for t, n in counts}
 
+        # The starting point, read now: a commit after this call returns is noticed.
+        with self._errors("watching for other connections' commits"):
+            last = conn.execute("PRAGMA data_version").fetchone()[0]
+            known = external()
+        with self._counts_lock:
+            commits = self._commits
+
         def poll() -> None:
+            nonlocal last, commits
             try:
-                last = conn.execute("PRAGMA data_version").fetchone()[0]
-                known = external()
-                with self._counts_lock:
-                    commits = self._commits
                 while not stop.wait(interval):
                     now = conn.execute("PRAGMA data_version").fetchone()[0]
                     if now == last:
@@ -297,7 +302,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             stop.set()
             thread.join(5)
             with suppress(BackendError):  # a crash leaves the count high: writers count more
-                self._register_poller(-1)
+                self._register_poller(conn, -1)
 
         return halt
 

@@ -38,6 +38,7 @@ class Subscription(Generic[R]):
         self.callback = callback
         self.active = True
         self.last: Any = _UNSET
+        self._lock = threading.Lock()  # the first result and the hub's never cross
 
     def unsubscribe(self) -> None:
         if self.active:
@@ -50,14 +51,15 @@ class Subscription(Generic[R]):
     def __exit__(self, *exc: object) -> None:
         self.unsubscribe()
 
-    def _deliver(self, result: R) -> None:
-        if not self.active or (self.last is not _UNSET and result == self.last):
-            return
-        self.last = result
-        try:
-            self.callback(result)
-        except Exception:
-            log.exception("watch subscriber %r failed", self.callback)
+    def _deliver(self, result: R, first: bool = False) -> None:
+        with self._lock:
+            if not self.active or (self.last is not _UNSET and (first or result == self.last)):
+                return  # (a first result the hub overtook is older than what it delivered)
+            self.last = result
+            try:
+                self.callback(result)
+            except Exception:
+                log.exception("watch subscriber %r failed", self.callback)
 
 
 class Watch(Generic[R]):
@@ -75,8 +77,14 @@ class Watch(Generic[R]):
     def subscribe(self, callback: Callable[[R], Any]) -> Subscription[R]:
         """Call ``callback(result)`` now and after every change of the result."""
         sub = Subscription(self, callback)
-        sub._deliver(self.run())
+        # Registered before the first run: a commit from here on reaches it, none slips
+        # between the first result and the first notification.
         self.hub.add(sub)
+        try:
+            sub._deliver(self.run(), first=True)
+        except BaseException:
+            sub.unsubscribe()
+            raise
         return sub
 
     async def __aiter__(self) -> AsyncIterator[R]:
