@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -169,14 +169,6 @@ class SyncServer:
         self._put(ServerRecord(key, owner, entity, record_id, seq, now, deleted=op == "delete"))
         return seq, now
 
-    def _current(self, owner: str, spec: EntitySpec,
-                 record_id: str) -> tuple[ServerRecord | None, dict[str, Any] | None]:
-        meta = self.records.get(f"{owner}/{spec.table.name}/{record_id}")
-        if meta is None or meta.deleted:
-            return meta, None
-        obj = self.store.repository(spec.cls).get(record_id)
-        return meta, None if obj is None else self.store.wire.unstructure(obj)
-
     # -- push --------------------------------------------------------------------------------
 
     def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
@@ -262,32 +254,54 @@ class SyncServer:
             raise ValueError(f"{m.action} of {m.entity} needs a record_id")
         if spec.table.name in self.shared:
             owner = SHARED
-        meta, current = self._current(owner, spec, m.record_id)
+        meta = self.records.get(f"{owner}/{spec.table.name}/{m.record_id}")
+        repo: Any = self.store.repository(spec.cls)
+        obj = None if meta is None or meta.deleted else repo.get(m.record_id)
+        result, write = self.decide(spec, m, seq, meta, obj,
+                                    lambda rid: repo.get(rid) is not None)
+        if write is not None:
+            record_id, new = write
+            if new is None:
+                self._remove(spec.cls, record_id)
+                self._log(owner, spec.table.name, record_id, "delete", None, m.id, seq)
+            else:
+                self._put(new)
+                self._log(owner, spec.table.name, record_id, "upsert",
+                          self.store.wire.unstructure(new), m.id, seq)
+        return result
+
+    def decide(self, spec: EntitySpec, m: Mutation, seq: int, meta: ServerRecord | None,
+               obj: Any, taken: Callable[[str], bool]) -> tuple[
+                   MutationResult, tuple[str, Any] | None]:
+        """What a record mutation does, given the record's server state (``meta``) and row
+        (``obj``): its result, and the write it makes as ``(record_id, entity or None to
+        delete)``. ``taken(record_id)`` says whether a row has that id (owned by anyone)."""
+        current = (None if meta is None or meta.deleted or obj is None
+                   else self.store.wire.unstructure(obj))
         exists = current is not None
         conflict = MutationResult(
             m.id, "conflict", version=meta.version if meta else None, record=current,
             updated_at=meta.updated_at.isoformat() if meta else None)
-        repo: Any = self.store.repository(spec.cls)
+        assert m.record_id is not None
         if m.action == "delete":
             if not exists:
                 return MutationResult(m.id, "applied", server_id=m.record_id,
-                                      version=meta.version if meta else None)
+                                      version=meta.version if meta else None), None
             if m.base_version != meta.version:  # type: ignore[union-attr]
-                return conflict
-            self._remove(spec.cls, m.record_id)
-            self._log(owner, spec.table.name, m.record_id, "delete", None, m.id, seq)
-            return MutationResult(m.id, "applied", server_id=m.record_id, version=seq)
+                return conflict, None
+            return (MutationResult(m.id, "applied", server_id=m.record_id, version=seq),
+                    (m.record_id, None))
         if m.payload is None:
             raise ValueError(f"{m.action} of {m.entity} {m.record_id!r} needs a payload")
         if m.action == "create":
             if exists or (meta is not None and not meta.deleted and not self.assign_ids):
-                return conflict
+                return conflict, None
             record_id = f"s-{uuid.uuid4()}" if self.assign_ids else m.record_id
-            if meta is None and repo.get(record_id) is not None:
+            if meta is None and taken(record_id):
                 raise ValueError(f"record id {record_id!r} is taken; create it with a new id")
         elif m.action == "update":
             if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
-                return conflict
+                return conflict, None
             record_id = m.record_id
         else:
             raise ValueError(f"unknown action {m.action!r}; actions: create, update, delete, "
@@ -297,13 +311,11 @@ class SyncServer:
             raise ValueError(f"payload {spec.primary_key} {m.payload.get(spec.primary_key)!r} "
                              f"differs from record_id {m.record_id!r}")
         try:
-            obj: Any = self.store.wire.structure(payload, spec.cls)
+            new: Any = self.store.wire.structure(payload, spec.cls)
         except Exception as exc:
             raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from exc
-        self._put(obj)
-        self._log(owner, spec.table.name, record_id, "upsert",
-                  self.store.wire.unstructure(obj), m.id, seq)
-        return MutationResult(m.id, "applied", server_id=record_id, version=seq)
+        return (MutationResult(m.id, "applied", server_id=record_id, version=seq),
+                (record_id, new))
 
     # -- server-side writes (admin tools, tests, commands) -----------------------------------
 
@@ -487,46 +499,12 @@ class _Batch:
         owner = self.owner(spec)
         entity = spec.table.name
         meta = self.records.get(f"{owner}/{entity}/{m.record_id}")
-        obj = self.rows.get((entity, m.record_id))
-        current = (None if meta is None or meta.deleted or obj is None
-                   else self.store.wire.unstructure(obj))
-        exists = current is not None
-        conflict = MutationResult(
-            m.id, "conflict", version=meta.version if meta else None, record=current,
-            updated_at=meta.updated_at.isoformat() if meta else None)
-        if m.action == "delete":
-            if not exists:
-                return MutationResult(m.id, "applied", server_id=m.record_id,
-                                      version=meta.version if meta else None)
-            if m.base_version != meta.version:  # type: ignore[union-attr]
-                return conflict
-            self.write(spec, owner, m.record_id, None, m.id, seq)
-            return MutationResult(m.id, "applied", server_id=m.record_id, version=seq)
-        if m.payload is None:
-            raise ValueError(f"{m.action} of {m.entity} {m.record_id!r} needs a payload")
-        if m.action == "create":
-            if exists or (meta is not None and not meta.deleted and not server.assign_ids):
-                return conflict
-            record_id = f"s-{uuid.uuid4()}" if server.assign_ids else m.record_id
-            if meta is None and self.rows.get((entity, record_id)) is not None:
-                raise ValueError(f"record id {record_id!r} is taken; create it with a new id")
-        elif m.action == "update":
-            if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
-                return conflict
-            record_id = m.record_id
-        else:
-            raise ValueError(f"unknown action {m.action!r}; actions: create, update, delete, "
-                             f"command")
-        payload = {**m.payload, spec.primary_key: record_id}
-        if m.payload.get(spec.primary_key, m.record_id) != m.record_id:
-            raise ValueError(f"payload {spec.primary_key} {m.payload.get(spec.primary_key)!r} "
-                             f"differs from record_id {m.record_id!r}")
-        try:
-            new: Any = self.store.wire.structure(payload, spec.cls)
-        except Exception as exc:
-            raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from exc
-        self.write(spec, owner, record_id, new, m.id, seq)
-        return MutationResult(m.id, "applied", server_id=record_id, version=seq)
+        result, write = server.decide(
+            spec, m, seq, meta, self.rows.get((entity, m.record_id)),
+            lambda rid: self.rows.get((entity, rid)) is not None)
+        if write is not None:
+            self.write(spec, owner, write[0], write[1], m.id, seq)
+        return result
 
     def write(self, spec: EntitySpec, owner: str, record_id: str, obj: Any,
               mutation_id: str, seq: int) -> None:
