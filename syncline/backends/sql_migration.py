@@ -365,24 +365,20 @@ def _flatten(diffs: list[Any]) -> Iterator[Any]:
             yield d
 
 
+_SUBJECTS: dict[str, Callable[[Any], str]] = {
+    "table": lambda d: f"table {d[1].name}",
+    "column": lambda d: f"column {d[2]}.{d[3].name}",
+    "index": lambda d: f"index {d[1].name} on {d[1].table.name}",
+    "fk": lambda d: f"foreign key on {d[1].parent.name} ({_cols(d[1])})",
+}
+
+
 def _describe(diff: Any) -> str:
+    """One line for an Alembic ``compare_metadata`` difference (stored vs declared)."""
     kind = diff[0]
-    if kind == "add_table":
-        return f"table {diff[1].name} is missing"
-    if kind == "remove_table":
-        return f"table {diff[1].name} is not declared"
-    if kind == "add_column":
-        return f"column {diff[2]}.{diff[3].name} is missing"
-    if kind == "remove_column":
-        return f"column {diff[2]}.{diff[3].name} is not declared"
-    if kind == "add_index":
-        return f"index {diff[1].name} on {diff[1].table.name} is missing"
-    if kind == "remove_index":
-        return f"index {diff[1].name} on {diff[1].table.name} is not declared"
-    if kind == "add_fk":
-        return f"foreign key on {diff[1].parent.name} ({_cols(diff[1])}) is missing"
-    if kind == "remove_fk":
-        return f"foreign key on {diff[1].parent.name} ({_cols(diff[1])}) is not declared"
+    op, _, subject = kind.partition("_")
+    if op in ("add", "remove") and subject in _SUBJECTS:
+        return f"{_SUBJECTS[subject](diff)} is {'missing' if op == 'add' else 'not declared'}"
     if kind == "modify_type":
         return f"column {diff[2]}.{diff[3]} has type {diff[5]}, declared {diff[6]}"
     if kind == "modify_nullable":
