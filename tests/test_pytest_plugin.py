@@ -80,3 +80,26 @@ def test_the_plugin_is_registered_and_lazy() -> None:
     from importlib.metadata import entry_points
 
     assert "syncline" in {ep.name for ep in entry_points(group="pytest11")}
+
+
+def test_schema_verifier_fixture_reads_the_dumps_folder(pytester: pytest.Pytester) -> None:
+    from syncline.core import schema_dump
+    from syncline.testing.entities import Counter
+
+    schema_dump.write(pytester.path / "schemas", schema_dump.dump(3, [Counter]))
+    pytester.makeini("[pytest]\nsyncline_schema_dumps = schemas\n")
+    pytester.makepyfile(test_dumps="""
+def test_versions(syncline_schema_verifier):
+    assert syncline_schema_verifier.versions() == [3]
+""")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_schema_verifier_fixture_without_a_folder_says_what_to_set(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_dumps="""
+def test_versions(syncline_schema_verifier):
+    pass
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*syncline_schema_dumps = tests/schemas*"])

@@ -43,6 +43,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "and postgresql)")
     parser.addini("syncline_backends", type="linelist", default=[],
                   help=f"backends for syncline_store_url tests: {', '.join(BACKENDS)}")
+    parser.addini("syncline_schema_dumps", default="",
+                  help="folder of syncline_schema_v<N>.json dumps (syncline schema dump), "
+                       "relative to the rootdir: the syncline_schema_verifier fixture's")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -115,6 +118,20 @@ def syncline_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return "sqlite://"
     base: str = request.getfixturevalue("syncline_postgres_url")
     return f"{base}?schema=t{n}"
+
+
+@pytest.fixture
+def syncline_schema_verifier(request: pytest.FixtureRequest) -> Any:
+    """A :class:`syncline.testing.migrations.SchemaVerifier` over the ``syncline_schema_dumps``
+    folder named in the pytest configuration."""
+    from syncline.testing.migrations import SchemaVerifier
+
+    folder = request.config.getini("syncline_schema_dumps")
+    if not folder:
+        raise pytest.UsageError(
+            "syncline_schema_verifier needs the folder of your schema dumps: add "
+            "'syncline_schema_dumps = tests/schemas' to your pytest configuration")
+    return SchemaVerifier(request.config.rootpath / str(folder))
 
 
 @pytest.fixture
