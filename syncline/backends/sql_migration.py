@@ -200,7 +200,8 @@ class SQLMigrationOps(MigrationOps):
         if new in cols:
             raise MigrationError(f"cannot rename {table}.{old} to {new!r}: that column exists")
         with self._guard(f"renaming column {table}.{old}"):
-            self._alter(table, lambda batch: batch.alter_column(old, new_column_name=new))
+            # In place on both (SQLite also rewrites the views and triggers using the column).
+            self.op.alter_column(table, old, new_column_name=new)
 
     def alter_column(self, spec: TableSpec, column: ColumnSpec, using: str | None) -> None:
         if column.name not in self._require(spec.name):
@@ -467,16 +468,6 @@ class SQLiteMigrationOps(SQLMigrationOps):
             super()._rename_into(temp, name)
         finally:
             self.run("PRAGMA legacy_alter_table=OFF")
-
-    def rename_column(self, table: str, old: str, new: str) -> None:
-        cols = self._require(table)
-        if old not in cols:
-            raise MigrationError(f"table {table!r} has no column {old!r}")
-        if new in cols:
-            raise MigrationError(f"cannot rename {table}.{old} to {new!r}: that column exists")
-        with self._guard(f"renaming column {table}.{old}"):
-            # SQLite renames in place and rewrites the views and triggers that use the column.
-            self.op.alter_column(table, old, new_column_name=new)
 
     def _alter(self, table: str, change: Callable[[Any], None]) -> None:
         views = self._views()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from syncline.core.errors import EntityDefinitionError, MigrationError, SynclineError
+from syncline.core.errors import MigrationError, SynclineError
 from syncline.core.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View, spec_of
 
 if TYPE_CHECKING:
@@ -534,9 +534,7 @@ def _migrate(store: Store, strategy: MigrationStrategy, progress: Progress | Non
             raise
         raise MigrationError(
             f"{exc} (nothing was changed: the store is still at version {before})") from exc
-    except SynclineError as exc:
-        raise MigrationError(_failed(before, target, exc)) from exc
-    except Exception as exc:
+    except Exception as exc:  # a backend's error or the app's own: say which version stays
         raise MigrationError(_failed(before, target, exc)) from exc
     return OpeningDetails(before, target)
 
@@ -547,11 +545,16 @@ def _failed(before: int | None, target: int, exc: BaseException) -> str:
     return f"{what} to version {target} failed: {type(exc).__name__}: {exc}{kept}"
 
 
+def _syncing(store: Store) -> dict[str, type]:
+    """The store's syncing entities by table name."""
+    return {store._specs[c].table.name: c for c in store.entities if store._specs[c].syncs}
+
+
 def _rewrite_queued_payloads(store: Store) -> None:
     """Queued creates and updates carry the record as it was written; after a migration they
     carry it as the migrated row, so what is pushed has the new version's shape."""
     outbox = store.outbox
-    syncing = {store._specs[c].table.name: c for c in store.entities if store._specs[c].syncs}
+    syncing = _syncing(store)
     if not syncing:
         return
     from syncline.core.query import F
@@ -571,7 +574,7 @@ def _rewrite_queued_payloads(store: Store) -> None:
             pk = store._specs[syncing[name]].primary_key
             rows = {getattr(r, pk): r for r in repo.get_many(
                 sorted({e.record_id for e in group}))}
-        except (EntityDefinitionError, SynclineError) as exc:
+        except SynclineError as exc:
             raise MigrationError(
                 f"after the migration, rows of {name!r} with queued changes no longer read "
                 f"as {syncing[name].__name__}: {exc}") from exc
@@ -616,7 +619,7 @@ def _rewrite_server_log(store: Store) -> None:
 
     if ChangeEntry not in store._specs:
         return
-    syncing = {store._specs[c].table.name: c for c in store.entities if store._specs[c].syncs}
+    syncing = _syncing(store)
     changes: Any = store.repository(ChangeEntry)
     for name, cls in syncing.items():
         upserts = changes.find((F.entity == name) & (F.op == "upsert"))
