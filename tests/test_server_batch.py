@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -35,6 +37,7 @@ class Tag:
     slug: str | None = None
 
 
+CI = bool(os.environ.get("CI"))
 IDS = ["a", "b", "c"]
 MUTATION_IDS = [f"m{i}" for i in range(8)]
 
@@ -52,9 +55,26 @@ mutations = st.builds(
 )
 
 
-def _server(clock: FakeClock, shared: bool) -> SyncServer:
-    store = syncline.open("memory://", entities=[Note, Tag, *SERVER_ENTITIES], clock=clock)
+def _server(clock: FakeClock, shared: bool, url: str = "memory://") -> SyncServer:
+    store = syncline.open(url, entities=[Note, Tag, *SERVER_ENTITIES], clock=clock,
+                          options={"isolation": "read committed"})
     return SyncServer(store, shared=["batch_notes"] if shared else [])
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def new_url(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Callable[[], str]:
+    """Fresh server store URLs on one backend (hypothesis needs one per example)."""
+    kind = request.param
+    folder = tmp_path_factory.mktemp("batch")
+    base = request.getfixturevalue("postgres_url") if kind == "postgresql" else ""
+
+    def make() -> str:
+        name = uuid.uuid4().hex[:12]
+        return {"memory": "memory://", "sqlite": f"sqlite:///{folder}/{name}.db",
+                "postgresql": f"{base}?schema=b{name}"}[kind]
+
+    return make
 
 
 def _state(server: SyncServer) -> tuple[Any, ...]:
@@ -66,31 +86,38 @@ def _state(server: SyncServer) -> tuple[Any, ...]:
                    for a in server.applied.all()))
 
 
-@settings(max_examples=200 if os.environ.get("CI") else 60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(pushes=st.lists(st.lists(mutations, max_size=8), min_size=1, max_size=4),
-       shared=st.booleans())
-def test_batch_equals_one_by_one(pushes: list[list[Mutation]], shared: bool) -> None:
-    clock = FakeClock()
-    batched, single = _server(clock, shared), _server(clock, shared)
-    try:
-        for push in pushes:
-            got: Any
-            want: Any
-            try:
-                got = batched.push(push, "alice").results
-            except syncline.IntegrityError as exc:  # a unique index: the push fails whole
-                got = type(exc)
-            try:
-                want = single.store.run_transaction(
-                    lambda push=push: [single._apply(m, "alice") for m in push])
-            except syncline.IntegrityError as exc:
-                want = type(exc)
-            assert got == want
-            assert _state(batched) == _state(single)
-    finally:
-        batched.store.close()
-        single.store.close()
+def test_batch_equals_one_by_one(new_url: Callable[[], str]) -> None:
+    in_memory = new_url().startswith("memory")
+    examples = (200 if CI else 60) if in_memory else (25 if CI else 8)
+
+    @settings(max_examples=examples, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(pushes=st.lists(st.lists(mutations, max_size=8), min_size=1, max_size=4),
+           shared=st.booleans())
+    def check(pushes: list[list[Mutation]], shared: bool) -> None:
+        clock = FakeClock()
+        batched = _server(clock, shared, new_url())
+        single = _server(clock, shared, new_url())
+        try:
+            for push in pushes:
+                got: Any
+                want: Any
+                try:
+                    got = batched.push(push, "alice").results
+                except syncline.IntegrityError as exc:  # a unique index: the push fails whole
+                    got = type(exc)
+                try:
+                    want = single.store.run_transaction(
+                        lambda push=push: [single._apply(m, "alice") for m in push])
+                except syncline.IntegrityError as exc:
+                    want = type(exc)
+                assert got == want
+                assert _state(batched) == _state(single)
+        finally:
+            batched.store.close()
+            single.store.close()
+
+    check()
 
 
 def test_a_batch_the_database_refuses_falls_back_to_one_by_one() -> None:
