@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 
@@ -21,3 +24,22 @@ def store_url(syncline_store_url: str) -> str:
 @pytest.fixture(scope="session")
 def postgres_url(syncline_postgres_url: str) -> str:
     return syncline_postgres_url
+
+
+@pytest.fixture
+def guide_namespace() -> Iterator[dict[str, Any]]:
+    """One namespace for a guide's executed code blocks; afterwards every store and mock server
+    they left in it is closed and every plugin they registered dropped."""
+    from syncline.core.plugins import plugin_manager, unregister_plugin
+    from syncline.core.store import Store
+    from syncline.plugins.mock import MockServer
+
+    before = {name for name, _ in plugin_manager().pm.list_name_plugin()}
+    namespace: dict[str, Any] = {}
+    yield namespace
+    for value in namespace.values():
+        if isinstance(value, Store | MockServer):
+            value.close()
+    for name, _ in plugin_manager().pm.list_name_plugin():
+        if name not in before:
+            unregister_plugin(name)

@@ -109,46 +109,28 @@ def _run_pytest_module(tmp_path: Path, path: str, line: int) -> None:
     assert re.search(r"\b4 passed\b", result.stdout), result.stdout
 
 
-def _cleanup(namespace: dict[str, Any], plugins_before: set[str]) -> None:
-    """Close what the blocks opened and drop plugins they left registered."""
-    from syncline.core.plugins import plugin_manager, unregister_plugin
-    from syncline.core.store import Store
-    from syncline.plugins.mock import MockServer
-
-    for value in namespace.values():
-        if isinstance(value, Store | MockServer):
-            value.close()
-    for name, _ in plugin_manager().pm.list_name_plugin():
-        if name not in plugins_before:
-            unregister_plugin(name)
-
-
-def test_the_guide_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from syncline.core.plugins import plugin_manager
-
+def test_the_guide_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        guide_namespace: dict[str, Any]) -> None:
     monkeypatch.chdir(tmp_path)
     for name in [n for n in os.environ if n.startswith("SYNCLINE_")]:
         monkeypatch.delenv(name)
-    plugins_before = {name for name, _ in plugin_manager().pm.list_name_plugin()}
-    namespace: dict[str, Any] = {"__name__": "migration_guide"}
-    try:
-        for kind, path, line, code in runnable_blocks():
-            if kind == "exec":
-                # Pad so that tracebacks point at the guide's own line numbers.
-                source = "\n" * (line - 1) + code
-                exec(compile(source, str(GUIDE), "exec"), namespace)
-            elif kind == "file":
-                assert path is not None
-                target = tmp_path / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(code)
-            elif kind == "shell":
-                _run_shell(tmp_path, line, code)
-            else:
-                assert path is not None
-                target = tmp_path / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(code)
-                _run_pytest_module(tmp_path, path, line)
-    finally:
-        _cleanup(namespace, plugins_before)
+    namespace = guide_namespace
+    namespace["__name__"] = "migration_guide"
+    for kind, path, line, code in runnable_blocks():
+        if kind == "exec":
+            # Pad so that tracebacks point at the guide's own line numbers.
+            source = "\n" * (line - 1) + code
+            exec(compile(source, str(GUIDE), "exec"), namespace)
+        elif kind == "file":
+            assert path is not None
+            target = tmp_path / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(code)
+        elif kind == "shell":
+            _run_shell(tmp_path, line, code)
+        else:
+            assert path is not None
+            target = tmp_path / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(code)
+            _run_pytest_module(tmp_path, path, line)

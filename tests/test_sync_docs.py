@@ -41,37 +41,19 @@ def test_the_guide_has_runnable_blocks() -> None:
     assert text.count("<!-- runnable") == len(kinds)
 
 
-def _cleanup(namespace: dict[str, Any], plugins_before: set[str]) -> None:
-    """Close what the blocks opened and drop plugins they left registered."""
-    from syncline.core.plugins import plugin_manager, unregister_plugin
-    from syncline.core.store import Store
-    from syncline.plugins.mock import MockServer
-
-    for value in namespace.values():
-        if isinstance(value, Store | MockServer):
-            value.close()
-    for name, _ in plugin_manager().pm.list_name_plugin():
-        if name not in plugins_before:
-            unregister_plugin(name)
-
-
-def test_the_guide_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from syncline.core.plugins import plugin_manager
-
+def test_the_guide_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        guide_namespace: dict[str, Any]) -> None:
     monkeypatch.chdir(tmp_path)
-    plugins_before = {name for name, _ in plugin_manager().pm.list_name_plugin()}
-    namespace: dict[str, Any] = {"__name__": "sync_guide"}
+    namespace = guide_namespace
+    namespace["__name__"] = "sync_guide"
     pytest_modules = []
-    try:
-        for kind, line, code in runnable_blocks():
-            if kind == "pytest":
-                pytest_modules.append((line, code))
-                continue
-            # Pad so that tracebacks point at the guide's own line numbers.
-            source = "\n" * (line - 1) + code
-            exec(compile(source, str(GUIDE), "exec"), namespace)
-    finally:
-        _cleanup(namespace, plugins_before)
+    for kind, line, code in runnable_blocks():
+        if kind == "pytest":
+            pytest_modules.append((line, code))
+            continue
+        # Pad so that tracebacks point at the guide's own line numbers.
+        source = "\n" * (line - 1) + code
+        exec(compile(source, str(GUIDE), "exec"), namespace)
     for line, code in pytest_modules:
         _run_pytest_module(tmp_path, line, code)
 
