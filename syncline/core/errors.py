@@ -64,6 +64,14 @@ class MigrationError(SynclineError):
     """A schema migration failed or the stored schema is not what the code expects."""
 
 
+class InvalidCursorError(SerializationError):
+    """A pull cursor the server did not issue, or one beyond its sequence.
+
+    The server answers it with a 4xx (HTTP: 400, code ``invalid_cursor``); the client then
+    pulls from the start again, keeping its queue.
+    """
+
+
 class TransportError(SynclineError):
     """A sync transport failed."""
 

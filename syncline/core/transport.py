@@ -91,15 +91,46 @@ class PullPage:
 
 
 class RetryableTransportError(TransportError):
-    """The server could not be reached or asked to wait; trying again later may work."""
+    """The server could not be reached or asked to wait; trying again later may work.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``status`` is the HTTP-like status when the server answered (5xx, 429), None when it
+    could not be reached or the answer was lost: the engine splits a batch that keeps
+    getting a 5xx, to find the one mutation the server cannot take.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None,
+                 status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 class PermanentTransportError(TransportError):
-    """The server refused the request as such; retrying the same request will not help."""
+    """The server refused the request as such; retrying the same request will not help.
+
+    ``status`` is the HTTP-like status (413: the batch is too large, split it).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class CursorRejectedError(PermanentTransportError):
+    """The server refused the pull cursor (it did not issue it, or it is beyond its
+    sequence); the engine forgets its cursor and pulls from the start, keeping its queue."""
+
+
+@attrs.frozen
+class PushLimits:
+    """What the server accepts in one push, published by the server (HTTP: ``GET v1/limits``).
+
+    The engine sizes its batches by both: at most ``max_mutations`` mutations and at most
+    ``max_bytes`` bytes of JSON body.
+    """
+
+    max_mutations: int = 1000
+    max_bytes: int = 10 * 1024 * 1024
 
 
 class Transport(abc.ABC):
@@ -117,6 +148,11 @@ class Transport(abc.ABC):
     def pull(self, cursor: str | None, limit: int,
              entities: Sequence[str] | None = None) -> PullPage:
         """Changes after ``cursor`` (None: from the start), at most ``limit`` of them."""
+
+    def limits(self) -> PushLimits | None:
+        """The server's push limits, when it publishes them (None: unknown, use defaults).
+        Called once per engine, before the first push; may raise a TransportError."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional for transports without resources
         """Release connections."""
