@@ -11,18 +11,27 @@ and lets tests inject the faults real networks have::
     server.latency = 0.05                                   # seconds per call
     server.repeat_pages = True                              # every page is delivered twice
     server.retry_after_next(1, seconds=30)                  # answer "retry after 30 s"
+    server.fail_next(1, status=503, retry_after=60)         # a 503 with Retry-After
+    server.fail_batches_with(lambda m: m.record_id == "p1") # 500 for batches holding p1
+    server.max_body_bytes = 64_000                          # 413 for larger push bodies
+    server.limits = PushLimits(max_bytes=64_000)            # limits the server publishes
     server.server.write(Post(...))                          # another client's edit
+
+A storage error on the server side (``BackendError``, such as a foreign key the server's store
+refuses) fails the call with ``RetryableTransportError(..., status=500)``, as the HTTP server
+answers 500.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import syncline
-from syncline.core.errors import NotFoundError, SerializationError
+from syncline.core.errors import BackendError, NotFoundError, SerializationError
 from syncline.core.hookspecs import hookimpl
 from syncline.core.plugins import TransportRegistry
 from syncline.core.serverside import ANONYMOUS, SERVER_ENTITIES, SyncServer
@@ -32,9 +41,11 @@ from syncline.core.transport import (
     MutationResult,
     PermanentTransportError,
     PullPage,
+    PushLimits,
     PushResponse,
     RetryableTransportError,
     Transport,
+    to_wire,
 )
 
 _servers: dict[str, MockServer] = {}
@@ -56,8 +67,15 @@ class MockServer:
         self.latency = 0.0
         self.repeat_pages = False
         self.calls = 0
+        #: the push limits the server publishes (``MockTransport.limits()``); None: none
+        self.limits: PushLimits | None = None
+        #: pushes whose JSON body is larger fail with ``PermanentTransportError(status=413)``
+        self.max_body_bytes: int | None = None
         self._fail = 0
         self._fail_permanent = False
+        self._fail_status: int | None = None
+        self._fail_retry_after: float | None = None
+        self._poison: tuple[Callable[[Mutation], bool], int] | None = None
         self._lose = 0
         self._retry_after: tuple[int, float] = (0, 0.0)
         self._repeated: set[str] = set()
@@ -67,9 +85,20 @@ class MockServer:
 
     # -- fault controls ----------------------------------------------------------------------
 
-    def fail_next(self, n: int = 1, *, permanent: bool = False) -> None:
-        """Make the next ``n`` calls fail before reaching the server."""
+    def fail_next(self, n: int = 1, *, permanent: bool = False, status: int | None = None,
+                  retry_after: float | None = None) -> None:
+        """Make the next ``n`` calls fail before reaching the server, with ``status`` (say 503
+        or 429) and ``retry_after`` seconds on the error when given."""
         self._fail, self._fail_permanent = n, permanent
+        self._fail_status, self._fail_retry_after = status, retry_after
+
+    def fail_batches_with(self, predicate: Callable[[Mutation], bool] | None, *,
+                          status: int = 500) -> None:
+        """Answer a push whose batch holds a mutation matching ``predicate`` with
+        ``RetryableTransportError(..., status=status)``, applying nothing: a "poison" record
+        the server's store cannot hold. It stays until called with None (``heal()`` keeps it,
+        like ``max_body_bytes`` and ``limits``: they are the server's, not the network's)."""
+        self._poison = None if predicate is None else (predicate, status)
 
     def lose_next_responses(self, n: int = 1) -> None:
         """Apply the next ``n`` pushes but fail as if their answers were lost on the way."""
@@ -85,6 +114,7 @@ class MockServer:
         self.latency = 0.0
         self.repeat_pages = False
         self._fail = self._lose = 0
+        self._fail_status = self._fail_retry_after = None
         self._retry_after = (0, 0.0)
 
     def close(self) -> None:
@@ -111,17 +141,42 @@ class MockServer:
             if self._fail:
                 self._fail -= 1
                 if self._fail_permanent:
-                    raise PermanentTransportError(f"mock://{self.name} refused the request")
-                raise RetryableTransportError(f"mock://{self.name}: injected failure")
+                    raise PermanentTransportError(f"mock://{self.name} refused the request",
+                                                  status=self._fail_status)
+                raise RetryableTransportError(f"mock://{self.name}: injected failure",
+                                              retry_after=self._fail_retry_after,
+                                              status=self._fail_status)
+
+    def _server_error(self, exc: BackendError) -> RetryableTransportError:
+        return RetryableTransportError(
+            f"mock://{self.name}: 500 the server failed: {type(exc).__name__}: {exc}",
+            status=500)
 
     def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
         self._enter()
+        if self.max_body_bytes is not None:
+            body = json.dumps({"mutations": [to_wire(m) for m in mutations]},
+                              separators=(",", ":")).encode()
+            if len(body) > self.max_body_bytes:
+                raise PermanentTransportError(
+                    f"mock://{self.name}: 413 the push body of {len(body)} bytes is over "
+                    f"{self.max_body_bytes}", status=413)
         n, seconds = self._retry_after
         if n:
             self._retry_after = (max(0, n - len(mutations)), seconds)
             return PushResponse([MutationResult(m.id, "retry", reason="busy",
                                                 retry_after=seconds) for m in mutations])
-        response = self.server.push(mutations, principal)
+        if self._poison is not None:
+            predicate, status = self._poison
+            bad = next((m for m in mutations if predicate(m)), None)
+            if bad is not None:
+                raise RetryableTransportError(
+                    f"mock://{self.name}: {status} the server's store cannot hold "
+                    f"{bad.action} {bad.entity} {bad.record_id}", status=status)
+        try:
+            response = self.server.push(mutations, principal)
+        except BackendError as exc:
+            raise self._server_error(exc) from exc
         with self._lock:
             if self._lose:
                 self._lose -= 1
@@ -131,7 +186,10 @@ class MockServer:
     def pull(self, cursor: str | None, limit: int, entities: Sequence[str] | None = None,
              principal: str = ANONYMOUS) -> PullPage:
         self._enter()
-        page = self.server.pull(cursor, limit, entities, principal)
+        try:
+            page = self.server.pull(cursor, limit, entities, principal)
+        except BackendError as exc:
+            raise self._server_error(exc) from exc
         key = f"{cursor}|{principal}"
         if self.repeat_pages and page.changes and key not in self._repeated:
             self._repeated.add(key)  # deliver this page again: the cursor does not move
