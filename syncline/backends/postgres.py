@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from syncline.backends.sql import SQLBuilder, TupleRowsMixin
 from syncline.core.backend import Backend
-from syncline.core.convert import json_is_native, structure_hook, utc_datetime
+from syncline.core.convert import dumps_jsonb, json_is_native, structure_hook, utc_datetime
 from syncline.core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -91,6 +91,8 @@ def translate(exc: BaseException, what: str, where: str) -> BackendError:
         return BackendUnavailableError(
             f"{what}: {msg}; create it with: syncline init {where}"
         )
+    if sqlstate[:2] in ("22", "54"):  # data exception, program limit: a value, not the link
+        return BackendError(f"{what}: PostgreSQL refused a value: {msg} (SQLSTATE {sqlstate})")
     if sqlstate == "28P01" or "password authentication failed" in msg:
         return BackendUnavailableError(f"{what}: authentication failed for {where}: {msg}")
     if isinstance(orig, psycopg.OperationalError | sa.exc.DBAPIError) or sqlstate[:2] in (
@@ -236,7 +238,8 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
         def json_unstructure(tp: Any) -> Any:
             inner = base.get_unstructure_hook(tp)
-            return lambda value: Jsonb(inner(value))
+            # dumps_jsonb: floats from 1e16 up come back floats (jsonb keeps digits only)
+            return lambda value: Jsonb(inner(value), dumps=dumps_jsonb)
 
         def json_structure(tp: Any) -> Any:
             if json_is_native(tp):

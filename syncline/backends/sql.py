@@ -15,7 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from syncline.core.errors import QueryError
-from syncline.core.query import And, Compare, Condition, Not, Order, Query, tie_broken
+from syncline.core.query import (
+    LIKE_ESCAPE,
+    And,
+    Compare,
+    Condition,
+    Not,
+    Order,
+    Query,
+    tie_broken,
+)
 from syncline.core.schema import ColumnSpec, Kind, TableSpec
 
 Compiled = tuple[str, tuple[str, ...]]
@@ -179,8 +188,8 @@ class SQLBuilder:
                          for j in range(len(cond.value))]
                 return col.in_(binds) if op == "in" else col.not_in(binds)
             bind: sa.BindParameter[Any] = sa.bindparam(f"p{n}")
-            if op == "like":
-                return col.like(bind)
+            if op == "like":  # one escape rule on every backend (see Field.like)
+                return col.like(bind, escape=LIKE_ESCAPE)
             value = self.comparable(bind, kind)
             return {
                 "eq": col.__eq__, "ne": col.__ne__, "lt": col.__lt__, "le": col.__le__,

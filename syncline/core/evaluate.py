@@ -27,9 +27,17 @@ _CMP: dict[str, Callable[[Any, Any], bool]] = {
 
 @lru_cache(maxsize=256)
 def like_regex(pattern: str) -> re.Pattern[str]:
+    """The regex of a like() pattern; a backslash makes the next character literal."""
     out = []
+    escaped = False
     for ch in pattern:
-        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        else:
+            out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
     return re.compile("".join(out), re.DOTALL)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeAlias
 import attrs
 
 from syncline.core.errors import QueryError
+from syncline.core.values import describe
 
 CompareOp = Literal[
     "eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "like", "is_null", "not_null"
@@ -132,9 +133,13 @@ class Field:
         return Compare(self.name, "not_in", _as_list(self.name, values))
 
     def like(self, pattern: str) -> Compare:
-        """SQL LIKE, case-sensitive on every backend: ``%`` any run, ``_`` one character."""
+        """SQL LIKE, case-sensitive on every backend: ``%`` any run, ``_`` one character;
+        ``\\%``, ``\\_`` and ``\\\\`` match a literal ``%``, ``_`` and backslash (see
+        :func:`like_escape`). A backslash before anything else is a :class:`QueryError`."""
         if not isinstance(pattern, str):
-            raise QueryError(f"F.{self.name}.like() needs a str pattern, got {pattern!r}")
+            raise QueryError(f"F.{self.name}.like() needs a str pattern, got "
+                             f"{describe(pattern)}")
+        check_like_pattern(self.name, pattern)
         return Compare(self.name, "like", pattern)
 
     def is_null(self) -> Compare:
@@ -148,6 +153,28 @@ class Field:
 
     def desc(self) -> Order:
         return Order(self.name, True)
+
+
+#: the escape character of like() patterns, on every backend
+LIKE_ESCAPE = "\\"
+
+
+def like_escape(text: str) -> str:
+    """``text`` as a like() pattern matching exactly it: ``F.name.like(like_escape(s) + "%")``
+    finds the values starting with ``s``, whatever ``%``, ``_`` or backslashes it holds."""
+    return (text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%")
+            .replace("_", LIKE_ESCAPE + "_"))
+
+
+def check_like_pattern(name: str, pattern: str) -> None:
+    i = pattern.find(LIKE_ESCAPE)
+    while i != -1:
+        if i + 1 >= len(pattern) or pattern[i + 1] not in "%_\\":
+            raise QueryError(
+                f"F.{name}.like({describe(pattern)}): a backslash at {i} must be followed by "
+                f"%, _ or another backslash (it escapes them); for a literal backslash write "
+                f"two, or build it with syncline.core.query.like_escape()")
+        i = pattern.find(LIKE_ESCAPE, i + 2)
 
 
 def _not_none(name: str, op: str, value: Any) -> Any:
@@ -198,10 +225,11 @@ class Query:
         offset: int = 0,
     ) -> Query:
         """Normalise the friendly arguments of ``Repository.find`` into a query."""
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise QueryError(f"limit must be a non-negative int or None, got {limit!r}")
-        if not isinstance(offset, int) or offset < 0:
-            raise QueryError(f"offset must be a non-negative int, got {offset!r}")
+        if limit is not None and not _window_int(limit):
+            raise QueryError(f"limit must be an int from 0 to 2**63-1 or None, "
+                             f"got {describe(limit)}")
+        if not _window_int(offset):
+            raise QueryError(f"offset must be an int from 0 to 2**63-1, got {describe(offset)}")
         return cls(normalize_where(where), normalize_order(order_by), limit, offset)
 
     def fields(self) -> set[str]:
@@ -216,6 +244,11 @@ class Query:
         if self.where is None:
             return self
         return attrs.evolve(self, where=map_condition(self.where, encode))
+
+
+def _window_int(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and 0 <= value <= 2**63 - 1)
 
 
 def normalize_where(where: WhereArg) -> Condition | None:

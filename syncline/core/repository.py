@@ -17,6 +17,7 @@ from syncline.core.query import (
     OrderArg,
     Query,
     WhereArg,
+    check_like_pattern,
     normalize_where,
 )
 from syncline.core.schema import EntitySpec
@@ -371,8 +372,12 @@ class Repository(Generic[T]):
                 raise QueryError(
                     f"F.{cond.field}: JSON fields support ==, !=, in_ and null tests, not {cond.op}"
                 )
-            if cond.op == "like" and field.kind != "text":
-                raise QueryError(f"F.{cond.field}.like(): like needs a text field")
+            if cond.op == "like":
+                if field.kind != "text":
+                    raise QueryError(f"F.{cond.field}.like(): like needs a text field")
+                if not isinstance(cond.value, str):
+                    raise QueryError(f"F.{cond.field}.like() needs a str pattern")
+                check_like_pattern(cond.field, cond.value)
         elif isinstance(cond, Not):
             self._check(cond.item)
         else:
