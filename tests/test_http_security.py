@@ -67,7 +67,8 @@ def test_principals_cannot_reach_each_others_rows(server: LiveServer) -> None:
     # bob reads: nothing of alice's, with or without her cursor
     assert call(server, "v1/pull", {}, "bob-token").json()["changes"] == []
     stolen = call(server, "v1/pull", {"cursor": alice_page["cursor"]}, "bob-token")
-    assert stolen.status_code == 422 and stolen.json()["error"]["field"] == "cursor"
+    assert stolen.status_code == 400 and stolen.json()["error"]["field"] == "cursor"
+    assert stolen.json()["error"]["code"] == "invalid_cursor"
     # bob writes: update, delete, re-create and replay of alice's record and mutation id
     attacks = [
         {"id": "b1", "entity": "sec_docs", "action": "update", "record_id": "alice-doc",

@@ -18,6 +18,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ import attrs
 from syncline.core.errors import (
     ConflictError,
     IntegrityError,
+    InvalidCursorError,
     NotFoundError,
     SerializationError,
 )
@@ -45,6 +47,9 @@ from syncline.core.transport import (
 
 if TYPE_CHECKING:
     from syncline.core.store import Store
+
+#: stored changes a pull leaves out are logged here (a warning each)
+pull_log = logging.getLogger("syncline.server.pull")
 
 ANONYMOUS = "anonymous"
 #: the owner of records of shared entities: every principal reads and writes them
@@ -355,29 +360,81 @@ class SyncServer:
 
     # -- pull --------------------------------------------------------------------------------
 
+    def committed_seq(self) -> int:
+        """The sequence counter as committed: every change in the log, and every cursor this
+        server issued in this epoch, is at or below it. (A writer holds the counter row locked
+        from its first statement to its commit, so nobody reads a number that is not yet
+        committed; numbers a batch took but did not use leave gaps below it, never above.)"""
+        row = self.meta.get("seq")
+        return 0 if row is None else row.value
+
     def pull(self, cursor: str | None, limit: int, entities: Sequence[str] | None = None,
              principal: str = ANONYMOUS) -> PullPage:
+        """A page of the principal's changes after ``cursor``.
+
+        Raises :class:`InvalidCursorError` for a cursor this server did not issue to this
+        principal (malformed, another principal's, or beyond the committed sequence). A stored
+        change that cannot be read back is left out of the page and logged (the cursor still
+        moves past it): one bad row never stops everyone's pulls.
+        """
         epoch = self.epoch
-        after = decode_cursor(cursor, epoch, principal)
+        after = decode_cursor(cursor, epoch, principal, self.committed_seq())
         limit = max(1, min(int(limit), self.max_page))
         where = F.owner.in_([principal, SHARED]) & (F.seq > after)
         if entities:
             for name in entities:
                 self._spec(name)
             where = where & F.entity.in_(list(entities))
-        rows = self.changes.find(where, order_by="seq", limit=limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1].seq if rows else after
-        if not rows:  # nothing new for us: still skip past others' changes cheaply next time
-            last = after
-        changes = [
-            Change(r.entity, r.record_id, "delete" if r.op == "delete" else "upsert", r.seq,
-                   r.payload, r.updated_at.isoformat(), r.mutation_id)
-            for r in rows
-        ]
+        table = self.changes.table
+        raw = self.store.backend.query_values(
+            table, self.changes.query(where, order_by="seq", limit=limit + 1))
+        more = len(raw) > limit
+        raw = raw[:limit]
+        # nothing new for us: the cursor stays where it was
+        last = raw[-1][table.column_names.index("seq")] if raw else after
+        from_tuple = self.store.codec(ChangeEntry).from_tuple
+        columns = table.column_names
+        changes = []
+        for values in raw:
+            try:
+                r = from_tuple(values)
+            except Exception as exc:  # a row the store holds but cannot decode
+                row = dict(zip(columns, values, strict=True))
+                skipped(row["seq"], f"entity {row['entity']!r}, record {row['record_id']!r}",
+                        f"it cannot be read from the store: {_describe(exc)}")
+                continue
+            changes.append(Change(r.entity, r.record_id, "delete" if r.op == "delete" else
+                                  "upsert", r.seq, r.payload, r.updated_at.isoformat(),
+                                  r.mutation_id))
         return PullPage(changes, encode_cursor(epoch, last, principal), more, epoch,
                         self.now().isoformat())
+
+
+def skipped(seq: Any, what: str, reason: str) -> None:
+    """Log a stored change a pull leaves out: it cannot be read back or sent as JSON."""
+    pull_log.warning("pull skipped change seq=%s (%s): %s; clients do not receive it until the "
+                     "record is written again on the server", seq, what, reason)
+
+
+def to_json(content: Any) -> bytes:
+    """Strict JSON (RFC 8259) in UTF-8: ValueError for NaN, infinities or a lone surrogate."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def sendable(page: PullPage) -> PullPage:
+    """``page`` without the changes JSON cannot carry (a lone surrogate, NaN, nesting too
+    deep to encode), each logged. The cursor is unchanged: clients move past them."""
+    kept = []
+    for change in page.changes:
+        try:
+            to_json(to_wire(change))
+        except (ValueError, TypeError, RecursionError) as exc:
+            skipped(change.version, f"entity {change.entity!r}, record {change.record_id!r}",
+                    f"it cannot be sent as JSON: {exc}")
+            continue
+        kept.append(change)
+    return attrs.evolve(page, changes=kept)
 
 
 def _describe(exc: Exception) -> str:
@@ -389,7 +446,7 @@ def _describe(exc: Exception) -> str:
 
 
 def _principal_tag(principal: str) -> str:
-    return hashlib.sha256(principal.encode()).hexdigest()[:12]
+    return hashlib.sha256(principal.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def encode_cursor(epoch: str, seq: int, principal: str) -> str:
@@ -397,21 +454,43 @@ def encode_cursor(epoch: str, seq: int, principal: str) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, epoch: str, principal: str) -> int:
-    """The sequence number after which to read; 0 for no cursor or another epoch's cursor."""
+def decode_cursor(cursor: str | None, epoch: str, principal: str,
+                  committed: int | None = None) -> int:
+    """The sequence number after which to read: 0 for no cursor or another epoch's cursor.
+
+    :class:`InvalidCursorError` for a cursor this server did not issue: not one of its
+    encodings, another principal's, or (given ``committed``, the committed sequence counter)
+    one beyond the sequence, which would otherwise answer empty pages forever.
+    """
     if not cursor:
         return 0
     try:
+        if len(cursor) > 1000:
+            raise ValueError("too long to be a cursor of this server")
         padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        seq = int(data["s"])
+        data = json.loads(base64.b64decode(padded.encode("ascii"), altchars=b"-_",
+                                           validate=True))
+        if not isinstance(data, dict) or set(data) != {"e", "s", "p"}:
+            raise ValueError("not a cursor of this server")
+        cursor_epoch, seq = data["e"], data["s"]
+        if not isinstance(cursor_epoch, str) or type(seq) is not int or seq < 0 or \
+                not isinstance(data["p"], str):
+            raise ValueError("not a cursor of this server")
         if data["p"] != _principal_tag(principal):
             raise ValueError("the cursor belongs to someone else")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SerializationError(
+        if encode_cursor(cursor_epoch, seq, principal) != cursor.rstrip("="):
+            raise ValueError("not a cursor of this server")
+    except (ValueError, RecursionError) as exc:  # binascii, JSON and Unicode errors included
+        raise InvalidCursorError(
             f"invalid cursor {cursor[:40]!r}: {exc}; pass the cursor of the previous page, "
             f"or none to start over") from exc
-    return seq if data["e"] == epoch else 0
+    if cursor_epoch != epoch:
+        return 0  # from before a reset: read from the start again
+    if committed is not None and seq > committed:
+        raise InvalidCursorError(
+            f"invalid cursor {cursor[:40]!r}: it is beyond the server's sequence ({seq} > "
+            f"{committed}), so this server did not issue it; pull from the start (no cursor)")
+    return seq
 
 
 class _Batch:

@@ -5,14 +5,23 @@ ways); ``GET /v1/health``, ``GET /v1/schema`` and ``GET /v1/openapi.json`` descr
 Every request is authenticated (plugins first, then bearer tokens from configuration, then
 JWTs) and every record belongs to the principal that wrote it. Errors share one format,
 ``{"error": {"status": 413, "code": "too_large", "message": "...", "field": null}}``, and a
-refused request changes nothing. The app holds no state besides its store, so several
-processes can serve one PostgreSQL database.
+refused request changes nothing, and no input makes it answer 5xx: a 503 (with Retry-After)
+means the store is unreachable or busy, a 500 a fault of the server itself (logged with its
+traceback). The app holds no state besides its store, so several processes can serve one
+PostgreSQL database.
+
+Logs go to ``syncline.server`` (faults, the store unavailable) and its children
+``.push`` and ``.pull`` (each request: counts and duration; rejected mutations with their
+reasons; pulled changes left out), ``.auth`` (refused credentials) and ``.http`` (refused
+requests, clients that went away mid-request).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import sqlite3
 import threading
 import time
 import zlib
@@ -25,25 +34,44 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import syncline
 from syncline.core.errors import (
     AuthenticationError,
+    BackendError,
+    BackendUnavailableError,
+    InvalidCursorError,
     NotFoundError,
     SerializationError,
     SynclineError,
+    TransactionConflictError,
 )
 from syncline.core.migration import Schema
 from syncline.core.schema import spec_of
-from syncline.core.serverside import SERVER_ENTITIES, SyncServer
-from syncline.core.transport import Mutation, from_wire, to_wire
+from syncline.core.serverside import SERVER_ENTITIES, SyncServer, sendable, to_json
+from syncline.core.transport import (
+    Mutation,
+    PullPage,
+    PushResponse,
+    from_wire,
+    to_wire,
+)
 from syncline.server.auth import Principal, authenticate
 from syncline.server.openapi import openapi_document
 
 log = logging.getLogger("syncline.server")
+push_log = logging.getLogger("syncline.server.push")
+pull_log = logging.getLogger("syncline.server.pull")
+http_log = logging.getLogger("syncline.server.http")
+
+#: how deep a request body may nest JSON arrays and objects (a mutation's payload sits three
+#: levels down); deeper bodies are refused before anything else reads them
+MAX_BODY_DEPTH = 100
+#: seconds a client is told to wait (Retry-After) when the store is unavailable or busy
+UNAVAILABLE_RETRY_AFTER = 5
 
 
 @attrs.define
@@ -90,10 +118,113 @@ class HTTPError(Exception):
         self.headers = headers or {}
 
 
+class JSON(JSONResponse):
+    """A JSON answer that is always valid JSON in UTF-8.
+
+    A value JSON cannot carry as it is (a lone surrogate, NaN or an infinity: only ever a
+    bad stored value, as pushes are validated) is escaped or sent as null, and logged, rather
+    than failing the answer.
+    """
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return to_json(content)
+        except (ValueError, TypeError):
+            log.warning("an answer held values JSON cannot carry as they are (lone surrogates "
+                        "escaped, NaN and infinities sent as null)")
+            return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":")).encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def error_response(err: HTTPError) -> JSONResponse:
     body = {"error": {"status": err.status, "code": err.code, "message": err.message,
                       "field": err.field}}
-    return JSONResponse(body, status_code=err.status, headers=err.headers)
+    return JSON(body, status_code=err.status, headers=err.headers)
+
+
+def depth_problem(body: Any, limit: int = MAX_BODY_DEPTH) -> str | None:
+    """Where ``body`` nests deeper than ``limit`` levels (a field path), or None."""
+    stack: list[tuple[Any, int]] = [(body, 1)] if isinstance(body, dict | list) else []
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value
+        if depth > limit:
+            return _deep_path(body, limit)
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return None
+
+
+def _deep_path(body: Any, limit: int) -> str:
+    stack: list[tuple[Any, str, int]] = [(body, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if depth > limit:
+            return path or "(the body)"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            where = f"{path}[{key}]" if isinstance(value, list) else \
+                (f"{path}.{key}" if path else str(key))
+            stack.append((child, where, depth + 1))
+    return "(the body)"
+
+
+def text_problem(value: str) -> str | None:
+    """Why no store can hold the string ``value`` (None: it is fine)."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode)"
+    return None
+
+
+#: a mutation's fields and the JSON types each takes (checked exactly: 1 is no string, "6" no
+#: integer, true no integer)
+_ENVELOPE: dict[str, tuple[type, ...]] = {
+    "id": (str,), "entity": (str,), "action": (str,), "record_id": (str, type(None)),
+    "payload": (dict, type(None)), "base_version": (int, type(None)),
+    "command": (str, type(None)),
+}
+_JSON_NAMES = {str: "a string", int: "an integer", dict: "an object", type(None): "null"}
+
+
+def envelope_problem(item: dict[str, Any]) -> str | None:
+    """What is wrong with a mutation's fields (a JSON object), naming the field; None if
+    nothing is. Types are checked exactly: 1 is no string, "6" no integer, true no integer."""
+    for name in item:
+        if name not in _ENVELOPE:
+            return f"{name}: unknown field; a mutation has {', '.join(_ENVELOPE)}"
+    for name in ("id", "entity", "action"):
+        if name not in item:
+            return f"{name} is required"
+    for name, types in _ENVELOPE.items():
+        value = item.get(name)
+        if not isinstance(value, types) or isinstance(value, bool):
+            wanted = " or ".join(_JSON_NAMES[t] for t in types)
+            return f"{name} must be {wanted}, not {json.dumps(value)[:40]}"
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem is None and not value and name in ("id", "entity", "action"):
+                problem = "is empty"
+            if problem is not None:
+                return f"{name} {problem}"
+    if item["action"] not in ("create", "update", "delete", "command"):
+        return (f"action {item['action']!r} is unknown; actions: create, update, delete, "
+                "command")
+    return None
 
 
 class RateLimiter:
@@ -153,9 +284,11 @@ class SyncApp:
     async def _body(self, request: Request) -> Any:
         limit = self.config.max_body_bytes
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
+        if length is not None and (not (length.isascii() and length.isdigit())
+                                   or int(length) > limit):
             raise HTTPError(413, "too_large", f"the body exceeds {limit} bytes")
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
@@ -175,9 +308,17 @@ class SyncApp:
             raise HTTPError(415, "bad_encoding", f"unsupported Content-Encoding {encoding!r}; "
                             "send identity or gzip")
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, "bad_json", f"the body is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise HTTPError(422, "too_deep", f"the body nests JSON deeper than "
+                            f"{MAX_BODY_DEPTH} levels") from exc
+        deep = depth_problem(body)
+        if deep is not None:
+            raise HTTPError(422, "too_deep", f"{deep} nests JSON deeper than {MAX_BODY_DEPTH} "
+                            "levels (arrays and objects, counted from the body)", field=deep)
+        return body
 
     def _principal(self, request: Request) -> Principal:
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -187,6 +328,7 @@ class SyncApp:
         except AuthenticationError as exc:
             raise HTTPError(401, "unauthenticated", str(exc),
                             headers={"WWW-Authenticate": "Bearer"}) from exc
+        request.state.principal = principal.id
         self.limiter.check(principal.id)
         return principal
 
@@ -227,6 +369,7 @@ class SyncApp:
         return JSONResponse(openapi_document(self.describe()))
 
     async def push(self, request: Request) -> Response:
+        started = time.perf_counter()
         principal = self._principal(request)
         body = await self._body(request)
         if not isinstance(body, dict) or not isinstance(body.get("mutations"), list):
@@ -242,6 +385,13 @@ class SyncApp:
                             field=sorted(extra)[0])
         mutations: list[Mutation] = []
         for i, item in enumerate(raw):
+            if not isinstance(item, dict):
+                raise HTTPError(422, "invalid", f"mutations[{i}] must be an object",
+                                field=f"mutations[{i}]")
+            problem = envelope_problem(item)
+            if problem is not None:
+                raise HTTPError(422, "invalid", f"mutations[{i}].{problem}",
+                                field=f"mutations[{i}]")
             try:
                 mutations.append(from_wire(item, Mutation))
             except SerializationError as exc:
@@ -254,9 +404,28 @@ class SyncApp:
         server = self.server
         assert server is not None
         response = await run_in_threadpool(server.push, mutations, principal.id)
-        return JSONResponse(to_wire(response))
+        self._log_push(principal, mutations, response, time.perf_counter() - started)
+        return JSON(to_wire(response))
+
+    @staticmethod
+    def _log_push(principal: Principal, mutations: list[Mutation], response: PushResponse,
+                  seconds: float) -> None:
+        counts = dict.fromkeys(("applied", "duplicate", "conflict", "rejected", "retry"), 0)
+        for m, result in zip(mutations, response.results, strict=False):
+            counts[result.status] = counts.get(result.status, 0) + 1
+            if result.status == "rejected":
+                push_log.info("push by %r: mutation %r (%s %s %r) rejected: %s", principal.id,
+                              m.id, m.action, m.entity, m.record_id or m.command, result.reason)
+            elif result.status == "conflict":
+                push_log.debug("push by %r: mutation %r (%s %s %r) conflicts at version %s",
+                               principal.id, m.id, m.action, m.entity, m.record_id,
+                               result.version)
+        push_log.info("push by %r: %d mutations: %s in %.1f ms", principal.id, len(mutations),
+                      ", ".join(f"{n} {status}" for status, n in counts.items()),
+                      seconds * 1000)
 
     async def pull(self, request: Request) -> Response:
+        started = time.perf_counter()
         principal = self._principal(request)
         body = await self._body(request)
         if not isinstance(body, dict):
@@ -281,13 +450,50 @@ class SyncApp:
         server = self.server
         assert server is not None
         try:
-            page = await run_in_threadpool(server.pull, cursor, min(limit, self.config.max_page),
-                                           names, principal.id)
+            page: PullPage = await run_in_threadpool(
+                server.pull, cursor, min(limit, self.config.max_page), names, principal.id)
+        except InvalidCursorError as exc:
+            raise HTTPError(400, "invalid_cursor", str(exc), field="cursor") from exc
         except SerializationError as exc:
             raise HTTPError(422, "invalid", str(exc), field="cursor") from exc
         except NotFoundError as exc:
             raise HTTPError(404, "not_found", str(exc), field="entities") from exc
-        return JSONResponse(to_wire(page))
+        try:
+            content = to_json(to_wire(page))
+        except (ValueError, TypeError, RecursionError):
+            page = sendable(page)  # leaves out (and logs) what JSON cannot carry
+            content = to_json(to_wire(page))
+        pull_log.debug("pull by %r: %d changes%s in %.1f ms", principal.id, len(page.changes),
+                       " (more)" if page.more else "", (time.perf_counter() - started) * 1000)
+        return Response(content, media_type="application/json")
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store is unreachable or busy (worth a 503), not broken."""
+    if isinstance(exc, BackendUnavailableError | TransactionConflictError):
+        return True
+    if isinstance(exc, BackendError):
+        cause = exc.__cause__
+        return isinstance(cause, sqlite3.OperationalError) and any(
+            word in str(cause) for word in ("locked", "busy"))
+    return False
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "unknown"
+
+
+def _who(request: Request) -> str | None:
+    return getattr(request.state, "principal", None)
+
+
+def refused(request: Request, err: HTTPError) -> None:
+    """Log a refused request: one line at INFO (DEBUG for 429)."""
+    http_log.log(logging.DEBUG if err.status == 429 else logging.INFO,
+                 "%s %s refused with %d %s (principal %r, client %s): %s%s", request.method,
+                 request.url.path, err.status, err.code, _who(request), _peer(request),
+                 err.message, f" [field {err.field}]" if err.field else "")
 
 
 def create_app(config: ServerConfig, entities: Sequence[type]) -> Starlette:
@@ -300,11 +506,28 @@ def create_app(config: ServerConfig, entities: Sequence[type]) -> Starlette:
                 result: Response = await endpoint(request)
                 return result
             except HTTPError as err:
+                refused(request, err)
                 return error_response(err)
+            except ClientDisconnect:
+                # One line, not a traceback: the request was not complete, so nothing was done.
+                http_log.info("%s %s: the client (%s, principal %r) went away before sending "
+                              "the whole request; nothing was done", request.method,
+                              request.url.path, _peer(request), _who(request))
+                return Response(status_code=400)
             except SerializationError as exc:
-                return error_response(HTTPError(422, "invalid", str(exc)))
-            except Exception:
-                log.exception("the sync server failed on %s %s", request.method, request.url.path)
+                bad = HTTPError(422, "invalid", str(exc))
+                refused(request, bad)
+                return error_response(bad)
+            except Exception as exc:
+                if _unavailable(exc):
+                    log.warning("%s %s: the store is unavailable, answering 503: %s",
+                                request.method, request.url.path, exc)
+                    return error_response(HTTPError(
+                        503, "unavailable", "the server's store is unavailable or busy; "
+                        f"retry in {UNAVAILABLE_RETRY_AFTER} s",
+                        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}))
+                log.exception("the sync server failed on %s %s", request.method,
+                              request.url.path)
                 return error_response(HTTPError(500, "internal", "the server failed; see its log"))
 
         return handler

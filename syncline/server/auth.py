@@ -6,6 +6,7 @@ no plugin answers. The principal (who owns the data) comes from the credentials 
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -14,6 +15,11 @@ from syncline.core.errors import AuthenticationError
 
 if TYPE_CHECKING:
     from syncline.server.app import ServerConfig
+
+log = logging.getLogger("syncline.server.auth")
+
+#: the longest principal id the server accepts (it is part of stored keys)
+MAX_PRINCIPAL_CHARS = 256
 
 #: JWT algorithms the server accepts; "none" is never among them.
 ALLOWED_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384",
@@ -37,6 +43,37 @@ def bearer_token(headers: dict[str, str]) -> str | None:
 
 def authenticate(headers: dict[str, str], config: ServerConfig, plugin_answer: Any) -> Principal:
     """The request's principal, or :class:`AuthenticationError` saying why not."""
+    try:
+        return checked(_authenticate(headers, config, plugin_answer))
+    except AuthenticationError as exc:
+        log.info("credentials refused: %s", exc)
+        raise
+
+
+def checked(principal: Principal) -> Principal:
+    """``principal`` if its id can be stored everywhere; AuthenticationError otherwise."""
+    pid = principal.id
+    problem = None
+    if not isinstance(pid, str) or not pid:
+        problem = "is empty or not a string"
+    elif len(pid) > MAX_PRINCIPAL_CHARS:
+        problem = f"is longer than {MAX_PRINCIPAL_CHARS} characters"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in pid):
+        problem = "contains control characters"
+    else:
+        try:
+            pid.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "contains a lone surrogate (not valid Unicode)"
+    if problem is not None:
+        raise AuthenticationError(f"the credentials name a principal that {problem}; a "
+                                  "principal (a JWT's 'sub') must be 1 to "
+                                  f"{MAX_PRINCIPAL_CHARS} printable characters")
+    return principal
+
+
+def _authenticate(headers: dict[str, str], config: ServerConfig,
+                  plugin_answer: Any) -> Principal:
     if plugin_answer is not None:
         return plugin_answer if isinstance(plugin_answer, Principal) else Principal(
             str(getattr(plugin_answer, "id", plugin_answer)))
@@ -61,6 +98,10 @@ def _verify_jwt(token: str, config: ServerConfig) -> str:
         claims = jwt.decode(
             token, config.jwt_key, algorithms=algorithms, audience=config.jwt_audience,
             issuer=config.jwt_issuer, options={"require": ["exp", "sub"]}, leeway=30)
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError) as exc:
+        # anything a crafted token makes the decoder raise is the token's fault
         raise AuthenticationError(f"invalid token: {exc}") from exc
-    return str(claims["sub"])
+    sub = claims["sub"]
+    if not isinstance(sub, str):
+        raise AuthenticationError("invalid token: its 'sub' must be a string")
+    return sub
