@@ -17,7 +17,7 @@ import attrs
 
 from syncline.core.errors import NotFoundError
 from syncline.core.query import Condition, F
-from syncline.core.schema import EntityRegistry, EntitySpec
+from syncline.core.schema import EntityRegistry, EntitySpec, spec_of
 
 if TYPE_CHECKING:
     from syncline.core.repository import Repository
@@ -106,11 +106,40 @@ class SyncMeta:
     value: str | None = None
 
 
-INTERNAL_ENTITIES: list[type] = [RecordState, OutboxEntry, SyncMeta]
+@_internal("_syncline_outbox_after", primary_key="id")
+@attrs.define
+class CommandAfter:
+    """The records a queued command waits for, when not every earlier write (``after=``)."""
+
+    id: str  # the command's entry id
+    records: list[str] = attrs.Factory(list)  # state keys: entity/record_id
+
+
+@_internal("_syncline_quarantine", primary_key="key", indexes=["entity"])
+@attrs.define
+class Quarantined:
+    """A pulled change this store could not hold, kept with its error; later changes of the
+    record still apply (and release it)."""
+
+    key: str  # entity/record_id
+    entity: str
+    record_id: str
+    version: int
+    error: str
+    at: dt.datetime
+    op: str = "upsert"
+    payload: dict[str, Any] | None = None
+
+
+INTERNAL_ENTITIES: list[type] = [RecordState, OutboxEntry, SyncMeta, CommandAfter, Quarantined]
 
 
 def state_key(entity: str, record_id: str) -> str:
     return f"{entity}/{record_id}"
+
+
+def _table_of(cls: type) -> str:
+    return spec_of(cls).table.name
 
 
 class Outbox:
@@ -121,6 +150,8 @@ class Outbox:
         self.entries: Repository[OutboxEntry] = store.repository(OutboxEntry)
         self.states: Repository[RecordState] = store.repository(RecordState)
         self.meta: Repository[SyncMeta] = store.repository(SyncMeta)
+        self.after: Repository[CommandAfter] = store.repository(CommandAfter)
+        self.quarantine: Repository[Quarantined] = store.repository(Quarantined)
         self._seq = 0
 
     def now(self) -> dt.datetime:
@@ -163,16 +194,22 @@ class Outbox:
     # -- the seed's queue operations ---------------------------------------------------------
 
     def enqueue_command(self, name: str, payload: dict[str, Any] | None = None, *,
-                        priority: int = 0, coalesce: bool = False) -> str:
+                        priority: int = 0, coalesce: bool = False,
+                        after: Iterable[tuple[type | str, str]] | None = None) -> str:
         """Queue a named command (``like_post``...); returns its mutation id.
 
         Inside ``store.transaction()`` it commits or vanishes with the block's writes.
         ``coalesce=True`` lets a later identical command (same name and payload) replace it.
+        The command reaches the server after every record write queued before it and after
+        earlier commands; ``after=[(Post, post_id), ...]`` makes it wait only for those
+        records' queued changes, ``after=[]`` for nothing.
         """
         entry = OutboxEntry(
             id=new_id(), entity="", action="command", created_at=self.now(),
             seq=self._next_seq(), command=name, payload=payload, priority=priority,
             coalesce=coalesce)
+        waits = None if after is None else CommandAfter(entry.id, [
+            state_key(t if isinstance(t, str) else _table_of(t), str(rid)) for t, rid in after])
 
         def write() -> None:
             if coalesce:  # replace an identical command that was never sent
@@ -181,9 +218,26 @@ class Outbox:
                 self.entries.delete_many(e.id for e in same if e.coalesce
                                          and e.group_id is None and e.payload == payload)
             self.entries.insert(entry)
+            if waits is not None:
+                self.after.insert(waits)
 
         self.store.atomic(write)
         return entry.id
+
+    def command_dependencies(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """Queued commands' ``after=`` records, by entry id (the others wait for every earlier
+        write)."""
+        rows = self.after.all()
+        if not rows:
+            return {}
+        live = {e.id for e in self.entries.get_many([r.id for r in rows])}
+        self.after.delete_many(r.id for r in rows if r.id not in live)  # sent and answered
+        out: dict[str, tuple[tuple[str, str], ...]] = {}
+        for row in rows:
+            if row.id in live:
+                out[row.id] = tuple((k.partition("/")[0], k.partition("/")[2])
+                                    for k in row.records)
+        return out
 
     def pending_count(self) -> int:
         """Entries waiting to be sent (dead letters not included)."""
@@ -254,10 +308,22 @@ class Outbox:
 
         def work() -> int:
             dead = self.entries.find(where)
+            if ids is not None:  # and what was dead-lettered behind them, in their records
+                recs = {(e.entity, e.record_id) for e in dead if e.record_id is not None}
+                chosen = {e.id for e in dead}
+                dead += [e for e in self.entries.find(
+                    (F.state == EntryState.DEAD) & F.record_id.in_(sorted(r for _, r in recs)))
+                    if (e.entity, e.record_id) in recs and e.id not in chosen]
             self.entries.delete_many(e.id for e in dead)
-            self.entries.insert_many(attrs.evolve(
+            fresh = [attrs.evolve(
                 e, id=new_id(), state=EntryState.PENDING, retry_count=0, next_attempt_at=None,
-                error=None, group_id=None, last_attempt=None) for e in dead)
+                error=None, group_id=None, last_attempt=None) for e in dead]
+            self.entries.insert_many(fresh)
+            waits = {w.id: w for w in self.after.get_many([e.id for e in dead])}
+            for old, new in zip(dead, fresh, strict=True):
+                if old.id in waits:
+                    self.after.delete(old.id)
+                    self.after.insert(CommandAfter(new.id, waits[old.id].records))
             for e in dead:
                 if e.record_id is not None:
                     state = self.state(e.entity, e.record_id)

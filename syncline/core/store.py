@@ -23,7 +23,7 @@ from syncline.core.errors import (
     TransactionError,
 )
 from syncline.core.migration import MigrationStrategy, OpeningDetails, Progress, Schema, open_schema
-from syncline.core.outbox import INTERNAL_ENTITIES, Outbox
+from syncline.core.outbox import INTERNAL_ENTITIES, Outbox, Quarantined
 from syncline.core.plugins import PluginManager, plugin_manager
 from syncline.core.repository import Repository
 from syncline.core.schema import EntitySpec, TableSpec, Trigger, View, spec_of
@@ -264,9 +264,26 @@ class Store:
         return self.sync_engine.sync()
 
     def enqueue_command(self, name: str, payload: dict[str, Any] | None = None, *,
-                        priority: int = 0, coalesce: bool = False) -> str:
-        """Queue a named command for the server (``like_post``...); returns its mutation id."""
-        return self.outbox.enqueue_command(name, payload, priority=priority, coalesce=coalesce)
+                        priority: int = 0, coalesce: bool = False,
+                        after: Iterable[tuple[type | str, str]] | None = None) -> str:
+        """Queue a named command for the server (``like_post``...); returns its mutation id.
+
+        It reaches the server after every record write queued before it; ``after=[(Post,
+        post_id)]`` makes it wait for those records only, ``after=[]`` for nothing."""
+        return self.outbox.enqueue_command(name, payload, priority=priority, coalesce=coalesce,
+                                           after=after)
+
+    def network_available(self) -> None:
+        """Tell the sync engine the network is back: stop backing off and sync soon."""
+        if self._engine is not None:
+            self._engine.network_available()
+        if self._worker is not None:
+            self._worker.wake()
+
+    def quarantined(self) -> list[Quarantined]:
+        """Pulled changes this store could not hold, with their errors (oldest first). A
+        later change of the same record that applies releases its entry."""
+        return self.outbox.quarantine.find(order_by="at")
 
     def start_sync_worker(self, interval: float = 30.0, debounce: float = 0.1) -> SyncWorker:
         """Sync in a background thread: every ``interval`` seconds and soon after writes."""

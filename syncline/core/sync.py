@@ -10,32 +10,80 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from syncline.core.errors import SerializationError, SynclineError, TransportError
-from syncline.core.outbox import EntryState, OutboxEntry, RecordState, SyncStatus, state_key
+from syncline.core.errors import (
+    AuthenticationError,
+    BackendError,
+    BackendUnavailableError,
+    SerializationError,
+    SynclineError,
+    TransactionConflictError,
+    TransactionError,
+    TransportError,
+)
+from syncline.core.outbox import (
+    EntryState,
+    OutboxEntry,
+    Quarantined,
+    RecordState,
+    SyncStatus,
+    state_key,
+)
+from syncline.core.plan import Planner
 from syncline.core.query import F
 from syncline.core.schema import spec_of
 from syncline.core.transport import (
     Change,
+    CursorRejectedError,
     Mutation,
     MutationResult,
     PermanentTransportError,
     PullPage,
+    PushLimits,
     RetryableTransportError,
     Transport,
+    to_wire,
 )
 
 if TYPE_CHECKING:
     from syncline.core.store import Store
 
 log = logging.getLogger("syncline.sync")
+
+#: server errors that may come from one mutation the server cannot take: split the batch
+#: (502, 503 and 504 are the way to the server failing: back off instead)
+_SPLIT_ON = frozenset({500, 501, 505, 507, 508, 510, 511})
+#: refusals of a whole batch that one mutation in it may cause: split, then dead-letter
+_ISOLATE_ON = frozenset({400, 413, 422})
+
+
+#: what a store raises for a pulled value it cannot hold (the rest propagate: lost races
+#: are retried whole, an unreachable store is not the change's fault)
+_REFUSED = (BackendError, SerializationError, OverflowError, ValueError, UnicodeError,
+            RecursionError)
+
+
+def _retry_whole(exc: BaseException) -> bool:
+    return isinstance(exc, TransactionConflictError | BackendUnavailableError | TransactionError)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _describe_mutation(m: Mutation) -> str:
+    if m.action == "command":
+        return f"command {m.command} ({m.id})"
+    return f"{m.action} {m.entity} {m.record_id} ({m.id})"
 
 
 class Strategy(enum.Enum):
@@ -158,6 +206,8 @@ class SyncEngine:
         self.strategy = Strategy(strategy)
         self.batch_size = batch_size
         self.page_size = page_size
+        #: how often a mutation may fail *alone* with a server error before it is
+        #: dead-lettered; network failures never count
         self.max_retries = max_retries
         self.backoff = backoff or Backoff()
         self.outbox = store.outbox
@@ -166,6 +216,19 @@ class SyncEngine:
         self._clock_offset: dt.timedelta | None = None
         self.entities = sorted(spec_of(c).table.name for c in store.entities
                                if spec_of(c).syncs)
+        self._parents = self._foreign_keys()
+        self._rank = self._table_ranks()
+        self._quarantine_live = False
+        #: the one backoff of this store and transport: failures in a row, and until when
+        #: nothing is sent (network failures, 5xx, 429, Retry-After)
+        self.failures = 0
+        self._backoff_until: dt.datetime | None = None
+        #: a server's Retry-After: a later success elsewhere (a pull) does not cancel it
+        self._asked_until: dt.datetime | None = None
+        self.last_error: str | None = None
+        self._limits: PushLimits | None = None
+        #: the batch size a server error made us try (halved until the failure is alone)
+        self._split: int | None = None
 
     def on_conflict(self, listener: Callable[[Conflict], None]) -> Callable[[], None]:
         """Call ``listener(conflict)`` for every conflict; returns an undo."""
@@ -175,19 +238,71 @@ class SyncEngine:
     # -- the whole round ---------------------------------------------------------------------
 
     def sync(self) -> SyncReport:
-        """Push, then pull. Transport failures are recorded in the report, not raised."""
+        """Push, then pull. Transport failures are recorded in the report, not raised.
+
+        While backing off after a network failure nothing is sent: the report says until
+        when (:meth:`network_available` ends the wait)."""
         report = SyncReport()
         with self._lock, sync_lock(self.store):
+            if self._waiting(report):
+                return report
             self.push(report)
-            self.pull(report)
+            self.pull(report)  # also after a failed push: the answer may be all that was lost
         return report
+
+    # -- the backoff -------------------------------------------------------------------------
+
+    @property
+    def not_before(self) -> dt.datetime | None:
+        """Until when nothing is sent (None: not backing off)."""
+        times = [t for t in (self._backoff_until, self._asked_until) if t is not None]
+        return max(times) if times else None
+
+    def network_available(self) -> None:
+        """The app knows the network is back: forget the backoff, try at the next sync."""
+        self.failures = 0
+        self._backoff_until = self._asked_until = None
+
+    def _waiting(self, report: SyncReport | None) -> bool:
+        if self.not_before is None or self.store.clock.now() >= self.not_before:
+            return False
+        if report is not None:
+            report.failures.append(
+                f"not trying before {self.not_before.isoformat()} (backing off after "
+                f"{self.failures} failure(s): {self.last_error})")
+        return True
+
+    def _network_failed(self, exc: Exception, report: SyncReport, what: str) -> None:
+        self.failures += 1
+        retry_after = getattr(exc, "retry_after", None)
+        delay = self.backoff.delay(self.failures, retry_after)
+        now = self.store.clock.now()
+        self._backoff_until = now + dt.timedelta(seconds=delay)
+        if retry_after:
+            self._asked_until = now + dt.timedelta(seconds=retry_after)
+        self.last_error = str(exc)
+        report.failures.append(str(exc))
+        log.warning("%s failed (%s); failure %d in a row, next attempt in %.1f s",
+                    what, exc, self.failures, delay)
+
+    def _network_ok(self) -> None:
+        if self.failures:
+            log.info("the server answers again after %d failure(s)", self.failures)
+        self.failures = 0
+        self._backoff_until = None
+        self.last_error = None
 
     # -- push --------------------------------------------------------------------------------
 
     def push(self, report: SyncReport | None = None) -> SyncReport:
+        """Send the queue in batches until it is empty, held, or the network fails."""
         report = report or SyncReport()
-        for _ in range(10_000):
-            planned = self.store.run_transaction(self._plan)
+        limits = self._server_limits(report)
+        if limits is None:
+            return report
+        for _ in range(100_000):
+            started = time.monotonic()
+            planned = self.store.run_transaction(lambda: self._plan(limits, report))
             if not planned:
                 return report
             mutations = [m for m, _ in planned]
@@ -195,102 +310,205 @@ class SyncEngine:
             try:
                 response = self.transport.push(mutations)
             except RetryableTransportError as exc:
-                self._failed([g for _, g in planned], str(exc), exc.retry_after, report)
+                if exc.status in _SPLIT_ON and self._isolate(planned, exc, report):
+                    continue
+                self._unsent(planned)
+                self._network_failed(exc, report, f"push of {len(planned)} mutation(s)")
                 return report
-            except (PermanentTransportError, TransportError) as exc:
-                self._failed([g for _, g in planned], str(exc), None, report)
+            except AuthenticationError as exc:
+                self._unsent(planned)
+                self._network_failed(exc, report, "push")
                 return report
+            except PermanentTransportError as exc:
+                if exc.status in _ISOLATE_ON and self._isolate(planned, exc, report):
+                    continue
+                self._unsent(planned)
+                self._network_failed(exc, report, "push")
+                return report
+            except TransportError as exc:
+                self._unsent(planned)
+                self._network_failed(exc, report, "push")
+                return report
+            self._network_ok()
+            if self._split is not None:  # the batch went through: grow back
+                self._split = None if self._split * 2 >= self.batch_size else self._split * 2
             if self._clock_offset is None and response.server_time:
                 self._measure(response.server_time)
             results = response.results
             if [r.id for r in results] != [m.id for m in mutations]:
-                self._failed([g for _, g in planned],
-                             "the server's results do not match the mutations sent", None,
-                             report)
+                self._unsent(planned)
+                self._network_failed(TransportError(
+                    "the server's results do not match the mutations sent"), report, "push")
                 return report
             self._handle_in_transaction(planned, results, report)
             self.store.plugins.hooks.after_push(self.store, mutations, results)
+            log.info("pushed %d mutation(s) in %.3f s", len(mutations),
+                     time.monotonic() - started)
+            if self._waiting(None):  # the server asked us to wait
+                return report
         return report
+
+    def _server_limits(self, report: SyncReport) -> PushLimits | None:
+        if self._limits is None:
+            try:
+                self._limits = self.transport.limits() or PushLimits()
+            except TransportError as exc:
+                self._network_failed(exc, report, "reading the server's limits")
+                return None
+        return self._limits
+
+    def _isolate(self, planned: list[tuple[Mutation, list[OutboxEntry]]],
+                 exc: TransportError, report: SyncReport) -> bool:
+        """A server error or refusal for a whole batch: split it until the mutation at fault is
+        alone; alone, it is struck (dead-lettered after ``max_retries``) or, when the batch
+        was too large, dead-lettered at once. False when it is the network's fault."""
+        if len(planned) > 1:
+            self._split = max(1, len(planned) // 2)
+            self._unsent(planned)
+            log.info("the server failed a batch of %d (%s): trying batches of %d",
+                     len(planned), exc, self._split)
+            return True
+        [(mutation, group)] = planned
+        status = getattr(exc, "status", None)
+        if isinstance(exc, PermanentTransportError):
+            reason = (f"the server refused this mutation: {exc}" if status != 413 else
+                      f"the mutation is larger than the server accepts: {exc}")
+            self.store.run_transaction(lambda: self._dead(mutation, group, reason, report))
+            return True
+        if not self._server_alive():
+            return False  # everything fails: an outage, not this mutation
+        self.store.run_transaction(lambda: self._strike(mutation, group, str(exc), report))
+        return True
+
+    def _server_alive(self) -> bool:
+        try:
+            self.transport.pull(self.outbox.get_meta("cursor"), 1, self.entities)
+        except TransportError:
+            return False
+        return True
+
+    def _strike(self, mutation: Mutation, group: list[OutboxEntry], error: str,
+                report: SyncReport) -> None:
+        """The server failed on this mutation alone: try it again later, alone; after
+        ``max_retries`` such failures it is dead-lettered with the server's error."""
+        strikes = max(e.retry_count for e in group) + 1
+        if strikes > self.max_retries:
+            self._dead(mutation, group, f"the server failed on this mutation alone {strikes} "
+                                        f"times: {error}", report)
+            return
+        when = self.store.clock.now() + dt.timedelta(seconds=self.backoff.delay(strikes))
+        self.outbox.mark_retry([e.id for e in group], error, when,
+                               max_retries=self.max_retries)
+        self._mark_records(group, SyncStatus.PENDING, error)
+        report.failures.append(f"{_describe_mutation(mutation)}: {error}")
+        log.warning("the server failed on %s alone (%s); strike %d of %d, next try at %s",
+                    _describe_mutation(mutation), error, strikes, self.max_retries,
+                    when.isoformat())
+
+    def _dead(self, mutation: Mutation, group: list[OutboxEntry], reason: str,
+              report: SyncReport) -> None:
+        """Dead-letter a mutation the server refuses for good, and the later queued changes of
+        its record (they cannot go without it), naming it; ``requeue`` brings them back."""
+        now = self.store.clock.now()
+        report.rejected.append(f"{_describe_mutation(mutation)}: {reason}")
+        log.warning("dead letter: %s: %s", _describe_mutation(mutation), reason)
+        ids = {e.id for e in group}
+        for e in group:
+            self.outbox.entries.update(e.id, state=EntryState.DEAD, error=reason,
+                                       last_attempt=now)
+        if mutation.record_id is not None:
+            later = self.outbox.entries.find(
+                (F.entity == mutation.entity) & (F.record_id == mutation.record_id)
+                & (F.state == EntryState.PENDING), order_by="seq")
+            why = (f"not sent: an earlier change of this record ({mutation.id}) is a dead "
+                   f"letter: {reason}")
+            for e in later:
+                if e.id not in ids:
+                    self.outbox.entries.update(e.id, state=EntryState.DEAD, error=why,
+                                               last_attempt=now)
+        self._mark_records(group, SyncStatus.FAILED, reason)
+
+    def _unsent(self, planned: list[tuple[Mutation, list[OutboxEntry]]]) -> None:
+        """The batch did not get through: its records are pending again (nothing counted)."""
+        def work() -> None:
+            for _, group in planned:
+                self._mark_records(group, SyncStatus.PENDING, None, bump=False)
+
+        self.store.run_transaction(work)
 
     def _handle_in_transaction(self, planned: list[tuple[Mutation, list[OutboxEntry]]],
                                results: Sequence[MutationResult], report: SyncReport) -> None:
         self.store.run_transaction(lambda: self._handle(planned, results, report))
 
-    def _plan(self) -> list[tuple[Mutation, list[OutboxEntry]]]:
-        """Group due entries into at most one mutation per record, coalescing unsent ones."""
-        entries = self.outbox.next_batch(limit=self.batch_size * 4)
-        held = self._held_records(entries)
-        planned: list[tuple[Mutation, list[OutboxEntry]]] = []
-        taken: set[tuple[str, str]] = set()
-        sent_groups: dict[str, list[OutboxEntry]] = {}
-        for e in entries:
-            if e.group_id is not None:
-                sent_groups.setdefault(e.group_id, []).append(e)
-        open_groups: dict[tuple[str, str], list[OutboxEntry]] = {}
-        order: list[tuple[str, Any]] = []
-        for e in entries:
-            if e.action == "command":
-                order.append(("entries", [e]))
-                continue
-            rec = (e.entity, e.record_id or "")
-            if rec in held:
-                continue
-            if e.group_id is not None:
-                if rec not in taken:
-                    taken.add(rec)
-                    order.append(("entries", sent_groups[e.group_id]))
-                    sent_groups[e.group_id] = []  # emitted once
-                continue
-            if rec in taken and rec not in open_groups:
-                continue  # a sent group for this record goes first
-            group = open_groups.get(rec)
-            if group is None:
-                if rec in taken:
-                    continue
-                taken.add(rec)
-                group = open_groups[rec] = []
-                order.append(("entries", group))
-            if group and group[-1].action == "delete":
-                continue  # a create after a delete goes in a later batch
-            if not e.coalesce:
-                if group:
-                    continue
-                group.append(e)
-                open_groups.pop(rec)
-                continue
-            group.append(e)
+    def _plan(self, limits: PushLimits, report: SyncReport
+              ) -> list[tuple[Mutation, list[OutboxEntry]]]:
+        """The next batch, in an order that keeps every dependency (core/plan.py), cut to the
+        server's limits by count and by bytes."""
         now = self.store.clock.now()
-        for _, group in order:
-            if not group:
-                continue
+        held, held_ids = self._held(now)
+        pending = (F.state == EntryState.PENDING)
+        max_groups = min(self.batch_size, limits.max_mutations, self._split or self.batch_size)
+        commands = self.outbox.entries.find(pending & (F.action == "command"), limit=1)
+        after = self.outbox.command_dependencies() if commands else {}
+        planner = Planner(max(1, max_groups), held, self._parents, after,
+                          lambda gid: self.outbox.entries.find(F.group_id == gid,
+                                                               order_by="seq"),
+                          held_ids=held_ids)
+        last: int | None = None
+        page = max(200, 4 * max_groups)
+        while not planner.full:
+            where = pending if last is None else pending & (F.seq > last)
+            entries = self.outbox.entries.find(where, order_by="seq", limit=page)
+            if not entries:
+                break
+            planner.feed(entries)
+            last = entries[-1].seq
+        planned: list[tuple[Mutation, list[OutboxEntry]]] = []
+        size = 2 + len('{"mutations":[]}')
+        for group in planner.plan.groups:
             mutation = self._fold(group)
             if mutation is None:  # created and deleted before ever being sent
                 self.outbox.dequeue(e.id for e in group)
                 self._forget_if_unsent(group[0])
                 continue
+            one = len(json.dumps(to_wire(mutation), separators=(",", ":"),
+                                 ensure_ascii=False).encode()) + 1
+            if size + one > limits.max_bytes:
+                if not planned:  # too large even alone: the server will never take it
+                    self._dead(mutation, group, (
+                        f"the mutation is {one} bytes; the server accepts at most "
+                        f"{limits.max_bytes} bytes per push"), report)
+                    continue
+                break
+            size += one
             if group[0].group_id is None:
                 for e in group:
                     self.outbox.entries.update(e.id, group_id=mutation.id, last_attempt=now)
             self._mark_records(group, SyncStatus.SYNCING, None, bump=False)
             planned.append((mutation, group))
-            if len(planned) >= self.batch_size:
-                break
         return planned
 
-    def _held_records(self, entries: Sequence[OutboxEntry]) -> set[tuple[str, str]]:
-        """Records nothing may be sent for: in manual conflict, or with an older entry still
-        waiting out its backoff or dead-lettered (sending newer ones alone would reorder)."""
-        keys = {state_key(e.entity, e.record_id) for e in entries if e.record_id}
-        states = self.outbox.states.get_many(sorted(keys))
-        held = {(s.entity, s.record_id) for s in states if s.status is SyncStatus.CONFLICT}
-        ids = sorted({e.record_id for e in entries if e.record_id})
-        if ids:
-            now = self.store.clock.now()
-            blocking = self.outbox.entries.find(
-                F.record_id.in_(ids) & (F.action != "command")
-                & ((F.state == EntryState.DEAD) | (F.next_attempt_at > now)))
-            held |= {(e.entity, e.record_id or "") for e in blocking}
-        return held
+    def _held(self, now: dt.datetime) -> tuple[set[tuple[str, str]], set[str]]:
+        """Records nothing may be sent for now (in manual conflict, or waiting after their
+        mutation failed alone) and the waiting entries' ids."""
+        held = {(s.entity, s.record_id) for s in self.outbox.states.find(
+            F.status == SyncStatus.CONFLICT)}
+        waiting = self.outbox.entries.find(
+            (F.state == EntryState.PENDING) & (F.next_attempt_at > now))
+        held |= {(e.entity, e.record_id) for e in waiting if e.record_id is not None}
+        return held, {e.id for e in waiting}
+
+    def _foreign_keys(self) -> dict[str, list[tuple[str, str]]]:
+        """table -> [(column, parent table)] for foreign keys naming a syncing parent's
+        primary key: a write waits for its parent's queued changes."""
+        keys: dict[str, list[tuple[str, str]]] = {}
+        specs = {spec_of(c).table.name: spec_of(c) for c in self.store.entities}
+        for name, spec in specs.items():
+            for fk in spec.table.foreign_keys:
+                parent = specs.get(fk.ref_table)
+                if parent is not None and parent.syncs and fk.ref_column == parent.primary_key:
+                    keys.setdefault(name, []).append((fk.column, fk.ref_table))
+        return keys
 
     def _fold(self, group: list[OutboxEntry]) -> Mutation | None:
         first = group[0]
@@ -323,28 +541,6 @@ class SyncEngine:
             if state is not None and state.server_version is None:
                 self.outbox.states.delete(state.key)
 
-    def _failed(self, groups: list[list[OutboxEntry]], error: str,
-                retry_after: float | None, report: SyncReport) -> None:
-        report.failures.append(error)
-
-        def work() -> None:
-            for group in groups:
-                self._retry_later(group, error, retry_after, report)
-
-        self.store.run_transaction(work)
-
-    def _retry_later(self, group: list[OutboxEntry], error: str, retry_after: float | None,
-                     report: SyncReport) -> None:
-        """Schedule the group's next attempt; past the retry limit it becomes a dead letter."""
-        attempt = max(e.retry_count for e in group) + 1
-        when = self.store.clock.now() + dt.timedelta(
-            seconds=self.backoff.delay(attempt, retry_after))
-        dead = self.outbox.mark_retry([e.id for e in group], error, when,
-                                      max_retries=self.max_retries)
-        self._mark_records(group, SyncStatus.FAILED if dead else SyncStatus.PENDING, error)
-        if dead:
-            report.rejected.append(f"gave up after {self.max_retries} retries: {error}")
-
     def _mark_records(self, group: list[OutboxEntry], status: SyncStatus, error: str | None,
                       bump: bool = True) -> None:
         first = group[0]
@@ -364,6 +560,7 @@ class SyncEngine:
         ids = sorted({m.record_id for m, _ in done if m.record_id is not None})
         still = {(e.entity, e.record_id) for e in self.outbox.entries.find(
             F.record_id.in_(ids) & (F.state == EntryState.PENDING))} if ids else set()
+        busy: list[MutationResult] = []
         for (mutation, group), result in zip(planned, results, strict=True):
             if result.status in ("applied", "duplicate"):
                 report.pushed += 1
@@ -380,17 +577,15 @@ class SyncEngine:
                     _parse_time(result.updated_at), self._modified_at(mutation), "push")
                 self._settle(conflict, report)
             elif result.status == "rejected":
-                reason = result.reason or "rejected by the server"
-                what = (f"command {mutation.command}" if mutation.action == "command"
-                        else f"{mutation.action} {mutation.entity} {mutation.record_id}")
-                report.rejected.append(f"{what}: {reason}")
-                for e in group:
-                    self.outbox.entries.update(e.id, state=EntryState.DEAD, error=reason,
-                                               last_attempt=self.store.clock.now())
-                self._mark_records(group, SyncStatus.FAILED, reason)
-            else:  # retry
-                self._retry_later(group, result.reason or "the server asked to retry later",
-                                  result.retry_after, report)
+                self._dead(mutation, group, result.reason or "rejected by the server", report)
+            else:  # retry: the server is busy; nothing counts against the mutation
+                self._mark_records(group, SyncStatus.PENDING, None, bump=False)
+                busy.append(result)
+        if busy:
+            first = busy[0]
+            self._network_failed(RetryableTransportError(
+                f"the server asked to retry {len(busy)} mutation(s) later: "
+                f"{first.reason or 'busy'}", retry_after=first.retry_after), report, "push")
 
     def _applied(self, mutation: Mutation, result: MutationResult,
                  pending: bool | None = None) -> None:
@@ -553,23 +748,39 @@ class SyncEngine:
 
     def pull(self, report: SyncReport | None = None) -> SyncReport:
         report = report or SyncReport()
+        restarted = False
+        self._quarantine_live = self.outbox.quarantine.count() > 0
         for _ in range(100_000):
+            started = time.monotonic()
             cursor = self.outbox.get_meta("cursor")
             epoch = self.outbox.get_meta("epoch")
             self.store.plugins.hooks.before_pull(self.store, cursor)
             try:
                 page = self.transport.pull(cursor, self.page_size, self.entities)
+            except CursorRejectedError as exc:
+                if restarted or cursor is None:
+                    self._network_failed(exc, report, "pull")
+                    return report
+                log.warning("the server refused our pull cursor (%s): pulling from the start; "
+                            "the queue is kept", exc)
+                self.store.run_transaction(lambda: self.outbox.set_meta("cursor", None))
+                restarted = True
+                continue
             except TransportError as exc:
-                report.failures.append(str(exc))
+                self._network_failed(exc, report, "pull")
                 return report
+            self._network_ok()
             if page.server_time:
                 self._measure(page.server_time)
             reset = epoch is not None and page.epoch != epoch
             if reset:
                 log.warning("the server was reset (epoch %s -> %s): pulling from the start",
                             epoch, page.epoch)
+            before = report.pulled
             self._apply_page_in_transaction(page, report, reset)
             self.store.plugins.hooks.after_pull(self.store, list(page.changes))
+            log.info("pulled a page of %d change(s), applied %d, in %.3f s",
+                     len(page.changes), report.pulled - before, time.monotonic() - started)
             if not page.more:
                 return report
         return report
@@ -596,10 +807,44 @@ class SyncEngine:
             else:
                 self.outbox.states.update(state.key, server_version=None)
 
+    def _in_dependency_order(self, changes: list[Change]) -> list[Change]:
+        """Parents' upserts before their children's, children's deletes before their
+        parents'; a record's own changes keep their order (they share one sort key)."""
+        last: dict[tuple[str, str], str] = {}
+        for c in changes:
+            last[(c.entity, c.record_id)] = c.op
+
+        def key(c: Change) -> tuple[int, int]:
+            rank = self._rank.get(c.entity, 0)
+            return (1, -rank) if last[(c.entity, c.record_id)] == "delete" else (0, rank)
+
+        return sorted(changes, key=key)
+
+    def _table_ranks(self) -> dict[str, int]:
+        """How deep each table is below its parents (foreign keys): parents rank lower."""
+        specs = {spec_of(c).table.name: spec_of(c) for c in self.store.entities}
+        ranks: dict[str, int] = {}
+
+        def rank(name: str, path: frozenset[str]) -> int:
+            if name in ranks:
+                return ranks[name]
+            spec = specs.get(name)
+            parents = [] if spec is None else [
+                fk.ref_table for fk in spec.table.foreign_keys
+                if fk.ref_table != name and fk.ref_table not in path]
+            value = 1 + max((rank(p, path | {name}) for p in parents), default=-1)
+            ranks[name] = value
+            return value
+
+        for name in specs:
+            rank(name, frozenset())
+        return ranks
+
     def _apply_page(self, page: Any, report: SyncReport) -> None:
-        """Apply a page: plain changes in bulk (one read of their states, one write per
-        table); own writes, records with local changes and repeated records one by one."""
-        changes: list[Change] = list(page.changes)
+        """Apply a page whole: plain changes in bulk (one read of their states, one write per
+        table, parents first); own writes, records with local changes and repeated records
+        one by one. A change this store cannot hold is quarantined, the rest still apply."""
+        changes = self._in_dependency_order(list(page.changes))
         counts: dict[tuple[str, str], int] = {}
         for c in changes:
             counts[(c.entity, c.record_id)] = counts.get((c.entity, c.record_id), 0) + 1
@@ -611,22 +856,12 @@ class SyncEngine:
         mids = sorted({c.mutation_id for c in changes if c.mutation_id})
         own = {e.group_id for e in self.outbox.entries.find(F.group_id.in_(mids))} if mids \
             else set()
-        batch: dict[type, tuple[list[Any], list[str]]] = {}
-        new_states: list[RecordState] = []
+        bulk: list[tuple[type, Change, Any, RecordState]] = []
 
         def flush() -> None:
-            for cls, (puts, deletes) in batch.items():
-                table = spec_of(cls).table
-                if puts:
-                    codec = self.store.codec(cls)
-                    self.store.backend.upsert_values(table, [codec.to_tuple(o) for o in puts])
-                if deletes:
-                    self.store.backend.delete_many(table, deletes)
-                self.store.touched(table.name)
-            if new_states:
-                self.outbox.states.upsert_many(new_states)
-            batch.clear()
-            new_states.clear()
+            if bulk:
+                self._write_isolated(list(bulk), report)
+                bulk.clear()
 
         for change in changes:
             key = (change.entity, change.record_id)
@@ -638,27 +873,97 @@ class SyncEngine:
             if (counts[key] > 1 or key in busy or change.mutation_id in own
                     or (state is not None and state.status is SyncStatus.CONFLICT)):
                 flush()
-                self._apply_change(change, report)
+                self._apply_one(change, report)
                 continue
             if (state is not None and state.server_version is not None
                     and change.version <= state.server_version):
                 continue  # already have it
-            server = (self._entity(change.entity, change.payload) if change.op == "upsert"
-                      else None)
-            report.pulled += 1
-            puts, deletes = batch.setdefault(cls, ([], []))
-            if server is None:
-                deletes.append(change.record_id)
-            else:
-                puts.append(server)
+            try:
+                server = (self._entity(change.entity, change.payload) if change.op == "upsert"
+                          else None)
+            except SerializationError as exc:
+                self._quarantine(change, str(exc))
+                continue
             base = state or RecordState(state_key(*key), change.entity, change.record_id)
-            new_states.append(attrs.evolve(
+            bulk.append((cls, change, server, attrs.evolve(
                 base, status=SyncStatus.SYNCED, error=None, retry_count=0,
                 conflict_record=None, conflict_version=None, deleted=server is None,
-                server_version=change.version))
+                server_version=change.version)))
         flush()
         self.outbox.set_meta("cursor", page.cursor)
         self.outbox.set_meta("epoch", page.epoch)
+
+    def _write_isolated(self, items: list[tuple[type, Change, Any, RecordState]],
+                        report: SyncReport) -> None:
+        """Write pulled records in one savepoint; when the store refuses it, split until the
+        change at fault is alone, and quarantine that one."""
+        try:
+            with self.store.transaction():
+                self._write_pulled(items)
+        except _REFUSED as exc:
+            if _retry_whole(exc):
+                raise
+            if len(items) == 1:
+                self._quarantine(items[0][1], _error_text(exc))
+                return
+            half = len(items) // 2
+            self._write_isolated(items[:half], report)
+            self._write_isolated(items[half:], report)
+            return
+        report.pulled += len(items)
+        self._release([c for _, c, _, _ in items])
+
+    def _write_pulled(self, items: list[tuple[type, Change, Any, RecordState]]) -> None:
+        puts: dict[type, list[Any]] = {}
+        deletes: dict[type, list[str]] = {}
+        for cls, change, obj, _ in items:
+            if obj is None:
+                deletes.setdefault(cls, []).append(change.record_id)
+            else:
+                puts.setdefault(cls, []).append(obj)
+
+        def rank(cls: type) -> int:
+            return self._rank.get(spec_of(cls).table.name, 0)
+
+        for cls in sorted(puts, key=rank):
+            table = spec_of(cls).table
+            codec = self.store.codec(cls)
+            self.store.backend.upsert_values(table, [codec.to_tuple(o) for o in puts[cls]])
+            self.store.touched(table.name)
+        for cls in sorted(deletes, key=rank, reverse=True):
+            table = spec_of(cls).table
+            self.store.backend.delete_many(table, deletes[cls])
+            self.store.touched(table.name)
+        self.outbox.states.upsert_many([s for _, _, _, s in items])
+
+    def _apply_one(self, change: Change, report: SyncReport) -> None:
+        try:
+            with self.store.transaction():
+                self._apply_change(change, report)
+        except _REFUSED as exc:
+            if _retry_whole(exc):
+                raise
+            self._quarantine(change, _error_text(exc))
+            return
+        self._release([change])
+
+    def _quarantine(self, change: Change, error: str) -> None:
+        log.warning("quarantined %s %s version %d: this store cannot hold it: %s",
+                    change.entity, change.record_id, change.version, error)
+        self.outbox.quarantine.upsert(Quarantined(
+            state_key(change.entity, change.record_id), change.entity, change.record_id,
+            change.version, error, self.store.clock.now(), change.op, change.payload))
+        self._quarantine_live = True
+
+    def _release(self, changes: Sequence[Change]) -> None:
+        """A later change of a quarantined record applied: the quarantined one is history."""
+        if not self._quarantine_live:
+            return
+        keys = [state_key(c.entity, c.record_id) for c in changes]
+        found = self.outbox.quarantine.get_many(keys)
+        if found:
+            self.outbox.quarantine.delete_many(q.key for q in found)
+            log.info("released %d record(s) from quarantine", len(found))
 
     def _apply_change(self, change: Change, report: SyncReport) -> None:
         try:

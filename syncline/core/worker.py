@@ -73,12 +73,18 @@ class SyncWorker:
         self._wake.set()
 
     def _next_timeout(self) -> float:
+        """Until the next thing to do: the end of the backoff while backing off, else the
+        next retry of a mutation that failed alone, else the interval."""
+        now = self.store.clock.now()
+        not_before = self.engine.not_before
+        if not_before is not None:
+            return max(0.0, min(self.interval, (not_before - now).total_seconds()))
         entry = self.store.outbox.entries.first(
-            (F.state == EntryState.PENDING) & F.next_attempt_at.is_not_null(),
+            (F.state == EntryState.PENDING) & (F.next_attempt_at > now),
             order_by="next_attempt_at")
         if entry is None or entry.next_attempt_at is None:
             return self.interval
-        due = (entry.next_attempt_at - self.store.clock.now()).total_seconds()
+        due = (entry.next_attempt_at - now).total_seconds()
         return max(0.0, min(self.interval, due))
 
     def _run(self) -> None:
