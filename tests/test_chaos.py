@@ -9,6 +9,7 @@ load them from this file.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import random
@@ -313,11 +314,8 @@ def test_proxy_random_faults_follow_the_seed(upstream: Upstream) -> None:
             proxy.rates.max_delay = 0.01
             proxy.rates.hold = 0.2
             for _ in range(30):
-                with connect(proxy) as sock:
-                    try:
-                        exchange(sock, REQUEST, timeout=0.3)
-                    except OSError:
-                        pass
+                with connect(proxy) as sock, contextlib.suppress(OSError):
+                    exchange(sock, REQUEST, timeout=0.3)
             wait_until(lambda: len(proxy.events) >= 1)
             time.sleep(0.3)
             return [e.fault for e in proxy.events]

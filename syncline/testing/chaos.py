@@ -680,6 +680,7 @@ class Device:
     def _line(self, line: Mapping[str, Any], sync: bool = False) -> None:
         if self._fd is None:
             raise RuntimeError("this device keeps no journal (drain and snapshot runs)")
+        line = {**line, "at": round(time.time(), 3)}
         os.write(self._fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
         if sync:
             os.fsync(self._fd)
@@ -1070,10 +1071,9 @@ def _check_history(report: ChaosReport, plans: Mapping[tuple[str, str], _RecordP
 @attrs.define
 class _Running:
     name: str
-    process: subprocess.Popen[bytes]
+    pid: int
     started: float
-    steps: int = 0
-    buffered: bytes = b""
+    steps_at_start: int
 
 
 @attrs.define
@@ -1081,17 +1081,27 @@ class RunStats:
     kills: int = 0
     restarts: int = 0
     steps: int = 0
+    #: seconds spent in run(), drain() and server_snapshot()
     elapsed: float = 0.0
-    #: where each kill landed, by what the device journaled last: write, sync, between
+    drain_elapsed: float = 0.0
+    observe_elapsed: float = 0.0
+    #: where each kill landed, by what the device journaled last: ``write`` (between an
+    #: intent and its acknowledgement), ``between`` (after an acknowledgement: sleeping,
+    #: syncing in the worker), ``start`` (opening the store, before any write)
     landed: Counter[str] = attrs.Factory(Counter)
 
 
 class ChaosRunner:
-    """Start ``devices`` processes running ``script`` (a :class:`DeviceScript` spec: ``module:
-    NAME`` or ``path/to/file.py:NAME``) in ``workdir``, each syncing with ``server_url`` (the
-    proxy's URL), kill and restart them (:meth:`run`), then :meth:`drain` and :meth:`verify`.
+    """Run ``devices`` device processes of ``script`` (a :class:`DeviceScript` given as
+    ``module:NAME`` or ``path/to/file.py:NAME``) in ``workdir``, each with a SQLite store of
+    its own, syncing with ``server_url`` (the proxy's URL): kill and restart them at random
+    (:meth:`run`), then :meth:`drain`, take the server's state (:meth:`server_snapshot`) and
+    :meth:`verify`.
 
-    A context manager: every device process is killed at the end, whatever happened.
+    Devices are forked from one *zygote* process that imported the script once (a restart
+    costs milliseconds, not an interpreter start); the zygote and every device run in a
+    process group of their own, killed as a whole by :meth:`close` (a context manager).
+    Unix only.
     """
 
     def __init__(self, script: str, workdir: Path, server_url: str, *, devices: int = 3,
@@ -1107,97 +1117,150 @@ class ChaosRunner:
         self.env = {**os.environ, **(env or {})}
         self._rng = random.Random(f"runner/{seed}")
         self._running: dict[str, _Running] = {}
+        self._zygote: subprocess.Popen[bytes] | None = None
+        self._answers = b""
         self.stats = RunStats()
 
-    # -- processes -----------------------------------------------------------------------------
+    # -- the zygote ----------------------------------------------------------------------------
 
-    def _command(self, name: str, mode: str, server_url: str) -> list[str]:
-        command = [sys.executable, "-m", "syncline.testing.chaos_device", "--script",
-                   self.script, "--name", name, "--dir", str(self.workdir), "--server",
-                   server_url, "--seed", str(self.seed), "--mode", mode]
+    def start(self, timeout: float = 120.0) -> ChaosRunner:
+        """Start the zygote (it imports the script) and wait until it is ready."""
+        if self._zygote is not None:
+            return self
+        command = [sys.executable, "-m", "syncline.testing.chaos_device", "--zygote",
+                   "--script", self.script, "--dir", str(self.workdir), "--seed", str(self.seed)]
         if self.token:
             command += ["--token", self.token]
-        return command
+        with (self.workdir / "zygote.log").open("ab") as log:
+            self._zygote = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=log, env=self.env,
+                                            start_new_session=True)
+        self._expect("ready", timeout)
+        return self
+
+    def _expect(self, prefix: str, timeout: float = 60.0) -> list[str]:
+        zygote = self._zygote
+        assert zygote is not None and zygote.stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._answers:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([zygote.stdout], [], [], max(0.0, left))
+            data = os.read(zygote.stdout.fileno(), 4096) if ready else b""
+            if not data:
+                why = "exited" if ready else f"did not answer in {timeout} s"
+                log = self.workdir / "zygote.log"
+                raise RuntimeError(f"the device zygote {why}:\n"
+                                   + (log.read_text(errors="replace")[-4000:]
+                                      if log.exists() else ""))
+            self._answers += data
+        line, self._answers = self._answers.split(b"\n", 1)
+        words = line.decode().split()
+        if not words or words[0] != prefix:
+            raise RuntimeError(f"the device zygote answered {line!r}, expected {prefix!r}")
+        return words[1:]
+
+    def _command(self, text: str) -> None:
+        zygote = self._zygote
+        assert zygote is not None and zygote.stdin is not None
+        zygote.stdin.write((text + "\n").encode())
+        zygote.stdin.flush()
+
+    def _spawn(self, name: str, mode: str = "run", server_url: str | None = None) -> int:
+        self.start()
+        self._command(f"spawn {name} {mode} {server_url or self.server_url}")
+        return int(self._expect("pid")[0])
+
+    def _reap(self, pid: int, kill: bool, timeout: float = 60.0) -> int:
+        self._command(f"{'kill' if kill else 'wait'} {pid}")
+        return int(self._expect("dead", timeout)[1])
+
+    def close(self) -> None:
+        """Kill the zygote and every device it forked (its whole process group)."""
+        zygote, self._zygote = self._zygote, None
+        self._running.clear()
+        if zygote is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(zygote.pid, signal.SIGKILL)
+        zygote.wait(30)
+        for pipe in (zygote.stdin, zygote.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    def __enter__(self) -> ChaosRunner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the chaos run -------------------------------------------------------------------------
 
     def log_path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
-
-    def _spawn(self, name: str, mode: str = "run",
-               server_url: str | None = None) -> subprocess.Popen[bytes]:
-        with self.log_path(name).open("ab") as log:
-            return subprocess.Popen(self._command(name, mode, server_url or self.server_url),
-                                    stdout=subprocess.PIPE, stderr=log,
-                                    stdin=subprocess.DEVNULL, env=self.env)
-
-    def start(self) -> ChaosRunner:
-        for name in self.names:
-            if name not in self._running:
-                self._running[name] = _Running(name, self._spawn(name), time.monotonic())
-        return self
-
-    def _read_progress(self, timeout: float) -> None:
-        pipes = {r.process.stdout: r for r in self._running.values()
-                 if r.process.stdout is not None}
-        ready, _, _ = select.select(list(pipes), [], [], timeout)
-        for pipe in ready:
-            running = pipes[pipe]  # type: ignore[index]
-            data = os.read(pipe.fileno(), 65536)  # type: ignore[union-attr]
-            running.steps += data.count(b".")
-            self.stats.steps += data.count(b".")
-            if not data and running.process.poll() is not None and running.process.stdout:
-                running.process.stdout.close()
-                if running.process.returncode != -signal.SIGKILL:
-                    raise RuntimeError(
-                        f"device {running.name} exited by itself ({running.process.returncode})"
-                        f":\n{self.log_tail(running.name)}")
 
     def log_tail(self, name: str, chars: int = 4000) -> str:
         path = self.log_path(name)
         return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
+    def _steps(self, name: str) -> int:
+        try:
+            return (self.workdir / f"{name}.progress").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _start_device(self, name: str) -> None:
+        steps = self._steps(name)
+        self._running[name] = _Running(name, self._spawn(name), time.monotonic(), steps)
+
     def _kill(self, name: str) -> None:
         running = self._running.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            running.process.send_signal(signal.SIGKILL)
-        running.process.wait(30)
-        if running.process.stdout is not None:
-            running.process.stdout.close()
+        status = self._reap(running.pid, kill=True)
+        if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
+            raise RuntimeError(f"device {name} had exited by itself (status {status}):\n"
+                               f"{self.log_tail(name)}")
 
     def run(self, *, kills: int | None = None, duration: float | None = None,
             steps: tuple[int, int] = (1, 8), extra: float = 0.03,
             step_timeout: float = 60.0) -> RunStats:
-        """Kill a random device (a random 1-8 ``steps`` after it started, plus up to ``extra``
-        seconds, so kills land in writes, syncs and in between however slow the machine is),
-        restart it; until ``kills`` kills were made or ``duration`` seconds passed."""
+        """Kill a random device a random 1-8 ``steps`` after it started, plus up to ``extra``
+        seconds (so kills land in writes, in syncs and in between, however slow the machine
+        is), restart it; until ``kills`` kills were made or ``duration`` seconds passed."""
         if kills is None and duration is None:
             raise ValueError("give kills= or duration=")
         self.start()
         began = time.monotonic()
-        targets: dict[str, int] = {n: self._rng.randint(*steps) for n in self.names}
+        for name in self.names:
+            if name not in self._running:
+                self._start_device(name)
+        targets = {n: self._rng.randint(*steps) for n in self.names}
+        progress = {n: self._steps(n) for n in self.names}
         last_progress = time.monotonic()
         while True:
             if kills is not None and self.stats.kills >= kills:
                 break
             if duration is not None and time.monotonic() - began >= duration:
                 break
-            before = self.stats.steps
-            self._read_progress(0.05)
-            if self.stats.steps != before:
-                last_progress = time.monotonic()
+            now = {n: self._steps(n) for n in self.names}
+            if now != progress:
+                progress, last_progress = now, time.monotonic()
             elif time.monotonic() - last_progress > step_timeout:
-                raise TimeoutError(f"no device made progress in {step_timeout} s:\n" + "\n".join(
-                    f"{n}:\n{self.log_tail(n, 1500)}" for n in self.names))
-            due = [n for n, r in self._running.items() if r.steps >= targets[n]]
+                raise TimeoutError(f"no device made a step in {step_timeout} s:\n" + "\n".join(
+                    f"--- {n}:\n{self.log_tail(n, 1500)}" for n in self.names))
+            due = [n for n, r in self._running.items()
+                   if now[n] - r.steps_at_start >= targets[n]]
             if not due:
+                time.sleep(0.005)
                 continue
             name = self._rng.choice(due)
             time.sleep(self._rng.uniform(0, extra))
             self._kill(name)
             self.stats.kills += 1
             self.stats.landed[self._landed(name)] += 1
-            self._running[name] = _Running(name, self._spawn(name), time.monotonic())
+            self._start_device(name)
             self.stats.restarts += 1
             targets[name] = self._rng.randint(*steps)
+        self.stats.steps = sum(self._steps(n) for n in self.names)
         self.stats.elapsed += time.monotonic() - began
         return self.stats
 
@@ -1206,7 +1269,7 @@ class ChaosRunner:
         if not path.exists():
             return "start"
         with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - 300))
+            f.seek(max(0, path.stat().st_size - 400))
             tail = f.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
         try:
             kind = json.loads(tail).get("t")
@@ -1215,46 +1278,30 @@ class ChaosRunner:
         return {"intent": "write", "start": "start"}.get(kind, "between")
 
     def stop(self) -> None:
-        """SIGKILL every device process still running."""
+        """SIGKILL every device process still running (the zygote stays)."""
         for name in list(self._running):
             self._kill(name)
-
-    def __enter__(self) -> ChaosRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- drain, snapshots, verification ------------------------------------------------------
 
     def _run_all(self, mode: str, server_url: str, timeout: float,
                  names: Sequence[str] | None = None) -> None:
-        processes = {n: self._spawn(n, mode, server_url) for n in (names or self.names)}
+        pids = {n: self._spawn(n, mode, server_url) for n in (names or self.names)}
         deadline = time.monotonic() + timeout
-        try:
-            for name, process in processes.items():
-                left = max(0.1, deadline - time.monotonic())
-                try:
-                    out, _ = process.communicate(timeout=left)
-                except subprocess.TimeoutExpired as exc:
-                    raise TimeoutError(f"device {name} ({mode}) did not finish in {timeout} s"
-                                       f":\n{self.log_tail(name)}") from exc
-                if process.returncode != 0:
-                    raise RuntimeError(f"device {name} ({mode}) failed "
-                                       f"({process.returncode}):\n{self.log_tail(name)}")
-        finally:
-            for process in processes.values():
-                if process.poll() is None:
-                    process.kill()
-                    process.wait(30)
+        for name, pid in pids.items():
+            status = self._reap(pid, kill=False, timeout=max(1.0, deadline - time.monotonic()))
+            if status != 0:
+                raise RuntimeError(f"device {name} ({mode}) failed (status {status}):\n"
+                                   f"{self.log_tail(name)}")
 
-    def drain(self, server_url: str | None = None, *, timeout: float = 90.0,
+    def drain(self, server_url: str | None = None, *, timeout: float = 120.0,
               rounds: int = 3) -> dict[str, Snapshot]:
-        """Stop the chaos run (kill every device), then run every device once more, in
-        drain mode, with no new writes: sync until its queue is empty (or the script's
-        ``drain_timeout``); then again, so every device pulls what the others pushed last,
-        until a round pushes nothing. Returns each device's snapshot."""
+        """Kill the running devices, then run every device again in drain mode, with no new
+        writes: it syncs until its queue is empty (or the script's ``drain_timeout``). Then
+        again, so every device pulls what the others pushed last, until a round pushes
+        nothing (at most ``rounds``). Returns each device's snapshot."""
         self.stop()
+        began = time.monotonic()
         url = server_url or self.server_url
         snapshots: dict[str, Snapshot] = {}
         for _ in range(rounds):
@@ -1262,6 +1309,7 @@ class ChaosRunner:
             snapshots = self.snapshots()
             if not any(self._pushed_in_last_drain(n) for n in self.names):
                 break
+        self.stats.drain_elapsed += time.monotonic() - began
         return snapshots
 
     def _pushed_in_last_drain(self, name: str) -> bool:
@@ -1269,16 +1317,16 @@ class ChaosRunner:
         return bool(json.loads(path.read_text()).get("pushed", 0)) if path.exists() else True
 
     def snapshots(self) -> dict[str, Snapshot]:
-        out = {}
-        for name in self.names:
-            path = self.workdir / f"{name}.snapshot.json"
-            out[name] = Snapshot.from_json(json.loads(path.read_text()))
-        return out
+        """Each device's snapshot, as its last drain wrote it."""
+        return {name: Snapshot.from_json(json.loads(
+            (self.workdir / f"{name}.snapshot.json").read_text())) for name in self.names}
 
-    def server_snapshot(self, server_url: str, *, timeout: float = 90.0) -> Snapshot:
+    def server_snapshot(self, server_url: str, *, timeout: float = 120.0) -> Snapshot:
         """A new device (an empty store) syncs from ``server_url`` and reports what it got:
         the server's state as any client sees it."""
+        began = time.monotonic()
         self._run_all("observe", server_url, timeout, names=["observer"])
+        self.stats.observe_elapsed += time.monotonic() - began
         return Snapshot.from_json(json.loads(
             (self.workdir / "observer.snapshot.json").read_text()))
 
@@ -1289,6 +1337,7 @@ class ChaosRunner:
     def verify(self, server: Snapshot, devices: Mapping[str, Snapshot] | None = None,
                history: Sequence[HistoryEntry] | None = None,
                ignore: Sequence[str] = ()) -> ChaosReport:
+        """:func:`verify` over this run's journals (and snapshots, by default)."""
         report = verify(self.journals(), server, devices or self.snapshots(), history,
                         ignore=ignore)
         report.stats = {"kills": self.stats.kills, "steps": self.stats.steps,
