@@ -44,6 +44,7 @@ from syncline.core.values import (
     check_uuid,
     describe,
     json_native,
+    nested_payloads,
 )
 
 Row = dict[str, Any]
@@ -338,6 +339,7 @@ class RowCodec:
                  passthrough: frozenset[type]) -> None:
         self.spec = spec
         self.owner = spec.cls.__name__
+        self._internal = bool(getattr(spec.cls, "__syncline_internal__", False))
         self._encoders: dict[str, Hook] = {}
         self._decoders: dict[str, Hook | None] = {}
         ns: dict[str, Any] = {"cls": spec.cls, "_not_null": _not_null,
@@ -460,6 +462,12 @@ class RowCodec:
             raise SerializationError(
                 f"expected a {self.owner}, got {describe(obj)} ({_type_name(obj)})"
             )
+        if self._internal:
+            with nested_payloads():
+                return self._encode_checked(compiled, obj)
+        return self._encode_checked(compiled, obj)
+
+    def _encode_checked(self, compiled: Callable[[Any], Any], obj: Any) -> Any:
         try:
             return compiled(obj)
         except Exception as exc:
@@ -484,6 +492,9 @@ class RowCodec:
             if self.spec.field(field).nullable:
                 return None
             raise SerializationError(f"{self.owner}.{field} is None but the field is not optional")
+        if self._internal:
+            with nested_payloads():
+                return enc(value)
         return enc(value)
 
     def decode(self, field: str, value: Any) -> Any:

@@ -26,11 +26,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from syncline.core.errors import (
+    BackendError,
+    BackendUnavailableError,
     ConflictError,
     IntegrityError,
     InvalidCursorError,
     NotFoundError,
     SerializationError,
+    TransactionConflictError,
 )
 from syncline.core.outbox import _internal
 from syncline.core.query import F
@@ -44,6 +47,7 @@ from syncline.core.transport import (
     from_wire,
     to_wire,
 )
+from syncline.core.values import INT64_MAX, check_id, check_json_any, check_str, describe
 
 if TYPE_CHECKING:
     from syncline.core.store import Store
@@ -98,6 +102,59 @@ class ServerMeta:
 
 
 SERVER_ENTITIES: list[type] = [ServerRecord, ChangeEntry, AppliedMutation, ServerMeta]
+
+
+_ACTIONS = ("create", "update", "delete", "command")
+
+
+def invalid_mutation(m: Mutation) -> str | None:
+    """Why ``m`` breaks the protocol's rules for a mutation's fields (None: it does not).
+
+    Checked before anything else looks at it: the id and record id are strings within the id
+    limit, ``base_version`` an int or None, the payload a JSON object of JSON values inside the
+    value domain (syncline.core.values), the command a string. The payload's fields are
+    checked against the entity's declared types later, by :meth:`SyncServer.decide`.
+    """
+    try:
+        check_id(m.id, "the mutation id")
+        if type(m.entity) is not str:
+            return f"entity must be a string, got {describe(m.entity)}"
+        if m.action not in _ACTIONS:
+            return f"action must be one of {', '.join(_ACTIONS)}, got {describe(m.action)}"
+        if m.record_id is not None:
+            check_id(m.record_id, "record_id")
+        if m.base_version is not None and (type(m.base_version) is not int or not (
+                0 <= m.base_version <= INT64_MAX)):
+            return (f"base_version must be the record's server version (an int) or null, "
+                    f"got {describe(m.base_version)}")
+        if m.command is not None:
+            if type(m.command) is not str:
+                return f"command must be a string, got {describe(m.command)}"
+            check_str(m.command)
+        if m.payload is not None:
+            if type(m.payload) is not dict:
+                return f"payload must be a JSON object, got {describe(m.payload)}"
+            for key, value in m.payload.items():
+                if type(key) is not str:
+                    return f"payload key {describe(key)} is not a string"
+                try:
+                    check_str(key)
+                    check_json_any(value)
+                except SerializationError as exc:
+                    return f"payload field {key[:80]!r}: {exc}"
+    except SerializationError as exc:
+        return str(exc)
+    return None
+
+
+def _rejected(m: Mutation, reason: str) -> MutationResult:
+    return MutationResult(m.id if type(m.id) is str else "", "rejected", reason=reason)
+
+
+def _value_refused(exc: BaseException) -> bool:
+    """A database error about the values written (not a lost race, not the connection)."""
+    return isinstance(exc, BackendError) and not isinstance(
+        exc, TransactionConflictError | BackendUnavailableError | IntegrityError)
 
 
 def fingerprint(mutation: Mutation) -> str:
@@ -193,6 +250,12 @@ class SyncServer:
                     lambda: _Batch(self, principal).apply(mutations))
             except IntegrityError:
                 results = None
+            except (BackendError, SerializationError) as exc:
+                # A value the checks let through and the database refused: one by one, the
+                # mutation that carries it is rejected and the others go on.
+                if not (_value_refused(exc) or isinstance(exc, SerializationError)):
+                    raise
+                results = None
         if results is None:
             results = self.store.run_transaction(
                 lambda: [self._apply(m, principal) for m in mutations])
@@ -201,7 +264,7 @@ class SyncServer:
     def _has_unique(self, entity: str) -> bool:
         # A batch writes each record once, with its final value: the unique index would not
         # see the states in between, which one by one it checks.
-        spec = self._specs.get(entity)
+        spec = self._specs.get(entity) if type(entity) is str else None
         return spec is not None and any(i.unique for i in spec.table.indexes)
 
     # Inside the batch's transaction the server writes through the backend directly: each
@@ -224,6 +287,9 @@ class SyncServer:
         self.store.touched(table.name)
 
     def _apply(self, m: Mutation, owner: str) -> MutationResult:
+        reason = invalid_mutation(m)
+        if reason is not None:
+            return _rejected(m, reason)
         seq = self._next_seq()  # first: from here on, this transaction has the writers' lock
         key = f"{owner}/{m.id}"
         print_ = fingerprint(m)
@@ -242,6 +308,11 @@ class SyncServer:
                 result = self._effect(m, owner, seq)
         except (SerializationError, NotFoundError, ConflictError, ValueError) as exc:
             result = MutationResult(m.id, "rejected", reason=str(exc))
+        except BackendError as exc:
+            if not _value_refused(exc):
+                raise
+            result = MutationResult(m.id, "rejected", reason=(
+                f"the server's store refused this {m.entity} record: {exc}"))
         if result.status != "retry":
             self._put(AppliedMutation(key, print_, to_wire(result)), insert=True)
         return result
@@ -318,7 +389,9 @@ class SyncServer:
         try:
             new: Any = self.store.wire.structure(payload, spec.cls)
         except Exception as exc:
-            raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from exc
+            raise SerializationError(f"invalid {m.entity} payload: {_describe(exc)}") from None
+        # The store's own rules (id and index limits) too: refused here, not at the write.
+        self.store.codec(spec.cls).to_tuple(new)
         return (MutationResult(m.id, "applied", server_id=record_id, version=seq),
                 (record_id, new))
 
@@ -438,11 +511,9 @@ def sendable(page: PullPage) -> PullPage:
 
 
 def _describe(exc: Exception) -> str:
-    import cattrs
+    from syncline.core.convert import describe_error
 
-    if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc))
-    return str(exc)
+    return describe_error(exc)
 
 
 def _principal_tag(principal: str) -> str:
@@ -541,12 +612,18 @@ class _Batch:
         n = len(mutations)
         last = self.store.backend.increment(server.meta.table, "seq", "value", by=n)
         self.store.touched(server.meta.table.name)
+        bad = {i: reason for i, m in enumerate(mutations)
+               if (reason := invalid_mutation(m)) is not None}
         keys = [f"{self.principal}/{m.id}" for m in mutations]
-        seen = {a.key: a for a in server.applied.get_many(sorted(set(keys)))}
-        self.load(mutations)
+        seen = {a.key: a for a in server.applied.get_many(
+            sorted({k for i, k in enumerate(keys) if i not in bad}))}
+        self.load([m for i, m in enumerate(mutations) if i not in bad])
         results = []
         for i, (m, key) in enumerate(zip(mutations, keys, strict=True)):
             seq = last - n + 1 + i
+            if i in bad:
+                results.append(_rejected(m, bad[i]))
+                continue
             print_ = fingerprint(m)
             before = seen.get(key) or self.applied.get(key)
             if before is not None:

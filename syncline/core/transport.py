@@ -9,6 +9,7 @@ timeouts, 5xx, 429) and :class:`PermanentTransportError` for the rest.
 from __future__ import annotations
 
 import abc
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -158,7 +159,65 @@ class Transport(abc.ABC):
         """Release connections."""
 
 
-_wire = cattrs.Converter(forbid_extra_keys=True)
+def _strict_converter() -> cattrs.Converter:
+    """The protocol's converter: a field takes only its declared JSON type (no ``"6"`` for an
+    int, no ``null`` for a str, no string for a list); nothing is converted."""
+    from syncline.core.values import describe
+
+    conv = cattrs.Converter(forbid_extra_keys=True)
+
+    def exact(*types: type) -> Any:
+        names = " or ".join(t.__name__ for t in types)
+
+        def structure(value: Any, _t: Any) -> Any:
+            if type(value) in types:
+                return value
+            raise SerializationError(
+                f"expected {names}, got {describe(value)} ({type(value).__name__})")
+
+        return structure
+
+    conv.register_structure_hook(str, exact(str))
+    conv.register_structure_hook(int, exact(int))
+    conv.register_structure_hook(bool, exact(bool))
+    number = exact(int, float)
+    conv.register_structure_hook(float, lambda v, t: float(number(v, t)))
+
+    def container(kind: type) -> Any:
+        def factory(tp: Any) -> Any:
+            args = typing.get_args(tp)
+
+            def structure(data: Any, _t: Any) -> Any:
+                value: Any = data
+                if type(data) is not kind:
+                    raise SerializationError(
+                        f"expected a {'JSON object' if kind is dict else 'list'}, got "
+                        f"{describe(value)} ({type(value).__name__})")
+                if kind is dict:
+                    key: Any = args[0] if args else str
+                    item: Any = args[1] if args else Any
+                    return {conv.structure(k, key): v if item is Any else conv.structure(v, item)
+                            for k, v in value.items()}
+                item = args[0] if args else Any
+                return [v if item is Any else conv.structure(v, item) for v in value]
+
+            return structure
+
+        return factory
+
+    def origin_is(kind: type) -> Any:
+        def test(t: Any) -> bool:
+            origin: Any = typing.get_origin(t)
+            return origin is kind
+
+        return test
+
+    conv.register_structure_hook_factory(origin_is(dict), container(dict))
+    conv.register_structure_hook_factory(origin_is(list), container(list))
+    return conv
+
+
+_wire = _strict_converter()
 
 
 def to_wire(message: Any) -> dict[str, Any]:
@@ -167,11 +226,19 @@ def to_wire(message: Any) -> dict[str, Any]:
     return out
 
 
+def _explain(exc: BaseException, tp: Any) -> str:
+    if isinstance(exc, SerializationError):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    return f"{exc} (expected {tp!r})" if tp is not None else str(exc)
+
+
 def from_wire(data: Any, cls: type[M]) -> M:
     """Parse a JSON-able dict into a message, naming the field at fault."""
     try:
         return _wire.structure(data, cls)
     except Exception as exc:
-        detail = ("; ".join(cattrs.transform_error(exc))
+        detail = ("; ".join(cattrs.transform_error(exc, format_exception=_explain))
                   if isinstance(exc, cattrs.BaseValidationError) else str(exc))
         raise SerializationError(f"invalid {cls.__name__}: {detail}") from exc

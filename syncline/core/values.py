@@ -41,7 +41,9 @@ import reprlib
 import types
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from syncline.core.errors import SerializationError
@@ -59,6 +61,21 @@ DECIMAL_MAX_INTEGER_DIGITS = 131072
 DECIMAL_MAX_FRACTION_DIGITS = 16383
 
 Check = Callable[[Any], Any]
+
+#: the JSON depth the running check allows (syncline's own tables hold whole payloads, whose
+#: fields are one to three levels down: see nested_payloads)
+_depth_limit: ContextVar[int] = ContextVar("syncline_json_depth", default=MAX_JSON_DEPTH)
+
+
+@contextmanager
+def nested_payloads() -> Iterator[None]:
+    """Allow the few extra levels of syncline's own JSON columns (a payload holding entity
+    fields, a result holding a payload) while encoding a row of its internal tables."""
+    token = _depth_limit.set(MAX_JSON_DEPTH + 4)
+    try:
+        yield
+    finally:
+        _depth_limit.reset(token)
 
 _repr = reprlib.Repr()
 _repr.maxlevel = 3
@@ -268,6 +285,7 @@ class _Walk:
     """One walk over a JSON value: checks types and the domain, finds where it fails."""
 
     def __init__(self) -> None:
+        self.limit = _depth_limit.get()
         self.changed = False  # a -0.0 was found: the canonical value is a copy
 
     def fail(self, path: str, message: str) -> SerializationError:
@@ -341,8 +359,8 @@ class _Walk:
                               f"fields hold dict (str keys), list, str, int, float, bool, None")
 
     def _deeper(self, path: str, depth: int) -> int:
-        if depth >= MAX_JSON_DEPTH:
-            raise self.fail(path, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if depth >= self.limit:
+            raise self.fail(path, f"JSON nested deeper than {self.limit} levels")
         return depth + 1
 
     def list(self, value: Any, item: Any, path: str, depth: int) -> Any:
