@@ -19,7 +19,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import cattrs
@@ -186,6 +186,40 @@ class PostgresBackend(TupleRowsMixin, Backend):
         except Exception as exc:
             raise translate(exc, "creating the database", where) from exc
         return f"created database {where}"
+
+    @contextmanager
+    def _session_lock(self, name: str, blocking: bool) -> Iterator[bool]:
+        # A session-level advisory lock on a connection of its own: held until unlocked or
+        # until this process dies (the server ends the session), never by a dead process.
+        key = f"syncline:{self.schema or ''}:{name}"
+        conn = self._raw()
+        got = False
+        try:
+            try:
+                with conn.cursor() as cur:
+                    verb = "pg_advisory_lock" if blocking else "pg_try_advisory_lock"
+                    cur.execute(f"SELECT {verb}(hashtextextended(%s, 0))", (key,))
+                    row = cur.fetchone()
+                    got = True if blocking else bool(row[0])
+            except Exception as exc:
+                raise translate(exc, "taking the sync lock", self.where) from exc
+            yield got
+        finally:
+            try:
+                if got:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
+                                    (key,))
+            except Exception:
+                log.warning("could not release the sync lock on %s; closing its connection",
+                            self.where)
+                conn.invalidate()
+            finally:
+                conn.close()  # back to the pool
+
+    def advisory_lock(self, name: str, *,
+                      blocking: bool = True) -> AbstractContextManager[bool] | None:
+        return self._session_lock(name, blocking)
 
     def _raw(self) -> Any:
         if self._engine is None:

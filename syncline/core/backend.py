@@ -183,6 +183,17 @@ class Backend(abc.ABC):
                 self.update(table, key, {column: value})
             return value
 
+    # -- one syncer per store ----------------------------------------------------------------
+
+    def advisory_lock(self, name: str, *,
+                      blocking: bool = True) -> AbstractContextManager[bool] | None:
+        """A lock named ``name`` held across every process sharing this storage while the
+        block runs (one syncing process per store); it yields False when ``blocking`` is
+        False and another holder has it. None (the default): the backend has none, and the
+        engine uses a file lock beside a backend with a ``path``, else a lock of this process.
+        """
+        return None
+
     # -- change notification ------------------------------------------------------------------
 
     def announce(self, tables: frozenset[str]) -> None:  # noqa: B027 - optional

@@ -15,7 +15,9 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -1015,46 +1017,81 @@ class SyncEngine:
         return state is None or state.status is SyncStatus.SYNCED
 
 
-_process_locks: dict[str, threading.Lock] = {}
+class _ProcessLock:
+    """A thread lock that a weak dictionary can hold (entries go with their stores)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+_process_locks: weakref.WeakValueDictionary[str, _ProcessLock] = weakref.WeakValueDictionary()
 _process_locks_guard = threading.Lock()
 
 
 class sync_lock:
-    """One syncer per store: a file lock beside a SQLite file, a process lock otherwise."""
+    """One syncer per store: a lock of this process, plus one across processes: the backend's
+    advisory lock (PostgreSQL), else a file lock beside a file store (SQLite)."""
 
     def __init__(self, store: Store, *, blocking: bool = True) -> None:
         self.store = store
         self.blocking = blocking
         self._file: Any = None
-        path = getattr(store.backend, "path", None)
+        self._advisory: AbstractContextManager[bool] | None = None
+        backend = store.backend
+        path = getattr(backend, "path", None)
         self.path = f"{path}.sync-lock" if path else None
-        url = store.backend.url
-        key = path or (f"{url}#{id(store.backend)}" if url.endswith("://") else url)
+        url = backend.url
+        key = path or (f"{url}#{id(backend)}" if url.endswith("://") else url)
         with _process_locks_guard:
-            self._lock = _process_locks.setdefault(key, threading.Lock())
+            lock = _process_locks.get(key)
+            if lock is None:
+                lock = _process_locks[key] = _ProcessLock()
+        # the backend keeps its lock alive; when the store is gone, the entry goes too
+        backend.__dict__["_syncline_sync_lock"] = lock
+        self._lock = lock.lock
 
     def __enter__(self) -> sync_lock:
         if not self._lock.acquire(blocking=self.blocking):
             raise SynclineError(f"another thread is syncing {self.store.backend.url}")
-        if self.path is not None:
-            import fcntl
-
-            self._file = open(self.path, "a+")
-            flags = fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB)
-            try:
-                fcntl.flock(self._file, flags)
-            except OSError as exc:
-                self._file.close()
-                self._lock.release()
-                raise SynclineError(
-                    f"another process is syncing {self.store.backend.url}") from exc
+        try:
+            self._cross_process()
+        except BaseException:
+            self._lock.release()
+            raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            import fcntl
+    def _cross_process(self) -> None:
+        advisory = self.store.backend.advisory_lock("sync", blocking=self.blocking)
+        if advisory is not None:
+            if not advisory.__enter__():
+                advisory.__exit__(None, None, None)
+                raise SynclineError(f"another process is syncing {self.store.backend.url}")
+            self._advisory = advisory
+            return
+        if self.path is None:
+            return
+        import fcntl
 
-            fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file = open(self.path, "a+")  # noqa: SIM115 - held until __exit__
+        flags = fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(self._file, flags)
+        except OSError as exc:
             self._file.close()
             self._file = None
-        self._lock.release()
+            raise SynclineError(
+                f"another process is syncing {self.store.backend.url}") from exc
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._advisory is not None:
+                self._advisory.__exit__(None, None, None)
+                self._advisory = None
+            if self._file is not None:
+                import fcntl
+
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+                self._file.close()
+                self._file = None
+        finally:
+            self._lock.release()

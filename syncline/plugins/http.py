@@ -14,13 +14,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from syncline.core.errors import AuthenticationError, SerializationError
+from syncline.core.errors import AuthenticationError, SerializationError, TransportError
 from syncline.core.hookspecs import hookimpl
 from syncline.core.plugins import TransportRegistry
 from syncline.core.transport import (
+    CursorRejectedError,
     Mutation,
     PermanentTransportError,
     PullPage,
+    PushLimits,
     PushResponse,
     RetryableTransportError,
     Transport,
@@ -72,21 +74,47 @@ class HTTPTransport(Transport):
                 return response.json()
             except ValueError as exc:
                 raise RetryableTransportError(f"{self.url}: the answer is not JSON") from exc
-        message = self._message(response)
-        if response.status_code in (429, 502, 503, 504) or response.status_code >= 500:
-            raise RetryableTransportError(
-                f"{self.url}{path}: {response.status_code} {message}",
-                retry_after=_retry_after(response.headers.get("retry-after")))
-        if response.status_code in (401, 403):
-            raise AuthenticationError(f"{self.url}{path}: {response.status_code} {message}")
-        raise PermanentTransportError(f"{self.url}{path}: {response.status_code} {message}")
+        raise self._error(path, response)
+
+    def _error(self, path: str, response: Any) -> TransportError:
+        code, message = self._message(response)
+        status = response.status_code
+        text = f"{self.url}{path}: {status} {message}"
+        if status in (408, 425, 429) or status >= 500:
+            return RetryableTransportError(
+                text, retry_after=_retry_after(response.headers.get("retry-after")),
+                status=status)
+        if status in (401, 403):
+            return AuthenticationError(text)
+        if code == "invalid_cursor":
+            return CursorRejectedError(text, status=status)
+        return PermanentTransportError(text, status=status)
 
     @staticmethod
-    def _message(response: Any) -> str:
+    def _message(response: Any) -> tuple[str | None, str]:
         try:
-            return str(response.json()["error"]["message"])
+            error = response.json()["error"]
+            return error.get("code"), str(error["message"])
         except Exception:
-            return str(response.text[:200])
+            return None, str(response.text[:200])
+
+    def limits(self) -> PushLimits | None:
+        """Read from the server's ``GET v1/schema`` (``limits``)."""
+        httpx = self._httpx
+        try:
+            response = self.client.get("v1/schema")
+        except httpx.HTTPError as exc:
+            raise RetryableTransportError(f"{self.url}: cannot reach the server ({exc})") from exc
+        if response.status_code == 404:
+            return None  # a server that does not publish them
+        if response.status_code != 200:
+            raise self._error("v1/schema", response)
+        try:
+            limits = response.json()["limits"]
+            return PushLimits(max_mutations=int(limits["max_mutations"]),
+                              max_bytes=int(limits["max_body_bytes"]))
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def push(self, mutations: Sequence[Mutation]) -> PushResponse:
         body = self._post("v1/push", {"mutations": [to_wire(m) for m in mutations]})

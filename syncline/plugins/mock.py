@@ -31,12 +31,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import syncline
-from syncline.core.errors import BackendError, NotFoundError, SerializationError
+from syncline.core.errors import BackendError, InvalidCursorError, NotFoundError, SerializationError
 from syncline.core.hookspecs import hookimpl
 from syncline.core.plugins import TransportRegistry
 from syncline.core.serverside import ANONYMOUS, SERVER_ENTITIES, SyncServer
 from syncline.core.store import Store
 from syncline.core.transport import (
+    CursorRejectedError,
     Mutation,
     MutationResult,
     PermanentTransportError,
@@ -220,14 +221,20 @@ class MockTransport(Transport):
         try:
             return self.server.push(mutations, self.principal)
         except (SerializationError, NotFoundError) as exc:
-            raise PermanentTransportError(str(exc)) from exc
+            raise PermanentTransportError(str(exc), status=422) from exc
 
     def pull(self, cursor: str | None, limit: int,
              entities: Sequence[str] | None = None) -> PullPage:
         try:
             return self.server.pull(cursor, limit, entities, self.principal)
+        except InvalidCursorError as exc:
+            raise CursorRejectedError(str(exc), status=400) from exc
         except (SerializationError, NotFoundError) as exc:
-            raise PermanentTransportError(str(exc)) from exc
+            raise PermanentTransportError(str(exc), status=422) from exc
+
+    def limits(self) -> PushLimits | None:
+        limits: PushLimits | None = getattr(self.server, "limits", None)
+        return limits
 
 
 @hookimpl
