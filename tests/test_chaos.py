@@ -408,6 +408,12 @@ def test_verifier_tolerates_only_the_write_in_doubt() -> None:
             assert report.ok, report.summary()
             assert report.in_doubt == 2
     assert not verify(journals, snapshot(likes=5, content="c"), {}).ok
+    only = {"d1": [w("d1", 1, Put("messages", "m7", {"content": "x"}), committed=False)]}
+    empty: dict[str, dict[str, dict[str, Any]]] = {"messages": {}}
+    for records in (empty, {"messages": {"m7": {"id": "m7", "content": "x"}}}):
+        assert verify(only, Snapshot(records), {}).ok
+    wrong = Snapshot({"messages": {"m7": {"id": "m7", "content": "y"}}})
+    assert [f.kind for f in verify(only, wrong, {}).findings] == ["lost"]
     assert not verify(journals, snapshot(content="a"), {}).ok
     aborted = {"d1": [w("d1", 1, Put("posts", "p1", {"content": "a"}), aborted=True)]}
     report = verify(aborted, Snapshot({"posts": {}}), {})

@@ -293,9 +293,10 @@ class ChaosProxy:
                 return self._schedule.pop(0)
             return self.rates.pick(self._rng.random())
 
-    def _uniform(self, low: float, high: float) -> float:
+    def _delay(self) -> None:
         with self._lock:
-            return self._rng.uniform(low, high)
+            seconds = self._rng.uniform(self.rates.min_delay, self.rates.max_delay)
+        time.sleep(seconds)
 
     def _cut_at(self, size: int) -> int:
         with self._lock:
@@ -387,7 +388,7 @@ class ChaosProxy:
                             exchange += 1
                             fault = self._next_fault()
                             if fault is Fault.DELAY:
-                                time.sleep(self._uniform(self.rates.min_delay, self.rates.max_delay))
+                                self._delay()
                             if fault in (Fault.CUT_REQUEST, Fault.RESET_REQUEST):
                                 n = self._cut_at(len(data))
                                 upstream.sendall(data[:n])
@@ -405,7 +406,7 @@ class ChaosProxy:
                         if phase != "response":
                             phase = "response"
                             if fault is Fault.DELAY:
-                                time.sleep(self._uniform(self.rates.min_delay, self.rates.max_delay))
+                                self._delay()
                                 self._event(conn, exchange, fault)
                             if fault in (Fault.CUT_RESPONSE, Fault.RESET_RESPONSE):
                                 n = self._cut_at(len(data))
@@ -777,7 +778,8 @@ class Snapshot:
             if not spec.syncs:
                 continue
             table = records.setdefault(spec.table.name, {})
-            for obj in store.repository(cls_).all():
+            repository: Any = store.repository(cls_)
+            for obj in repository.all():
                 row = store.wire.unstructure(obj)
                 table[str(row[spec.primary_key])] = row
         dead = [f"{e.action} {e.command or e.entity} {e.record_id or ''} {e.payload}: {e.error}"
@@ -978,7 +980,8 @@ def _check_record(report: ChaosReport, where: str, entity: str, record_id: str,
             if committed:
                 finals.append(committed[-1][1])
                 last_seq = committed[-1][0].seq
-            else:
+            else:  # only writes in doubt: the record may never have been written
+                finals.append(Delete(entity, record_id))
                 last_seq = -1
             finals += [e for w, e in writes if w.in_doubt and w.seq > last_seq]
             describe.append(f"{device} wrote " + ", ".join(

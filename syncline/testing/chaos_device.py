@@ -156,7 +156,10 @@ def zygote(script_spec: str, workdir: Path, token: str | None, seed: str) -> Non
     warmup.mkdir(exist_ok=True)
     probe = Device("warmup", warmup, "http://127.0.0.1:9/", token=token, seed=seed,
                    journal=False)
-    script.open(probe).close()
+    store = script.open(probe)
+    with contextlib.suppress(Exception):
+        store.sync_engine  # noqa: B018 - the transport's lazy imports too
+    store.close()
     shutil.rmtree(warmup, ignore_errors=True)
     if threading.active_count() != 1:  # forking with threads could copy a held lock
         print(f"warning: the zygote runs threads {threading.enumerate()}", file=sys.stderr)
