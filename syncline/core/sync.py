@@ -82,10 +82,10 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _describe_mutation(m: Mutation) -> str:
-    if m.action == "command":
-        return f"command {m.command} ({m.id})"
-    return f"{m.action} {m.entity} {m.record_id} ({m.id})"
+def _describe_mutation(m: Mutation, with_id: bool = True) -> str:
+    what = (f"command {m.command}" if m.action == "command"
+            else f"{m.action} {m.entity} {m.record_id}")
+    return f"{what} ({m.id})" if with_id else what
 
 
 class Strategy(enum.Enum):
@@ -412,7 +412,7 @@ class SyncEngine:
         """Dead-letter a mutation the server refuses for good, and the later queued changes of
         its record (they cannot go without it), naming it; ``requeue`` brings them back."""
         now = self.store.clock.now()
-        report.rejected.append(f"{_describe_mutation(mutation)}: {reason}")
+        report.rejected.append(f"{_describe_mutation(mutation, False)}: {reason}")
         log.warning("dead letter: %s: %s", _describe_mutation(mutation), reason)
         ids = {e.id for e in group}
         for e in group:
