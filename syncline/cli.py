@@ -197,7 +197,8 @@ STORE_HELP = "Store URL (default: SYNCLINE_STORE_URL, then syncline.toml)."
 @click.option("--store", "store_url", default=None, help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def status(store_url: str | None, as_json: bool) -> None:
-    """The sync queue by state and entity, and failed and dead-lettered items with errors."""
+    """The sync queue by state and entity, failed and dead-lettered items with errors, and
+    quarantined pulled records."""
     from syncline.core.outbox import EntryState, SyncStatus
     from syncline.core.query import F
 
@@ -210,6 +211,7 @@ def status(store_url: str | None, as_json: bool) -> None:
         dead = [e for e in entries if e.state is EntryState.DEAD]
         failed = store.outbox.states.find(F.status == SyncStatus.FAILED)
         cursor = store.outbox.get_meta("cursor")
+        quarantined = store.quarantined()
         if as_json:
             click.echo(json.dumps({
                 "queue": [{"entity": k[0], "state": k[1], "count": v}
@@ -218,6 +220,9 @@ def status(store_url: str | None, as_json: bool) -> None:
                                   "action": e.action, "error": e.error} for e in dead],
                 "failed_records": [{"entity": s.entity, "record_id": s.record_id,
                                     "error": s.error} for s in failed],
+                "quarantined": [{"entity": q.entity, "record_id": q.record_id,
+                                 "version": q.version, "op": q.op, "error": q.error,
+                                 "at": q.at.isoformat()} for q in quarantined],
                 "pulled": cursor is not None}, indent=2))
             return
         table = Table(title=f"sync queue of {store.backend.url}")
@@ -236,6 +241,13 @@ def status(store_url: str | None, as_json: bool) -> None:
             for s in failed:
                 problems.add_row(s.entity, s.record_id, "", s.error or "")
             console.print(problems)
+        if quarantined:
+            held = Table(title="quarantined: pulled changes this store cannot hold")
+            for column in ("entity", "record", "version", "error"):
+                held.add_column(column)
+            for q in quarantined:
+                held.add_row(q.entity, q.record_id, str(q.version), q.error)
+            console.print(held)
 
 
 @main.command()

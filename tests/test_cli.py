@@ -82,3 +82,21 @@ def test_demo_end_to_end_as_a_process(tmp_path: Path) -> None:
     assert "Edited on the phone, later" in out.stdout
     assert list((tmp_path / "tmp").iterdir()) == []  # it leaves nothing behind
 
+
+
+def test_status_shows_quarantined_records(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from syncline.core.outbox import Quarantined
+
+    url = f"sqlite:///{tmp_path}/app.db"
+    with syncline.open(url, entities=[Post]) as store:
+        store.outbox.quarantine.insert(Quarantined(
+            "posts/p9", "posts", "p9", 7, "SerializationError: posts.likes: not an int",
+            dt.datetime.now(dt.UTC), "upsert", {"id": "p9"}))
+    status = CliRunner().invoke(main, ["status", "--store", url, "--json"])
+    assert status.exit_code == 0, status.output
+    [q] = json.loads(status.output)["quarantined"]
+    assert (q["entity"], q["record_id"], q["version"]) == ("posts", "p9", 7)
+    table = CliRunner().invoke(main, ["status", "--store", url])
+    assert table.exit_code == 0 and "quarantined" in table.output and "p9" in table.output
