@@ -471,6 +471,9 @@ class SyncServer:
         for values in raw:
             try:
                 r = from_tuple(values)
+                if r.payload is not None and not isinstance(r.payload, dict):
+                    raise SerializationError(f"its payload is {type(r.payload).__name__}, "
+                                             "not a JSON object")
             except Exception as exc:  # a row the store holds but cannot decode
                 row = dict(zip(columns, values, strict=True))
                 skipped(row["seq"], f"entity {row['entity']!r}, record {row['record_id']!r}",
@@ -502,7 +505,7 @@ def sendable(page: PullPage) -> PullPage:
     for change in page.changes:
         try:
             to_json(to_wire(change))
-        except (ValueError, TypeError, RecursionError) as exc:
+        except Exception as exc:  # whatever fails to encode one change leaves that one out
             skipped(change.version, f"entity {change.entity!r}, record {change.record_id!r}",
                     f"it cannot be sent as JSON: {exc}")
             continue

@@ -460,7 +460,7 @@ class SyncApp:
             raise HTTPError(404, "not_found", str(exc), field="entities") from exc
         try:
             content = to_json(to_wire(page))
-        except (ValueError, TypeError, RecursionError):
+        except Exception:  # one stored change that cannot be sent
             page = sendable(page)  # leaves out (and logs) what JSON cannot carry
             content = to_json(to_wire(page))
         pull_log.debug("pull by %r: %d changes%s in %.1f ms", principal.id, len(page.changes),
