@@ -71,7 +71,9 @@ class SocialCommands:
 
 class SocialDevice(DeviceScript):
     """One of the user's devices: posts, likes and comments them (commands), writes, edits
-    and deletes messages, all through the app's DAOs; the sync worker syncs meanwhile."""
+    and deletes messages, all through the app's DAOs; the sync worker syncs meanwhile.
+    Half the new posts are liked or commented at once and half the new messages edited at
+    once: a command, or an update, right behind the create it depends on."""
 
     pace = 0.02
     sync_interval = 0.3
@@ -81,7 +83,18 @@ class SocialDevice(DeviceScript):
         return syncline.open(
             device.store_url, entities=ENTITIES, transport=device.server_url,
             transport_options={"token": device.token, "timeout": 3.0},
-            sync_options={"backoff": Backoff(base=0.05, cap=1.0), "batch_size": 10})
+            sync_options={"backoff": Backoff(base=0.2, cap=1.0), "batch_size": 10})
+
+    def react(self, device: Device, rng: random.Random, post_id: str) -> None:
+        command, field = rng.choice([("like_post", "likes_count"),
+                                     ("comment_post", "comments_count")])
+        with device.write(Add("posts", post_id, field)):
+            SyncQueueDao(device.store).enqueue(command, {"post_id": post_id})
+
+    def edit(self, device: Device, message: Message) -> None:
+        edited = attrs.evolve(message, content=f"edited {device.name}#{device.seq + 1}")
+        with device.write(Put("messages", edited.id, {"content": edited.content})):
+            MessagesDao(device.store).upsert_message(edited)
 
     def step(self, device: Device, rng: random.Random) -> None:
         store, me, n = device.store, device.name, device.seq + 1
@@ -92,22 +105,20 @@ class SocialDevice(DeviceScript):
             post = Post(f"{me}-p{n}", me, f"post {me}#{n}", now, now)
             with device.write(Put("posts", post.id, {"content": post.content})):
                 PostsDao(store).upsert_post(post)
+            if rng.random() < 0.5:
+                self.react(device, rng, post.id)
         elif roll < 0.55:
-            command, field = rng.choice([("like_post", "likes_count"),
-                                         ("comment_post", "comments_count")])
-            post_id = rng.choice(posts).id
-            with device.write(Add("posts", post_id, field)):
-                SyncQueueDao(store).enqueue(command, {"post_id": post_id})
+            self.react(device, rng, rng.choice(posts[:4] if rng.random() < 0.7 else posts).id)
         else:
             mine = store.repository(Message).find(F.sender_id == me, order_by="created_at")
             if roll < 0.75 or not mine:
                 message = Message(f"{me}-m{n}", "c1", me, "friend", f"message {me}#{n}", now)
                 with device.write(Put("messages", message.id, {"content": message.content})):
                     MessagesDao(store).upsert_message(message)
+                if rng.random() < 0.5:
+                    self.edit(device, message)
             elif roll < 0.9:
-                edited = attrs.evolve(rng.choice(mine), content=f"edited {me}#{n}")
-                with device.write(Put("messages", edited.id, {"content": edited.content})):
-                    MessagesDao(store).upsert_message(edited)
+                self.edit(device, rng.choice(mine))
             else:
                 gone = rng.choice(mine).id
                 with device.write(Delete("messages", gone)):
@@ -116,7 +127,7 @@ class SocialDevice(DeviceScript):
 
 # == the torture test ==========================================================================
 
-KILLS = 30
+KILLS = 40
 SEED = int(os.environ.get("SYNCLINE_CHAOS_SEED", "1"))
 
 
@@ -127,10 +138,10 @@ def test_social_app_on_three_devices_survives_kills_and_a_bad_network(tmp_path: 
     with ServerProcess(f"sqlite:///{server_db}", entities="syncline.examples.social.models",
                        plugins=[f"{HERE}:SocialCommands"], log=tmp_path / "server.log",
                        tokens={"chaos-token": "alice"}) as server, \
-            ChaosProxy(server.url, seed=SEED, rates=Rates.stormy()) as proxy, \
+            ChaosProxy(server.url, seed=SEED, rates=Rates.stormy(1.5)) as proxy, \
             ChaosRunner(f"{HERE}:SocialDevice", tmp_path / "devices", proxy.url, devices=3,
                         token="chaos-token", seed=SEED) as runner:
-        stats = runner.run(kills=KILLS)
+        stats = runner.run(kills=KILLS, steps=(2, 12))
         faults = proxy.stats
         proxy.calm()
         devices = runner.drain(proxy.url, timeout=120)
