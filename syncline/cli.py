@@ -136,15 +136,18 @@ def load_entities(spec: str) -> list[type]:
 @click.option("--assign-ids", is_flag=True, help="Give created records server ids.")
 @click.option("--shared", "shared", multiple=True, metavar="ENTITY",
               help="An entity every principal shares (repeatable); others are private.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Of the server's logs (syncline.server.*); debug shows every push and pull.")
 def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, host: str,
           port: int, tokens: tuple[str, ...],
           jwt_secret: str | None, jwt_audience: str | None, allow_anonymous: bool,
-          rate_limit: int, assign_ids: bool, shared: tuple[str, ...]) -> None:
+          rate_limit: int, assign_ids: bool, shared: tuple[str, ...], log_level: str) -> None:
     """Run the reference sync server (uvicorn)."""
     import uvicorn
 
     from syncline.core.errors import ConfigurationError
-    from syncline.server.app import ServerConfig, create_app
+    from syncline.server.app import ServerConfig, create_app, log_config
 
     token_map = {}
     for item in tokens:
@@ -163,7 +166,7 @@ def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, ho
                           rate_limit=rate_limit, assign_ids=assign_ids, shared=list(shared),
                           schema=schema)
     app = create_app(config, load_entities(entities_spec) if entities_spec else [])
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info", log_config=log_config(log_level))
 
 
 @main.command()

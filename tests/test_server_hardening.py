@@ -552,3 +552,19 @@ def test_a_client_that_goes_away_mid_request_is_one_log_line(
     assert not [r for r in server_logs.records
                 if r.exc_info or r.levelno >= logging.WARNING], \
         [r.getMessage() for r in server_logs.records]
+
+
+def test_syncline_serve_logs_the_server_loggers_at_the_chosen_level() -> None:
+    import logging.config
+
+    from syncline.server.app import log_config
+
+    config = log_config("debug")
+    assert config["loggers"]["syncline"]["level"] == "DEBUG"
+    logging.config.dictConfig(log_config("warning"))  # a valid configuration
+    try:
+        assert logging.getLogger("syncline.server.push").getEffectiveLevel() == logging.WARNING
+    finally:
+        logging.getLogger("syncline").handlers.clear()
+        logging.getLogger("syncline").setLevel(logging.NOTSET)
+        logging.getLogger("syncline").propagate = True

@@ -556,8 +556,8 @@ def decode_cursor(cursor: str | None, epoch: str, principal: str,
             raise ValueError("not a cursor of this server")
     except (ValueError, RecursionError) as exc:  # binascii, JSON and Unicode errors included
         raise InvalidCursorError(
-            f"invalid cursor {cursor[:40]!r}: {exc}; pass the cursor of the previous page, "
-            f"or none to start over") from exc
+            f"invalid cursor {cursor[:40]!r}: not a cursor this server issued to you ({exc}); "
+            f"pass the cursor of the previous page, or none to start over") from exc
     if cursor_epoch != epoch:
         return 0  # from before a reset: read from the start again
     if committed is not None and seq > committed:

@@ -420,9 +420,12 @@ class SyncApp:
                 push_log.debug("push by %r: mutation %r (%s %s %r) conflicts at version %s",
                                principal.id, m.id, m.action, m.entity, m.record_id,
                                result.version)
-        push_log.info("push by %r: %d mutations: %s in %.1f ms", principal.id, len(mutations),
-                      ", ".join(f"{n} {status}" for status, n in counts.items()),
-                      seconds * 1000)
+        # INFO when something was not applied as sent; a clean push is DEBUG
+        clean = counts["applied"] + counts["duplicate"] == len(mutations)
+        push_log.log(logging.DEBUG if clean else logging.INFO,
+                     "push by %r: %d mutations: %s in %.1f ms", principal.id, len(mutations),
+                     ", ".join(f"{n} {status}" for status, n in counts.items()),
+                     seconds * 1000)
 
     async def pull(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -494,6 +497,23 @@ def refused(request: Request, err: HTTPError) -> None:
                  "%s %s refused with %d %s (principal %r, client %s): %s%s", request.method,
                  request.url.path, err.status, err.code, _who(request), _peer(request),
                  err.message, f" [field {err.field}]" if err.field else "")
+
+
+def log_config(level: str = "info") -> dict[str, Any]:
+    """uvicorn's logging configuration with syncline's loggers added at ``level`` (to stderr,
+    each line naming its logger): what ``syncline serve --log-level`` runs with."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["syncline"] = {"()": "uvicorn.logging.DefaultFormatter",
+                                        "fmt": "%(levelprefix)s %(name)s: %(message)s"}
+    config["handlers"]["syncline"] = {"formatter": "syncline", "class": "logging.StreamHandler",
+                                      "stream": "ext://sys.stderr"}
+    config["loggers"]["syncline"] = {"handlers": ["syncline"], "level": level.upper(),
+                                     "propagate": False}
+    return config
 
 
 def create_app(config: ServerConfig, entities: Sequence[type]) -> Starlette:

@@ -60,7 +60,8 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
         "updated_at": {"type": "string", "nullable": True},
         "mutation_id": {"type": "string", "nullable": True},
     }}
-    errors = {str(code): _error() for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)}
+    errors = {str(code): _error()
+              for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)}
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.0.3",
