@@ -130,8 +130,8 @@ class JSON(JSONResponse):
         try:
             return to_json(content)
         except (ValueError, TypeError):
-            log.warning("an answer held values JSON cannot carry as they are (lone surrogates "
-                        "escaped, NaN and infinities sent as null)")
+            log.info("an answer held values JSON cannot carry as they are (lone surrogates "
+                     "escaped, NaN and infinities sent as null)")
             return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False,
                               separators=(",", ":")).encode("ascii")
 
@@ -180,17 +180,6 @@ def _deep_path(body: Any, limit: int) -> str:
     return "(the body)"
 
 
-def text_problem(value: str) -> str | None:
-    """Why no store can hold the string ``value`` (None: it is fine)."""
-    if "\x00" in value:
-        return "contains a NUL character"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains a lone surrogate (not valid Unicode)"
-    return None
-
-
 #: a mutation's fields and the JSON types each takes (checked exactly: 1 is no string, "6" no
 #: integer, true no integer)
 _ENVELOPE: dict[str, tuple[type, ...]] = {
@@ -203,7 +192,9 @@ _JSON_NAMES = {str: "a string", int: "an integer", dict: "an object", type(None)
 
 def envelope_problem(item: dict[str, Any]) -> str | None:
     """What is wrong with a mutation's fields (a JSON object), naming the field; None if
-    nothing is. Types are checked exactly: 1 is no string, "6" no integer, true no integer."""
+    nothing is. Types are checked exactly: 1 is no string, "6" no integer, true no integer.
+    (The values, such as an id's length or a NUL in it, are the server's to check: it rejects
+    that one mutation.)"""
     for name in item:
         if name not in _ENVELOPE:
             return f"{name}: unknown field; a mutation has {', '.join(_ENVELOPE)}"
@@ -215,12 +206,6 @@ def envelope_problem(item: dict[str, Any]) -> str | None:
         if not isinstance(value, types) or isinstance(value, bool):
             wanted = " or ".join(_JSON_NAMES[t] for t in types)
             return f"{name} must be {wanted}, not {json.dumps(value)[:40]}"
-        if isinstance(value, str):
-            problem = text_problem(value)
-            if problem is None and not value and name in ("id", "entity", "action"):
-                problem = "is empty"
-            if problem is not None:
-                return f"{name} {problem}"
     if item["action"] not in ("create", "update", "delete", "command"):
         return (f"action {item['action']!r} is unknown; actions: create, update, delete, "
                 "command")
