@@ -144,10 +144,12 @@ class SyncReport:
     rejected: list[str] = attrs.Factory(list)
     failures: list[str] = attrs.Factory(list)
     command_results: dict[str, Any] = attrs.Factory(dict)
+    #: pulled changes this store could not hold, set aside (``store.quarantined()``)
+    quarantined: list[str] = attrs.Factory(list)
 
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.rejected
+        return not self.failures and not self.rejected and not self.quarantined
 
 
 @attrs.frozen
@@ -884,7 +886,7 @@ class SyncEngine:
                 server = (self._entity(change.entity, change.payload) if change.op == "upsert"
                           else None)
             except SerializationError as exc:
-                self._quarantine(change, str(exc))
+                self._quarantine(change, str(exc), report)
                 continue
             base = state or RecordState(state_key(*key), change.entity, change.record_id)
             bulk.append((cls, change, server, attrs.evolve(
@@ -906,7 +908,7 @@ class SyncEngine:
             if _retry_whole(exc):
                 raise
             if len(items) == 1:
-                self._quarantine(items[0][1], _error_text(exc))
+                self._quarantine(items[0][1], _error_text(exc), report)
                 return
             half = len(items) // 2
             self._write_isolated(items[:half], report)
@@ -945,17 +947,19 @@ class SyncEngine:
         except _REFUSED as exc:
             if _retry_whole(exc):
                 raise
-            self._quarantine(change, _error_text(exc))
+            self._quarantine(change, _error_text(exc), report)
             return
         self._release([change])
 
-    def _quarantine(self, change: Change, error: str) -> None:
+    def _quarantine(self, change: Change, error: str, report: SyncReport) -> None:
         log.warning("quarantined %s %s version %d: this store cannot hold it: %s",
                     change.entity, change.record_id, change.version, error)
         self.outbox.quarantine.upsert(Quarantined(
             state_key(change.entity, change.record_id), change.entity, change.record_id,
             change.version, error, self.store.clock.now(), change.op, change.payload))
         self._quarantine_live = True
+        report.quarantined.append(
+            f"{change.entity} {change.record_id} version {change.version}: {error}")
 
     def _release(self, changes: Sequence[Change]) -> None:
         """A later change of a quarantined record applied: the quarantined one is history."""
