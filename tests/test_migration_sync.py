@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
-import pytest
 
 import syncline
 from syncline.core.schema import EntityRegistry
