@@ -47,7 +47,7 @@ from syncline.core.transport import (
     from_wire,
     to_wire,
 )
-from syncline.core.values import INT64_MAX, check_id, check_json_any, check_str, describe
+from syncline.core.values import INT64_MAX, INT64_MIN, check_id, check_json_any, check_str, describe
 
 if TYPE_CHECKING:
     from syncline.core.store import Store
@@ -124,7 +124,7 @@ def invalid_mutation(m: Mutation) -> str | None:
         if m.record_id is not None:
             check_id(m.record_id, "record_id")
         if m.base_version is not None and (type(m.base_version) is not int or not (
-                0 <= m.base_version <= INT64_MAX)):
+                INT64_MIN <= m.base_version <= INT64_MAX)):
             return (f"base_version must be the record's server version (an int) or null, "
                     f"got {describe(m.base_version)}")
         if m.command is not None:
