@@ -54,7 +54,7 @@ def _internal(table: str, **kwargs: Any) -> Any:
 
 
 @_internal("_syncline_records", primary_key="key",
-           indexes=[("entity", "status"), "local_id"])
+           indexes=[("entity", "status"), "status", "local_id"])
 @attrs.define
 class RecordState:
     """The sync state of one record of a syncing entity."""
@@ -75,7 +75,8 @@ class RecordState:
 
 
 @_internal("_syncline_outbox", indexes=[("state", "priority", "created_at"),
-                                        ("entity", "record_id")])
+                                        ("entity", "record_id"), ("state", "seq"),
+                                        ("state", "next_attempt_at"), "group_id"])
 @attrs.define
 class OutboxEntry:
     """One queued mutation or command (the seed's SyncQueue row, plus an idempotency key)."""

@@ -452,8 +452,7 @@ class SyncEngine:
         held, held_ids = self._held(now)
         pending = (F.state == EntryState.PENDING)
         max_groups = min(self.batch_size, limits.max_mutations, self._split or self.batch_size)
-        commands = self.outbox.entries.find(pending & (F.action == "command"), limit=1)
-        after = self.outbox.command_dependencies() if commands else {}
+        after = self.outbox.command_dependencies()
         planner = Planner(max(1, max_groups), held, self._parents, after,
                           lambda gid: self.outbox.entries.find(F.group_id == gid,
                                                                order_by="seq"),
@@ -485,11 +484,16 @@ class SyncEngine:
                     continue
                 break
             size += one
-            if group[0].group_id is None:
-                for e in group:
-                    self.outbox.entries.update(e.id, group_id=mutation.id, last_attempt=now)
-            self._mark_records(group, SyncStatus.SYNCING, None, bump=False)
             planned.append((mutation, group))
+        # one write for the batch's entries (their group id, kept until answered) and one for
+        # their records' states, not one per mutation
+        self.outbox.entries.upsert_many(
+            attrs.evolve(e, group_id=m.id, last_attempt=now)
+            for m, group in planned if group[0].group_id is None for e in group)
+        keys = [state_key(m.entity, m.record_id) for m, _ in planned if m.record_id is not None]
+        self.outbox.states.upsert_many(
+            attrs.evolve(st, status=SyncStatus.SYNCING, error=None)
+            for st in self.outbox.states.get_many(keys) if st.status is not SyncStatus.CONFLICT)
         return planned
 
     def _held(self, now: dt.datetime) -> tuple[set[tuple[str, str]], set[str]]:
@@ -565,14 +569,22 @@ class SyncEngine:
         still = {(e.entity, e.record_id) for e in self.outbox.entries.find(
             F.record_id.in_(ids) & (F.state == EntryState.PENDING))} if ids else set()
         busy: list[MutationResult] = []
+        states = {st.key: st for st in self.outbox.states.get_many(
+            [state_key(m.entity, m.record_id) for m, _ in done if m.record_id is not None])}
+        settled: list[RecordState] = []
         for (mutation, group), result in zip(planned, results, strict=True):
             if result.status in ("applied", "duplicate"):
                 report.pushed += 1
                 if mutation.action == "command":
                     report.command_results[mutation.id] = result.record
-                else:
+                elif result.server_id and result.server_id != mutation.record_id:
                     self._applied(mutation, result,
                                   (mutation.entity, mutation.record_id) in still)
+                else:
+                    state = states.get(state_key(mutation.entity, mutation.record_id or ""))
+                    if state is not None:
+                        settled.append(self._settled(
+                            state, result, (mutation.entity, mutation.record_id) in still))
             elif result.status == "conflict":
                 local = self._local(mutation.entity, mutation.record_id)
                 server = self._entity(mutation.entity, result.record)
@@ -585,11 +597,21 @@ class SyncEngine:
             else:  # retry: the server is busy; nothing counts against the mutation
                 self._mark_records(group, SyncStatus.PENDING, None, bump=False)
                 busy.append(result)
+        self.outbox.states.upsert_many(settled)
         if busy:
             first = busy[0]
             self._network_failed(RetryableTransportError(
                 f"the server asked to retry {len(busy)} mutation(s) later: "
                 f"{first.reason or 'busy'}", retry_after=first.retry_after), report, "push")
+
+    @staticmethod
+    def _settled(state: RecordState, result: MutationResult, pending: bool) -> RecordState:
+        """A record's state once the server applied its last sent change."""
+        if state.status is SyncStatus.CONFLICT:
+            return attrs.evolve(state, server_version=result.version, error=None)
+        return attrs.evolve(state, server_version=result.version, error=None,
+                            status=SyncStatus.PENDING if pending else SyncStatus.SYNCED,
+                            retry_count=state.retry_count if pending else 0)
 
     def _applied(self, mutation: Mutation, result: MutationResult,
                  pending: bool | None = None) -> None:
