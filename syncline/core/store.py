@@ -193,22 +193,26 @@ class Store:
         if ok and tx.depth == 0 and touched:
             self._notify(frozenset(touched))
 
-    def run_transaction(self, work: Callable[[], T], *, retries: int = 10) -> T:
+    def run_transaction(self, work: Callable[[], T], *, retries: int = 10,
+                        within: float = 10.0) -> T:
         """Run ``work()`` in a transaction, running it again when it loses a race.
 
         Backends with optimistic isolation (PostgreSQL) raise
         :class:`TransactionConflictError` when two transactions collide; this runs the whole
-        function again, up to ``retries`` more times, after a random pause that grows with each
-        attempt (capped at half a second). Use it for
+        function again after a random pause that grows with each attempt (capped at half a
+        second), for at least ``retries`` more attempts and at least ``within`` seconds: on a
+        busy machine a count alone runs out before the other transactions finish. Use it for
         read-modify-write code under concurrency.
         """
         attempt = 0
+        started = time.monotonic()
         while True:
             try:
                 with self.transaction():
                     return work()
             except TransactionConflictError:
-                if attempt >= retries or self.in_transaction():
+                if self.in_transaction() or (
+                        attempt >= retries and time.monotonic() - started >= within):
                     raise
                 attempt += 1
                 time.sleep(random.uniform(0, min(0.5, 0.002 * 2**attempt)))
