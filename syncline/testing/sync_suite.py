@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -42,6 +42,25 @@ ENTITIES = [Note]
 ClientFactory = Callable[..., Store]
 
 
+def clients(store_url: str, server: MockServer, clock: FakeClock,
+            entities: Sequence[type]) -> Iterator[ClientFactory]:
+    """A factory of client stores syncing with ``server`` (``factory(url=None,
+    **sync_options)``), all closed after the test: the suites' ``client_factory``."""
+    opened: list[Store] = []
+
+    def factory(url: str | None = None, **sync_options: Any) -> Store:
+        sync_options.setdefault("backoff", Backoff(base=1.0, cap=60.0))
+        store = syncline.open(url or store_url, entities=list(entities),
+                              transport=f"mock://{server.name}", clock=clock,
+                              sync_options=sync_options)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
 class SyncSuite:
     """Subclass and provide a ``store_url`` fixture to run the sync suite on a backend."""
 
@@ -57,19 +76,7 @@ class SyncSuite:
     @pytest.fixture
     def client_factory(self, store_url: str, server: MockServer, clock: FakeClock,
                        tmp_path: Any) -> Iterator[ClientFactory]:
-        opened: list[Store] = []
-
-        def factory(url: str | None = None, **sync_options: Any) -> Store:
-            sync_options.setdefault("backoff", Backoff(base=1.0, cap=60.0))
-            store = syncline.open(url or store_url, entities=ENTITIES,
-                                  transport=f"mock://{server.name}", clock=clock,
-                                  sync_options=sync_options)
-            opened.append(store)
-            return store
-
-        yield factory
-        for store in opened:
-            store.close()
+        yield from clients(store_url, server, clock, ENTITIES)
 
     @pytest.fixture
     def client(self, client_factory: ClientFactory) -> Store:

@@ -23,7 +23,6 @@ from syncline.core.outbox import SyncStatus
 from syncline.core.plugins import register_plugin, unregister_plugin
 from syncline.core.serverside import ChangeEntry, encode_cursor
 from syncline.core.store import Store
-from syncline.core.sync import Backoff
 from syncline.core.transport import (
     Mutation,
     PermanentTransportError,
@@ -33,6 +32,7 @@ from syncline.core.transport import (
     to_wire,
 )
 from syncline.plugins.mock import MockServer
+from syncline.testing.sync_suite import clients
 
 registry = syncline.EntityRegistry()
 _names = itertools.count()
@@ -105,19 +105,7 @@ class TrustSuite:
     @pytest.fixture
     def client_factory(self, store_url: str, server: MockServer,
                        clock: FakeClock) -> Iterator[Callable[..., Store]]:
-        opened: list[Store] = []
-
-        def factory(url: str | None = None, **sync_options: Any) -> Store:
-            sync_options.setdefault("backoff", Backoff(base=1.0, cap=60.0))
-            store = syncline.open(url or store_url, entities=ENTITIES,
-                                  transport=f"mock://{server.name}", clock=clock,
-                                  sync_options=sync_options)
-            opened.append(store)
-            return store
-
-        yield factory
-        for store in opened:
-            store.close()
+        yield from clients(store_url, server, clock, ENTITIES)
 
     @pytest.fixture
     def client(self, client_factory: Callable[..., Store]) -> Store:
