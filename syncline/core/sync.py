@@ -976,9 +976,15 @@ class SyncEngine:
     def _quarantine(self, change: Change, error: str, report: SyncReport) -> None:
         log.warning("quarantined %s %s version %d: this store cannot hold it: %s",
                     change.entity, change.record_id, change.version, error)
-        self.outbox.quarantine.upsert(Quarantined(
+        held = Quarantined(
             state_key(change.entity, change.record_id), change.entity, change.record_id,
-            change.version, error, self.store.clock.now(), change.op, change.payload))
+            change.version, error, self.store.clock.now(), change.op, change.payload)
+        try:
+            with self.store.transaction():
+                self.outbox.quarantine.upsert(held)
+        except SerializationError as exc:  # the payload itself is what the store refuses
+            self.outbox.quarantine.upsert(attrs.evolve(
+                held, payload=None, error=f"{error} (payload not kept: {exc})"[:1000]))
         self._quarantine_live = True
         report.quarantined.append(
             f"{change.entity} {change.record_id} version {change.version}: {error}")

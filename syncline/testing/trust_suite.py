@@ -24,8 +24,10 @@ from syncline.core.plugins import register_plugin, unregister_plugin
 from syncline.core.serverside import ChangeEntry, encode_cursor
 from syncline.core.store import Store
 from syncline.core.transport import (
+    Change,
     Mutation,
     PermanentTransportError,
+    PullPage,
     PushLimits,
     PushResponse,
     RetryableTransportError,
@@ -310,6 +312,25 @@ class TrustSuite:
         server.server.write(Post("bad", "fixed"))
         client.sync()
         assert posts.get("bad") == Post("bad", "fixed") and client.quarantined() == []
+
+    def test_a_change_whose_payload_no_store_can_hold_is_quarantined_without_it(
+            self, client: Store, server: MockServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Another server implementation sends what syncline's own never stores.
+        bad = Change("trust_posts", "nul", "upsert", 1,
+                     {"id": "nul", "text": "a\x00b\ud800", "likes": float("nan")})
+        real_pull = server.pull
+
+        def pull(*args: Any, **kwargs: Any) -> PullPage:
+            page = real_pull(*args, **kwargs)
+            return attrs.evolve(page, changes=[bad, *page.changes])
+
+        monkeypatch.setattr(server, "pull", pull)
+        server.server.write(Post("after", "x"))
+        report = client.sync()
+        assert not report.failures and len(report.quarantined) == 1
+        [q] = client.quarantined()
+        assert q.record_id == "nul" and (q.payload is None or q.payload["id"] == "nul")
+        assert client.repository(Post).get("after") == Post("after", "x")
 
     @staticmethod
     def _log_bad_change(server: MockServer, record_id: str, payload: dict[str, Any]) -> None:
