@@ -310,7 +310,11 @@ class SyncEngine:
             if not planned:
                 return report
             mutations = [m for m, _ in planned]
-            self.store.plugins.hooks.before_push(self.store, mutations)
+            try:
+                self.store.plugins.hooks.before_push(self.store, mutations)
+            except BaseException:
+                self._unsent(planned)  # a failing plugin leaves nothing half-sent
+                raise
             try:
                 response = self.transport.push(mutations)
             except RetryableTransportError as exc:
@@ -400,7 +404,8 @@ class SyncEngine:
             self._dead(mutation, group, f"the server failed on this mutation alone {strikes} "
                                         f"times: {error}", report)
             return
-        when = self.store.clock.now() + dt.timedelta(seconds=self.backoff.delay(strikes))
+        delay = max(self.backoff.base, self.backoff.delay(strikes))  # never at once again
+        when = self.store.clock.now() + dt.timedelta(seconds=delay)
         self.outbox.mark_retry([e.id for e in group], error, when,
                                max_retries=self.max_retries)
         self._mark_records(group, SyncStatus.PENDING, error)
