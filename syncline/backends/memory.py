@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import cattrs
 
 from syncline.core.backend import Backend, Row
+from syncline.core.config import ISOLATION, Option
 from syncline.core.convert import dumps_json, json_is_native, structure_hook
 from syncline.core.errors import IntegrityError, NotFoundError
 from syncline.core.evaluate import evaluate, order_rows
@@ -82,9 +83,13 @@ class MemoryBackend(Backend):
     )
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bool, bytes})
 
+    options_spec: ClassVar[Mapping[str, Option] | None] = {
+        "isolation": ISOLATION,
+    }
+
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
-        self.name = url.partition("://")[2].strip("/")
+        self.name = self.location.partition("://")[2].strip("/")
         self._db: _Database | None = None
         self._state = _ThreadState()
 

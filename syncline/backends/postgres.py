@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import logging
 import threading
 import time
@@ -20,20 +21,22 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cattrs
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from syncline.backends.sql import SQLBuilder, TupleRowsMixin
 from syncline.core.backend import Backend
+from syncline.core.config import ISOLATION, Option
 from syncline.core.convert import dumps_jsonb, json_is_native, structure_hook, utc_datetime
 from syncline.core.errors import (
     BackendError,
     BackendUnavailableError,
+    ConfigurationError,
     IntegrityError,
     NotFoundError,
     TransactionConflictError,
@@ -42,7 +45,7 @@ from syncline.core.errors import (
 from syncline.core.hookspecs import hookimpl
 from syncline.core.plugins import BackendRegistry
 from syncline.core.query import Compare, Condition, Query
-from syncline.core.schema import IndexSpec, TableSpec, _is_json
+from syncline.core.schema import IndexSpec, Kind, TableSpec, _is_json
 
 if TYPE_CHECKING:
     import psycopg
@@ -53,6 +56,9 @@ log = logging.getLogger("syncline.postgres")
 _COPY_THRESHOLD = 64  # below this many rows, executemany beats COPY's fixed cost
 _RETRIES = 5
 _META = "_syncline_meta"
+#: the listener's first and longest pause between two reconnection attempts (seconds)
+_LISTEN_BACKOFF = (0.05, 5.0)
+_LEVELS = ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
 
 
 class PostgresBuilder(SQLBuilder):
@@ -63,6 +69,12 @@ class PostgresBuilder(SQLBuilder):
         "decimal": sa.Numeric(), "json": JSONB(),
     }
     no_limit = None
+
+    def in_many(self, column: sa.ColumnElement[Any], kind: Kind,
+                values: sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
+        # column = ANY(CAST(%s AS type[])): one array parameter, however many values.
+        element = sa.Text() if kind == "text" else self.types[kind]
+        return column == sa.any_(sa.cast(values, ARRAY(element)))
 
 
 def _import_psycopg() -> Any:
@@ -115,23 +127,37 @@ class PostgresBackend(TupleRowsMixin, Backend):
                               "concurrent_writers", "exact_decimals", "external_changes"})
     passthrough_types = frozenset({str, int, float, bool, bytes, dt.date, uuid.UUID,
                                    decimal.Decimal})
+    options_spec: ClassVar[Mapping[str, Option] | None] = {
+        "schema": Option(str, None, "the schema holding the store's tables (created if "
+                         "missing; any name, quoted as it is)"),
+        "isolation": ISOLATION,
+        "pool_size": Option(int, 5, "connections kept in the pool", minimum=1),
+        "max_overflow": Option(int, 10, "connections opened beyond pool_size when busy",
+                               minimum=0),
+        "connect_timeout": Option(int, 10, "seconds to wait for a connection", minimum=1),
+        "pre_ping": Option(bool, True, "ping pooled connections unused for ping_after "
+                           "seconds before handing them out"),
+        "ping_after": Option(float, 10.0, "seconds a pooled connection may sit unused before "
+                             "it is pinged (0: every time)", minimum=0),
+        "notify": Option(bool, True, "announce commits with pg_notify (other processes' "
+                         "watchers hear them)"),
+    }
+
+    @classmethod
+    def driver_parameters(cls) -> frozenset[str]:
+        return _LIBPQ_PARAMETERS
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
-        sa_url = sa.engine.make_url(url).set(drivername="postgresql+psycopg")
+        sa_url = sa.engine.make_url(self.location).set(drivername="postgresql+psycopg")
         # ?schema=name puts the store's tables in that schema (created if missing).
-        self.schema: str | None = sa_url.query.get("schema")  # type: ignore[assignment]
-        self.sa_url = sa_url.difference_update_query(["schema"])
+        self.schema: str | None = _check_schema(self.options["schema"], url)
+        self.sa_url = sa_url.set(query=self.driver_params)
         self.where = (f"{self.sa_url.host or 'localhost'}:{self.sa_url.port or 5432}/"
                       f"{self.sa_url.database or ''}")
         self.sql = PostgresBuilder(
             pg_dialect.dialect(paramstyle="format"))  # type: ignore[no-untyped-call]
-        isolation = str(self.options.get("isolation", "repeatable read")).upper()
-        if isolation not in ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"):
-            raise BackendUnavailableError(
-                f"store option isolation={isolation!r}: use 'read committed', "
-                f"'repeatable read' or 'serializable'")
-        self.isolation = isolation
+        self.isolation = str(self.options["isolation"]).upper()  # one of the choices
         self._engine: sa.Engine | None = None
         self._local = _Local()
         self._statements: dict[Any, str] = {}
@@ -143,28 +169,39 @@ class PostgresBackend(TupleRowsMixin, Backend):
         _import_psycopg()
         self._engine = sa.create_engine(
             self.sa_url,
-            pool_size=int(self.options.get("pool_size", 5)),
-            max_overflow=int(self.options.get("max_overflow", 10)),
+            pool_size=self.options["pool_size"],
+            max_overflow=self.options["max_overflow"],
             pool_pre_ping=False,  # see _ping_if_idle
             # Autocommit connections; every transaction ends in our COMMIT or ROLLBACK.
             pool_reset_on_return=None,
-            connect_args={"connect_timeout": int(self.options.get("connect_timeout", 10)),
-                          "options": "-c timezone=UTC" + (
-                              f" -c search_path={self.schema}" if self.schema else ""),
+            connect_args={"connect_timeout": self.options["connect_timeout"],
+                          "options": "-c timezone=UTC",
                           # Statements outside a transaction need no BEGIN/COMMIT round trips;
                           # transactions send their own BEGIN with the isolation level.
                           "autocommit": True},
         )
-        if self.options.get("pre_ping", True):
-            idle = float(self.options.get("ping_after", 10.0))
+        if self.schema:
+            sa.event.listen(self._engine, "connect", _set_search_path(self.schema))
+        if self.options["pre_ping"]:
+            idle = self.options["ping_after"]
             sa.event.listen(self._engine, "checkout", _ping_if_idle(idle))
             sa.event.listen(self._engine, "checkin", _mark_used)
             sa.event.listen(self._engine, "connect", _mark_used)
-        with self._connection() as conn:
-            if self.schema:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            conn.execute(f'CREATE TABLE IF NOT EXISTS "{_META}" '
-                         "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        try:
+            with self._connection() as conn:
+                # Look before creating: an open of an existing store takes no lock, and
+                # needs no CREATE privilege.
+                if self.schema and conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                                (self.schema,)).fetchone() is None:
+                    conn.execute(_sql().SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        _sql().Identifier(self.schema)))
+                if not _existing(conn, [_META]):
+                    conn.execute(_sql().SQL("CREATE TABLE IF NOT EXISTS {} "
+                                            "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                                 .format(_sql().Identifier(_META)))
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._engine is not None:
@@ -298,9 +335,11 @@ class PostgresBackend(TupleRowsMixin, Backend):
                 proxy = self._raw()
                 local.conn = proxy
                 try:
+                    level = (isolation or self.isolation).upper()
+                    if level not in _LEVELS:
+                        raise TransactionError(f"isolation {level!r}: use one of {_LEVELS}")
                     with self._errors("beginning a transaction", proxy):
-                        proxy.driver_connection.execute(
-                            f"BEGIN ISOLATION LEVEL {isolation or self.isolation}")
+                        proxy.driver_connection.execute(f"BEGIN ISOLATION LEVEL {level}")
                     break
                 except BackendUnavailableError:
                     local.conn = None
@@ -358,9 +397,11 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
     def increment(self, table: TableSpec, key: Any, column: str, by: int = 1) -> int:
         # One statement: the row lock it takes is held to the end of the transaction.
-        sql = (f'INSERT INTO "{table.name}" ("{table.primary_key}", "{column}") VALUES (%s, %s) '
-               f'ON CONFLICT ("{table.primary_key}") DO UPDATE SET "{column}" = '
-               f'"{table.name}"."{column}" + excluded."{column}" RETURNING "{column}"')
+        ident = _sql().Identifier
+        sql = _sql().SQL(
+            "INSERT INTO {t} ({pk}, {c}) VALUES (%s, %s) ON CONFLICT ({pk}) DO UPDATE SET "
+            "{c} = {t}.{c} + excluded.{c} RETURNING {c}").format(
+            t=ident(table.name), pk=ident(table.primary_key), c=ident(column))
 
         def work() -> int:
             with self._connection() as conn:
@@ -374,7 +415,10 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
     @property
     def channel(self) -> str:
-        return f"syncline_{self.schema or 'public'}"[:63]
+        channel = f"syncline_{self.schema or 'public'}"
+        if len(channel.encode()) > 63:  # PostgreSQL's identifier limit, in bytes
+            channel = "syncline_" + hashlib.sha1(channel.encode()).hexdigest()
+        return channel
 
     def announce(self, tables: frozenset[str]) -> None:
         # Delivered to listeners when (and only if) the transaction commits.
@@ -387,25 +431,62 @@ class PostgresBackend(TupleRowsMixin, Backend):
         with self._connection() as conn:
             conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
-    def watch_external(
-            self, callback: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
+    def _listener(self) -> Any:
+        """A new autocommit connection LISTENing on this store's channel."""
         psycopg = _import_psycopg()
         url = self.sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = psycopg.connect(url, autocommit=True,
+                               connect_timeout=self.options["connect_timeout"])
         try:
-            conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-            conn.execute(f'LISTEN "{self.channel}"')
+            conn.execute(_sql().SQL("LISTEN {}").format(_sql().Identifier(self.channel)))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def watch_external(
+            self, callback: Callable[[frozenset[str] | None], None]) -> Callable[[], None]:
+        """LISTEN on a connection of its own. When that connection is lost (a server restart,
+        ``pg_terminate_backend``), reconnect with a growing pause (``_LISTEN_BACKOFF``) and
+        then call ``callback(None)``: commits made meanwhile were not heard."""
+        try:
+            first = self._listener()
         except Exception as exc:
             raise translate(exc, "listening for changes", self.where) from exc
         stop = threading.Event()
+        current: list[Any] = [first]
+        lock = threading.Lock()
 
         def listen() -> None:
-            try:
-                while not stop.is_set():
+            conn: Any = first
+            pause = _LISTEN_BACKOFF[0]
+            while not stop.is_set():
+                try:
+                    if conn is None:
+                        conn = self._listener()
+                        with lock:
+                            if stop.is_set():
+                                conn.close()
+                                return
+                            current[0] = conn
+                        log.info("listening for changes on %s again", self.where)
+                        pause = _LISTEN_BACKOFF[0]
+                        callback(None)  # what was committed while deaf is unknown
                     for note in conn.notifies(timeout=0.2):
                         callback(frozenset(t for t in note.payload.split(",") if t))
-            except Exception:
-                if not stop.is_set():
-                    log.exception("listening for changes on %s failed", self.where)
+                except Exception as exc:
+                    if stop.is_set():
+                        return
+                    if conn is not None:
+                        log.warning("lost the connection listening for changes on %s (%s); "
+                                    "reconnecting", self.where, exc)
+                        with suppress(Exception):
+                            conn.close()
+                        conn = None
+                    else:
+                        log.debug("reconnecting to %s failed: %s", self.where, exc)
+                    stop.wait(pause)
+                    pause = min(pause * 2, _LISTEN_BACKOFF[1])
 
         thread = threading.Thread(target=listen, name="syncline-pg-listen", daemon=True)
         thread.start()
@@ -413,7 +494,8 @@ class PostgresBackend(TupleRowsMixin, Backend):
         def halt() -> None:
             stop.set()
             thread.join(5)
-            conn.close()
+            with lock, suppress(Exception):
+                current[0].close()
 
         return halt
 
@@ -434,17 +516,19 @@ class PostgresBackend(TupleRowsMixin, Backend):
     # -- schema ------------------------------------------------------------------------------
 
     def create_table(self, table: TableSpec) -> None:
+        # The catalog first: CREATE INDEX IF NOT EXISTS takes a SHARE lock on the table even
+        # when the index exists, so an open of an up-to-date store would queue behind (and
+        # deadlock with) other processes' writers. Only what is missing is created.
+        ddl = self.sql.named_ddl(table)
         with self._connection() as conn:
-            exists = conn.execute("SELECT to_regclass(%s)", (f'"{table.name}"',)).fetchone()
-            statements = self.sql.ddl(table)
-            if exists is not None and exists[0] is not None:
-                statements = statements[1:]  # the table is there: only missing indexes
-            for stmt in statements:
-                conn.execute(stmt)
+            found = _existing(conn, [name for name, _ in ddl])
+            for name, stmt in ddl:
+                if name not in found:
+                    conn.execute(stmt)
 
     def drop_table(self, name: str) -> None:
         with self._connection() as conn:
-            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+            conn.execute(_sql().SQL("DROP TABLE IF EXISTS {}").format(_sql().Identifier(name)))
 
     def table_names(self) -> list[str]:
         with self._connection() as conn:
@@ -454,19 +538,22 @@ class PostgresBackend(TupleRowsMixin, Backend):
         return [r[0] for r in rows if r[0] != _META]
 
     def create_index(self, table: str, index: IndexSpec) -> None:
-        cols = ", ".join(f'"{c}"' for c in index.columns)
-        unique = "UNIQUE " if index.unique else ""
+        sql, ident = _sql().SQL, _sql().Identifier
+        stmt = sql("CREATE {}INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql("UNIQUE " if index.unique else ""), ident(index.name), ident(table),
+            sql(", ").join(ident(c) for c in index.columns))
         with self._connection() as conn:
-            conn.execute(f'CREATE {unique}INDEX IF NOT EXISTS "{index.name}" ON "{table}" ({cols})')
+            if not _existing(conn, [index.name]):  # no SHARE lock when it is there
+                conn.execute(stmt)
 
     def drop_index(self, table: str, name: str) -> None:
         with self._connection() as conn:
-            conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+            conn.execute(_sql().SQL("DROP INDEX IF EXISTS {}").format(_sql().Identifier(name)))
 
     def get_schema_version(self) -> int | None:
         with self._connection() as conn:
-            row = conn.execute(f'SELECT value FROM "{_META}" WHERE key = %s',
-                               ("schema_version",)).fetchone()
+            row = conn.execute(_sql().SQL("SELECT value FROM {} WHERE key = %s").format(
+                _sql().Identifier(_META)), ("schema_version",)).fetchone()
         return None if row is None else int(row[0])
 
     def migration_ops(self) -> PostgresMigrationOps:
@@ -476,10 +563,10 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
     def set_schema_version(self, version: int) -> None:
         with self._connection() as conn:
-            conn.execute(
-                f'INSERT INTO "{_META}" (key, value) VALUES (%s, %s) '
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                ("schema_version", str(int(version))))
+            conn.execute(_sql().SQL(
+                "INSERT INTO {} (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value").format(
+                _sql().Identifier(_META)), ("schema_version", str(int(version))))
 
     # -- statements --------------------------------------------------------------------------
 
@@ -575,14 +662,16 @@ class PostgresBackend(TupleRowsMixin, Backend):
     def _copy(self, conn: psycopg.Connection[Any], table: TableSpec,
               params: Sequence[Sequence[Any]]) -> None:
         stage = _stage_name(table)
+        sql, ident = _sql().SQL, _sql().Identifier
         if (id(conn), stage) not in self._staged:
-            conn.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" '
-                         f'(LIKE "{table.name}") ON COMMIT DELETE ROWS')
+            conn.execute(sql("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) "
+                             "ON COMMIT DELETE ROWS").format(ident(stage), ident(table.name)))
             self._staged.add((id(conn), stage))
         else:
-            conn.execute(f'TRUNCATE "{stage}"')
-        cols = ", ".join(f'"{n}"' for n in table.column_names)
-        with conn.cursor() as cur, cur.copy(f'COPY "{stage}" ({cols}) FROM STDIN') as copy:
+            conn.execute(sql("TRUNCATE {}").format(ident(stage)))
+        cols = sql(", ").join(ident(n) for n in table.column_names)
+        with conn.cursor() as cur, cur.copy(
+                sql("COPY {} ({}) FROM STDIN").format(ident(stage), cols)) as copy:
             for row in params:
                 copy.write_row(row)
 
@@ -643,6 +732,54 @@ class _LazyQuery:
 
 
 _NOTIFY_AND_COMMIT = _LazyQuery("SELECT pg_notify({}, {}); COMMIT")
+
+
+def _existing(conn: Any, names: Sequence[str]) -> set[str]:
+    """Which of ``names`` are relations (tables, indexes...) in the current schema: a catalog
+    read, which takes no lock on them."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relname = ANY(%s)", (list(names),)).fetchall()
+    return {r[0] for r in rows}
+
+
+def _check_schema(schema: str | None, url: str) -> str | None:
+    """A schema name PostgreSQL keeps as it is (any characters but NUL, 1 to 63 bytes);
+    refused before anything is created."""
+    if schema is None:
+        return None
+    problem = ("is empty" if not schema else "contains NUL" if "\x00" in schema
+               else f"is {len(schema.encode())} bytes long" if len(schema.encode()) > 63
+               else None)
+    if problem is not None:
+        raise ConfigurationError(
+            f"schema {schema!r} in {url.partition('?')[0]}: the name {problem}; PostgreSQL "
+            f"schema names have 1 to 63 bytes and no NUL")
+    return schema
+
+
+def _set_search_path(schema: str) -> Callable[[Any, Any], None]:
+    """A pool connect hook: the store's schema first on the search path, quoted by psycopg."""
+
+    def connect(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.execute(_sql().SQL("SET search_path TO {}").format(
+            _sql().Identifier(schema)))
+
+    return connect
+
+
+#: libpq's connection parameters: a URL query may give them (``?sslmode=require``) and they
+#: go to the driver as they are (psycopg.pq.Conninfo.get_defaults() lists them).
+_LIBPQ_PARAMETERS = frozenset({
+    "service", "user", "password", "passfile", "channel_binding", "connect_timeout",
+    "dbname", "host", "hostaddr", "port", "client_encoding", "options", "application_name",
+    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "sslmode", "sslnegotiation", "sslcompression",
+    "sslcert", "sslkey", "sslcertmode", "sslpassword", "sslrootcert", "sslcrl", "sslcrldir",
+    "sslsni", "requirepeer", "require_auth", "min_protocol_version", "max_protocol_version",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "gssencmode", "krbsrvname",
+    "gsslib", "gssdelegation", "target_session_attrs", "load_balance_hosts",
+}) - {"connect_timeout"}  # a store option
 
 
 def _mark_used(dbapi_conn: Any, record: Any) -> None:

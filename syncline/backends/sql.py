@@ -92,6 +92,9 @@ class SQLBuilder:
     types: Mapping[str, Any] = {}
     #: The LIMIT value meaning "no limit" when only an offset is given.
     no_limit: int | None = -1
+    #: ``in_()``/``not_in()`` with more values than this bind them all as one parameter
+    #: (:meth:`in_many`): drivers cap a statement's parameters (PostgreSQL at 65,535).
+    many_values = 256
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -143,11 +146,16 @@ class SQLBuilder:
         return str(compiled), tuple(getattr(compiled, "positiontup", None) or ())
 
     def ddl(self, spec: TableSpec) -> list[str]:
+        return [stmt for _, stmt in self.named_ddl(spec)]
+
+    def named_ddl(self, spec: TableSpec) -> list[tuple[str, str]]:
+        """(name, CREATE statement) of the table, then of each of its indexes."""
         table = self.table(spec)
-        out = [str(sa.schema.CreateTable(table, if_not_exists=True).compile(dialect=self.dialect))]
-        for index in table.indexes:
-            out.append(str(sa.schema.CreateIndex(index, if_not_exists=True)
-                           .compile(dialect=self.dialect)))
+        out = [(spec.name, str(sa.schema.CreateTable(table, if_not_exists=True)
+                               .compile(dialect=self.dialect)))]
+        for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+            out.append((str(index.name), str(sa.schema.CreateIndex(index, if_not_exists=True)
+                                             .compile(dialect=self.dialect))))
         return out
 
     # -- conditions --------------------------------------------------------------------------
@@ -161,7 +169,8 @@ class SQLBuilder:
             return None
         if isinstance(cond, Compare):
             if cond.op in ("in", "not_in"):
-                return (cond.op, cond.field, len(cond.value))
+                many = len(cond.value) > self.many_values
+                return (cond.op, cond.field, "many" if many else len(cond.value))
             return (cond.op, cond.field)
         if isinstance(cond, Not):
             return ("not", self._shape(cond.item))
@@ -184,6 +193,9 @@ class SQLBuilder:
             if op in ("in", "not_in"):
                 if not cond.value:  # x IN () is false and x NOT IN () true, NULL x included
                     return sa.false() if op == "in" else sa.true()
+                if len(cond.value) > self.many_values:
+                    found = self.in_many(table.c[cond.field], kind, sa.bindparam(f"p{n}"))
+                    return found if op == "in" else sa.not_(found)
                 binds = [self.comparable(sa.bindparam(f"p{n}_{j}"), kind)
                          for j in range(len(cond.value))]
                 return col.in_(binds) if op == "in" else col.not_in(binds)
@@ -200,9 +212,21 @@ class SQLBuilder:
         parts = [self._clause(spec, table, i, names) for i in cond.items]
         return sa.and_(*parts) if isinstance(cond, And) else sa.or_(*parts)
 
-    def bind_values(self, cond: Condition | None) -> dict[str, Any]:
+    def in_many(self, column: sa.ColumnElement[Any], kind: Kind,
+                values: sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
+        """``column IN (values)`` with every value in one parameter (see :meth:`many_param`);
+        NULLs behave as in an IN list."""
+        raise NotImplementedError
+
+    def many_param(self, kind: Kind, values: Sequence[Any]) -> Any:
+        """The one parameter :meth:`in_many` binds for ``values`` (in their stored forms)."""
+        return list(values)
+
+    def bind_values(self, cond: Condition | None,
+                    spec: TableSpec | None = None) -> dict[str, Any]:
         # Parameter names follow the order _clause numbers them: one number per compare.
         out: dict[str, Any] = {}
+        kinds = {c.name: c.kind for c in spec.columns} if spec is not None else {}
         counter = [0]
 
         def walk(c: Condition | None) -> None:
@@ -214,6 +238,10 @@ class SQLBuilder:
                 n = counter[0]
                 counter[0] += 1
                 if c.op in ("in", "not_in"):
+                    if len(c.value) > self.many_values:
+                        kind: Kind = kinds.get(c.field, "text")
+                        out[f"p{n}"] = self.many_param(kind, c.value)
+                        return
                     for j, v in enumerate(c.value):
                         out[f"p{n}_{j}"] = v
                 else:
@@ -276,7 +304,7 @@ class SQLBuilder:
             return stmt
 
         sql, names = self._cached(key, build)
-        values = self.bind_values(query.where)
+        values = self.bind_values(query.where, spec)
         values["_limit"] = self.no_limit if query.limit is None else query.limit
         values["_offset"] = query.offset
         return sql, [values[n] for n in names]
@@ -290,7 +318,7 @@ class SQLBuilder:
             return stmt if clause is None else stmt.where(clause)
 
         sql, names = self._cached(key, build)
-        values = self.bind_values(where)
+        values = self.bind_values(where, spec)
         return sql, [values[n] for n in names]
 
     def delete(self, spec: TableSpec, where: Condition | None) -> tuple[str, list[Any]]:
@@ -302,7 +330,7 @@ class SQLBuilder:
             return stmt if clause is None else stmt.where(clause)
 
         sql, names = self._cached(key, build)
-        values = self.bind_values(where)
+        values = self.bind_values(where, spec)
         return sql, [values[n] for n in names]
 
     def update(self, spec: TableSpec, where: Condition | None,
@@ -320,7 +348,7 @@ class SQLBuilder:
             return stmt if clause is None else stmt.where(clause)
 
         sql, names = self._cached(key, build)
-        params = self.bind_values(where)
+        params = self.bind_values(where, spec)
         params.update({f"v_{c}": v for c, v in values.items()})
         return sql, [params[n] for n in names]
 

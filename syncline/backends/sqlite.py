@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 import cattrs
 import sqlalchemy as sa
@@ -27,10 +28,12 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from syncline.backends.sql import SQLBuilder, TupleRowsMixin
 from syncline.core.backend import Backend
+from syncline.core.config import ISOLATION, Option
 from syncline.core.convert import dumps_json, json_is_native, structure_hook, utc_datetime
 from syncline.core.errors import (
     BackendError,
     BackendUnavailableError,
+    ConfigurationError,
     IntegrityError,
     NotFoundError,
     TransactionError,
@@ -59,6 +62,20 @@ class SQLiteBuilder(SQLBuilder):
         if kind == "decimal":
             return sa.cast(column, sa.REAL)
         return column
+
+    def in_many(self, column: sa.ColumnElement[Any], kind: Kind,
+                values: sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
+        # One JSON array parameter, read back as rows by json_each: no limit on its length.
+        each = sa.func.json_each(values).table_valued("value")
+        if kind == "bytes":  # JSON has no bytes: compared as hex text
+            return sa.func.hex(column).in_(sa.select(each.c.value))
+        return self.comparable(column, kind).in_(
+            sa.select(self.comparable(each.c.value, kind)))
+
+    def many_param(self, kind: Kind, values: Sequence[Any]) -> Any:
+        if kind == "bytes":
+            return json.dumps([None if v is None else bytes(v).hex().upper() for v in values])
+        return json.dumps(list(values), default=str, allow_nan=False)
 
 
 def _datetime_to_text(value: Any) -> str:
@@ -106,10 +123,21 @@ class SQLiteBackend(TupleRowsMixin, Backend):
          "external_changes", "foreign_keys"}
     )
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
+    options_spec: ClassVar[Mapping[str, Option] | None] = {
+        "busy_timeout": Option(float, 10.0, "seconds to wait for another connection's write "
+                               "lock", minimum=0),
+        "synchronous": Option(str, "NORMAL", "PRAGMA synchronous (FULL also survives power "
+                              "loss)", choices=("OFF", "NORMAL", "FULL", "EXTRA")),
+        "watch_interval": Option(float, 0.05, "seconds between two looks for other "
+                                 "connections' commits", minimum=0.001),
+        "mode": Option(str, "rwc", "rwc: read-write, created if missing; rw: read-write, "
+                       "must exist; ro: read-only, must exist", choices=("rwc", "rw", "ro")),
+        "isolation": ISOLATION,
+    }
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
-        rest = url.partition("://")[2]
+        rest = self.location.partition("://")[2]
         self.path: str | None = rest[1:] if rest.startswith("/") and len(rest) > 1 else None
         if rest and self.path is None:
             raise BackendUnavailableError(
@@ -119,8 +147,13 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         if self.path is None:  # a private in-memory database lives and dies with the store
             self.capabilities = self.capabilities - {"persistent", "multi_process",
                                                      "external_changes"}
-        self.busy_timeout = float(self.options.get("busy_timeout", 10.0))
-        self.synchronous = str(self.options.get("synchronous", "NORMAL"))
+        self.busy_timeout: float = self.options["busy_timeout"]
+        self.synchronous: str = self.options["synchronous"]
+        self.mode: str = self.options["mode"]
+        if self.path is None and self.mode != "rwc":
+            raise ConfigurationError(
+                f"{url}: mode={self.mode} needs a file; a private in-memory database is "
+                f"always created read-write (mode=rwc)")
         self.sql = SQLiteBuilder(sqlite_dialect.dialect())
         self._local = _Local()
         #: every connection, with the thread it belongs to (None: the store's own)
@@ -140,18 +173,29 @@ class SQLiteBackend(TupleRowsMixin, Backend):
     def open(self) -> None:
         if self.path is not None:
             folder = Path(self.path).parent
-            if not folder.exists():
+            if not folder.is_dir():
                 raise BackendUnavailableError(
                     f"cannot open {self.url}: folder {folder} does not exist; create it first"
                 )
+            if self.mode != "rwc" and not Path(self.path).is_file():
+                raise BackendUnavailableError(
+                    f"cannot open {self.url}: mode={self.mode} opens an existing database "
+                    f"and {self.path} does not exist")
         self._open = True
-        self._connection()  # fail now, not on first use
-        if self.path is not None:
-            with self._errors("enabling WAL"):
-                conn = self._connection()
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f'CREATE TABLE IF NOT EXISTS "{_WRITES}" '
-                             "(tbl TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
+        try:
+            conn = self._connection()  # fail now, not on first use
+            if self.path is not None and self.mode != "ro":
+                with self._errors(f"opening {self.url}"):
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    exists = conn.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (_WRITES,)).fetchone()
+                    if exists is None:
+                        conn.execute(f'CREATE TABLE IF NOT EXISTS "{_WRITES}" '
+                                     "(tbl TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID")
+        except BaseException:
+            self.close()  # no connection (no file descriptor) outlives a failed open
+            raise
 
     @classmethod
     def init_storage(cls, url: str) -> str:
@@ -163,17 +207,24 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         return f"{url} is ready"
 
     def _connect(self, thread: threading.Thread | None = None) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(
-                self.path or ":memory:", timeout=self.busy_timeout, isolation_level=None,
-                check_same_thread=False,
-            )
+            if self.path is None:
+                conn = sqlite3.connect(":memory:", timeout=self.busy_timeout,
+                                       isolation_level=None, check_same_thread=False)
+            else:
+                uri = f"file:{quote(self.path)}?mode={self.mode}"
+                conn = sqlite3.connect(uri, timeout=self.busy_timeout, isolation_level=None,
+                                       check_same_thread=False, uri=True)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA case_sensitive_like=ON")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            if self.synchronous.upper() in ("OFF", "NORMAL", "FULL", "EXTRA"):
-                conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")  # one of the choices
+            if self.path is not None:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a database?
         except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()  # not left to the garbage collector: its descriptor goes now
             raise BackendUnavailableError(f"cannot open {self.url}: {exc}") from exc
         with self._conns_lock:
             # Threads come and go (a server's pool): close the connections of ended ones.
@@ -254,7 +305,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         beyond this store's own writes of the table is someone else's commit."""
         if self.path is None:
             return lambda: None  # nobody else can reach a private in-memory database
-        interval = float(self.options.get("watch_interval", 0.05))
+        interval: float = self.options["watch_interval"]
         stop = threading.Event()
         conn = self._connect()
         self._register_poller(conn, +1)
@@ -417,8 +468,18 @@ class SQLiteBackend(TupleRowsMixin, Backend):
     # -- schema ------------------------------------------------------------------------------
 
     def create_table(self, table: TableSpec) -> None:
+        # Look first: an up-to-date store opens without taking the write lock.
+        ddl = self.sql.named_ddl(table)
+        with self._use() as conn, self._errors(f"creating table {table.name}"):
+            marks = ", ".join("?" for _ in ddl)
+            found = {r[0] for r in conn.execute(
+                f"SELECT name FROM sqlite_master WHERE name IN ({marks})",
+                [name for name, _ in ddl]).fetchall()}
+        missing = [stmt for name, stmt in ddl if name not in found]
+        if not missing:
+            return
         with self._atomic(True) as conn, self._errors(f"creating table {table.name}"):
-            for stmt in self.sql.ddl(table):
+            for stmt in missing:
                 conn.execute(stmt)
 
     def drop_table(self, name: str) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import cattrs
 
+from syncline.core.config import Option, resolve_options
 from syncline.core.errors import MigrationError
 from syncline.core.query import Condition, Query
 from syncline.core.schema import IndexSpec, TableSpec
@@ -57,9 +58,30 @@ class Backend(abc.ABC):
     #: Python types the backend stores as they are: the row codec skips conversion for them.
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
 
+    #: The options this backend takes (name -> :class:`syncline.core.config.Option`), also
+    #: accepted as URL query parameters. When declared, ``__init__`` checks them: an unknown
+    #: or mistyped option or URL parameter is a ConfigurationError, ``self.options`` holds
+    #: every declared option (defaults filled in) and ``self.location`` the URL without its
+    #: query. None: not declared; options and URL are taken as they are.
+    options_spec: ClassVar[Mapping[str, Option] | None] = None
+
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
-        self.options: dict[str, Any] = dict(options or {})
+        #: the URL without its query parameters (when ``options_spec`` is declared)
+        self.location = url
+        #: query parameters handed to the driver (see :meth:`driver_parameters`)
+        self.driver_params: dict[str, str] = {}
+        if self.options_spec is None:
+            self.options: dict[str, Any] = dict(options or {})
+        else:
+            self.location, self.options, self.driver_params = resolve_options(
+                dict(self.options_spec), url, dict(options or {}),
+                driver_parameters=self.driver_parameters())
+
+    @classmethod
+    def driver_parameters(cls) -> frozenset[str]:
+        """URL query parameters the driver takes as they are (PostgreSQL: libpq's)."""
+        return frozenset()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
