@@ -155,13 +155,13 @@ def run_profile(args: argparse.Namespace) -> None:
     on a SQLite file server store (what ``/v1/push`` runs in its thread pool)."""
     from pyinstrument import Profiler
 
-    from syncline.core.serverside import SERVER_ENTITIES, SyncServer
     from syncline.server.app import server_store_options
+    from syncline.server.engine import SyncServer
+    from syncline.server.store import open_server_store
 
     with tempfile.TemporaryDirectory() as folder:
-        store = syncline.open(f"sqlite:///{folder}/server.db",
-                              entities=[HttpPost, *SERVER_ENTITIES],
-                              options=server_store_options({}))
+        store = open_server_store(f"sqlite:///{folder}/server.db", [HttpPost],
+                                  options=server_store_options({}))
         server = SyncServer(store)
         batches = [create_mutations(make_http_posts(args.batch, f"r{r}-"), store.wire)
                    for r in range(args.rounds + 1)]

@@ -74,16 +74,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import syncline
-from syncline.core.serverside import (
-    SERVER_ENTITIES,
-    ChangeEntry,
-    ServerMeta,
-    ServerRecord,
-    SyncServer,
-)
 from syncline.core.transport import to_wire
 from syncline.plugins.http import GZIP_FROM, HTTPTransport
 from syncline.server.app import ServerConfig, server_store_options
+from syncline.server.engine import SyncServer
+from syncline.server.store import open_server_store
+from syncline.server.tables import ChangeEntry, ServerMeta, ServerRecord
 from syncline.testing.server import LiveServer, free_port
 
 HERE = Path(__file__).parent
@@ -561,8 +557,8 @@ def _split_report(request: pytest.FixtureRequest) -> None:
 
 def _syncline_server_file(path: Path) -> None:
     """An empty server database with syncline's tables and meta rows (closed again)."""
-    store = syncline.open(f"sqlite:///{path}", entities=[HttpPost, *SERVER_ENTITIES],
-                          options=server_store_options({}))
+    store = open_server_store(f"sqlite:///{path}", [HttpPost],
+                              options=server_store_options({}))
     SyncServer(store)
     store.close()
 
@@ -630,9 +626,8 @@ def pg_push_env(syncline_postgres_url: str) -> Iterator[PgPushEnv]:
     plain: dict[str, PlainPostgresStore] = {}
     for side, schema in schemas.items():
         if side != "syncline":
-            store = syncline.open(f"{syncline_postgres_url}?schema={schema}",
-                                  entities=[HttpPost, *SERVER_ENTITIES],
-                                  options=server_store_options({}))
+            store = open_server_store(f"{syncline_postgres_url}?schema={schema}", [HttpPost],
+                                      options=server_store_options({}))
             SyncServer(store)
             store.close()
             plain[side] = PlainPostgresStore(syncline_postgres_url, schema, {
@@ -722,8 +717,8 @@ def _rows(conn: sqlite3.Connection, sql: str) -> list[tuple[Any, ...]]:
 def test_plain_push_writes_what_syncline_writes(tmp_path: Path) -> None:
     """(b) leaves the same rows as ``SyncServer.push`` (bar times and fingerprints)."""
     ours, theirs = tmp_path / "syncline.db", tmp_path / "plain.db"
-    store = syncline.open(f"sqlite:///{ours}", entities=[HttpPost, *SERVER_ENTITIES],
-                          options=server_store_options({}))
+    store = open_server_store(f"sqlite:///{ours}", [HttpPost],
+                              options=server_store_options({}))
     try:
         mutations = create_mutations(make_http_posts(7, "s"), store.wire)
         mutations[3] = attrs.evolve(mutations[3], payload={**mutations[3].payload,
@@ -763,8 +758,8 @@ def test_prefill_matches_push(tmp_path: Path) -> None:
     folders = []
     for name in ("push", "prefill"):
         path = tmp_path / f"{name}.db"
-        store = syncline.open(f"sqlite:///{path}", entities=[HttpPost, *SERVER_ENTITIES],
-                              options=server_store_options({}))
+        store = open_server_store(f"sqlite:///{path}", [HttpPost],
+                                  options=server_store_options({}))
         server = SyncServer(store)
         if name == "push":
             mutations = create_mutations(posts, store.wire)

@@ -40,9 +40,10 @@ import syncline
 from syncline.core.clock import FakeClock
 from syncline.core.outbox import SyncStatus
 from syncline.core.schema import spec_of
-from syncline.core.serverside import ANONYMOUS, ChangeEntry, ServerMeta, ServerRecord
 from syncline.core.sync import SyncReport
 from syncline.plugins.mock import MockServer
+from syncline.server.engine import ANONYMOUS
+from syncline.server.tables import ChangeEntry, ServerMeta, ServerRecord
 
 SIDES = ["syncline", "baseline"]
 BACKENDS = ["sqlite", "memory"]
@@ -135,7 +136,7 @@ def prefill(server: MockServer, objs: Sequence[SyncPost]) -> None:
     not queue its own writes, so the entity rows go through its repository.)
     """
     store, sync = server.store, server.server
-    assert not store.tracking
+    assert not store.outbox.queues_writes
     entity = spec_of(SyncPost).table.name
     unstructure = store.wire.unstructure
     now = sync.now()

@@ -62,7 +62,7 @@ SERVER_HELP = "The store is a sync server's (syncline serve): its own tables com
 def _extra(server: bool) -> list[type]:
     if not server:
         return []
-    from syncline.core.serverside import SERVER_ENTITIES
+    from syncline.server.tables import SERVER_ENTITIES
 
     return list(SERVER_ENTITIES)
 
@@ -89,9 +89,12 @@ def migrate(store_url: str | None, schema_spec: str, server: bool) -> None:
             bars[0].add_task("migrating", total=total)
         bars[0].update(bars[0].task_ids[0], description=message, completed=done, total=total)
 
+    from syncline.server.store import open_server_store
+
+    # a server's store: its own tables come along and follow the migration
+    opener: Any = open_server_store if server else syncline.open
     try:
-        with syncline.open(store_url, schema=schema, entities=_extra(server),
-                           migration_progress=report) as store:
+        with opener(store_url, schema=schema, migration_progress=report) as store:
             details = store.opening
     finally:
         for bar in bars:

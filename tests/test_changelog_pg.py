@@ -11,9 +11,11 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.serverside import SERVER_ENTITIES, ChangeEntry, SyncServer
 from syncline.core.store import Store
 from syncline.core.transport import Mutation
+from syncline.server.engine import SyncServer
+from syncline.server.store import open_server_store
+from syncline.server.tables import ChangeEntry
 
 registry = syncline.EntityRegistry()
 _n = itertools.count()
@@ -29,8 +31,8 @@ class Item:
 @pytest.fixture
 def store(syncline_postgres_url: str) -> Iterator[Store]:
     url = f"{syncline_postgres_url}?schema=changelog{next(_n)}"
-    with syncline.open(url, entities=[Item, *SERVER_ENTITIES],
-                       options={"isolation": "read committed", "pool_size": 12}) as s:
+    with open_server_store(url, [Item],
+                           options={"isolation": "read committed", "pool_size": 12}) as s:
         yield s
 
 

@@ -21,10 +21,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 import syncline
 from syncline.core.clock import FakeClock
 from syncline.core.plugins import register_plugin, unregister_plugin
-from syncline.core.serverside import ChangeEntry
 from syncline.core.store import Store
 from syncline.core.sync import Backoff, Conflict, Strategy
 from syncline.plugins.mock import MockServer
+from syncline.server.tables import ChangeEntry
 
 registry = syncline.EntityRegistry()
 _names = itertools.count()

@@ -56,16 +56,12 @@ import attrs
 import syncline
 from syncline.core.outbox import EntryState, OutboxEntry, SyncStatus
 from syncline.core.query import F
-from syncline.core.serverside import (
-    ANONYMOUS,
-    SERVER_ENTITIES,
-    AppliedMutation,
-    ChangeEntry,
-    ServerRecord,
-)
 from syncline.core.store import Store
 from syncline.core.sync import sync_lock
 from syncline.plugins.mock import MockServer
+from syncline.server.engine import ANONYMOUS
+from syncline.server.store import open_server_store
+from syncline.server.tables import AppliedMutation, ChangeEntry, ServerRecord
 
 reg = syncline.EntityRegistry()
 
@@ -259,7 +255,7 @@ class Model:
 def _open_both(work: Path) -> Iterator[tuple[Store, Store]]:
     client = syncline.open(_client_url(work), entities=[Note])
     try:
-        server = syncline.open(_server_url(work), entities=[Note, *SERVER_ENTITIES])
+        server = open_server_store(_server_url(work), [Note])
         try:
             yield client, server
         finally:

@@ -15,10 +15,10 @@ import jwt
 import pytest
 
 import syncline
-from syncline.core.serverside import ChangeEntry
 from syncline.core.store import Store
 from syncline.plugins.http import HTTPTransport
 from syncline.server.app import ServerConfig
+from syncline.server.tables import ChangeEntry
 from syncline.testing.server import LiveServer
 from syncline.testing.transport_suite import ENTITIES as SUITE_ENTITIES
 from syncline.testing.transport_suite import TransportEnv, TransportSuite

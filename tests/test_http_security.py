@@ -14,9 +14,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 import syncline
-from syncline.core.serverside import AppliedMutation, ChangeEntry, ServerRecord
 from syncline.server.app import ServerConfig, SyncApp
 from syncline.server.openapi import openapi_document
+from syncline.server.tables import AppliedMutation, ChangeEntry, ServerRecord
 from syncline.testing.server import LiveServer
 
 registry = syncline.EntityRegistry()

@@ -9,8 +9,8 @@ import attrs
 
 import syncline
 from syncline.core.schema import EntityRegistry
-from syncline.core.serverside import SERVER_ENTITIES
 from syncline.plugins.mock import MockServer
+from syncline.server.store import open_server_store
 
 v1, v2 = EntityRegistry(), EntityRegistry()
 
@@ -41,8 +41,8 @@ SCHEMA_2 = syncline.Schema(2, [Note2], migration=syncline.MigrationStrategy(
 
 
 def _server(path: Path, schema: syncline.Schema) -> MockServer:
-    store = syncline.open(f"sqlite:///{path}", schema=schema, entities=SERVER_ENTITIES,
-                          options={"isolation": "read committed"})
+    store = open_server_store(f"sqlite:///{path}", schema=schema,
+                              options={"isolation": "read committed"})
     return MockServer("migrating", store=store)
 
 

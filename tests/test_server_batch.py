@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 import syncline
 from syncline.core.clock import FakeClock
 from syncline.core.schema import EntityRegistry
-from syncline.core.serverside import SERVER_ENTITIES, ChangeEntry, ServerRecord, SyncServer
 from syncline.core.transport import Mutation
+from syncline.server.engine import SyncServer
+from syncline.server.store import open_server_store
+from syncline.server.tables import ChangeEntry, ServerRecord
 
 registry = EntityRegistry()
 
@@ -56,8 +58,8 @@ mutations = st.builds(
 
 
 def _server(clock: FakeClock, shared: bool, url: str = "memory://") -> SyncServer:
-    store = syncline.open(url, entities=[Note, Tag, *SERVER_ENTITIES], clock=clock,
-                          options={"isolation": "read committed"})
+    store = open_server_store(url, [Note, Tag], clock=clock,
+                              options={"isolation": "read committed"})
     return SyncServer(store, shared=["batch_notes"] if shared else [])
 
 

@@ -30,8 +30,8 @@ import jwt
 import pytest
 
 import syncline
-from syncline.core.serverside import encode_cursor
 from syncline.server.app import MAX_BODY_DEPTH, ServerConfig
+from syncline.server.cursor import encode_cursor
 from syncline.testing.server import LiveServer
 
 registry = syncline.EntityRegistry()

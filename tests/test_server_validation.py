@@ -20,8 +20,10 @@ import pytest
 import syncline
 from syncline.core.clock import FakeClock
 from syncline.core.schema import EntityRegistry
-from syncline.core.serverside import SERVER_ENTITIES, ChangeEntry, SyncServer
 from syncline.core.transport import Mutation, from_wire
+from syncline.server.engine import SyncServer
+from syncline.server.store import open_server_store
+from syncline.server.tables import ChangeEntry
 
 registry = EntityRegistry()
 
@@ -53,7 +55,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[SyncServer
         url = f"{request.getfixturevalue('postgres_url')}?schema=v{uuid.uuid4().hex[:12]}"
     else:
         url = "memory://" if kind == "memory" else f"sqlite:///{tmp_path}/server.db"
-    store = syncline.open(url, entities=[Todo, *SERVER_ENTITIES], clock=FakeClock())
+    store = open_server_store(url, [Todo], clock=FakeClock())
     yield SyncServer(store)
     store.close()
 

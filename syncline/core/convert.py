@@ -23,7 +23,7 @@ import attrs
 import cattrs
 
 from syncline.core.errors import SerializationError
-from syncline.core.schema import EntitySpec, FieldSpec, TypeRegistry, _is_json
+from syncline.core.schema import EntitySpec, FieldSpec, TypeRegistry, _is_json, is_internal
 from syncline.core.values import (
     INT64_MAX,
     INT64_MIN,
@@ -283,7 +283,7 @@ def _limit(spec: EntitySpec, f: FieldSpec) -> tuple[int, str] | None:
     """The size limit of a str/bytes field: ids, and values PostgreSQL must index."""
     if f.kind not in ("text", "bytes") or f.enum_type is not None or f.custom:
         return None
-    if getattr(spec.cls, "__syncline_internal__", False):
+    if is_internal(spec.cls):
         return None  # syncline's own tables: keys made of limited ids
     if f.name == spec.primary_key:
         return MAX_ID_LENGTH, "chars"
@@ -339,7 +339,7 @@ class RowCodec:
                  passthrough: frozenset[type]) -> None:
         self.spec = spec
         self.owner = spec.cls.__name__
-        self._internal = bool(getattr(spec.cls, "__syncline_internal__", False))
+        self._internal = is_internal(spec.cls)
         self._encoders: dict[str, Hook] = {}
         self._decoders: dict[str, Hook | None] = {}
         ns: dict[str, Any] = {"cls": spec.cls, "_not_null": _not_null,

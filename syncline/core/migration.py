@@ -69,18 +69,35 @@ def _no_upgrade(migrator: Migrator, from_version: int, to_version: int) -> None:
         f"syncline.steps) to syncline.open")
 
 
+class MigrationListener:
+    """Hears what a migration did, to keep tables of its own in step with the store's.
+
+    Subclass it, override what you need and subscribe it with
+    ``MigrationStrategy(listeners=[...])``. Both run inside the migration's transaction: what
+    a listener writes commits or vanishes with the migration.
+    """
+
+    def on_rename_table(self, store: Store, old: str, new: str) -> None:
+        """The stored table ``old`` is now ``new`` (``Migrator.rename_table``)."""
+
+    def after_upgrade(self, store: Store, from_version: int, to_version: int) -> None:
+        """The upgrade steps ran: the store's rows have the shape of ``to_version``."""
+
+
 @attrs.frozen
 class MigrationStrategy:
     """What to do when a store opens: create it, upgrade it, then ``before_open``.
 
     ``on_create(migrator)`` defaults to ``migrator.create_all()``; ``on_upgrade(migrator,
     from_version, to_version)`` has no default (an upgrade without one is refused);
-    ``before_open(store, details)`` runs after either, on every open.
+    ``before_open(store, details)`` runs after either, on every open. ``listeners`` hear of
+    renamed tables and finished upgrades (see :class:`MigrationListener`).
     """
 
     on_create: Callable[[Migrator], object] = _create_all
     on_upgrade: Callable[[Migrator, int, int], object] = _no_upgrade
     before_open: Callable[[Store, OpeningDetails], None] | None = None
+    listeners: Sequence[MigrationListener] = attrs.field(default=(), converter=_as_tuple)
 
 
 def steps(by_version: Mapping[int, Callable[[Migrator], object]]) -> Callable[
@@ -281,8 +298,11 @@ class Migrator:
     """
 
     def __init__(self, store: Store, ops: MigrationOps, from_version: int | None,
-                 to_version: int, progress: Progress | None = None) -> None:
+                 to_version: int, progress: Progress | None = None,
+                 listeners: Iterable[MigrationListener] = ()) -> None:
         self.store = store
+        #: who hears of renamed tables and the finished upgrade: the sync state first
+        self.listeners: tuple[MigrationListener, ...] = (_SyncStateFollows(), *listeners)
         self.ops = ops
         self.from_version = from_version
         self.to_version = to_version
@@ -368,7 +388,8 @@ class Migrator:
         sync states of its records follow it)."""
         new_name = self._name(entity)
         self.ops.rename_table(old_name, new_name)
-        _rename_sync_state(self.store, old_name, new_name)
+        for listener in self.listeners:
+            listener.on_rename_table(self.store, old_name, new_name)
 
     def create_index(self, entity: type, name: str | None = None) -> None:
         """Create the entity's declared index ``name`` (all of its indexes when None)."""
@@ -512,7 +533,7 @@ def _migrate(store: Store, strategy: MigrationStrategy, progress: Progress | Non
             if before == target:  # another process migrated it while we waited
                 return OpeningDetails(before, target)
             with store.transaction():
-                migrator = Migrator(store, ops, before, target, progress)
+                migrator = Migrator(store, ops, before, target, progress, strategy.listeners)
                 for table in store.tables():
                     if table.name.startswith("_syncline") and ops.columns(table.name) is None:
                         ops.create_table(table)
@@ -520,8 +541,8 @@ def _migrate(store: Store, strategy: MigrationStrategy, progress: Progress | Non
                     strategy.on_create(migrator)
                 else:
                     strategy.on_upgrade(migrator, before, target)
-                    _rewrite_queued_payloads(store)
-                    _rewrite_server_log(store)
+                    for listener in migrator.listeners:
+                        listener.after_upgrade(store, before, target)
                 violations = ops.foreign_key_violations()
                 if violations:
                     raise MigrationError(
@@ -543,6 +564,16 @@ def _failed(before: int | None, target: int, exc: BaseException) -> str:
     what = "creating the store" if before is None else f"upgrading from version {before}"
     kept = "" if before is None else f"; nothing was changed, the store is still at {before}"
     return f"{what} to version {target} failed: {type(exc).__name__}: {exc}{kept}"
+
+
+class _SyncStateFollows(MigrationListener):
+    """The store's sync queue and record states follow its migrations."""
+
+    def on_rename_table(self, store: Store, old: str, new: str) -> None:
+        _rename_sync_state(store, old, new)
+
+    def after_upgrade(self, store: Store, from_version: int, to_version: int) -> None:
+        _rewrite_queued_payloads(store)
 
 
 def _syncing(store: Store) -> dict[str, type]:
@@ -597,42 +628,6 @@ def _rename_sync_state(store: Store, old: str, new: str) -> None:
         outbox.states.delete_many([s.key for s in states])
         outbox.states.insert_many([attrs.evolve(s, key=state_key(new, s.record_id), entity=new)
                                    for s in states])
-    from syncline.core.serverside import ChangeEntry, ServerRecord
-
-    if ChangeEntry in store._specs:  # a sync server's change log and records follow too
-        changes: Any = store.repository(ChangeEntry)
-        changes.update_where(F.entity == old, entity=new)
-        records: Any = store.repository(ServerRecord)
-        found = records.find(F.entity == old)
-        if found:
-            records.delete_many([r.key for r in found])
-            records.insert_many([attrs.evolve(r, key=f"{r.owner}/{new}/{r.record_id}",
-                                              entity=new) for r in found])
-
-
-def _rewrite_server_log(store: Store) -> None:
-    """On a sync server's store: the change log's payloads take the migrated rows' shape, so
-    clients of the new version pulling older changes can read them (a record's upserts all
-    carry its current row; those of records deleted since are dropped, their delete stays)."""
-    from syncline.core.query import F
-    from syncline.core.serverside import ChangeEntry
-
-    if ChangeEntry not in store._specs:
-        return
-    syncing = _syncing(store)
-    changes: Any = store.repository(ChangeEntry)
-    for name, cls in syncing.items():
-        upserts = changes.find((F.entity == name) & (F.op == "upsert"))
-        repo: Any = store.repository(cls)
-        pk = store._specs[cls].primary_key
-        found = {getattr(o, pk): o for o in repo.get_many(sorted({c.record_id for c in upserts}))}
-        payloads = {rid: store.wire.unstructure(obj) for rid, obj in found.items()}
-        # Records deleted since: their later delete entry says all a client needs.
-        changes.delete_many([c.seq for c in upserts if c.record_id not in found])
-        kept = [c for c in upserts if c.record_id in found]
-        for c in kept:
-            c.payload = payloads[c.record_id]
-        changes.upsert_many(kept)
 
 
 def execute(store: Store, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[

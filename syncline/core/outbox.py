@@ -17,7 +17,7 @@ import attrs
 
 from syncline.core.errors import NotFoundError
 from syncline.core.query import Condition, F
-from syncline.core.schema import EntityRegistry, EntitySpec, spec_of
+from syncline.core.schema import EntityRegistry, EntitySpec, internal_entity, spec_of
 
 if TYPE_CHECKING:
     from syncline.core.repository import Repository
@@ -45,16 +45,8 @@ class EntryState(enum.Enum):
     DEAD = "dead"  # over the retry limit or rejected: kept until the app requeues or purges
 
 
-def _internal(table: str, **kwargs: Any) -> Any:
-    def decorate(cls: type) -> type:
-        cls.__syncline_internal__ = True  # type: ignore[attr-defined]
-        return internal.entity(table, **kwargs)(cls)
-
-    return decorate
-
-
-@_internal("_syncline_records", primary_key="key",
-           indexes=[("entity", "status"), "status", "local_id"])
+@internal_entity(internal, "_syncline_records", primary_key="key",
+                 indexes=[("entity", "status"), "status", "local_id"])
 @attrs.define
 class RecordState:
     """The sync state of one record of a syncing entity."""
@@ -74,9 +66,9 @@ class RecordState:
     conflict_version: int | None = None
 
 
-@_internal("_syncline_outbox", indexes=[("state", "priority", "created_at"),
-                                        ("entity", "record_id"), ("state", "seq"),
-                                        ("state", "next_attempt_at"), "group_id"])
+@internal_entity(internal, "_syncline_outbox",
+                 indexes=[("state", "priority", "created_at"), ("entity", "record_id"),
+                          ("state", "seq"), ("state", "next_attempt_at"), "group_id"])
 @attrs.define
 class OutboxEntry:
     """One queued mutation or command (the seed's SyncQueue row, plus an idempotency key)."""
@@ -100,14 +92,14 @@ class OutboxEntry:
     group_id: str | None = None
 
 
-@_internal("_syncline_sync_meta", primary_key="key")
+@internal_entity(internal, "_syncline_sync_meta", primary_key="key")
 @attrs.define
 class SyncMeta:
     key: str
     value: str | None = None
 
 
-@_internal("_syncline_outbox_after", primary_key="id")
+@internal_entity(internal, "_syncline_outbox_after", primary_key="id")
 @attrs.define
 class CommandAfter:
     """The records a queued command waits for, when not every earlier write (``after=``)."""
@@ -116,7 +108,7 @@ class CommandAfter:
     records: list[str] = attrs.Factory(list)  # state keys: entity/record_id
 
 
-@_internal("_syncline_quarantine", primary_key="key", indexes=["entity"])
+@internal_entity(internal, "_syncline_quarantine", primary_key="key", indexes=["entity"])
 @attrs.define
 class Quarantined:
     """A pulled change this store could not hold, kept with its error; later changes of the
@@ -153,6 +145,9 @@ class Outbox:
         self.meta: Repository[SyncMeta] = store.repository(SyncMeta)
         self.after: Repository[CommandAfter] = store.repository(CommandAfter)
         self.quarantine: Repository[Quarantined] = store.repository(Quarantined)
+        #: False: writes to syncing entities queue nothing and keep no sync state, on a store
+        #: that is itself the source of truth (its opener turns it off before any write)
+        self.queues_writes = True
         self._seq = 0
 
     def now(self) -> dt.datetime:
@@ -167,7 +162,7 @@ class Outbox:
 
     def track(self, spec: EntitySpec, action: str, records: Sequence[tuple[str, Any]]) -> None:
         """Queue ``action`` for each ``(record_id, entity_or_None)`` and mark it pending."""
-        if not records or not self.store.tracking:
+        if not records or not self.queues_writes:
             return
         wire = self.store.wire
         now = self.now()

@@ -237,6 +237,34 @@ class EntityRegistry:
         return list(self._tables.values())
 
 
+def internal_entity(registry: EntityRegistry, table: str,
+                    **kwargs: Any) -> Callable[[type[T]], type[T]]:
+    """Declare one of syncline's own tables (the sync queue's, a sync server's...).
+
+    ``table`` must start with ``_syncline``, a prefix application entities cannot use. Such a
+    table never syncs, its text keys are not held to the id size limit (they are built from
+    limited ids), and it is declared in ``registry``, one per owner, never the application's.
+    The other arguments are those of :func:`entity`.
+    """
+    if not table.startswith("_syncline"):
+        raise EntityDefinitionError(
+            f"internal table name {table!r} must start with '_syncline'; application tables "
+            f"are declared with @syncline.entity")
+    if kwargs.get("syncs"):
+        raise EntityDefinitionError(f"internal table {table!r} cannot sync; drop syncs=True")
+
+    def decorate(cls: type[T]) -> type[T]:
+        cls.__syncline_internal__ = True  # type: ignore[attr-defined]
+        return entity(table, registry=registry, **kwargs)(cls)
+
+    return decorate
+
+
+def is_internal(cls: type) -> bool:
+    """Whether ``cls`` was declared with :func:`internal_entity`."""
+    return bool(getattr(cls, "__syncline_internal__", False))
+
+
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -293,8 +321,7 @@ def build_spec(
             f"{owner} is not an attrs class; put @attrs.define below @syncline.entity"
         )
     name = table or cls.__name__.lower()
-    internal = getattr(cls, "__syncline_internal__", False)
-    if not name.isidentifier() or (name.startswith("_syncline") and not internal):
+    if not name.isidentifier() or (name.startswith("_syncline") and not is_internal(cls)):
         raise EntityDefinitionError(
             f"{owner}: table name {name!r} must be an identifier not starting with '_syncline'"
         )

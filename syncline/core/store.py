@@ -78,8 +78,6 @@ class Store:
         #: entities <-> JSON-able payloads for the sync protocol
         self.wire = make_wire_converter(self.plugins.types)
         self._outbox: Outbox | None = None
-        #: False on a sync server's own store: its writes are the truth, not a queue to push
-        self.tracking = True
         self.transport_url: str | None = None
         self.transport_options: dict[str, Any] = {}
         self.sync_options: dict[str, Any] = {}

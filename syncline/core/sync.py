@@ -677,7 +677,7 @@ class SyncEngine:
         try:
             return self.store.wire.structure(payload, cls)
         except Exception as exc:
-            from syncline.core.serverside import _describe
+            from syncline.core.convert import describe_error as _describe
 
             raise SerializationError(
                 f"the server sent a {entity} record this store cannot read as {cls.__name__} "

@@ -30,11 +30,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import syncline
 from syncline.core.errors import BackendError, InvalidCursorError, NotFoundError, SerializationError
 from syncline.core.hookspecs import hookimpl
 from syncline.core.plugins import TransportRegistry
-from syncline.core.serverside import ANONYMOUS, SERVER_ENTITIES, SyncServer
 from syncline.core.store import Store
 from syncline.core.transport import (
     CursorRejectedError,
@@ -48,6 +46,8 @@ from syncline.core.transport import (
     Transport,
     to_wire,
 )
+from syncline.server.engine import ANONYMOUS, SyncServer
+from syncline.server.store import open_server_store
 
 _servers: dict[str, MockServer] = {}
 _servers_lock = threading.Lock()
@@ -60,9 +60,8 @@ class MockServer:
                  store_url: str = "memory://", assign_ids: bool = False,
                  store: Store | None = None, clock: Any = None) -> None:
         self.name = name
-        self.store = store or syncline.open(
-            store_url, entities=[*entities, *SERVER_ENTITIES], clock=clock,
-            options={"isolation": "read committed"})
+        self.store = store or open_server_store(
+            store_url, entities, clock=clock, options={"isolation": "read committed"})
         self.server = SyncServer(self.store, assign_ids=assign_ids)
         self.offline = False
         self.latency = 0.0

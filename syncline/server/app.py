@@ -51,7 +51,6 @@ from syncline.core.errors import (
 )
 from syncline.core.migration import Schema
 from syncline.core.schema import spec_of
-from syncline.core.serverside import SERVER_ENTITIES, SyncServer, sendable, to_json
 from syncline.core.transport import (
     Mutation,
     PullPage,
@@ -60,7 +59,10 @@ from syncline.core.transport import (
     to_wire,
 )
 from syncline.server.auth import Principal, authenticate
+from syncline.server.engine import SyncServer
 from syncline.server.openapi import openapi_document
+from syncline.server.store import open_server_store
+from syncline.server.wire import sendable, to_json
 
 log = logging.getLogger("syncline.server")
 push_log = logging.getLogger("syncline.server.push")
@@ -253,9 +255,9 @@ class SyncApp:
 
     def open(self) -> None:
         schema = self.config.schema
-        entities = SERVER_ENTITIES if schema is not None else [*self.entities, *SERVER_ENTITIES]
-        self.store = syncline.open(self.config.store, entities=entities, schema=schema,
-                                   options=server_store_options(self.config.store_options))
+        self.store = open_server_store(
+            self.config.store, [] if schema is not None else self.entities, schema=schema,
+            options=server_store_options(self.config.store_options))
         self.server = SyncServer(self.store, assign_ids=self.config.assign_ids,
                                  max_page=self.config.max_page, shared=self.config.shared)
 

@@ -19,10 +19,10 @@ import syncline
 from syncline.core.clock import FakeClock
 from syncline.core.outbox import EntryState, SyncStatus, new_id
 from syncline.core.plugins import register_plugin, unregister_plugin
-from syncline.core.serverside import ChangeEntry
 from syncline.core.store import Store
 from syncline.core.sync import Backoff, Resolution, Strategy
 from syncline.plugins.mock import MockServer
+from syncline.server.tables import ChangeEntry
 
 registry = syncline.EntityRegistry()
 _names = itertools.count()

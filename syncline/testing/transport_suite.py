@@ -14,13 +14,13 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.serverside import SyncServer
 from syncline.core.transport import (
     Mutation,
     PermanentTransportError,
     RetryableTransportError,
     Transport,
 )
+from syncline.server.engine import SyncServer
 
 registry = syncline.EntityRegistry()
 

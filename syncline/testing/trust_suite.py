@@ -21,7 +21,6 @@ import syncline
 from syncline.core.clock import FakeClock
 from syncline.core.outbox import SyncStatus
 from syncline.core.plugins import register_plugin, unregister_plugin
-from syncline.core.serverside import ChangeEntry, encode_cursor
 from syncline.core.store import Store
 from syncline.core.transport import (
     Change,
@@ -34,6 +33,8 @@ from syncline.core.transport import (
     to_wire,
 )
 from syncline.plugins.mock import MockServer
+from syncline.server.cursor import encode_cursor
+from syncline.server.tables import ChangeEntry
 from syncline.testing.sync_suite import clients
 
 registry = syncline.EntityRegistry()

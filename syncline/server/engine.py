@@ -1,0 +1,607 @@
+"""The server side of the sync protocol, over any store.
+
+:class:`SyncServer` is what the mock transport runs in-process and what the reference HTTP
+server runs per request. It keeps, beside the entity tables, the server's record metadata
+(version, owner, tombstone), a change log in server-assigned order and the result of every
+applied mutation by mutation id (:mod:`syncline.server.tables`; open its store with
+:func:`syncline.server.open_server_store`). Every push of one mutation is one transaction: its
+effect, its change-log entry and its recorded result commit together, so a retried mutation is
+answered from the record and never applied twice.
+
+Order without gaps: each writing transaction takes the next sequence number from one counter row
+and holds it until it commits, so writers commit in sequence order and a reader that resumes
+"after the highest number I saw" cannot skip a change that commits later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from syncline.core.convert import describe_error
+from syncline.core.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    SerializationError,
+    TransactionConflictError,
+)
+from syncline.core.query import F
+from syncline.core.schema import EntitySpec, spec_of
+from syncline.core.transport import (
+    Change,
+    Mutation,
+    MutationResult,
+    PullPage,
+    PushResponse,
+    from_wire,
+    to_wire,
+)
+from syncline.core.values import INT64_MAX, INT64_MIN, check_id, check_json_any, check_str, describe
+from syncline.server.cursor import decode_cursor, encode_cursor
+from syncline.server.store import ServerTablesFollow
+from syncline.server.tables import (
+    SERVER_ENTITIES,
+    AppliedMutation,
+    ChangeEntry,
+    ServerMeta,
+    ServerRecord,
+)
+from syncline.server.wire import skipped
+
+if TYPE_CHECKING:
+    from syncline.core.store import Store
+
+ANONYMOUS = "anonymous"
+#: the owner of records of shared entities: every principal reads and writes them
+SHARED = "*"
+
+
+_ACTIONS = ("create", "update", "delete", "command")
+
+
+def invalid_mutation(m: Mutation) -> str | None:
+    """Why ``m`` breaks the protocol's rules for a mutation's fields (None: it does not).
+
+    Checked before anything else looks at it: the id and record id are strings within the id
+    limit, ``base_version`` an int or None, the payload a JSON object of JSON values inside the
+    value domain (syncline.core.values), the command a string. The payload's fields are
+    checked against the entity's declared types later, by :meth:`SyncServer.decide`.
+    """
+    try:
+        check_id(m.id, "the mutation id")
+        if type(m.entity) is not str:
+            return f"entity must be a string, got {describe(m.entity)}"
+        if m.action not in _ACTIONS:
+            return f"action must be one of {', '.join(_ACTIONS)}, got {describe(m.action)}"
+        if m.record_id is not None:
+            check_id(m.record_id, "record_id")
+        if m.base_version is not None and (type(m.base_version) is not int or not (
+                INT64_MIN <= m.base_version <= INT64_MAX)):
+            return (f"base_version must be the record's server version (an int) or null, "
+                    f"got {describe(m.base_version)}")
+        if m.command is not None:
+            if type(m.command) is not str:
+                return f"command must be a string, got {describe(m.command)}"
+            check_str(m.command)
+        if m.payload is not None:
+            if type(m.payload) is not dict:
+                return f"payload must be a JSON object, got {describe(m.payload)}"
+            for key, value in m.payload.items():
+                if type(key) is not str:
+                    return f"payload key {describe(key)} is not a string"
+                try:
+                    check_str(key)
+                    check_json_any(value)
+                except SerializationError as exc:
+                    return f"payload field {key[:80]!r}: {exc}"
+    except SerializationError as exc:
+        return str(exc)
+    return None
+
+
+def _rejected(m: Mutation, reason: str) -> MutationResult:
+    return MutationResult(m.id if type(m.id) is str else "", "rejected", reason=reason)
+
+
+def _value_refused(exc: BaseException) -> bool:
+    """A database error about the values written (not a lost race, not the connection)."""
+    return isinstance(exc, BackendError) and not isinstance(
+        exc, TransactionConflictError | BackendUnavailableError | IntegrityError)
+
+
+def fingerprint(mutation: Mutation) -> str:
+    body = json.dumps(to_wire(attrs.evolve(mutation, id="")), sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+class SyncServer:
+    """Applies pushes and answers pulls for the entities of ``store``.
+
+    ``assign_ids`` makes the server give created records ids of its own (clients then remap).
+    """
+
+    def __init__(self, store: Store, *, assign_ids: bool = False,
+                 max_page: int = 1000, shared: Sequence[str] = ()) -> None:
+        missing = {spec_of(c).table.name for c in SERVER_ENTITIES} - {
+            t.name for t in store.tables()}
+        if missing:
+            raise ConfigurationError(
+                f"the store at {store.backend.url} lacks the server's tables "
+                f"({', '.join(sorted(missing))}); open it with "
+                f"syncline.server.open_server_store(url, entities)")
+        strategy = store.migration
+        if strategy is None or not any(isinstance(x, ServerTablesFollow)
+                                       for x in strategy.listeners):
+            warnings.warn(
+                "this server's store was not opened with syncline.server.open_server_store: "
+                "its migrations leave the server's change log as it was (deprecated; it will "
+                "be refused)", DeprecationWarning, stacklevel=2)
+        self.store = store
+        #: entities whose records belong to everyone (the rest belong to their creator)
+        self.shared = frozenset(shared)
+        store.outbox.queues_writes = False  # the server's own writes are the truth
+        self.assign_ids = assign_ids
+        self.max_page = max_page
+        self.records = store.repository(ServerRecord)
+        self.changes = store.repository(ChangeEntry)
+        self.applied = store.repository(AppliedMutation)
+        self.meta = store.repository(ServerMeta)
+        self._specs: dict[str, EntitySpec] = {}
+        for cls in store.entities:
+            if cls in SERVER_ENTITIES:
+                continue
+            spec = spec_of(cls)
+            if spec.syncs:
+                self._specs[spec.table.name] = spec
+        if self.meta.get("epoch") is None:
+            self.meta.upsert(ServerMeta("epoch", 0, uuid.uuid4().hex))
+            self.meta.upsert(ServerMeta("seq", 0))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        row = self.meta.get("epoch")
+        assert row is not None and row.text is not None
+        return row.text
+
+    def now(self) -> dt.datetime:
+        return self.store.clock.now()
+
+    def _spec(self, entity: str) -> EntitySpec:
+        spec = self._specs.get(entity)
+        if spec is None:
+            raise NotFoundError(
+                f"unknown entity {entity!r}; the server syncs: {', '.join(sorted(self._specs))}"
+            )
+        return spec
+
+    def _next_seq(self) -> int:
+        # The counter row is the writers' queue: incremented first thing in every writing
+        # transaction and locked until it commits, so writers commit in sequence order (and see
+        # each other's committed data even at READ COMMITTED).
+        seq = self.store.backend.increment(self.meta.table, "seq", "value")
+        self.store.touched(self.meta.table.name)
+        return seq
+
+    def _log(self, owner: str, entity: str, record_id: str, op: str,
+             payload: dict[str, Any] | None, mutation_id: str | None = None,
+             seq: int | None = None) -> tuple[int, dt.datetime]:
+        if seq is None:
+            seq = self._next_seq()
+        now = self.now()
+        self._put(ChangeEntry(seq, owner, entity, record_id, op, now, payload, mutation_id),
+                  insert=True)
+        key = f"{owner}/{entity}/{record_id}"
+        self._put(ServerRecord(key, owner, entity, record_id, seq, now, deleted=op == "delete"))
+        return seq, now
+
+    # -- push --------------------------------------------------------------------------------
+
+    def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
+        """Apply a batch in one transaction; one result each, as if applied one by one.
+
+        Record mutations are decided in Python over the batch's rows (read with one query per
+        table) and written with one statement per table. A batch with commands (plugins may
+        write anything) or one the database refuses as a whole (a unique index) is applied
+        mutation by mutation instead, each in a savepoint of its own; so is one touching a table
+        with a unique index (each intermediate state must pass it, as one by one).
+        """
+        results: list[MutationResult] | None = None
+        if mutations and all(m.action != "command" and not self._has_unique(m.entity)
+                             for m in mutations):
+            try:
+                results = self.store.run_transaction(
+                    lambda: _Batch(self, principal).apply(mutations))
+            except IntegrityError:
+                results = None
+            except (BackendError, SerializationError) as exc:
+                # A value the checks let through and the database refused: one by one, the
+                # mutation that carries it is rejected and the others go on.
+                if not (_value_refused(exc) or isinstance(exc, SerializationError)):
+                    raise
+                results = None
+        if results is None:
+            results = self.store.run_transaction(
+                lambda: [self._apply(m, principal) for m in mutations])
+        return PushResponse(results, self.now().isoformat())
+
+    def _has_unique(self, entity: str) -> bool:
+        # A batch writes each record once, with its final value: the unique index would not
+        # see the states in between, which one by one it checks.
+        spec = self._specs.get(entity) if type(entity) is str else None
+        return spec is not None and any(i.unique for i in spec.table.indexes)
+
+    # Inside the batch's transaction the server writes through the backend directly: each
+    # mutation's savepoint already isolates its failure, so per-statement savepoints (what
+    # repository writes add inside a transaction) would only cost round trips.
+
+    def _put(self, obj: Any, insert: bool = False) -> None:
+        cls = type(obj)
+        table = spec_of(cls).table
+        values = [self.store.codec(cls).to_tuple(obj)]
+        if insert:
+            self.store.backend.insert_values(table, values)
+        else:
+            self.store.backend.upsert_values(table, values)
+        self.store.touched(table.name)
+
+    def _remove(self, cls: type, key: str) -> None:
+        table = spec_of(cls).table
+        self.store.backend.delete_many(table, [key])
+        self.store.touched(table.name)
+
+    def _apply(self, m: Mutation, owner: str) -> MutationResult:
+        reason = invalid_mutation(m)
+        if reason is not None:
+            return _rejected(m, reason)
+        seq = self._next_seq()  # first: from here on, this transaction has the writers' lock
+        key = f"{owner}/{m.id}"
+        print_ = fingerprint(m)
+        seen = self.applied.get(key)
+        if seen is not None:
+            if seen.fingerprint != print_:
+                return MutationResult(m.id, "rejected", reason=(
+                    "this mutation id was already used for a different change; "
+                    "mutation ids must be unique"))
+            first = from_wire(seen.result, MutationResult)
+            if first.status in ("applied", "duplicate"):
+                first = attrs.evolve(first, status="duplicate")
+            return first
+        try:
+            with self.store.transaction():
+                result = self._effect(m, owner, seq)
+        except (SerializationError, NotFoundError, ConflictError, ValueError) as exc:
+            result = MutationResult(m.id, "rejected", reason=str(exc))
+        except BackendError as exc:
+            if not _value_refused(exc):
+                raise
+            result = MutationResult(m.id, "rejected", reason=(
+                f"the server's store refused this {m.entity} record: {exc}"))
+        if result.status != "retry":
+            self._put(AppliedMutation(key, print_, to_wire(result)), insert=True)
+        return result
+
+    def _effect(self, m: Mutation, owner: str, seq: int) -> MutationResult:
+        if m.action == "command":
+            if not m.command:
+                raise ValueError("a command mutation needs a command name")
+            answer = self.store.plugins.hooks.handle_command(self, owner, m.command, m.payload)
+            if answer is None:
+                raise ValueError(f"unknown command {m.command!r}: no plugin handles it")
+            return MutationResult(m.id, "applied", record=answer)
+        spec = self._spec(m.entity)
+        if not m.record_id:
+            raise ValueError(f"{m.action} of {m.entity} needs a record_id")
+        if spec.table.name in self.shared:
+            owner = SHARED
+        meta = self.records.get(f"{owner}/{spec.table.name}/{m.record_id}")
+        repo: Any = self.store.repository(spec.cls)
+        obj = None if meta is None or meta.deleted else repo.get(m.record_id)
+        result, write = self.decide(spec, m, seq, meta, obj,
+                                    lambda rid: repo.get(rid) is not None)
+        if write is not None:
+            record_id, new = write
+            if new is None:
+                self._remove(spec.cls, record_id)
+                self._log(owner, spec.table.name, record_id, "delete", None, m.id, seq)
+            else:
+                self._put(new)
+                self._log(owner, spec.table.name, record_id, "upsert",
+                          self.store.wire.unstructure(new), m.id, seq)
+        return result
+
+    def decide(self, spec: EntitySpec, m: Mutation, seq: int, meta: ServerRecord | None,
+               obj: Any, taken: Callable[[str], bool]) -> tuple[
+                   MutationResult, tuple[str, Any] | None]:
+        """What a record mutation does, given the record's server state (``meta``) and row
+        (``obj``): its result, and the write it makes as ``(record_id, entity or None to
+        delete)``. ``taken(record_id)`` says whether a row has that id (owned by anyone)."""
+        current = (None if meta is None or meta.deleted or obj is None
+                   else self.store.wire.unstructure(obj))
+        exists = current is not None
+        conflict = MutationResult(
+            m.id, "conflict", version=meta.version if meta else None, record=current,
+            updated_at=meta.updated_at.isoformat() if meta else None)
+        assert m.record_id is not None
+        if m.action == "delete":
+            if not exists:
+                return MutationResult(m.id, "applied", server_id=m.record_id,
+                                      version=meta.version if meta else None), None
+            if m.base_version != meta.version:  # type: ignore[union-attr]
+                return conflict, None
+            return (MutationResult(m.id, "applied", server_id=m.record_id, version=seq),
+                    (m.record_id, None))
+        if m.payload is None:
+            raise ValueError(f"{m.action} of {m.entity} {m.record_id!r} needs a payload")
+        if m.action == "create":
+            if exists or (meta is not None and not meta.deleted and not self.assign_ids):
+                return conflict, None
+            record_id = f"s-{uuid.uuid4()}" if self.assign_ids else m.record_id
+            if meta is None and taken(record_id):
+                raise ValueError(f"record id {record_id!r} is taken; create it with a new id")
+        elif m.action == "update":
+            if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
+                return conflict, None
+            record_id = m.record_id
+        else:
+            raise ValueError(f"unknown action {m.action!r}; actions: create, update, delete, "
+                             f"command")
+        payload = {**m.payload, spec.primary_key: record_id}
+        if m.payload.get(spec.primary_key, m.record_id) != m.record_id:
+            raise ValueError(f"payload {spec.primary_key} {m.payload.get(spec.primary_key)!r} "
+                             f"differs from record_id {m.record_id!r}")
+        try:
+            new: Any = self.store.wire.structure(payload, spec.cls)
+        except Exception as exc:
+            raise SerializationError(f"invalid {m.entity} payload: {describe_error(exc)}") from None
+        # The store's own rules (id and index limits) too: refused here, not at the write.
+        self.store.codec(spec.cls).to_tuple(new)
+        return (MutationResult(m.id, "applied", server_id=record_id, version=seq),
+                (record_id, new))
+
+    # -- server-side writes (admin tools, tests, commands) -----------------------------------
+
+    def write(self, obj: Any, principal: str = ANONYMOUS) -> int:
+        """Create or replace a record on the server, as another client would; its version."""
+        spec = spec_of(type(obj))
+        self._spec(spec.table.name)
+        if spec.table.name in self.shared:
+            principal = SHARED
+
+        def work() -> int:
+            seq = self._next_seq()
+            self.store.repository(spec.cls).upsert(obj)
+            record_id = getattr(obj, spec.primary_key)
+            return self._log(principal, spec.table.name, record_id, "upsert",
+                             self.store.wire.unstructure(obj), seq=seq)[0]
+
+        return self.store.run_transaction(work)
+
+    def delete(self, cls: type, record_id: str, principal: str = ANONYMOUS) -> int:
+        spec = spec_of(cls)
+        if spec.table.name in self.shared:
+            principal = SHARED
+
+        def work() -> int:
+            seq = self._next_seq()
+            self.store.repository(cls).delete(record_id)
+            return self._log(principal, spec.table.name, record_id, "delete", None, seq=seq)[0]
+
+        return self.store.run_transaction(work)
+
+    def reset(self) -> None:
+        """Forget everything and start a new epoch: clients pull from the start again."""
+        self.store.clear_all()
+        self.meta.upsert(ServerMeta("epoch", 0, uuid.uuid4().hex))
+        self.meta.upsert(ServerMeta("seq", 0))
+
+    # -- pull --------------------------------------------------------------------------------
+
+    def committed_seq(self) -> int:
+        """The sequence counter as committed: every change in the log, and every cursor this
+        server issued in this epoch, is at or below it. (A writer holds the counter row locked
+        from its first statement to its commit, so nobody reads a number that is not yet
+        committed; numbers a batch took but did not use leave gaps below it, never above.)"""
+        row = self.meta.get("seq")
+        return 0 if row is None else row.value
+
+    def pull(self, cursor: str | None, limit: int, entities: Sequence[str] | None = None,
+             principal: str = ANONYMOUS) -> PullPage:
+        """A page of the principal's changes after ``cursor``.
+
+        Raises :class:`InvalidCursorError` for a cursor this server did not issue to this
+        principal (malformed, another principal's, or beyond the committed sequence). A stored
+        change that cannot be read back is left out of the page and logged (the cursor still
+        moves past it): one bad row never stops everyone's pulls.
+        """
+        epoch = self.epoch
+        after = decode_cursor(cursor, epoch, principal, self.committed_seq())
+        limit = max(1, min(int(limit), self.max_page))
+        where = F.owner.in_([principal, SHARED]) & (F.seq > after)
+        if entities:
+            for name in entities:
+                self._spec(name)
+            where = where & F.entity.in_(list(entities))
+        table = self.changes.table
+        raw = self.store.backend.query_values(
+            table, self.changes.query(where, order_by="seq", limit=limit + 1))
+        more = len(raw) > limit
+        raw = raw[:limit]
+        # nothing new for us: the cursor stays where it was
+        last = raw[-1][table.column_names.index("seq")] if raw else after
+        from_tuple = self.store.codec(ChangeEntry).from_tuple
+        columns = table.column_names
+        changes = []
+        for values in raw:
+            try:
+                r = from_tuple(values)
+                if r.payload is not None and not isinstance(r.payload, dict):
+                    raise SerializationError(f"its payload is {type(r.payload).__name__}, "
+                                             "not a JSON object")
+            except Exception as exc:  # a row the store holds but cannot decode
+                row = dict(zip(columns, values, strict=True))
+                skipped(row["seq"], f"entity {row['entity']!r}, record {row['record_id']!r}",
+                        f"it cannot be read from the store: {describe_error(exc)}")
+                continue
+            changes.append(Change(r.entity, r.record_id, "delete" if r.op == "delete" else
+                                  "upsert", r.seq, r.payload, r.updated_at.isoformat(),
+                                  r.mutation_id))
+        return PullPage(changes, encode_cursor(epoch, last, principal), more, epoch,
+                        self.now().isoformat())
+
+
+class _Batch:
+    """One push of record mutations, decided over an in-memory view of the rows it touches.
+
+    Every decision is the one :meth:`SyncServer._apply` makes for the same mutation at the same
+    point of the batch; the view follows the batch's own effects, then the writes go out at
+    once.
+    """
+
+    def __init__(self, server: SyncServer, principal: str) -> None:
+        self.server = server
+        self.store = server.store
+        self.principal = principal
+        #: record key -> its server record (None: never seen)
+        self.records: dict[str, ServerRecord | None] = {}
+        #: (table, record id) -> the entity (None: no row)
+        self.rows: dict[tuple[str, str], Any] = {}
+        self.changes: list[ChangeEntry] = []
+        self.applied: dict[str, AppliedMutation] = {}
+        #: table -> record id -> the entity to write, or None to delete
+        self.writes: dict[str, dict[str, Any]] = {}
+
+    def owner(self, spec: EntitySpec) -> str:
+        return SHARED if spec.table.name in self.server.shared else self.principal
+
+    def load(self, mutations: Sequence[Mutation]) -> None:
+        ids: dict[str, set[str]] = {}
+        for m in mutations:
+            if m.entity in self.server._specs and m.record_id:
+                ids.setdefault(m.entity, set()).add(m.record_id)
+        keys: list[str] = []
+        for entity, rids in ids.items():
+            spec = self.server._specs[entity]
+            owner = self.owner(spec)
+            ordered = sorted(rids)
+            keys += [f"{owner}/{entity}/{rid}" for rid in ordered]
+            repo: Any = self.store.repository(spec.cls)
+            found = {getattr(o, spec.primary_key): o for o in repo.get_many(ordered)}
+            for rid in ordered:
+                self.rows[(entity, rid)] = found.get(rid)
+        self.records = dict.fromkeys(keys)
+        for record in self.server.records.get_many(keys):
+            self.records[record.key] = record
+
+    def apply(self, mutations: Sequence[Mutation]) -> list[MutationResult]:
+        server = self.server
+        n = len(mutations)
+        last = self.store.backend.increment(server.meta.table, "seq", "value", by=n)
+        self.store.touched(server.meta.table.name)
+        bad = {i: reason for i, m in enumerate(mutations)
+               if (reason := invalid_mutation(m)) is not None}
+        keys = [f"{self.principal}/{m.id}" for m in mutations]
+        seen = {a.key: a for a in server.applied.get_many(
+            sorted({k for i, k in enumerate(keys) if i not in bad}))}
+        self.load([m for i, m in enumerate(mutations) if i not in bad])
+        results = []
+        for i, (m, key) in enumerate(zip(mutations, keys, strict=True)):
+            seq = last - n + 1 + i
+            if i in bad:
+                results.append(_rejected(m, bad[i]))
+                continue
+            print_ = fingerprint(m)
+            before = seen.get(key) or self.applied.get(key)
+            if before is not None:
+                if before.fingerprint != print_:
+                    results.append(MutationResult(m.id, "rejected", reason=(
+                        "this mutation id was already used for a different change; "
+                        "mutation ids must be unique")))
+                    continue
+                first = from_wire(before.result, MutationResult)
+                if first.status in ("applied", "duplicate"):
+                    first = attrs.evolve(first, status="duplicate")
+                results.append(first)
+                continue
+            try:
+                result = self.effect(m, seq)
+            except (SerializationError, NotFoundError, ConflictError, ValueError) as exc:
+                result = MutationResult(m.id, "rejected", reason=str(exc))
+            if result.status != "retry":
+                self.applied[key] = AppliedMutation(key, print_, to_wire(result))
+            results.append(result)
+        self.flush()
+        return results
+
+    def effect(self, m: Mutation, seq: int) -> MutationResult:
+        server = self.server
+        spec = server._spec(m.entity)
+        if not m.record_id:
+            raise ValueError(f"{m.action} of {m.entity} needs a record_id")
+        owner = self.owner(spec)
+        entity = spec.table.name
+        meta = self.records.get(f"{owner}/{entity}/{m.record_id}")
+        result, write = server.decide(
+            spec, m, seq, meta, self.rows.get((entity, m.record_id)),
+            lambda rid: self.rows.get((entity, rid)) is not None)
+        if write is not None:
+            self.write(spec, owner, write[0], write[1], m.id, seq)
+        return result
+
+    def write(self, spec: EntitySpec, owner: str, record_id: str, obj: Any,
+              mutation_id: str, seq: int) -> None:
+        entity = spec.table.name
+        now = self.server.now()
+        payload = None if obj is None else self.store.wire.unstructure(obj)
+        op = "delete" if obj is None else "upsert"
+        self.rows[(entity, record_id)] = obj
+        self.writes.setdefault(entity, {})[record_id] = obj
+        self.changes.append(ChangeEntry(seq, owner, entity, record_id, op, now, payload,
+                                        mutation_id))
+        key = f"{owner}/{entity}/{record_id}"
+        self.records[key] = ServerRecord(key, owner, entity, record_id, seq, now,
+                                         deleted=obj is None)
+
+    def flush(self) -> None:
+        store = self.store
+        backend = store.backend
+
+        def tuples(cls: type, objs: Sequence[Any]) -> list[Any]:
+            to_tuple = store.codec(cls).to_tuple
+            return [to_tuple(o) for o in objs]
+
+        for entity, final in self.writes.items():
+            spec = self.server._specs[entity]
+            gone = [rid for rid, obj in final.items() if obj is None]
+            kept = [obj for obj in final.values() if obj is not None]
+            if gone:
+                backend.delete_many(spec.table, gone)
+            if kept:
+                backend.upsert_values(spec.table, tuples(spec.cls, kept))
+            store.touched(entity)
+        written = {f"{c.owner}/{c.entity}/{c.record_id}" for c in self.changes}
+        records = [r for key, r in self.records.items() if key in written and r is not None]
+        for cls, objs, insert in ((ChangeEntry, self.changes, True),
+                                  (ServerRecord, records, False),
+                                  (AppliedMutation, list(self.applied.values()), True)):
+            if not objs:
+                continue
+            table = spec_of(cls).table
+            if insert:
+                backend.insert_values(table, tuples(cls, objs))
+            else:
+                backend.upsert_values(table, tuples(cls, objs))
+            store.touched(table.name)
