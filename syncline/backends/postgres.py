@@ -161,7 +161,6 @@ class PostgresBackend(TupleRowsMixin, Backend):
         self._engine: sa.Engine | None = None
         self._local = _Local()
         self._statements: dict[Any, str] = {}
-        self._staged: set[tuple[int, str]] = set()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -290,6 +289,14 @@ class PostgresBackend(TupleRowsMixin, Backend):
             raise
         except Exception as exc:
             err = translate(exc, what, self.where)
+            link = proxy if proxy is not None else self._local.conn
+            live = getattr(link, "driver_connection", None)
+            if (isinstance(err, BackendUnavailableError) and live is not None
+                    and not live.closed and not live.broken
+                    and not getattr(exc, "sqlstate", None)):
+                # The driver refused the statement itself (say, more than 65,535 parameters)
+                # on a connection that is fine: not a connectivity problem.
+                err = BackendError(f"{what}: {str(exc).strip().splitlines()[0]}")
             if proxy is not None:
                 conn = proxy.driver_connection
                 if conn is None or conn.closed or conn.broken:
@@ -663,12 +670,10 @@ class PostgresBackend(TupleRowsMixin, Backend):
               params: Sequence[Sequence[Any]]) -> None:
         stage = _stage_name(table)
         sql, ident = _sql().SQL, _sql().Identifier
-        if (id(conn), stage) not in self._staged:
-            conn.execute(sql("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) "
-                             "ON COMMIT DELETE ROWS").format(ident(stage), ident(table.name)))
-            self._staged.add((id(conn), stage))
-        else:
-            conn.execute(sql("TRUNCATE {}").format(ident(stage)))
+        # Every time (one round trip): a stage created in a transaction that rolled back is
+        # gone, so no memory of "created on this connection" can be trusted.
+        conn.execute(sql("CREATE TEMP TABLE IF NOT EXISTS {s} (LIKE {t}) ON COMMIT DELETE ROWS; "
+                         "TRUNCATE {s}").format(s=ident(stage), t=ident(table.name)))
         cols = sql(", ").join(ident(n) for n in table.column_names)
         with conn.cursor() as cur, cur.copy(
                 sql("COPY {} ({}) FROM STDIN").format(ident(stage), cols)) as copy:
