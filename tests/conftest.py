@@ -7,12 +7,62 @@ from typing import Any
 
 import pytest
 
+# The slow groups (several seconds each on an idle 2-core machine: processes, subprocess pytest
+# runs, crash and convergence loops, 100,000-row migrations), marked `slow` here as well as by
+# @pytest.mark.slow in the files: `pytest -m "not slow"` is the quick local loop, CI runs all.
+# A module maps to None (all of it) or to the names of its slow tests (every parametrization).
+SLOW: dict[str, frozenset[str] | None] = {
+    "test_example_plugin.py": None,  # pip-installs a plugin, runs its conformance suites
+    "test_convergence.py": None,
+    "test_crash.py": None,
+    "test_migration_crash.py": None,
+    "test_migration_docs.py": None,
+    "test_sync_docs.py": None,
+    "test_http_processes.py": None,
+    "test_changelog_pg.py": None,
+    "test_model.py": None,
+    "test_postgres_server.py": None,  # starts servers of its own
+    "test_pytest_plugin.py": frozenset({  # pytest in a subprocess
+        "test_backends_from_the_command_line", "test_backends_from_the_ini_file",
+        "test_an_unknown_backend_is_a_usage_error",
+        "test_schema_verifier_fixture_reads_the_dumps_folder",
+        "test_schema_verifier_fixture_without_a_folder_says_what_to_set"}),
+    "test_cli.py": frozenset({"test_demo_end_to_end_as_a_process"}),
+    "test_migration_tools.py": frozenset({"test_cli_migrate_as_a_subprocess"}),
+    "test_server_batch.py": frozenset({"test_batch_equals_one_by_one"}),
+    "test_http_security.py": frozenset({"test_fuzz_every_endpoint"}),
+    "test_sqlite_watch.py": frozenset({"test_a_commit_right_after_the_first_subscribe_is_seen"}),
+    "test_migration_suite.py": frozenset({"test_a_hundred_thousand_rows"}),
+    "test_watch_suite.py": frozenset({"test_writes_from_another_process_reach_watchers"}),
+}
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Our own suites cover every bundled backend unless told otherwise.
     if not config.getoption("syncline_backend") and not config.getini("syncline_backends"):
         config.option.syncline_backend = [
             "memory", "memory-named", "sqlite", "sqlite-memory", "postgresql"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unseen = {module: set(names) for module, names in SLOW.items() if names}
+    for item in items:
+        module = item.path.name
+        if module not in SLOW:
+            continue
+        names = SLOW[module]
+        name = getattr(item, "originalname", item.name)
+        if names is None or name in names:
+            item.add_marker(pytest.mark.slow)
+            unseen.get(module, set()).discard(name)
+    # A renamed test must not silently join the quick loop. Only checked when whole modules
+    # were collected (not for `pytest file.py::test`).
+    if not any("::" in arg for arg in config.args):
+        collected = {item.path.name for item in items}
+        stale = {m: sorted(n) for m, n in unseen.items() if n and m in collected}
+        if stale:
+            raise pytest.UsageError(f"tests/conftest.py SLOW names missing tests: {stale}")
 
 
 @pytest.fixture

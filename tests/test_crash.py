@@ -380,7 +380,7 @@ def _check(model: Model, client: Store, server: Store, where: str, *,
         model.noop_deletes = len(applied) - len(by_mutation)
 
 
-def _wait_for(progress: int, count: int, timeout: float = 30.0) -> str | None:
+def _wait_for(progress: int, count: int, timeout: float = 120.0) -> str | None:
     """Read ``count`` bytes of the child's progress (a step begins with each); else why not."""
     deadline = time.monotonic() + timeout
     while count > 0:

@@ -41,7 +41,7 @@ class LiveServer:
         """The app's SyncApp: ``.server`` is the SyncServer, ``.store`` its store."""
         return self.app.state.sync
 
-    def start(self, timeout: float = 20.0) -> LiveServer:
+    def start(self, timeout: float = 60.0) -> LiveServer:
         self._server.should_exit = False
         self._thread = threading.Thread(target=self._server.run, name="syncline-live-server",
                                         daemon=True)

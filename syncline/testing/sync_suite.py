@@ -665,7 +665,7 @@ class SyncSuite:
             SyncWorker(client.sync_engine).start()
         note = Note(new_id(), "me", "background")
         client.repository(Note).insert(note)
-        assert client.wait_synced(Note, note.id, timeout=10)
+        assert client.wait_synced(Note, note.id, timeout=60)  # returns once synced
         assert server.server.store.repository(Note).get(note.id) == note
         client.stop_sync_worker()
         assert not worker.running

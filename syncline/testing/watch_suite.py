@@ -32,7 +32,9 @@ class Collector:
             self.results.append(result)
             self._cond.notify_all()
 
-    def wait_for(self, n: int, timeout: float = 5.0) -> list[Any]:
+    def wait_for(self, n: int, timeout: float = 60.0) -> list[Any]:
+        # Returns as soon as n results are in: the generous deadline only matters for a
+        # failure, and a busy machine can take seconds to deliver.
         with self._cond:
             self._cond.wait_for(lambda: len(self.results) >= n, timeout)
             return list(self.results)
@@ -134,7 +136,7 @@ class WatchSuite:
                     return got
             return got
 
-        assert asyncio.run(asyncio.wait_for(main(), 10)) == [0, 1]
+        assert asyncio.run(asyncio.wait_for(main(), 60)) == [0, 1]
 
     def test_writes_from_another_process_reach_watchers(self, store: Store,
                                                         store_url: str) -> None:
@@ -151,7 +153,7 @@ class WatchSuite:
         )
         subprocess.run([sys.executable, "-c", code, store_url], check=True, timeout=60)
         started = time.monotonic()
-        assert seen.wait_for(2, timeout=5)[-1] == 1
+        assert seen.wait_for(2)[-1] == 1
         assert time.monotonic() - started < 1.0
 
     def test_another_store_on_the_same_data_is_seen(self, store: Store, store_url: str) -> None:
