@@ -67,8 +67,9 @@ class SQLiteBuilder(SQLBuilder):
                 values: sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
         # One JSON array parameter, read back as rows by json_each: no limit on its length.
         each = sa.func.json_each(values).table_valued("value")
-        if kind == "bytes":  # JSON has no bytes: compared as hex text
-            return sa.func.hex(column).in_(sa.select(each.c.value))
+        if kind == "bytes":  # JSON has no bytes: compared as hex text (hex(NULL) is '')
+            as_hex = sa.case((column.is_(None), sa.null()), else_=sa.func.hex(column))
+            return as_hex.in_(sa.select(each.c.value))
         return self.comparable(column, kind).in_(
             sa.select(self.comparable(each.c.value, kind)))
 

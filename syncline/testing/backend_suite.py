@@ -19,10 +19,17 @@ import datetime as dt
 import decimal
 import enum
 import math
+import operator
+import os
+import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import pytest
@@ -146,6 +153,35 @@ EDGE_VALUES: dict[str, list[Any]] = {
     "items": [[], [1, "a", None, True, 2.5], _nested(64), _nested(65), ["😀"], (1, 2)],
     "key": ["k", "k" * 800, "k" * 801, "é" * 400, "é" * 401],
 }
+
+
+#: the fields with a total order (sorted and compared in the edge-value ordering case)
+ORDERED_FIELDS = ["number", "ratio", "text", "blob", "amount", "when", "day", "ident", "key"]
+
+#: more values for the ordering case: neighbours that a lossy comparison would confuse
+EXTRA_ORDERED: dict[str, list[Any]] = {
+    "number": [INT64_MAX - 1, INT64_MIN + 1, 2**53, 2**53 + 1],
+    "ratio": [-5e-324, 1e-300, 0.30000000000000004, 0.3],
+    "text": ["A", "a ", "ab", "aé", "a\uffff", "a😀", "\u0080", "\x7f"],
+    "blob": [b"\x00\x00", b"\xff", b"a", b"a\x00"],
+    "amount": [decimal.Decimal(x) for x in (
+        "0.1", "0.10000000000000001", "12345678901234567890.1", "12345678901234567890.2",
+        "-1E+300", "1E-300", "2.5")],
+    "when": [T0 + dt.timedelta(microseconds=1), T0 - dt.timedelta(microseconds=1),
+             dt.datetime(1970, 1, 1, tzinfo=UTC)],
+    "day": [dt.date(1970, 1, 1), dt.date(2000, 3, 1)],
+    "ident": [uuid.UUID(int=1), uuid.UUID(int=2**127), uuid.UUID(int=2**64)],
+    "key": ["", "K", "k\u0080"],
+}
+
+
+def _float_safe(value: Any) -> bool:
+    """A Decimal a float holds without changing order (backends without exact_decimals
+    compare decimals as floats)."""
+    if not isinstance(value, decimal.Decimal) or not value.is_finite():
+        return False
+    return value == 0 or (1e-300 < abs(value) < 1e300
+                          and len(value.as_tuple().digits) <= 15)
 
 
 def _canonical(obj: Values) -> Values:
@@ -313,12 +349,112 @@ class ValueDomainSuite:
             repo.upsert(Values("k", items=(1, 2)))  # type: ignore[arg-type]
         assert repo.count() == 0
 
+    @pytest.mark.parametrize("field", ORDERED_FIELDS)
+    def test_edge_values_sort_and_compare_as_in_python(self, values_store: Store,
+                                                       field: str) -> None:
+        """Every stored edge value of a field sorts (both ways, ties by key) and compares
+        (==, !=, <, <=, >, >=, in_, not_in) exactly as Python orders the values read back."""
+        repo = values_store.repository(Values)
+        exact = "exact_decimals" in values_store.backend.capabilities
+        stored: dict[str, Any] = {}
+        for i, value in enumerate(EDGE_VALUES[field] + EXTRA_ORDERED.get(field, [])):
+            if isinstance(value, bool) or (field == "amount" and not exact
+                                           and not _float_safe(value)):
+                continue
+            obj = Values(f"{field}-{i:02d}", **{field: value})
+            try:
+                repo.upsert(obj)
+            except syncline.SerializationError:
+                continue
+            got = repo.get(obj.id)
+            assert got is not None
+            stored[obj.id] = getattr(got, field)
+        repo.upsert(Values(f"{field}-null"))  # NULL: first ascending, never compared true
+        assert len(stored) >= 3, stored
+        column = getattr(F, field)
+        ascending = [None, *sorted(stored, key=lambda k: (stored[k], k))]
+        got_ids = [v.id for v in repo.find(order_by=column.asc())]
+        assert got_ids == [f"{field}-null" if k is None else k for k in ascending]
+        descending = [*sorted(stored, key=lambda k: (stored[k], k), reverse=True), None]
+        got_ids = [v.id for v in repo.find(order_by=column.desc())]
+        assert got_ids == [f"{field}-null" if k is None else k for k in descending]
+        ops: list[tuple[Callable[[Any, Any], Any], Callable[[Any, Any], bool]]] = [
+            (operator.eq, operator.eq), (operator.ne, operator.ne), (operator.lt, operator.lt),
+            (operator.le, operator.le), (operator.gt, operator.gt), (operator.ge, operator.ge)]
+        for probe in {repr(v): v for v in stored.values()}.values():
+            for build, check in ops:
+                expected = sorted(k for k, v in stored.items() if check(v, probe))
+                found = sorted(v.id for v in repo.find(build(column, probe)))
+                assert found == expected, (field, describe(probe), build.__name__)
+        some = list(stored.values())[::2]
+        for values in (some, some * 300):  # a few values, and more than one statement binds
+            assert sorted(v.id for v in repo.find(column.in_(values))) == sorted(
+                k for k, v in stored.items() if v in some)
+            assert sorted(v.id for v in repo.find(column.not_in(values))) == sorted(
+                k for k, v in stored.items() if v not in some)
+
+    def test_like_on_edge_text(self, values_store: Store) -> None:
+        """``_`` is one character (an astral one too), ``%`` any run, case and accents count,
+        and the escapes match literally, whatever the text holds."""
+        repo = values_store.repository(Values)
+        texts = {"e": "", "a": "a", "emoji": "😀", "bmp": "\uffff", "ws": "é\n\t",
+                 "meta": "%_\\", "long": "x" * 10_000, "upper": "É\n\t",
+                 "mixed": "a😀b", "nl": "line\nbreak"}
+        repo.upsert_many([Values(k, text=v) for k, v in texts.items()])
+        repo.upsert(Values("null"))
+
+        def ids(pattern: str) -> list[str]:
+            return sorted(v.id for v in repo.find(F.text.like(pattern)))
+
+        def want(match: Callable[[str], bool]) -> list[str]:
+            return sorted(k for k, v in texts.items() if match(v))
+
+        assert ids("%") == want(lambda t: True)
+        assert ids("_") == want(lambda t: len(t) == 1)
+        assert ids("a_b") == ["mixed"]
+        assert ids("%😀%") == ["emoji", "mixed"]
+        assert ids("é%") == ["ws"] and ids("É%") == ["upper"]
+        assert ids("\\%\\_\\\\") == ["meta"]
+        assert ids(like_escape("%_\\")) == ["meta"]
+        assert ids("x%x") == ["long"] and ids("x" * 10_000) == ["long"]
+        assert ids("%\n%") == ["nl", "upper", "ws"]
+        assert ids("") == ["e"]
+        assert repo.count(~F.text.like("%")) == 0  # NULL LIKE anything is unknown
+
     def test_none_in_a_non_optional_field_names_it(self, values_store: Store) -> None:
         repo = values_store.repository(Strict)
         for field in ("flag", "ratio", "mood"):
             with pytest.raises(syncline.SerializationError, match=rf"Strict\.{field}.*None"):
                 repo.upsert(Strict("n", **{field: None}))  # type: ignore[arg-type]
         assert repo.count() == 0
+
+
+def in_another_process(url: str, action: str) -> None:
+    """Run :func:`other_process` in a new Python process (the backend's plugin must be
+    installed: the new process finds it by its entry point, as any application would)."""
+    code = ("import sys\nfrom syncline.testing.backend_suite import other_process\n"
+            "sys.exit(other_process(sys.argv[1], sys.argv[2]))")
+    out = subprocess.run([sys.executable, "-c", code, url, action], capture_output=True,
+                         text=True, timeout=600, env=dict(os.environ), check=False)
+    assert out.returncode == 0, (
+        f"the other process ({action}) failed with exit code {out.returncode}:\n"
+        f"{out.stdout[-3000:]}{out.stderr[-3000:]}")
+
+
+def other_process(url: str, action: str) -> int:
+    """The other process's side: read p001 and Everything 1, then write p002."""
+    assert action == "check p001, write p002", action
+    with syncline.open(url, entities=ENTITIES) as store:
+        got = store.repository(Post).get("p001")
+        if got != make_post(1):
+            print(f"this process read p001 as {got!r}; expected {make_post(1)!r}")
+            return 3
+        every = store.repository(Everything).get(1)
+        if every != make_everything(1):
+            print(f"this process read Everything 1 as {every!r}")
+            return 4
+        store.repository(Post).upsert(make_post(2))
+    return 0
 
 
 class BackendSuite(ValueDomainSuite):
@@ -735,6 +871,101 @@ class BackendSuite(ValueDomainSuite):
         first.close()
         second = open_store()
         assert second.repository(Post).get("p001") == make_post(1)
+
+    def test_data_survives_another_process(self, store_url: str,
+                                           open_store: StoreFactory) -> None:
+        """``persistent`` means on disk (or on a server), not in this process: what one
+        process wrote and closed, a new process reads back, and the other way round."""
+        first = open_store()
+        self.require(first, "persistent")
+        first.repository(Post).upsert(make_post(1))
+        first.repository(Everything).upsert(make_everything(1))
+        first.close()
+        in_another_process(store_url, "check p001, write p002")
+        second = open_store()
+        assert second.repository(Post).get("p002") == make_post(2)
+        assert second.repository(Post).get("p001") == make_post(1)
+
+    def test_another_process_works_on_the_open_store(self, store_url: str,
+                                                     store: Store) -> None:
+        """``multi_process``: another process opens the store while this one has it open,
+        reads what this one committed, and this one reads what it wrote."""
+        self.require(store, "multi_process")
+        store.repository(Post).upsert(make_post(1))
+        store.repository(Everything).upsert(make_everything(1))
+        in_another_process(store_url, "check p001, write p002")
+        assert store.repository(Post).get("p002") == make_post(2)
+
+    # -- error classes -------------------------------------------------------------------------
+
+    @pytest.fixture
+    def unreachable_url(self, store_url: str, store: Store, tmp_path: Path) -> str:
+        """A URL of this backend that cannot be reached. Derived from ``store_url``: a file
+        path goes under a "folder" that is a file (no permission bits involved, so root gets
+        the same answer); a host goes to a closed port on 127.0.0.1. Override it when that
+        does not fit your backend."""
+        if "persistent" not in store.backend.capabilities:
+            pytest.skip("a store that lives in this process cannot be unreachable")
+        scheme, _, rest = store_url.partition("://")
+        base, sep, query = rest.partition("?")
+        tail = sep + query
+        if base.startswith("/"):  # scheme:///path
+            blocker = tmp_path / "a-file-not-a-folder"
+            blocker.write_text("not a folder")
+            return f"{scheme}:///{blocker}/missing/{Path(base[1:]).name or 'store'}{tail}"
+        parts = urlsplit(store_url.partition("?")[0])
+        if parts.hostname:
+            with socket.socket() as sock:  # a port nobody listens on once it is closed
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            user = parts.netloc.rpartition("@")[0]
+            netloc = (user + "@" if user else "") + f"127.0.0.1:{port}"
+            return f"{scheme}://{netloc}{parts.path}{tail}"
+        pytest.skip(f"cannot derive an unreachable URL from {store_url!r}; override the "
+                    f"unreachable_url fixture")
+
+    def test_an_unreachable_store_is_backend_unavailable(self, unreachable_url: str,
+                                                          tmp_path: Path) -> None:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        with pytest.raises(syncline.BackendUnavailableError):
+            syncline.open(unreachable_url, entities=ENTITIES)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing created
+
+    def test_errors_are_classified(self, store: Store,
+                                   posts: syncline.Repository[Post]) -> None:
+        """Duplicate keys are IntegrityError, values beyond the limits SerializationError,
+        and nothing is written either way."""
+        posts.insert(make_post(1, local_id="same"))
+        with pytest.raises(syncline.IntegrityError):
+            posts.insert(make_post(1))
+        with pytest.raises(syncline.IntegrityError):
+            posts.insert_many([make_post(2), make_post(1)])
+        with pytest.raises(syncline.IntegrityError):
+            posts.upsert(make_post(3, local_id="same"))
+        for oversize in (make_post(4, id="p" * 10_000), make_post(4, local_id="l" * 10_000),
+                         make_post(4, likes_count=2**64), make_post(4, content="\x00")):
+            with pytest.raises(syncline.SerializationError):
+                posts.upsert(oversize)
+        with pytest.raises(syncline.SerializationError):
+            store.repository(Everything).upsert(make_everything(
+                1, amount=decimal.Decimal("1E+200000")))
+        assert [p.id for p in posts.all()] == ["p001"]
+        assert store.repository(Everything).count() == 0
+
+    def test_in_with_seventy_thousand_values(self, filled: list[Post],
+                                             posts: syncline.Repository[Post]) -> None:
+        """More values than PostgreSQL takes parameters (65,535): it just works."""
+        many = [f"p{i:03d}" for i in range(70_000)]
+        assert posts.count(F.id.in_(many)) == len(filled)
+        assert posts.count(F.id.not_in(many)) == 0
+        odd = [f"p{i:03d}" for i in range(1, 70_000, 2)]
+        assert [p.id for p in posts.find(F.id.in_(odd) & (F.user_id == "u1"),
+                                         order_by="id")] == \
+            [p.id for p in filled if int(p.id[1:]) % 2 and p.user_id == "u1"]
+        assert posts.count(F.id.not_in(odd)) == sum(1 for p in filled if int(p.id[1:]) % 2 == 0)
+        likes = list(range(-40_000, 40_000))
+        assert posts.count(F.likes_count.in_(likes)) == len(filled)
+        assert posts.delete_where(F.id.in_(odd)) == sum(1 for p in filled if int(p.id[1:]) % 2)
 
     def test_a_newer_store_refuses_to_open(self, open_store: StoreFactory) -> None:
         first = open_store(schema_version=3)

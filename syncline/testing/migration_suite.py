@@ -2,7 +2,8 @@
 
 Subclass :class:`MigrationSuite` and give it a ``store_url`` fixture, as for the backend suite.
 A store that forgets its data when closed (a private in-memory one) is always new, never
-upgraded: the suite skips there, saying so. Tests needing SQL (expressions, views, triggers) or
+upgraded: the suite skips there, saying so; a backend that declares ``persistent`` and loses
+a table when closed fails instead. Tests needing SQL (expressions, views, triggers) or
 enforced foreign keys skip on backends without that capability.
 """
 
@@ -120,6 +121,9 @@ class MigrationSuite:
             return store
 
         if not self._keeps_data(store_url):
+            if "persistent" in self._capabilities(store_url):
+                pytest.fail("the backend declares 'persistent' but a table created before "
+                            "closing was gone after reopening: the capability is not honoured")
             pytest.skip("this store forgets its data when closed: it is always created anew, "
                         "never upgraded")
         yield factory
@@ -146,6 +150,13 @@ class MigrationSuite:
         backend.drop_table(table.name)
         backend.close()
         return kept
+
+    @staticmethod
+    def _capabilities(url: str) -> frozenset[str]:
+        from syncline.core.plugins import plugin_manager
+        from syncline.core.store import scheme_of
+
+        return frozenset(plugin_manager().backend_class(scheme_of(url))(url).capabilities)
 
     @staticmethod
     def require_url(url: str, capability: str) -> None:
