@@ -286,7 +286,7 @@ def test_in_with_more_values_than_postgresql_takes_parameters(store: Store) -> N
     assert tags.delete_where(F.id.in_(many[5:])) == 5
 
 
-# -- 5. sync() under concurrent writes to the same records ------------------------------------------
+# -- 5. sync() under concurrent writes to the same records -----------------------------------
 
 
 def test_sync_while_threads_write_the_same_records(postgres_url: str,
