@@ -122,8 +122,9 @@ COMMAND = "machine_like"
 
 
 class LikeHandler:
-    """``machine_like`` needs its item on the server at (at least) the write the device had
-    when it queued the command; otherwise it is refused, and the device dead-letters it."""
+    """``machine_like`` needs its item on the server at exactly the write the device had when
+    it queued the command (a command sees what was committed before it, nothing later);
+    otherwise it is refused, and the device dead-letters it."""
 
     @syncline.hookimpl
     def syncline_handle_command(self, server: Any, principal: str, name: str,
@@ -131,10 +132,10 @@ class LikeHandler:
         if name != COMMAND or payload is None:
             return None
         item = server.store.repository(ServerItem).get(payload["item"])
-        if item is None or item.counter < payload["at_least"]:
+        if item is None or item.counter != payload["at"]:
             raise ConflictError(
                 f"{COMMAND} {payload['cmd']}: item {payload['item']} is not on the server at "
-                f"write {payload['at_least']} (the server has "
+                f"write {payload['at']} (the server has "
                 f"{'nothing' if item is None else f'write {item.counter}'})")
         likes = server.store.repository(Like)
         seen = likes.get(payload["cmd"])
@@ -162,8 +163,10 @@ class TickingClock(FakeClock):
 BODY_LIMIT: int | None = 1400  # bytes; the largest single mutation is about 650
 MAX_RETRIES = 3
 DRAIN_ROUNDS = 60
+STEPS = 30
 BAD_LABELS = ("invalid", "poison")
 TABLES = {"item": "machine_items", "child": "machine_children"}
+CLASSES: dict[str, tuple[type, type]] = {"item": (Item, ServerItem), "child": (Child, ServerChild)}
 
 
 def _is_poison(m: Mutation) -> bool:
@@ -237,7 +240,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.n = n
         self.records: dict[tuple[str, str], Rec] = {}
         self.entry_serial: dict[str, int] = {}  # outbox entry id -> the write number it holds
-        self.commands: dict[str, tuple[int, str, int]] = {}  # cmd -> device, item, at_least
+        self.commands: dict[str, tuple[int, str, int]] = {}  # cmd -> device, item, write
         self.ids = itertools.count()
 
     def _conflict_listener(self, device: int) -> Callable[[Conflict], None]:
@@ -372,7 +375,7 @@ class SyncMachine(RuleBasedStateMachine):
         cmd = f"k{rec.device}-{next(self.ids)}"
         self.commands[cmd] = (rec.device, rec.id, rec.serial)
         self.devices[rec.device].enqueue_command(
-            COMMAND, {"cmd": cmd, "item": rec.id, "at_least": rec.serial})
+            COMMAND, {"cmd": cmd, "item": rec.id, "at": rec.serial})
 
     @precondition(lambda self: self._items(live=True, valid=True))
     @rule(pick=st.integers(0, 1000))
@@ -500,16 +503,20 @@ class SyncMachine(RuleBasedStateMachine):
                        for e in store.outbox.entries.all()) for store in self.devices]
 
     def drain_and_check(self) -> None:
-        assert self.server is not None
         self.drain()
         self.nothing_conflicts_and_the_server_keeps_each_records_order()
         self.no_valid_write_is_dead_lettered()
-        server = self.server.store
-        classes = {"item": (Item, ServerItem), "child": (Child, ServerChild)}
+        self.check_everyone_holds_what_was_written()
+        self.check_nothing_is_stuck()
+        self.check_record_states()
+        self.check_commands_ran_once()
+
+    def check_everyone_holds_what_was_written(self) -> None:
+        assert self.server is not None
         for (kind, rid), rec in sorted(self.records.items()):
-            cls, server_cls = classes[kind]
+            cls, server_cls = CLASSES[kind]
             expected = None if rec.obj is None else attrs.asdict(rec.obj)
-            on_server = server.repository(server_cls).get(rid)
+            on_server = self.server.store.repository(server_cls).get(rid)
             got = None if on_server is None else attrs.asdict(on_server)
             if rec.bad is None:
                 assert got == expected, (
@@ -525,25 +532,33 @@ class SyncMachine(RuleBasedStateMachine):
                 assert have == want, (
                     f"{kind} {rid} of device {rec.device}: device {d} has {have}, expected "
                     f"{want}")
+
+    def check_nothing_is_stuck(self) -> None:
+        """Only bad records' entries are left in a queue, behind their dead letters."""
         for d, store in enumerate(self.devices):
-            # Nothing stuck: only bad records' entries are left, behind their dead letters.
             dead = {(e.entity, e.record_id) for e in store.outbox.dead_letters()}
             for e in store.outbox.entries.find(F.state == EntryState.PENDING):
                 assert (e.entity, e.record_id) in dead, (
                     f"device {d}: stuck in the queue after the drain: {_describe(e)} "
                     f"(error {e.error})")
-            for (kind, rid), rec in self.records.items():
-                if rec.device != d:
-                    continue
-                state = store.repository(classes[kind][0]).sync_state(rid)
-                if rec.bad is None:
-                    assert state is None or state.status is SyncStatus.SYNCED, (
-                        f"device {d}: {kind} {rid} is {state}")
-        likes = {like.id: like for like in server.repository(Like).all()}
-        for cmd, (d, item, at_least) in self.commands.items():
+
+    def check_record_states(self) -> None:
+        """A valid record is synced (or, deleted, has no state left)."""
+        for (kind, rid), rec in self.records.items():
+            store = self.devices[rec.device]
+            state = store.repository(CLASSES[kind][0]).sync_state(rid)
+            if rec.bad is None:
+                assert state is None or state.status is SyncStatus.SYNCED, (
+                    f"device {rec.device}: {kind} {rid} has nothing queued but its state is "
+                    f"{state}")
+
+    def check_commands_ran_once(self) -> None:
+        assert self.server is not None
+        likes = {like.id: like for like in self.server.store.repository(Like).all()}
+        for cmd, (d, item, at) in self.commands.items():
             like = likes.get(cmd)
             assert like is not None and like.times == 1, (
-                f"command {cmd} of device {d} on item {item} (write {at_least}) was carried out "
+                f"command {cmd} of device {d} on item {item} (write {at}) was carried out "
                 f"{0 if like is None else like.times} times")
         assert set(likes) <= set(self.commands)
 
@@ -553,7 +568,7 @@ class SQLiteSyncMachine(SyncMachine):
 
 
 def _settings(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, stateful_step_count=40,
+    return settings(max_examples=examples, deadline=None, stateful_step_count=STEPS,
                     suppress_health_check=[HealthCheck.too_slow,
                                            HealthCheck.filter_too_much])
 
@@ -565,4 +580,4 @@ def test_devices_and_server_agree_whatever_the_network_does() -> None:
 
 @pytest.mark.slow
 def test_on_sqlite_devices() -> None:
-    run_state_machine_as_test(SQLiteSyncMachine, settings=_settings(60 if CI else 10))  # type: ignore[no-untyped-call]
+    run_state_machine_as_test(SQLiteSyncMachine, settings=_settings(40 if CI else 10))  # type: ignore[no-untyped-call]
