@@ -190,3 +190,20 @@ def test_twenty_failed_sqlite_opens_keep_no_descriptor(tmp_path: Path, no_gc: No
             syncline.open(f"sqlite:///{bad}", entities=[Note])
     assert _open_descriptors() == before
     assert bad.read_bytes().startswith(b"this is no SQLite database")
+
+
+def test_syncline_init_takes_a_url_with_store_parameters(postgres_url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy_utils import drop_database
+
+    missing = make_url(postgres_url).set(database=f"syncline_init_opts_{os.getpid()}")
+    url = missing.render_as_string(hide_password=False) + "?schema=Opts&pool_size=2"
+    result = CliRunner().invoke(main, ["init", url])
+    assert result.exit_code == 0, result.output
+    assert "created database" in result.output
+    try:
+        with syncline.open(url, entities=[Note]) as store:
+            store.repository(Note).insert(Note("a", "b"))
+            assert store.repository(Note).count() == 1
+    finally:
+        drop_database(missing.set(drivername="postgresql+psycopg"))

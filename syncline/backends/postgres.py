@@ -213,7 +213,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
         """Create the database named in ``url`` if it does not exist (``syncline init``)."""
         from sqlalchemy_utils import create_database, database_exists
 
-        sa_url = sa.engine.make_url(url).set(drivername="postgresql+psycopg")
+        sa_url = cls(url).sa_url  # options checked, the store's own (?schema=) left out
         where = f"{sa_url.host}:{sa_url.port or 5432}/{sa_url.database}"
         try:
             if database_exists(sa_url):

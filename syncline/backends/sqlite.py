@@ -79,6 +79,14 @@ class SQLiteBuilder(SQLBuilder):
         return json.dumps(list(values), default=str, allow_nan=False)
 
 
+_preparer = sqlite_dialect.dialect().identifier_preparer
+
+
+def _q(name: str) -> str:
+    """An identifier quoted by SQLAlchemy's SQLite preparer (always quoted, quotes doubled)."""
+    return str(_preparer.quote_identifier(name))
+
+
 def _datetime_to_text(value: Any) -> str:
     # Fixed width, always UTC: text order is time order.
     if type(value) is dt.datetime and value.tzinfo is dt.UTC:
@@ -485,7 +493,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
 
     def drop_table(self, name: str) -> None:
         with self._use() as conn, self._errors(f"dropping table {name}"):
-            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+            conn.execute(f"DROP TABLE IF EXISTS {_q(name)}")
 
     def table_names(self) -> list[str]:
         with self._use() as conn, self._errors("listing tables"):
@@ -496,16 +504,16 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         return [r[0] for r in rows]
 
     def create_index(self, table: str, index: IndexSpec) -> None:
-        cols = ", ".join(f'"{c}"' for c in index.columns)
+        cols = ", ".join(_q(c) for c in index.columns)
         unique = "UNIQUE " if index.unique else ""
         with self._use() as conn, self._errors(f"creating index {index.name}"):
             conn.execute(
-                f'CREATE {unique}INDEX IF NOT EXISTS "{index.name}" ON "{table}" ({cols})'
+                f"CREATE {unique}INDEX IF NOT EXISTS {_q(index.name)} ON {_q(table)} ({cols})"
             )
 
     def drop_index(self, table: str, name: str) -> None:
         with self._use() as conn, self._errors(f"dropping index {name}"):
-            conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+            conn.execute(f"DROP INDEX IF EXISTS {_q(name)}")
 
     def get_schema_version(self) -> int | None:
         with self._use() as conn, self._errors("reading the schema version"):
@@ -601,9 +609,9 @@ class SQLiteBackend(TupleRowsMixin, Backend):
                 conn.executemany(sql, rows)
 
     def increment(self, table: TableSpec, key: Any, column: str, by: int = 1) -> int:
-        sql = (f'INSERT INTO "{table.name}" ("{table.primary_key}", "{column}") VALUES (?, ?) '
-               f'ON CONFLICT ("{table.primary_key}") DO UPDATE SET "{column}" = '
-               f'"{table.name}"."{column}" + excluded."{column}" RETURNING "{column}"')
+        t, pk, c = _q(table.name), _q(table.primary_key), _q(column)
+        sql = (f"INSERT INTO {t} ({pk}, {c}) VALUES (?, ?) ON CONFLICT ({pk}) DO UPDATE SET "
+               f"{c} = {t}.{c} + excluded.{c} RETURNING {c}")
         with self._atomic(False) as conn, self._errors(f"counting in {table.name}"):
             return int(conn.execute(sql, (key, by)).fetchone()[0])
 
