@@ -19,6 +19,19 @@ def free_port() -> int:
         return port
 
 
+def _bound_socket(port: int) -> socket.socket:
+    """A socket bound to 127.0.0.1:``port`` (0: a free one), not listening yet: connections are
+    refused until the server starts, and nobody else can take the port meanwhile."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class LiveServer:
     """``with LiveServer(config, entities) as server:`` then point clients at ``server.url``."""
 
@@ -28,7 +41,10 @@ class LiveServer:
 
         self.config = config
         self.entities = list(entities)
-        self.port = port or free_port()
+        # Bound here and handed to uvicorn: a port probed free and bound later can be taken by
+        # another process in between, which happens on a busy machine.
+        self._socket: socket.socket | None = _bound_socket(port or 0)
+        self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self.app = create_app(config, self.entities)
         self._server = uvicorn.Server(uvicorn.Config(
@@ -43,8 +59,10 @@ class LiveServer:
 
     def start(self, timeout: float = 60.0) -> LiveServer:
         self._server.should_exit = False
+        if self._socket is None:  # uvicorn closed it when it stopped
+            self._socket = _bound_socket(self.port)
         self._thread = threading.Thread(target=self._server.run, name="syncline-live-server",
-                                        daemon=True)
+                                        kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -58,6 +76,9 @@ class LiveServer:
             self._server.should_exit = True
             self._thread.join(20)
             self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def restart(self) -> None:
         """Stop and start again on the same port (clients see dropped connections)."""
