@@ -48,11 +48,11 @@ from syncline.core.errors import ConflictError
 from syncline.core.outbox import EntryState, OutboxEntry, SyncStatus
 from syncline.core.plugins import register_plugin, unregister_plugin
 from syncline.core.query import F
-from syncline.core.serverside import ANONYMOUS
 from syncline.core.store import Store
 from syncline.core.sync import Backoff, Conflict, SyncReport
 from syncline.core.transport import Mutation, PushLimits, PushResponse
 from syncline.plugins.mock import MockServer
+from syncline.server.engine import ANONYMOUS
 
 CI = os.environ.get("CI") == "true"
 _names = itertools.count()
