@@ -7,8 +7,11 @@ The queue is read in commit order (``seq``) and cut into groups, one per mutatio
 - one mutation per record per batch: the next one's base version is known only once the
   server has answered the previous one;
 - a command goes after every record write committed before it and after earlier commands
-  (``after=`` at enqueue time narrows that to named records, or to none);
-- a write whose foreign key names a record with queued changes left behind waits for them;
+  (``after=`` at enqueue time narrows that to named records, or to none); while it waits,
+  the writes committed after it wait too (those of its ``after=`` records only, for a
+  narrowed one): what the command meets on the server is what was committed before it;
+- a write whose foreign key names a record with queued changes left behind waits for them,
+  and a delete waits while a change of a record of a child table is left behind;
 - unsent changes of one record coalesce (create+update is a create, create+delete nothing),
   never across a command queued between them, never into a group already sent;
 - a group that failed alone before (a poison suspect) is sent alone.
@@ -59,6 +62,10 @@ class Planner:
     _seen_groups: set[str] = attrs.Factory(set)
     _writes_behind: bool = False
     _commands_behind: bool = False
+    #: a command waiting for every earlier write was left behind: nothing after it goes
+    _barrier: bool = False
+    #: tables with a child record's change left behind: their deletes wait
+    _children_behind: set[str] = attrs.Factory(set)
 
     @property
     def full(self) -> bool:
@@ -89,11 +96,18 @@ class Planner:
         if ready and not self.full and self._take([e]):
             return
         self._commands_behind = True
+        if deps is None:
+            self._barrier = True  # what it may see on the server must not change before it
+        else:
+            self._blocked.update(deps)
 
     def _write(self, e: OutboxEntry) -> None:
         rec: Rec = (e.entity, e.record_id or "")
         if e.group_id is not None and e.group_id in self._seen_groups:
             return  # a member of a sent group already planned (or left behind) whole
+        if self._barrier or (e.action == "delete" and e.entity in self._children_behind):
+            self._leave(rec, e)  # (a parent's delete waits for its children's changes)
+            return
         group = self._open.get(rec)
         if group is not None and e.group_id is None and e.coalesce \
                 and group[-1].action != "delete" and not self._waits_for_parent(e):
@@ -134,6 +148,8 @@ class Planner:
             self._closed.add(rec)
         self._blocked.add(rec)
         self._writes_behind = True
+        for _, parent in self.parents.get(e.entity, ()):
+            self._children_behind.add(parent)
 
     def _waits_for_parent(self, e: OutboxEntry) -> bool:
         if e.payload is None:

@@ -548,11 +548,18 @@ class SyncEngine:
                         payload, None if action == "create" else base)
 
     def _forget_if_unsent(self, entry: OutboxEntry) -> None:
+        """A create and its delete folded into nothing: with nothing else queued, the record
+        is what the server last acknowledged (gone), or unknown to it (forget its state)."""
         assert entry.record_id is not None
         if not self.outbox.has_pending(entry.entity, entry.record_id):
             state = self.outbox.state(entry.entity, entry.record_id)
-            if state is not None and state.server_version is None:
+            if state is None:
+                return
+            if state.server_version is None:
                 self.outbox.states.delete(state.key)
+            elif state.status is not SyncStatus.CONFLICT:
+                self.outbox.states.update(state.key, status=SyncStatus.SYNCED, error=None,
+                                          retry_count=0, deleted=True)
 
     def _mark_records(self, group: list[OutboxEntry], status: SyncStatus, error: str | None,
                       bump: bool = True) -> None:
