@@ -201,7 +201,7 @@ def test_cli_dump_migrate_verify_and_status(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     v1 = _app(tmp_path, monkeypatch, APP_V1)
     v2 = _app(tmp_path, monkeypatch, APP_V2)
-    runner = CliRunner()
+    runner = CliRunner(env={"COLUMNS": "1000"})  # no wrapping of messages with long tmp paths
     store = f"sqlite:///{tmp_path}/cli.db"
 
     result = runner.invoke(main, ["schema", "dump", "--schema", f"{v1}:schema",
