@@ -8,9 +8,15 @@ applied mutation by mutation id (:mod:`syncline.server.tables`; open its store w
 effect, its change-log entry and its recorded result commit together, so a retried mutation is
 answered from the record and never applied twice.
 
-Order without gaps: each writing transaction takes the next sequence number from one counter row
-and holds it until it commits, so writers commit in sequence order and a reader that resumes
-"after the highest number I saw" cannot skip a change that commits later.
+Order without gaps: every log entry has a position, and a pull resumes after the last position
+it returned; :mod:`syncline.server.order` keeps a change committed later from landing behind a
+reader's cursor (a counter row that writers hold on SQLite; record locks, a sequence and a
+transaction-id watermark on PostgreSQL, where writers of different records commit together).
+
+Compaction and retention: the log keeps one entry per record, its latest change, so a pull from
+the start reads the current state. Deletions stay as tombstones for ``tombstone_retention``,
+mutation results for ``mutation_retention``; :meth:`SyncServer.purge` drops older ones (pushes
+run it every ``purge_interval``), and a cursor older than a dropped tombstone is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,6 +40,7 @@ from syncline.core.errors import (
     ConfigurationError,
     ConflictError,
     IntegrityError,
+    InvalidCursorError,
     NotFoundError,
     SerializationError,
     TransactionConflictError,
@@ -48,7 +57,8 @@ from syncline.core.transport import (
     to_wire,
 )
 from syncline.core.values import INT64_MAX, INT64_MIN, check_id, check_json_any, check_str, describe
-from syncline.server.cursor import decode_cursor, encode_cursor
+from syncline.server.cursor import Cursor, decode_cursor, encode_cursor
+from syncline.server.order import Position, PostgresOrder, log_order
 from syncline.server.store import ServerTablesFollow
 from syncline.server.tables import (
     SERVER_ENTITIES,
@@ -62,7 +72,14 @@ from syncline.server.wire import skipped
 if TYPE_CHECKING:
     from syncline.core.store import Store
 
+log = logging.getLogger("syncline.server.retention")
+
 ANONYMOUS = "anonymous"
+#: how long deletions stay in the log as tombstones, and mutation results for retries (defaults)
+TOMBSTONE_RETENTION = dt.timedelta(days=30)
+MUTATION_RETENTION = dt.timedelta(days=30)
+#: seconds between two purges of one server (run after a push)
+PURGE_INTERVAL = 300.0
 #: the owner of records of shared entities: every principal reads and writes them
 SHARED = "*"
 
@@ -130,10 +147,16 @@ class SyncServer:
     """Applies pushes and answers pulls for the entities of ``store``.
 
     ``assign_ids`` makes the server give created records ids of its own (clients then remap).
+    ``tombstone_retention`` and ``mutation_retention`` (None: forever) say how long deletions
+    and mutation results are kept; a push purges older ones at most every ``purge_interval``
+    seconds (None: only :meth:`purge` does).
     """
 
     def __init__(self, store: Store, *, assign_ids: bool = False,
-                 max_page: int = 1000, shared: Sequence[str] = ()) -> None:
+                 max_page: int = 1000, shared: Sequence[str] = (),
+                 tombstone_retention: dt.timedelta | None = TOMBSTONE_RETENTION,
+                 mutation_retention: dt.timedelta | None = MUTATION_RETENTION,
+                 purge_interval: float | None = PURGE_INTERVAL) -> None:
         missing = {spec_of(c).table.name for c in SERVER_ENTITIES} - {
             t.name for t in store.tables()}
         if missing:
@@ -154,6 +177,12 @@ class SyncServer:
         store.outbox.queues_writes = False  # the server's own writes are the truth
         self.assign_ids = assign_ids
         self.max_page = max_page
+        self.tombstone_retention = tombstone_retention
+        self.mutation_retention = mutation_retention
+        self.purge_interval = purge_interval
+        self._purged_at: float | None = None
+        #: numbers the log's changes and bounds what pulls read (syncline.server.order)
+        self.order = log_order(store)
         self.records = store.repository(ServerRecord)
         self.changes = store.repository(ChangeEntry)
         self.applied = store.repository(AppliedMutation)
@@ -189,23 +218,45 @@ class SyncServer:
         return spec
 
     def _next_seq(self) -> int:
-        # The counter row is the writers' queue: incremented first thing in every writing
-        # transaction and locked until it commits, so writers commit in sequence order (and see
-        # each other's committed data even at READ COMMITTED).
-        seq = self.store.backend.increment(self.meta.table, "seq", "value")
-        self.store.touched(self.meta.table.name)
-        return seq
+        """A new change number in this transaction (after the records' locks)."""
+        return self._take()[1]
+
+    def _take(self) -> tuple[int, int]:
+        """This transaction's txid and a new change number (after the records' locks)."""
+        txid, seqs = self.order.take(1)
+        return txid, seqs[0]
+
+    def _record_keys(self, mutations: Sequence[Mutation], principal: str) -> list[str]:
+        """The record and mutation keys a push writes (what its transaction locks)."""
+        keys = []
+        for m in mutations:
+            if type(m.id) is str:
+                keys.append(f"m:{principal}/{m.id}")
+            spec = self._specs.get(m.entity) if type(m.entity) is str else None
+            if spec is not None and type(m.record_id) is str:
+                owner = SHARED if spec.table.name in self.shared else principal
+                keys.append(f"{owner}/{spec.table.name}/{m.record_id}")
+        return keys
 
     def _log(self, owner: str, entity: str, record_id: str, op: str,
              payload: dict[str, Any] | None, mutation_id: str | None = None,
-             seq: int | None = None) -> tuple[int, dt.datetime]:
+             seq: int | None = None, created_by: str | None = None,
+             previous: ServerRecord | None = None, txid: int = 0) -> tuple[int, dt.datetime]:
+        """Log a record's change: its entry replaces the record's previous one."""
         if seq is None:
-            seq = self._next_seq()
+            txid, seq = self._take()
         now = self.now()
-        self._put(ChangeEntry(seq, owner, entity, record_id, op, now, payload, mutation_id),
-                  insert=True)
         key = f"{owner}/{entity}/{record_id}"
-        self._put(ServerRecord(key, owner, entity, record_id, seq, now, deleted=op == "delete"))
+        if previous is None:
+            previous = self.records.get(key)
+        if previous is not None:
+            self._remove(ChangeEntry, previous.version)
+            if created_by is None:
+                created_by = previous.created_by
+        self._put(ChangeEntry(seq, owner, entity, record_id, op, now, payload, mutation_id,
+                              txid), insert=True)
+        self._put(ServerRecord(key, owner, entity, record_id, seq, now,
+                               deleted=op == "delete", created_by=created_by))
         return seq, now
 
     # -- push --------------------------------------------------------------------------------
@@ -219,6 +270,12 @@ class SyncServer:
         mutation by mutation instead, each in a savepoint of its own; so is one touching a table
         with a unique index (each intermediate state must pass it, as one by one).
         """
+        try:
+            return self._push(mutations, principal)
+        finally:
+            self._maybe_purge()
+
+    def _push(self, mutations: Sequence[Mutation], principal: str) -> PushResponse:
         results: list[MutationResult] | None = None
         if mutations and all(m.action != "command" and not self._has_unique(m.entity)
                              for m in mutations):
@@ -234,8 +291,13 @@ class SyncServer:
                     raise
                 results = None
         if results is None:
-            results = self.store.run_transaction(
-                lambda: [self._apply(m, principal) for m in mutations])
+            keys = self._record_keys(mutations, principal)
+
+            def one_by_one() -> list[MutationResult]:
+                self.order.lock(keys)  # first: these records are this transaction's
+                return [self._apply(m, principal) for m in mutations]
+
+            results = self.store.run_transaction(one_by_one)
         return PushResponse(results, self.now().isoformat())
 
     def _has_unique(self, entity: str) -> bool:
@@ -258,7 +320,7 @@ class SyncServer:
             self.store.backend.upsert_values(table, values)
         self.store.touched(table.name)
 
-    def _remove(self, cls: type, key: str) -> None:
+    def _remove(self, cls: type, key: Any) -> None:
         table = spec_of(cls).table
         self.store.backend.delete_many(table, [key])
         self.store.touched(table.name)
@@ -267,7 +329,7 @@ class SyncServer:
         reason = invalid_mutation(m)
         if reason is not None:
             return _rejected(m, reason)
-        seq = self._next_seq()  # first: from here on, this transaction has the writers' lock
+        txid, seq = self._take()  # SQLite: first, from here on this transaction is the writer
         key = f"{owner}/{m.id}"
         print_ = fingerprint(m)
         seen = self.applied.get(key)
@@ -282,7 +344,7 @@ class SyncServer:
             return first
         try:
             with self.store.transaction():
-                result = self._effect(m, owner, seq)
+                result = self._effect(m, owner, seq, txid)
         except (SerializationError, NotFoundError, ConflictError, ValueError) as exc:
             result = MutationResult(m.id, "rejected", reason=str(exc))
         except BackendError as exc:
@@ -291,10 +353,10 @@ class SyncServer:
             result = MutationResult(m.id, "rejected", reason=(
                 f"the server's store refused this {m.entity} record: {exc}"))
         if result.status != "retry":
-            self._put(AppliedMutation(key, print_, to_wire(result)), insert=True)
+            self._put(AppliedMutation(key, print_, to_wire(result), self.now()), insert=True)
         return result
 
-    def _effect(self, m: Mutation, owner: str, seq: int) -> MutationResult:
+    def _effect(self, m: Mutation, owner: str, seq: int, txid: int = 0) -> MutationResult:
         if m.action == "command":
             if not m.command:
                 raise ValueError("a command mutation needs a command name")
@@ -314,13 +376,17 @@ class SyncServer:
                                     lambda rid: repo.get(rid) is not None)
         if write is not None:
             record_id, new = write
+            created_by = m.id if m.action == "create" else None
+            previous = meta if record_id == m.record_id else None
             if new is None:
                 self._remove(spec.cls, record_id)
-                self._log(owner, spec.table.name, record_id, "delete", None, m.id, seq)
+                self._log(owner, spec.table.name, record_id, "delete", None, m.id, seq,
+                          previous=previous, txid=txid)
             else:
                 self._put(new)
                 self._log(owner, spec.table.name, record_id, "upsert",
-                          self.store.wire.unstructure(new), m.id, seq)
+                          self.store.wire.unstructure(new), m.id, seq, created_by, previous,
+                          txid)
         return result
 
     def decide(self, spec: EntitySpec, m: Mutation, seq: int, meta: ServerRecord | None,
@@ -347,6 +413,10 @@ class SyncServer:
         if m.payload is None:
             raise ValueError(f"{m.action} of {m.entity} {m.record_id!r} needs a payload")
         if m.action == "create":
+            if meta is not None and meta.created_by == m.id:
+                # This very create was applied before (its result has since been purged):
+                # the record as it is now says what became of it; never a second one.
+                return conflict, None
             if exists or (meta is not None and not meta.deleted and not self.assign_ids):
                 return conflict, None
             record_id = f"s-{uuid.uuid4()}" if self.assign_ids else m.record_id
@@ -381,12 +451,14 @@ class SyncServer:
         if spec.table.name in self.shared:
             principal = SHARED
 
+        record_id = getattr(obj, spec.primary_key)
+
         def work() -> int:
-            seq = self._next_seq()
+            self.order.lock([f"{principal}/{spec.table.name}/{record_id}"])
+            txid, seq = self._take()
             self.store.repository(spec.cls).upsert(obj)
-            record_id = getattr(obj, spec.primary_key)
             return self._log(principal, spec.table.name, record_id, "upsert",
-                             self.store.wire.unstructure(obj), seq=seq)[0]
+                             self.store.wire.unstructure(obj), seq=seq, txid=txid)[0]
 
         return self.store.run_transaction(work)
 
@@ -396,9 +468,11 @@ class SyncServer:
             principal = SHARED
 
         def work() -> int:
-            seq = self._next_seq()
+            self.order.lock([f"{principal}/{spec.table.name}/{record_id}"])
+            txid, seq = self._take()
             self.store.repository(cls).delete(record_id)
-            return self._log(principal, spec.table.name, record_id, "delete", None, seq=seq)[0]
+            return self._log(principal, spec.table.name, record_id, "delete", None, seq=seq,
+                             txid=txid)[0]
 
         return self.store.run_transaction(work)
 
@@ -411,39 +485,63 @@ class SyncServer:
     # -- pull --------------------------------------------------------------------------------
 
     def committed_seq(self) -> int:
-        """The sequence counter as committed: every change in the log, and every cursor this
-        server issued in this epoch, is at or below it. (A writer holds the counter row locked
-        from its first statement to its commit, so nobody reads a number that is not yet
-        committed; numbers a batch took but did not use leave gaps below it, never above.)"""
-        row = self.meta.get("seq")
-        return 0 if row is None else row.value
+        """The highest change number a cursor of this epoch may carry (the counter as
+        committed; on PostgreSQL the sequence's last value)."""
+        return self.order.committed()[1]
+
+    def horizon(self) -> Position | None:
+        """The position of the latest tombstone the retention dropped (None: none yet): a
+        cursor below it may have missed a deletion."""
+        row = self.meta.get("horizon")
+        return None if row is None else (int(row.text or 0), row.value)
 
     def pull(self, cursor: str | None, limit: int, entities: Sequence[str] | None = None,
              principal: str = ANONYMOUS) -> PullPage:
         """A page of the principal's changes after ``cursor``.
 
-        Raises :class:`InvalidCursorError` for a cursor this server did not issue to this
-        principal (malformed, another principal's, or beyond the committed sequence). A stored
-        change that cannot be read back is left out of the page and logged (the cursor still
-        moves past it): one bad row never stops everyone's pulls.
+        A pull from the start reads the current state: each live record's latest change,
+        without the tombstones of records deleted before it began. Raises
+        :class:`InvalidCursorError` for a cursor this server did not issue to this principal
+        (malformed, another principal's, or beyond the log) or one older than a tombstone the
+        retention dropped (pull from the start). A stored change that cannot be read back is
+        left out of the page and logged (the cursor still moves past it): one bad row never
+        stops everyone's pulls.
         """
         epoch = self.epoch
-        after = decode_cursor(cursor, epoch, principal, self.committed_seq())
+        at = decode_cursor(cursor, epoch, principal, self.order.committed())
+        if at is None:
+            at = Cursor((0, 0), self.order.snapshot_bound())
+        else:
+            horizon = self.horizon()
+            if horizon is not None and horizon > at.pos and (
+                    at.bound is None or horizon >= at.bound):
+                raise InvalidCursorError(
+                    f"invalid cursor {(cursor or '')[:40]!r}: it is older than the retention of "
+                    f"deletions (tombstones up to {horizon} were dropped), so changes since "
+                    f"may be missing; pull from the start (no cursor)")
         limit = max(1, min(int(limit), self.max_page))
-        where = F.owner.in_([principal, SHARED]) & (F.seq > after)
         if entities:
             for name in entities:
                 self._spec(name)
-            where = where & F.entity.in_(list(entities))
         table = self.changes.table
-        raw = self.store.backend.query_values(
-            table, self.changes.query(where, order_by="seq", limit=limit + 1))
+        columns = table.column_names
+        if isinstance(self.order, PostgresOrder):
+            raw = self.order.read([principal, SHARED], list(entities) if entities else None,
+                                  at.pos, self.order.watermark(), at.bound, limit + 1)
+        else:
+            where = F.owner.in_([principal, SHARED]) & (F.seq > at.pos[1])
+            if at.bound is not None:
+                where = where & ~((F.op == "delete") & (F.seq < at.bound[1]))
+            if entities:
+                where = where & F.entity.in_(list(entities))
+            raw = self.store.backend.query_values(
+                table, self.changes.query(where, order_by="seq", limit=limit + 1))
         more = len(raw) > limit
         raw = raw[:limit]
         # nothing new for us: the cursor stays where it was
-        last = raw[-1][table.column_names.index("seq")] if raw else after
+        last = (raw[-1][columns.index("txid")], raw[-1][columns.index("seq")]) if raw \
+            else at.pos
         from_tuple = self.store.codec(ChangeEntry).from_tuple
-        columns = table.column_names
         changes = []
         for values in raw:
             try:
@@ -459,8 +557,68 @@ class SyncServer:
             changes.append(Change(r.entity, r.record_id, "delete" if r.op == "delete" else
                                   "upsert", r.seq, r.payload, r.updated_at.isoformat(),
                                   r.mutation_id))
-        return PullPage(changes, encode_cursor(epoch, last, principal), more, epoch,
-                        self.now().isoformat())
+        # The snapshot's bound goes with the cursor until the pass reaches the end.
+        return PullPage(changes, encode_cursor(epoch, last, principal,
+                                               at.bound if more else None),
+                        more, epoch, self.now().isoformat())
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def _maybe_purge(self) -> None:
+        if self.purge_interval is None:
+            return
+        now = time.monotonic()
+        if self._purged_at is not None and now - self._purged_at < self.purge_interval:
+            return
+        self._purged_at = now
+        try:
+            self.purge()
+        except Exception:  # a purge that failed is tried again later; the push stands
+            log.warning("purging old tombstones and mutation results failed", exc_info=True)
+
+    def purge(self, now: dt.datetime | None = None, chunk: int = 1000) -> tuple[int, int]:
+        """Drop tombstones older than ``tombstone_retention`` and mutation results older
+        than ``mutation_retention``; returns how many of each. Cursors older than a dropped
+        tombstone are refused from then on (their clients pull from the start)."""
+        now = now or self.now()
+        dropped = results = 0
+        if self.tombstone_retention is not None:
+            cutoff = now - self.tombstone_retention
+            while True:
+                n = self.store.run_transaction(lambda: self._purge_tombstones(cutoff, chunk))
+                dropped += n
+                if n < chunk:
+                    break
+        if self.mutation_retention is not None:
+            cutoff = now - self.mutation_retention
+            results = self.store.run_transaction(
+                lambda: self.applied.delete_where(F.applied_at < cutoff))
+        if dropped or results:
+            log.info("dropped %d tombstone(s) and %d mutation result(s) past their retention",
+                     dropped, results)
+        return dropped, results
+
+    def _purge_tombstones(self, cutoff: dt.datetime, chunk: int) -> int:
+        found = self.changes.find((F.op == "delete") & (F.updated_at < cutoff),
+                                  order_by="seq", limit=chunk)
+        if not found:
+            return 0
+        keys = {f"{c.owner}/{c.entity}/{c.record_id}": c for c in found}
+        # The records' locks, then look again: a writer may have re-created one meanwhile.
+        self.order.lock([*keys, "horizon"])
+        current = {c.seq: c for c in self.changes.get_many([c.seq for c in found])}
+        gone = [c for c in found if c.seq in current and current[c.seq].op == "delete"]
+        if not gone:
+            return len(found)
+        seqs = [c.seq for c in gone]
+        self.changes.delete_many(seqs)
+        self.records.delete_where(F.key.in_([f"{c.owner}/{c.entity}/{c.record_id}"
+                                             for c in gone]) & F.version.in_(seqs))
+        top = max((c.txid, c.seq) for c in gone)
+        horizon = self.horizon()
+        if horizon is None or top > horizon:
+            self.meta.upsert(ServerMeta("horizon", top[1], str(top[0])))
+        return len(found)
 
 
 class _Batch:
@@ -479,7 +637,12 @@ class _Batch:
         self.records: dict[str, ServerRecord | None] = {}
         #: (table, record id) -> the entity (None: no row)
         self.rows: dict[tuple[str, str], Any] = {}
-        self.changes: list[ChangeEntry] = []
+        #: record key -> its new log entry (a record's later change in the batch replaces it)
+        self.changes: dict[str, ChangeEntry] = {}
+        #: log entries the batch's changes replace
+        self.obsolete: list[int] = []
+        self.txid = 0
+        self.first_seq = 0
         self.applied: dict[str, AppliedMutation] = {}
         #: table -> record id -> the entity to write, or None to delete
         self.writes: dict[str, dict[str, Any]] = {}
@@ -509,8 +672,9 @@ class _Batch:
     def apply(self, mutations: Sequence[Mutation]) -> list[MutationResult]:
         server = self.server
         n = len(mutations)
-        last = self.store.backend.increment(server.meta.table, "seq", "value", by=n)
-        self.store.touched(server.meta.table.name)
+        server.order.lock(server._record_keys(mutations, self.principal))
+        self.txid, seqs = server.order.take(n)  # after the locks: versions grow per record
+        self.first_seq = seqs[0]
         bad = {i: reason for i, m in enumerate(mutations)
                if (reason := invalid_mutation(m)) is not None}
         keys = [f"{self.principal}/{m.id}" for m in mutations]
@@ -518,8 +682,9 @@ class _Batch:
             sorted({k for i, k in enumerate(keys) if i not in bad}))}
         self.load([m for i, m in enumerate(mutations) if i not in bad])
         results = []
+        now = server.now()
         for i, (m, key) in enumerate(zip(mutations, keys, strict=True)):
-            seq = last - n + 1 + i
+            seq = seqs[i]
             if i in bad:
                 results.append(_rejected(m, bad[i]))
                 continue
@@ -541,7 +706,7 @@ class _Batch:
             except (SerializationError, NotFoundError, ConflictError, ValueError) as exc:
                 result = MutationResult(m.id, "rejected", reason=str(exc))
             if result.status != "retry":
-                self.applied[key] = AppliedMutation(key, print_, to_wire(result))
+                self.applied[key] = AppliedMutation(key, print_, to_wire(result), now)
             results.append(result)
         self.flush()
         return results
@@ -558,22 +723,29 @@ class _Batch:
             spec, m, seq, meta, self.rows.get((entity, m.record_id)),
             lambda rid: self.rows.get((entity, rid)) is not None)
         if write is not None:
-            self.write(spec, owner, write[0], write[1], m.id, seq)
+            self.write(spec, owner, write[0], write[1], m, seq)
         return result
 
     def write(self, spec: EntitySpec, owner: str, record_id: str, obj: Any,
-              mutation_id: str, seq: int) -> None:
+              m: Mutation, seq: int) -> None:
         entity = spec.table.name
         now = self.server.now()
         payload = None if obj is None else self.store.wire.unstructure(obj)
         op = "delete" if obj is None else "upsert"
         self.rows[(entity, record_id)] = obj
         self.writes.setdefault(entity, {})[record_id] = obj
-        self.changes.append(ChangeEntry(seq, owner, entity, record_id, op, now, payload,
-                                        mutation_id))
         key = f"{owner}/{entity}/{record_id}"
+        previous = self.records.get(key)
+        created_by = m.id if m.action == "create" else None
+        if previous is not None:
+            if previous.version < self.first_seq:  # logged before this batch: replaced
+                self.obsolete.append(previous.version)
+            if created_by is None:
+                created_by = previous.created_by
+        self.changes[key] = ChangeEntry(seq, owner, entity, record_id, op, now, payload, m.id,
+                                        self.txid)
         self.records[key] = ServerRecord(key, owner, entity, record_id, seq, now,
-                                         deleted=obj is None)
+                                         deleted=obj is None, created_by=created_by)
 
     def flush(self) -> None:
         store = self.store
@@ -592,9 +764,11 @@ class _Batch:
             if kept:
                 backend.upsert_values(spec.table, tuples(spec.cls, kept))
             store.touched(entity)
-        written = {f"{c.owner}/{c.entity}/{c.record_id}" for c in self.changes}
+        if self.obsolete:
+            backend.delete_many(spec_of(ChangeEntry).table, sorted(self.obsolete))
+        written = set(self.changes)
         records = [r for key, r in self.records.items() if key in written and r is not None]
-        for cls, objs, insert in ((ChangeEntry, self.changes, True),
+        for cls, objs, insert in ((ChangeEntry, list(self.changes.values()), True),
                                   (ServerRecord, records, False),
                                   (AppliedMutation, list(self.applied.values()), True)):
             if not objs:

@@ -16,7 +16,8 @@ from syncline.core.migration import MigrationListener, MigrationStrategy
 from syncline.core.query import F
 from syncline.core.schema import spec_of
 from syncline.core.store import Store, open_store
-from syncline.server.tables import SERVER_ENTITIES, ChangeEntry, ServerRecord
+from syncline.server.order import POSITION_INDEX, SEQUENCE
+from syncline.server.tables import SERVER_ENTITIES, AppliedMutation, ChangeEntry, ServerRecord
 
 
 def open_server_store(url: str | None = None, entities: Iterable[type] = (),
@@ -34,7 +35,74 @@ def open_server_store(url: str | None = None, entities: Iterable[type] = (),
     store = open_store(url, entities=[*entities, *SERVER_ENTITIES], migration=strategy,
                        **options)
     store.outbox.queues_writes = False
+    try:
+        upgrade_server_tables(store)
+    except BaseException:
+        store.close()
+        raise
     return store
+
+
+#: columns the server's tables gained since their first release (added to older stores)
+_ADDED_COLUMNS: list[tuple[type, str]] = [
+    (ChangeEntry, "txid"), (AppliedMutation, "applied_at"), (ServerRecord, "created_by")]
+
+
+def _missing(store: Store, ops: Any) -> list[str]:
+    """What an older server store lacks: columns, the log's position index, the sequence."""
+    found: list[str] = []
+    for cls, column in _ADDED_COLUMNS:
+        name = spec_of(cls).table.name
+        columns = ops.columns(name)
+        if columns is not None and column not in columns:
+            found.append(f"column {name}.{column}")
+    if ops.dialect == "postgresql":
+        rows = ops.execute(
+            "SELECT c.relname FROM pg_class c WHERE c.relname IN (%s, %s) "
+            "AND c.relnamespace = current_schema()::regnamespace", (SEQUENCE, POSITION_INDEX))
+        have = {r[0] for r in rows}
+        found += [f"{what} {name}" for what, name in (("sequence", SEQUENCE),
+                                                       ("index", POSITION_INDEX))
+                  if name not in have]
+    return found
+
+
+def upgrade_server_tables(store: Store) -> list[str]:
+    """Bring the server's own tables of an older store up to this version; what was added.
+
+    A server store created by an earlier syncline lacks the columns in ``_ADDED_COLUMNS``
+    (and on PostgreSQL the change sequence and the log's position index). They are added on
+    open, under the store's migration lock, once; an up-to-date store is only looked at.
+    Existing log entries keep txid 0: they sort before every new one, in their old order,
+    which is the order their counter gave them, so cursors issued before the upgrade stay
+    valid. The sequence starts above the old counter.
+    """
+    ops = store.backend.migration_ops()
+    if not ops.sql:
+        return []  # memory: created with every column, never older
+    with store.backend.transaction():
+        try:
+            missing = _missing(store, ops)
+        finally:
+            ops.release()
+    if not missing:
+        return []
+    with ops.transaction():
+        missing = _missing(store, ops)  # again, under the lock: another process may have
+        for cls, column in _ADDED_COLUMNS:
+            spec = spec_of(cls).table
+            columns = ops.columns(spec.name)
+            if columns is not None and column not in columns:
+                ops.add_column(spec, spec.column(column))
+        if ops.dialect == "postgresql":
+            ops.execute(f"CREATE SEQUENCE IF NOT EXISTS {SEQUENCE}")
+            ops.execute(
+                f"SELECT setval('{SEQUENCE}', GREATEST((SELECT last_value FROM {SEQUENCE}), "
+                "(SELECT COALESCE(max(value), 0) FROM _syncline_server_meta "
+                "WHERE key = 'seq'), (SELECT COALESCE(max(seq), 0) FROM _syncline_changes), 1))")
+            ops.execute(f"CREATE INDEX IF NOT EXISTS {POSITION_INDEX} ON _syncline_changes "
+                        "(owner, txid, seq)")
+    return missing
 
 
 class ServerTablesFollow(MigrationListener):

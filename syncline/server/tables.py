@@ -30,11 +30,19 @@ class ServerRecord:
     version: int
     updated_at: dt.datetime
     deleted: bool = False
+    #: the mutation id of the create that made the record (a replay after the idempotency
+    #: retention is recognised by it and never creates the record twice)
+    created_by: str | None = None
 
 
-@internal_entity(tables, "_syncline_changes", primary_key="seq", indexes=[("owner", "seq")])
+@internal_entity(tables, "_syncline_changes", primary_key="seq",
+                 indexes=[("owner", "seq"), ("op", "updated_at")])
 @attrs.define
 class ChangeEntry:
+    """The latest change of one record (a new change replaces its record's entry): a pull
+    from the start reads the current state, not the history. Its position in the log is
+    ``(txid, seq)`` (syncline.server.order)."""
+
     seq: int
     owner: str
     entity: str
@@ -43,6 +51,8 @@ class ChangeEntry:
     updated_at: dt.datetime
     payload: dict[str, Any] | None = None
     mutation_id: str | None = None
+    #: the writing transaction's id on PostgreSQL (the watermark's unit); 0 elsewhere
+    txid: int = 0
 
 
 @internal_entity(tables, "_syncline_mutations", primary_key="key")
@@ -51,6 +61,8 @@ class AppliedMutation:
     key: str  # owner/mutation id
     fingerprint: str
     result: dict[str, Any]
+    #: when it was applied (kept for the idempotency retention; None: before it was recorded)
+    applied_at: dt.datetime | None = None
 
 
 @internal_entity(tables, "_syncline_server_meta", primary_key="key")

@@ -120,6 +120,13 @@ class TrustSuite:
                                                          order_by="seq")]
 
     @staticmethod
+    def applied_count(server: MockServer, record_id: str) -> int:
+        """How many mutations the server applied to the record (its results say)."""
+        return sum(1 for a in server.server.applied.all()
+                   if a.result.get("status") == "applied"
+                   and a.result.get("server_id") == record_id)
+
+    @staticmethod
     def drain(client: Store, rounds: int = 50) -> None:
         """Sync until the queue is empty (the fake clock skips every wait)."""
         for _ in range(rounds):
@@ -153,12 +160,14 @@ class TrustSuite:
             on_server = server.server.store.repository(Post).get(pid)
             if later == "update":
                 assert on_server == Post(pid, "second")
-                assert self.history(server, pid) == ["upsert", "upsert"]
+                assert self.history(server, pid) == ["upsert"]  # the latest change only
+                assert self.applied_count(server, pid) == 2  # the create, then the update
                 state = posts.sync_state(pid)
                 assert state is not None and state.status is SyncStatus.SYNCED
             else:
                 assert on_server is None
-                assert self.history(server, pid) == ["upsert", "delete"]
+                assert self.history(server, pid) == ["delete"]
+                assert self.applied_count(server, pid) == 2  # the create, then the delete
         assert client.outbox.dead_letters() == []
 
     # -- finding 2: commands after the writes they depend on ---------------------------------
