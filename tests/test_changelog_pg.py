@@ -1,21 +1,27 @@
-"""Pull never skips a change, even with many concurrent writers on PostgreSQL, where sequence
-numbers could otherwise commit out of order."""
+"""Pull never skips or repeats a change, with many concurrent writers on PostgreSQL, where
+writers of different records commit concurrently and in any order (no shared counter row):
+readers stop at the transaction-id watermark (syncline.server.order)."""
 
 from __future__ import annotations
 
 import itertools
+import random
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import pytest
 
 import syncline
+from syncline.core.migration import execute
 from syncline.core.store import Store
 from syncline.core.transport import Mutation
-from syncline.server.engine import SyncServer
+from syncline.server.engine import SyncServer, _Batch
+from syncline.server.order import PostgresOrder
 from syncline.server.store import open_server_store
-from syncline.server.tables import ChangeEntry
+from syncline.server.tables import ChangeEntry, ServerRecord
 
 registry = syncline.EntityRegistry()
 _n = itertools.count()
@@ -32,40 +38,71 @@ class Item:
 def store(syncline_postgres_url: str) -> Iterator[Store]:
     url = f"{syncline_postgres_url}?schema=changelog{next(_n)}"
     with open_server_store(url, [Item],
-                           options={"isolation": "read committed", "pool_size": 12}) as s:
+                           options={"isolation": "read committed", "pool_size": 24}) as s:
         yield s
 
 
 def test_concurrent_writers_and_readers_never_skip_a_change(store: Store) -> None:
-    server = SyncServer(store)
-    writers, per_writer, errors = 6, 30, []
+    """16 writers (creates, updates and deletes of their own and of shared records), 4 readers
+    paging with limits 1-8: each reader sees every record's changes in version order, never
+    one twice, and ends with exactly the server's state."""
+    server = SyncServer(store, purge_interval=None)
+    assert isinstance(server.order, PostgresOrder)
+    writers, rounds, errors = 16, 12, []
     done = threading.Event()
-    seen: list[list[int]] = [[] for _ in range(3)]
+    views: list[dict[str, tuple[int, str]]] = [{} for _ in range(4)]
 
     def write(w: int) -> None:
+        rng = random.Random(w)
+        versions: dict[str, int] = {}
         try:
-            for i in range(per_writer):
-                rid = f"w{w}-{i}"
-                result = server.push([Mutation(f"m-{rid}", "log_items", "create", rid,
-                                               {"id": rid, "n": i})]).results[0]
-                assert result.status == "applied", result
+            for i in range(rounds):
+                batch = []
+                for k in range(rng.randint(1, 4)):
+                    rid = f"w{w}-{rng.randint(0, 5)}"
+                    if any(m.record_id == rid for m in batch):
+                        continue
+                    mid = f"m-{w}-{i}-{k}"
+                    if rid not in versions:
+                        batch.append(Mutation(mid, "log_items", "create", rid,
+                                              {"id": rid, "n": i}))
+                    elif rng.random() < 0.25:
+                        batch.append(Mutation(mid, "log_items", "delete", rid,
+                                              base_version=versions[rid]))
+                    else:
+                        batch.append(Mutation(mid, "log_items", "update", rid,
+                                              {"id": rid, "n": i}, versions[rid]))
+                for m, r in zip(batch, server.push(batch).results, strict=True):
+                    assert r.status == "applied", r
+                    if m.action == "delete":
+                        del versions[m.record_id or ""]
+                    else:
+                        assert r.version is not None
+                        versions[m.record_id or ""] = r.version
         except BaseException as exc:
             errors.append(exc)
 
     def read(r: int) -> None:
         cursor = None
+        seen: set[tuple[str, int]] = set()
+        rng = random.Random(100 + r)
         try:
             while True:
                 finished = done.is_set()
-                page = server.pull(cursor, 7)
-                seen[r] += [c.version for c in page.changes]
+                page = server.pull(cursor, rng.randint(1, 8))
+                for c in page.changes:
+                    assert (c.record_id, c.version) not in seen, f"{c} twice"
+                    seen.add((c.record_id, c.version))
+                    before = views[r].get(c.record_id)
+                    assert before is None or before[0] < c.version, (before, c)
+                    views[r][c.record_id] = (c.version, c.op)
                 cursor = page.cursor
                 if finished and not page.more:
                     return
         except BaseException as exc:
             errors.append(exc)
 
-    readers = [threading.Thread(target=read, args=(r,)) for r in range(3)]
+    readers = [threading.Thread(target=read, args=(r,)) for r in range(4)]
     threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
     for t in readers + threads:
         t.start()
@@ -75,7 +112,95 @@ def test_concurrent_writers_and_readers_never_skip_a_change(store: Store) -> Non
     for t in readers:
         t.join()
     assert [repr(e) for e in errors] == []
-    everything = sorted(c.seq for c in store.repository(ChangeEntry).all())
-    assert len(everything) == writers * per_writer
-    for got in seen:
-        assert got == everything  # each change once, in order, none skipped
+    records = {r.record_id: r for r in store.repository(ServerRecord).all()}
+    log = store.repository(ChangeEntry).all()
+    assert len(log) == len(records)  # one entry per record: its latest change
+    for view in views:
+        live = {rid: v for rid, (v, op) in view.items() if op == "upsert"}
+        assert live == {rid: r.version for rid, r in records.items() if not r.deleted}
+
+
+def test_a_transaction_held_open_holds_pulls_back_until_it_commits(store: Store) -> None:
+    """The adversarial case: a writer takes its transaction id and sequence number, then
+    stays open while later writers commit. A reader must not pass it (else the held change,
+    committed later at an earlier position, would be skipped); once it commits, the reader
+    gets it and every later change, each once."""
+    server = SyncServer(store, purge_interval=None)
+    server.push([Mutation("m-0", "log_items", "create", "before", {"id": "before", "n": 0})])
+    first = server.pull(None, 100)
+    assert [c.record_id for c in first.changes] == ["before"]
+    holding, release, held_result = threading.Event(), threading.Event(), []
+
+    def held() -> None:
+        def work() -> Any:
+            results = _Batch(server, "anonymous").apply(
+                [Mutation("m-held", "log_items", "create", "held", {"id": "held", "n": 1})])
+            holding.set()
+            assert release.wait(60)
+            return results
+
+        held_result.extend(store.run_transaction(work))
+
+    thread = threading.Thread(target=held)
+    thread.start()
+    assert holding.wait(60)
+    later = [server.push([Mutation(f"m-{i}", "log_items", "create", f"later{i}",
+                                   {"id": f"later{i}", "n": i})]).results[0]
+             for i in range(1, 6)]
+    assert all(r.status == "applied" for r in later)
+    # the held writer numbered its change first: the later ones are above it...
+    assert held_result == [] and all((r.version or 0) > 0 for r in later)
+    # ...and committed, yet a reader does not pass the open transaction
+    page = server.pull(first.cursor, 100)
+    assert page.changes == [] and not page.more
+    fresh = server.pull(None, 100)
+    assert [c.record_id for c in fresh.changes] == ["before"]
+    release.set()
+    thread.join(60)
+    assert [r.status for r in held_result] == ["applied"]
+    got = []
+    cursor = page.cursor
+    while True:
+        page = server.pull(cursor, 2)
+        got += [c.record_id for c in page.changes]
+        cursor = page.cursor
+        if not page.more:
+            break
+    assert sorted(got) == sorted(["held", *(f"later{i}" for i in range(1, 6))])
+    assert len(got) == len(set(got))
+
+
+def test_writers_of_different_records_do_not_wait_for_each_other(store: Store) -> None:
+    """A push of other records commits while another writer's transaction is open (with the
+    old counter row it would wait for it); a push of the same record waits."""
+    server = SyncServer(store, purge_interval=None)
+    holding, release = threading.Event(), threading.Event()
+
+    def held() -> None:
+        def work() -> None:
+            _Batch(server, "anonymous").apply(
+                [Mutation("h", "log_items", "create", "busy", {"id": "busy", "n": 0})])
+            holding.set()
+            assert release.wait(60)
+
+        store.run_transaction(work)
+
+    thread = threading.Thread(target=held)
+    thread.start()
+    assert holding.wait(60)
+    other = server.push([Mutation("o", "log_items", "create", "free", {"id": "free", "n": 0})])
+    assert other.results[0].status == "applied"  # did not wait for the open transaction
+    same: list[Any] = []
+    racer = threading.Thread(target=lambda: same.extend(server.push(
+        [Mutation("s", "log_items", "create", "busy", {"id": "busy", "n": 1})]).results))
+    racer.start()
+    deadline = time.monotonic() + 60
+    while not execute(store, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                             "AND NOT granted")[0][0]:  # the racer queues on the record's lock
+        assert time.monotonic() < deadline and racer.is_alive()
+        time.sleep(0.01)
+    assert same == []
+    release.set()
+    thread.join(60)
+    racer.join(60)
+    assert [r.status for r in same] == ["conflict"]  # it saw the committed create

@@ -84,8 +84,8 @@ def decode_cursor(cursor: str | None, epoch: str, principal: str,
         return None  # from before a reset: read from the start again
     if committed is not None:
         top = (0, committed) if isinstance(committed, int) else committed
-        # txids: every issued one is below the watermark; numbers: at or below the last
-        if (txid and txid >= top[0]) or seq > top[1] or (
+        # txids: every issued one is at or below the watermark; numbers: at or below the last
+        if txid > top[0] or seq > top[1] or (
                 bound is not None and (bound[0] > top[0] or bound[1] > top[1] + 1)):
             raise InvalidCursorError(
                 f"invalid cursor {cursor[:40]!r}: it is beyond the server's sequence "

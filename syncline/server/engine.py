@@ -541,6 +541,11 @@ class SyncServer:
         # nothing new for us: the cursor stays where it was
         last = (raw[-1][columns.index("txid")], raw[-1][columns.index("seq")]) if raw \
             else at.pos
+        if at.bound is not None and not more:
+            # The snapshot is read: every entry below its bound was returned, skipped as a
+            # tombstone or replaced by one beyond it, so the cursor moves up to the bound
+            # (else the skipped tombstones would wait ahead of it).
+            last = max(last, (at.bound[0], max(at.bound[1] - 1, 0)))
         from_tuple = self.store.codec(ChangeEntry).from_tuple
         changes = []
         for values in raw:
