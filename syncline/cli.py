@@ -136,13 +136,21 @@ def load_entities(spec: str) -> list[type]:
 @click.option("--assign-ids", is_flag=True, help="Give created records server ids.")
 @click.option("--shared", "shared", multiple=True, metavar="ENTITY",
               help="An entity every principal shares (repeatable); others are private.")
+@click.option("--tombstone-retention", default=30.0, show_default=True, type=float,
+              metavar="DAYS", help="Days a deletion stays in the change log (0: forever); a "
+                                   "client whose cursor is older re-pulls from the start.")
+@click.option("--mutation-retention", default=30.0, show_default=True, type=float,
+              metavar="DAYS", help="Days a mutation's result is kept to answer retries as "
+                                   "duplicates (0: forever); older replays are answered from "
+                                   "the record (a conflict), never applied twice.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Of the server's logs (syncline.server.*); debug shows every push and pull.")
 def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, host: str,
           port: int, tokens: tuple[str, ...],
           jwt_secret: str | None, jwt_audience: str | None, allow_anonymous: bool,
-          rate_limit: int, assign_ids: bool, shared: tuple[str, ...], log_level: str) -> None:
+          rate_limit: int, assign_ids: bool, shared: tuple[str, ...],
+          tombstone_retention: float, mutation_retention: float, log_level: str) -> None:
     """Run the reference sync server (uvicorn)."""
     import uvicorn
 
@@ -164,7 +172,8 @@ def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, ho
     config = ServerConfig(store=store_url, tokens=token_map, jwt_key=jwt_secret,
                           jwt_audience=jwt_audience, allow_anonymous=allow_anonymous,
                           rate_limit=rate_limit, assign_ids=assign_ids, shared=list(shared),
-                          schema=schema)
+                          schema=schema, tombstone_retention_days=tombstone_retention,
+                          mutation_retention_days=mutation_retention)
     app = create_app(config, load_entities(entities_spec) if entities_spec else [])
     uvicorn.run(app, host=host, port=port, log_level="info", log_config=log_config(log_level))
 

@@ -76,3 +76,89 @@ def test_clients_spread_over_two_server_processes_converge(servers: list[str]) -
     finally:
         for store in clients:
             store.close()
+
+
+def test_writers_and_paging_readers_over_two_processes_never_skip(servers: list[str]) -> None:
+    """16 writers (creates, updates, deletes) and 4 readers paging with limits 1-8, spread
+    over two server processes with no shared counter: each reader sees each record's changes
+    in version order, none twice, and ends with exactly the records the writers left."""
+    import random
+    import threading
+
+    from syncline.core.transport import Mutation
+    from syncline.plugins.http import HTTPTransport
+
+    table = syncline.core.schema.spec_of(Item).table.name
+    errors: list[BaseException] = []
+    done = threading.Event()
+    final: dict[str, int] = {}
+    views: list[dict[str, tuple[int, str]]] = [{} for _ in range(4)]
+
+    def write(w: int) -> None:
+        rng = random.Random(w)
+        versions: dict[str, int] = {}
+        transport = HTTPTransport(servers[w % 2], {"token": "t1"})
+        try:
+            for i in range(10):
+                batch = []
+                for k in range(rng.randint(1, 3)):
+                    rid = f"w{w}-{rng.randint(0, 4)}"
+                    if any(m.record_id == rid for m in batch):
+                        continue
+                    mid = f"m-{w}-{i}-{k}"
+                    if rid not in versions:
+                        batch.append(Mutation(mid, table, "create", rid,
+                                              {"id": rid, "name": "n", "size": i}))
+                    elif rng.random() < 0.25:
+                        batch.append(Mutation(mid, table, "delete", rid,
+                                              base_version=versions[rid]))
+                    else:
+                        batch.append(Mutation(mid, table, "update", rid,
+                                              {"id": rid, "name": "n", "size": i},
+                                              versions[rid]))
+                for m, r in zip(batch, transport.push(batch).results, strict=True):
+                    assert r.status == "applied", r
+                    if m.action == "delete":
+                        del versions[m.record_id or ""]
+                    else:
+                        versions[m.record_id or ""] = r.version or 0
+            final.update(versions)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            transport.close()
+
+    def read(r: int) -> None:
+        rng = random.Random(100 + r)
+        transport = HTTPTransport(servers[r % 2], {"token": "t1"})
+        cursor, seen = None, set()
+        try:
+            while True:
+                finished = done.is_set()
+                page = transport.pull(cursor, rng.randint(1, 8), [table])
+                for c in page.changes:
+                    assert (c.record_id, c.version) not in seen, f"{c} twice"
+                    seen.add((c.record_id, c.version))
+                    before = views[r].get(c.record_id)
+                    assert before is None or before[0] < c.version, (before, c)
+                    views[r][c.record_id] = (c.version, c.op)
+                cursor = page.cursor
+                if finished and not page.more:
+                    return
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            transport.close()
+
+    readers = [threading.Thread(target=read, args=(r,)) for r in range(4)]
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(16)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    for t in readers:
+        t.join()
+    assert [repr(e) for e in errors] == []
+    for view in views:
+        assert {rid: v for rid, (v, op) in view.items() if op == "upsert"} == final

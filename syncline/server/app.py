@@ -18,6 +18,7 @@ requests, clients that went away mid-request).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -43,6 +44,7 @@ from syncline.core.errors import (
     AuthenticationError,
     BackendError,
     BackendUnavailableError,
+    ConfigurationError,
     InvalidCursorError,
     NotFoundError,
     SerializationError,
@@ -102,6 +104,10 @@ class ServerConfig:
     #: entities whose records every principal shares (the others are private to their creator)
     shared: list[str] = attrs.Factory(list)
     store_options: dict[str, Any] = attrs.Factory(dict)
+    #: days deletions stay in the change log as tombstones (0: forever)
+    tombstone_retention_days: float = 30.0
+    #: days mutation results stay to answer retries as duplicates (0: forever)
+    mutation_retention_days: float = 30.0
     #: the app's schema (version, migration): the store is created or migrated to it on open
     schema: Schema | None = None
 
@@ -258,8 +264,20 @@ class SyncApp:
         self.store = open_server_store(
             self.config.store, [] if schema is not None else self.entities, schema=schema,
             options=server_store_options(self.config.store_options))
-        self.server = SyncServer(self.store, assign_ids=self.config.assign_ids,
-                                 max_page=self.config.max_page, shared=self.config.shared)
+        config = self.config
+        for name in ("tombstone_retention_days", "mutation_retention_days"):
+            value = getattr(config, name)
+            if type(value) not in (int, float) or not 0 <= value < 100_000:
+                raise ConfigurationError(f"{name} must be a number of days from 0 (forever) "
+                                         f"to 100000, got {value!r}")
+
+        def days(value: float) -> dt.timedelta | None:
+            return dt.timedelta(days=value) if value > 0 else None
+
+        self.server = SyncServer(self.store, assign_ids=config.assign_ids,
+                                 max_page=config.max_page, shared=config.shared,
+                                 tombstone_retention=days(config.tombstone_retention_days),
+                                 mutation_retention=days(config.mutation_retention_days))
 
     def close(self) -> None:
         if self.store is not None:
