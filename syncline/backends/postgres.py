@@ -15,6 +15,7 @@ import datetime as dt
 import decimal
 import hashlib
 import logging
+import random
 import threading
 import time
 import uuid
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncline.postgres")
 _COPY_THRESHOLD = 64  # below this many rows, executemany beats COPY's fixed cost
+#: a lost race is retried at least this many times and for at least _RETRY_FOR seconds
+_RETRY_FOR = 10.0
 _RETRIES = 5
 _META = "_syncline_meta"
 #: the listener's first and longest pause between two reconnection attempts (seconds)
@@ -510,15 +513,17 @@ class PostgresBackend(TupleRowsMixin, Backend):
         """Run a standalone write, again when it loses a race (inside a transaction: once)."""
         if self._local.depth > 0:
             return work()
-        for attempt in range(_RETRIES + 1):
+        attempt = 0
+        started = time.monotonic()
+        while True:  # by count and by time: on a busy machine a count alone runs out
             try:
                 with self.transaction():
                     return work()
             except TransactionConflictError:
-                if attempt == _RETRIES:
+                if attempt >= _RETRIES and time.monotonic() - started >= _RETRY_FOR:
                     raise
-                time.sleep(0.002 * 2**attempt)
-        raise AssertionError("unreachable")
+                attempt += 1
+                time.sleep(random.uniform(0, min(0.5, 0.002 * 2**attempt)))
 
     # -- schema ------------------------------------------------------------------------------
 
