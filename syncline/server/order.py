@@ -25,7 +25,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from syncline.server.tables import ServerMeta
+from syncline.core.schema import spec_of
+from syncline.server.tables import ChangeEntry, ServerMeta
 
 if TYPE_CHECKING:
     from syncline.core.store import Store
@@ -55,8 +56,8 @@ class LogOrder:
         raise NotImplementedError
 
     def committed(self) -> Position:
-        """A position every entry and every issued cursor of this epoch is below or at...
-        for validation: a cursor beyond it was not issued by this server."""
+        """A position no entry and no cursor this server issued in this epoch is beyond (in
+        txid and in seq): a cursor beyond it was not issued here."""
         raise NotImplementedError
 
     def watermark(self) -> int | None:
@@ -169,17 +170,11 @@ class PostgresOrder(LogOrder):
             return list(conn.execute(sql, (*params, limit)).fetchall())
 
     def _columns(self) -> list[str]:
-        from syncline.core.schema import spec_of
-        from syncline.server.tables import ChangeEntry
-
         return list(spec_of(ChangeEntry).table.column_names)
 
 
 def log_order(store: Store) -> LogOrder:
     """The log order for ``store``: the watermark on PostgreSQL, the counter elsewhere."""
-    from syncline.core.migration import MigrationOps
-
-    ops: MigrationOps = store.backend.migration_ops()
-    if getattr(ops, "dialect", "") == "postgresql":
+    if store.backend.migration_ops().dialect == "postgresql":
         return PostgresOrder(store)
     return CounterOrder(store)
