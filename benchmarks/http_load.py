@@ -76,7 +76,7 @@ def make_http_posts(n: int, prefix: str) -> list[HttpPost]:
 
 def create_mutations(posts: list[HttpPost], wire: Any) -> list[Any]:
     """Create mutations for ``posts``, as a client's outbox sends them."""
-    from syncline.core.transport import Mutation
+    from syncline.core.spi.transport import Mutation
 
     return [Mutation(uuid.uuid4().hex, ENTITY, "create", p.id, wire.unstructure(p))
             for p in posts]

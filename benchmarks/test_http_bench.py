@@ -74,7 +74,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import syncline
-from syncline.core.transport import to_wire
+from syncline.core.spi.transport import to_wire
 from syncline.plugins.http import GZIP_FROM, HTTPTransport
 from syncline.server.app import ServerConfig, server_store_options
 from syncline.server.engine import SyncServer

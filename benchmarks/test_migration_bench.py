@@ -47,7 +47,7 @@ import bench_common
 import pytest
 
 import syncline
-from syncline.core.migration import MigrationStrategy, Migrator, TableMigration
+from syncline.core.storage.migration import MigrationStrategy, Migrator, TableMigration
 
 N_ROWS = 1_000_000
 N_CATEGORIES = 1_000

@@ -37,10 +37,10 @@ import pytest
 from bench_common import Post
 
 import syncline
-from syncline.core.clock import FakeClock
-from syncline.core.outbox import SyncStatus
-from syncline.core.schema import spec_of
-from syncline.core.sync import SyncReport
+from syncline.core.model.clock import FakeClock
+from syncline.core.model.schema import spec_of
+from syncline.core.sync.engine import SyncReport
+from syncline.core.sync.outbox import SyncStatus
 from syncline.plugins.mock import MockServer
 from syncline.server.engine import ANONYMOUS
 from syncline.server.tables import ChangeEntry, ServerMeta, ServerRecord

@@ -13,47 +13,47 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Backend": "syncline.core.backend",
-    "Config": "syncline.core.config",
-    "load_config": "syncline.core.config",
-    "BackendError": "syncline.core.errors",
-    "BackendUnavailableError": "syncline.core.errors",
-    "ConfigurationError": "syncline.core.errors",
-    "EntityDefinitionError": "syncline.core.errors",
-    "IntegrityError": "syncline.core.errors",
-    "MigrationError": "syncline.core.errors",
-    "NotFoundError": "syncline.core.errors",
-    "PluginError": "syncline.core.errors",
-    "QueryError": "syncline.core.errors",
-    "SerializationError": "syncline.core.errors",
-    "SynclineError": "syncline.core.errors",
-    "TransactionConflictError": "syncline.core.errors",
-    "TransactionError": "syncline.core.errors",
-    "UnknownSchemeError": "syncline.core.errors",
-    "hookimpl": "syncline.core.hookspecs",
-    "MigrationStrategy": "syncline.core.migration",
-    "Migrator": "syncline.core.migration",
-    "OpeningDetails": "syncline.core.migration",
-    "Schema": "syncline.core.migration",
-    "TableMigration": "syncline.core.migration",
-    "steps": "syncline.core.migration",
-    "SyncStatus": "syncline.core.outbox",
-    "new_id": "syncline.core.outbox",
-    "F": "syncline.core.query",
-    "Field": "syncline.core.query",
-    "Query": "syncline.core.query",
-    "Dao": "syncline.core.repository",
-    "Repository": "syncline.core.repository",
-    "EntityRegistry": "syncline.core.schema",
-    "ForeignKey": "syncline.core.schema",
-    "Trigger": "syncline.core.schema",
-    "View": "syncline.core.schema",
-    "entity": "syncline.core.schema",
+    "Backend": "syncline.core.spi.backend",
+    "Config": "syncline.core.storage.config",
+    "load_config": "syncline.core.storage.config",
+    "BackendError": "syncline.core.model.errors",
+    "BackendUnavailableError": "syncline.core.model.errors",
+    "ConfigurationError": "syncline.core.model.errors",
+    "EntityDefinitionError": "syncline.core.model.errors",
+    "IntegrityError": "syncline.core.model.errors",
+    "MigrationError": "syncline.core.model.errors",
+    "NotFoundError": "syncline.core.model.errors",
+    "PluginError": "syncline.core.model.errors",
+    "QueryError": "syncline.core.model.errors",
+    "SerializationError": "syncline.core.model.errors",
+    "SynclineError": "syncline.core.model.errors",
+    "TransactionConflictError": "syncline.core.model.errors",
+    "TransactionError": "syncline.core.model.errors",
+    "UnknownSchemeError": "syncline.core.model.errors",
+    "hookimpl": "syncline.core.spi.hookspecs",
+    "MigrationStrategy": "syncline.core.storage.migration",
+    "Migrator": "syncline.core.storage.migration",
+    "OpeningDetails": "syncline.core.storage.migration",
+    "Schema": "syncline.core.storage.migration",
+    "TableMigration": "syncline.core.storage.migration",
+    "steps": "syncline.core.storage.migration",
+    "SyncStatus": "syncline.core.sync.outbox",
+    "new_id": "syncline.core.sync.outbox",
+    "F": "syncline.core.model.query",
+    "Field": "syncline.core.model.query",
+    "Query": "syncline.core.model.query",
+    "Dao": "syncline.core.store",
+    "Repository": "syncline.core.storage.repository",
+    "EntityRegistry": "syncline.core.model.schema",
+    "ForeignKey": "syncline.core.model.schema",
+    "Trigger": "syncline.core.model.schema",
+    "View": "syncline.core.model.schema",
+    "entity": "syncline.core.model.schema",
     "Store": "syncline.core.store",
     "open": "syncline.core.store",
-    "Resolution": "syncline.core.sync",
-    "Strategy": "syncline.core.sync",
-    "SyncReport": "syncline.core.sync",
+    "Resolution": "syncline.core.sync.engine",
+    "Strategy": "syncline.core.sync.engine",
+    "SyncReport": "syncline.core.sync.engine",
 }
 
 __all__ = [
@@ -115,9 +115,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from syncline.core.backend import Backend
-    from syncline.core.config import Config, load_config
-    from syncline.core.errors import (
+    from syncline.core.model.errors import (
         BackendError,
         BackendUnavailableError,
         ConfigurationError,
@@ -133,8 +131,12 @@ if TYPE_CHECKING:
         TransactionError,
         UnknownSchemeError,
     )
-    from syncline.core.hookspecs import hookimpl
-    from syncline.core.migration import (
+    from syncline.core.model.query import F, Field, Query
+    from syncline.core.model.schema import EntityRegistry, ForeignKey, Trigger, View, entity
+    from syncline.core.spi.backend import Backend
+    from syncline.core.spi.hookspecs import hookimpl
+    from syncline.core.storage.config import Config, load_config
+    from syncline.core.storage.migration import (
         MigrationStrategy,
         Migrator,
         OpeningDetails,
@@ -142,10 +144,8 @@ if TYPE_CHECKING:
         TableMigration,
         steps,
     )
-    from syncline.core.outbox import SyncStatus, new_id
-    from syncline.core.query import F, Field, Query
-    from syncline.core.repository import Dao, Repository
-    from syncline.core.schema import EntityRegistry, ForeignKey, Trigger, View, entity
-    from syncline.core.store import Store
+    from syncline.core.storage.repository import Repository
+    from syncline.core.store import Dao, Store
     from syncline.core.store import open_store as open
-    from syncline.core.sync import Resolution, Strategy, SyncReport
+    from syncline.core.sync.engine import Resolution, Strategy, SyncReport
+    from syncline.core.sync.outbox import SyncStatus, new_id

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from syncline.cli_schema import register as register_schema_commands
-from syncline.core.errors import SynclineError
+from syncline.core.model.errors import SynclineError
 
 console = Console()
 
@@ -93,7 +93,7 @@ def load_entities(spec: str) -> list[type]:
     """``module`` (every syncing entity in it) or ``module:attr`` (a list of entities)."""
     import importlib
 
-    from syncline.core.errors import ConfigurationError
+    from syncline.core.model.errors import ConfigurationError
 
     module_name, _, attr = spec.partition(":")
     try:
@@ -154,7 +154,7 @@ def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, ho
     """Run the reference sync server (uvicorn)."""
     import uvicorn
 
-    from syncline.core.errors import ConfigurationError
+    from syncline.core.model.errors import ConfigurationError
     from syncline.server.app import ServerConfig, create_app, log_config
 
     token_map = {}
@@ -211,8 +211,8 @@ STORE_HELP = "Store URL (default: SYNCLINE_STORE_URL, then syncline.toml)."
 def status(store_url: str | None, as_json: bool) -> None:
     """The sync queue by state and entity, failed and dead-lettered items with errors, and
     quarantined pulled records."""
-    from syncline.core.outbox import EntryState, SyncStatus
-    from syncline.core.query import F
+    from syncline.core.model.query import F
+    from syncline.core.sync.outbox import EntryState, SyncStatus
 
     with _open(store_url, None) as store:
         entries = store.outbox.entries.all()

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from syncline.core.errors import ConfigurationError
-from syncline.core.migration import Schema
+from syncline.core.model.errors import ConfigurationError
+from syncline.core.storage.migration import Schema
 
 SCHEMA_HELP = ("The app's schema: 'package.module:NAME' naming a syncline.Schema (or a list of "
                "entities, with --version), or 'package.module' holding one called 'schema'.")
@@ -42,8 +42,8 @@ def load_schema(spec: str, version: int | None = None) -> Schema:
 
 def stored_version(store_url: str | None) -> tuple[str, int | None]:
     """The store's URL as configured, and the schema version stored in it (None: new)."""
-    from syncline.core.config import default_store_url, load_config
     from syncline.core.plugins import plugin_manager
+    from syncline.core.storage.config import default_store_url, load_config
     from syncline.core.store import scheme_of
 
     config = load_config({"store": {"url": store_url}} if store_url else None)
@@ -139,7 +139,7 @@ def verify(store_url: str | None, schema_spec: str, server: bool) -> None:
     differ."""
     from syncline.cli import console
     from syncline.core.plugins import plugin_manager
-    from syncline.core.schema_dump import differences
+    from syncline.core.storage.schema_dump import differences
     from syncline.core.store import Store, scheme_of
 
     app = load_schema(schema_spec)

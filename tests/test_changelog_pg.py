@@ -15,9 +15,9 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.migration import execute
+from syncline.core.spi.transport import Mutation
+from syncline.core.storage.migration import execute
 from syncline.core.store import Store
-from syncline.core.transport import Mutation
 from syncline.server.engine import SyncServer, _Batch
 from syncline.server.order import PostgresOrder
 from syncline.server.store import open_server_store

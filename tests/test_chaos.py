@@ -24,9 +24,9 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.query import F
+from syncline.core.model.query import F
 from syncline.core.store import Store
-from syncline.core.sync import Backoff
+from syncline.core.sync.engine import Backoff
 from syncline.examples.social import ENTITIES, Message, MessagesDao, Post, PostsDao, SyncQueueDao
 from syncline.testing.chaos import (
     Add,

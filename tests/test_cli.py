@@ -87,7 +87,7 @@ def test_demo_end_to_end_as_a_process(tmp_path: Path) -> None:
 def test_status_shows_quarantined_records(tmp_path: Path) -> None:
     import datetime as dt
 
-    from syncline.core.outbox import Quarantined
+    from syncline.core.sync.outbox import Quarantined
 
     url = f"sqlite:///{tmp_path}/app.db"
     with syncline.open(url, entities=[Post]) as store:

@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.config import load_config
+from syncline.core.storage.config import load_config
 
 registry = syncline.EntityRegistry()
 

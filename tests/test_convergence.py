@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 import syncline
-from syncline.core.clock import FakeClock
+from syncline.core.model.clock import FakeClock
 from syncline.core.plugins import register_plugin, unregister_plugin
 from syncline.core.store import Store
-from syncline.core.sync import Backoff, Conflict, Strategy
+from syncline.core.sync.engine import Backoff, Conflict, Strategy
 from syncline.plugins.mock import MockServer
 from syncline.server.tables import ChangeEntry
 

@@ -54,10 +54,10 @@ from typing import Any
 import attrs
 
 import syncline
-from syncline.core.outbox import EntryState, OutboxEntry, SyncStatus
-from syncline.core.query import F
+from syncline.core.model.query import F
 from syncline.core.store import Store
-from syncline.core.sync import sync_lock
+from syncline.core.sync.engine import sync_lock
+from syncline.core.sync.outbox import EntryState, OutboxEntry, SyncStatus
 from syncline.plugins.mock import MockServer
 from syncline.server.engine import ANONYMOUS
 from syncline.server.store import open_server_store

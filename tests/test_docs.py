@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from syncline.core import hookspecs
+from syncline.core.spi import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -79,11 +79,11 @@ from typing import Any
 import attrs
 
 import syncline
-from syncline.core.migration import MigrationStrategy, Migrator, TableMigration
-from syncline.core.outbox import OutboxEntry, RecordState, SyncMeta, SyncStatus
-from syncline.core.query import F
-from syncline.core.schema_dump import differences
+from syncline.core.model.query import F
+from syncline.core.storage.migration import MigrationStrategy, Migrator, TableMigration
+from syncline.core.storage.schema_dump import differences
 from syncline.core.store import Store
+from syncline.core.sync.outbox import OutboxEntry, RecordState, SyncMeta, SyncStatus
 
 CI = os.environ.get("CI") == "true"
 KILLS = 30 if CI else 10  # per backend

@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 
 import syncline
-from syncline.core.schema import EntityRegistry
+from syncline.core.model.schema import EntityRegistry
 from syncline.plugins.mock import MockServer
 from syncline.server.store import open_server_store
 

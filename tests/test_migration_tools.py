@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import syncline
 from syncline.cli import main
 from syncline.core import schema_dump
-from syncline.core.schema import EntityRegistry
+from syncline.core.model.schema import EntityRegistry
 from syncline.testing.migrations import SchemaMismatch, SchemaVerifier, upgrade_paths
 
 APP_V1 = '''

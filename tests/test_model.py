@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import syncline
 from syncline import F
-from syncline.core.query import And, Compare, Condition, Not, Or, Order, Query
+from syncline.core.model.query import And, Compare, Condition, Not, Or, Order, Query
 from syncline.core.store import Store
 
 registry = syncline.EntityRegistry()

@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.schema import EntityRegistry, spec_of
+from syncline.core.model.schema import EntityRegistry, spec_of
 
 
 @pytest.fixture

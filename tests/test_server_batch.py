@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import syncline
-from syncline.core.clock import FakeClock
-from syncline.core.schema import EntityRegistry
-from syncline.core.transport import Mutation
+from syncline.core.model.clock import FakeClock
+from syncline.core.model.schema import EntityRegistry
+from syncline.core.spi.transport import Mutation
 from syncline.server.engine import SyncServer
 from syncline.server.store import open_server_store
 from syncline.server.tables import ChangeEntry, ServerRecord

@@ -12,9 +12,9 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.errors import ConfigurationError, EntityDefinitionError
-from syncline.core.migration import MigrationListener
-from syncline.core.schema import EntityRegistry, internal_entity, is_internal
+from syncline.core.model.errors import ConfigurationError, EntityDefinitionError
+from syncline.core.model.schema import EntityRegistry, internal_entity, is_internal
+from syncline.core.storage.migration import MigrationListener
 from syncline.server import SyncServer, open_server_store
 from syncline.server.tables import SERVER_ENTITIES, ChangeEntry
 

@@ -1,7 +1,7 @@
 """Strict validation of pushed mutations (issue 13, findings 7 and the value part of 8).
 
 A pushed value is accepted only when it has its field's declared JSON type exactly and is inside
-the value domain (syncline.core.values); otherwise that one mutation is ``rejected`` with a
+the value domain (syncline.core.model.values); otherwise that one mutation is ``rejected`` with a
 reason naming the field, nothing is stored, and the rest of the push goes on. The same holds
 on every server store: memory, SQLite and PostgreSQL.
 """
@@ -18,9 +18,9 @@ import cattrs
 import pytest
 
 import syncline
-from syncline.core.clock import FakeClock
-from syncline.core.schema import EntityRegistry
-from syncline.core.transport import Mutation, from_wire
+from syncline.core.model.clock import FakeClock
+from syncline.core.model.schema import EntityRegistry
+from syncline.core.spi.transport import Mutation, from_wire
 from syncline.server.engine import SyncServer
 from syncline.server.store import open_server_store
 from syncline.server.tables import ChangeEntry

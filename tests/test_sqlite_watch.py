@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 import syncline
-from syncline.core.schema import EntityRegistry
+from syncline.core.model.schema import EntityRegistry
 
 registry = EntityRegistry()
 
@@ -100,7 +100,7 @@ def test_a_writer_that_keeps_no_counts_still_wakes_every_watch(tmp_path: Path) -
 
 
 def test_the_counts_table_is_not_part_of_the_schema(tmp_path: Path) -> None:
-    from syncline.core.schema_dump import differences
+    from syncline.core.storage.schema_dump import differences
 
     with syncline.open(f"sqlite:///{tmp_path}/w.db", entities=[A]) as store:
         store.repository(A).insert(A(1))

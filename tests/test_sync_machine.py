@@ -43,14 +43,14 @@ from hypothesis.stateful import (
 )
 
 import syncline
-from syncline.core.clock import FakeClock
-from syncline.core.errors import ConflictError
-from syncline.core.outbox import EntryState, OutboxEntry, SyncStatus
+from syncline.core.model.clock import FakeClock
+from syncline.core.model.errors import ConflictError
+from syncline.core.model.query import F
 from syncline.core.plugins import register_plugin, unregister_plugin
-from syncline.core.query import F
+from syncline.core.spi.transport import Mutation, PushLimits, PushResponse
 from syncline.core.store import Store
-from syncline.core.sync import Backoff, Conflict, SyncReport
-from syncline.core.transport import Mutation, PushLimits, PushResponse
+from syncline.core.sync.engine import Backoff, Conflict, SyncReport
+from syncline.core.sync.outbox import EntryState, OutboxEntry, SyncStatus
 from syncline.plugins.mock import MockServer
 from syncline.server.engine import ANONYMOUS
 

@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import cattrs
 
-from syncline.core.backend import Backend, Row
-from syncline.core.config import ISOLATION, Option
-from syncline.core.convert import dumps_json, json_is_native, structure_hook
-from syncline.core.errors import IntegrityError, NotFoundError
-from syncline.core.evaluate import evaluate, order_rows
-from syncline.core.hookspecs import hookimpl
-from syncline.core.plugins import BackendRegistry
-from syncline.core.query import Condition, Query
-from syncline.core.schema import IndexSpec, TableSpec, _is_json
+from syncline.core.model.convert import dumps_json, json_is_native, structure_hook
+from syncline.core.model.errors import IntegrityError, NotFoundError
+from syncline.core.model.evaluate import evaluate, order_rows
+from syncline.core.model.query import Condition, Query
+from syncline.core.model.schema import IndexSpec, TableSpec
+from syncline.core.spi.backend import Backend, Row
+from syncline.core.spi.helpers import is_json
+from syncline.core.spi.hookspecs import hookimpl
+from syncline.core.spi.registries import BackendRegistry
+from syncline.core.storage.config import ISOLATION, Option
 
 if TYPE_CHECKING:
     from syncline.backends.memory_migration import MemoryMigrationOps
@@ -136,8 +137,8 @@ class MemoryBackend(Backend):
             inner = base.get_structure_hook(tp)
             return lambda value, _t: inner(json.loads(value), tp)
 
-        conv.register_unstructure_hook_factory(_is_json, json_unstructure)
-        conv.register_structure_hook_factory(_is_json, json_structure)
+        conv.register_unstructure_hook_factory(is_json, json_unstructure)
+        conv.register_structure_hook_factory(is_json, json_structure)
         return conv
 
     @property

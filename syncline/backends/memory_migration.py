@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from syncline.core.errors import MigrationError
-from syncline.core.migration import MigrationOps, Source
-from syncline.core.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
+from syncline.core.model.errors import MigrationError
+from syncline.core.model.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
+from syncline.core.storage.migration import MigrationOps, Source
 
 if TYPE_CHECKING:
     from syncline.backends.memory import MemoryBackend, _Table

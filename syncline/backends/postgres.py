@@ -31,10 +31,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from syncline.backends.sql import SQLBuilder, TupleRowsMixin
-from syncline.core.backend import Backend
-from syncline.core.config import ISOLATION, Option
-from syncline.core.convert import dumps_jsonb, json_is_native, structure_hook, utc_datetime
-from syncline.core.errors import (
+from syncline.core.model.convert import dumps_jsonb, json_is_native, structure_hook, utc_datetime
+from syncline.core.model.errors import (
     BackendError,
     BackendUnavailableError,
     ConfigurationError,
@@ -43,10 +41,13 @@ from syncline.core.errors import (
     TransactionConflictError,
     TransactionError,
 )
-from syncline.core.hookspecs import hookimpl
-from syncline.core.plugins import BackendRegistry
-from syncline.core.query import Compare, Condition, Query
-from syncline.core.schema import IndexSpec, Kind, TableSpec, _is_json
+from syncline.core.model.query import Compare, Condition, Query
+from syncline.core.model.schema import IndexSpec, Kind, TableSpec
+from syncline.core.spi.backend import Backend
+from syncline.core.spi.helpers import is_json
+from syncline.core.spi.hookspecs import hookimpl
+from syncline.core.spi.registries import BackendRegistry
+from syncline.core.storage.config import ISOLATION, Option
 
 if TYPE_CHECKING:
     import psycopg
@@ -328,8 +329,8 @@ class PostgresBackend(TupleRowsMixin, Backend):
             inner = base.get_structure_hook(tp)
             return lambda value, _t: inner(value, tp)
 
-        conv.register_unstructure_hook_factory(_is_json, json_unstructure)
-        conv.register_structure_hook_factory(_is_json, json_structure)
+        conv.register_unstructure_hook_factory(is_json, json_unstructure)
+        conv.register_structure_hook_factory(is_json, json_structure)
         return conv
 
     # -- transactions ------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from syncline.core.errors import QueryError
-from syncline.core.query import (
+from syncline.core.model.errors import QueryError
+from syncline.core.model.query import (
     LIKE_ESCAPE,
     And,
     Compare,
@@ -25,7 +25,7 @@ from syncline.core.query import (
     Query,
     tie_broken,
 )
-from syncline.core.schema import ColumnSpec, Kind, TableSpec
+from syncline.core.model.schema import ColumnSpec, Kind, TableSpec
 
 Compiled = tuple[str, tuple[str, ...]]
 Row = dict[str, Any]

@@ -21,9 +21,9 @@ from alembic.operations import Operations
 from sqlalchemy.pool import StaticPool
 
 from syncline.backends.sql import SQLBuilder, server_default
-from syncline.core.errors import MigrationError
-from syncline.core.migration import MigrationOps, Source
-from syncline.core.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
+from syncline.core.model.errors import MigrationError
+from syncline.core.model.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
+from syncline.core.storage.migration import MigrationOps, Source
 
 _CHUNK = 5000  # rows per executemany when a Python function transforms them
 

@@ -7,30 +7,32 @@ that this project's own ``pyproject.toml`` declares.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as metadata
 import logging
 import os
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import pluggy
 
-from syncline.core import hookspecs
-from syncline.core.errors import PluginError, UnknownSchemeError
-from syncline.core.schema import TypeRegistry
+from syncline.core.model.errors import PluginError
+from syncline.core.model.schema import TypeRegistry, use_custom_types
+from syncline.core.spi import hookspecs
+from syncline.core.spi.registries import DISABLE_ENV as DISABLE_ENV
+from syncline.core.spi.registries import BackendRegistry as BackendRegistry
+from syncline.core.spi.registries import CommandRegistry as CommandRegistry
+from syncline.core.spi.registries import Registration as Registration
+from syncline.core.spi.registries import TransportRegistry as TransportRegistry
 
 if TYPE_CHECKING:
-    import click
 
-    from syncline.core.backend import Backend
+    from syncline.core.spi.backend import Backend
     from syncline.core.store import Store
 
 log = logging.getLogger("syncline.plugins")
 GROUP = "syncline"
-DISABLE_ENV = "SYNCLINE_DISABLE_PLUGINS"
 
 T = TypeVar("T")
 
@@ -44,107 +46,6 @@ class PluginInfo:
     distribution: str | None
     version: str | None
     hooks: tuple[str, ...] = ()
-
-
-@attrs.frozen
-class Registration(Generic[T]):
-    scheme: str
-    target: type[T] | str
-    plugin: str
-    description: str = ""
-    requires: str | None = None
-
-
-class _SchemeRegistry(Generic[T]):
-    """Classes registered by URL scheme; one registry per role (backend, transport)."""
-
-    role = "thing"
-    hint = ""
-
-    def __init__(self) -> None:
-        self._by_scheme: dict[str, Registration[T]] = {}
-        self._plugin = "?"
-
-    def _bound(self, plugin: str) -> _SchemeRegistry[T]:
-        self._plugin = plugin
-        return self
-
-    def register(self, scheme: str, target: type[T] | str, *, description: str = "",
-                 requires: str | None = None) -> None:
-        """Serve URLs ``scheme://...`` with ``target`` (a class or ``"module:Class"``)."""
-        scheme = scheme.lower()
-        existing = self._by_scheme.get(scheme)
-        if existing is not None and existing.plugin != self._plugin:
-            raise PluginError(
-                f"plugin {self._plugin!r} registers {self.role} scheme {scheme!r}, already "
-                f"registered by plugin {existing.plugin!r}; disable one of them with "
-                f"{DISABLE_ENV}={existing.plugin}"
-            )
-        self._by_scheme[scheme] = Registration(scheme, target, self._plugin, description,
-                                               requires)
-
-    def schemes(self) -> list[str]:
-        return sorted(self._by_scheme)
-
-    def forget(self, plugin: str) -> None:
-        """Drop every registration made by ``plugin``."""
-        self._by_scheme = {s: r for s, r in self._by_scheme.items() if r.plugin != plugin}
-
-    def registrations(self) -> list[Registration[T]]:
-        return [self._by_scheme[s] for s in self.schemes()]
-
-    def get(self, scheme: str) -> type[T]:
-        """The class for ``scheme``; an unknown scheme names the ones available."""
-        reg = self._by_scheme.get(scheme.lower())
-        if reg is None:
-            available = ", ".join(f"{s}://" for s in self.schemes()) or "none"
-            raise UnknownSchemeError(
-                f"no {self.role} for scheme {scheme!r}; available: {available}. "
-                f"A plugin adds one{self.hint}; see 'syncline plugins'"
-            )
-        if isinstance(reg.target, str):
-            return self._import(reg)
-        return reg.target
-
-    def _import(self, reg: Registration[T]) -> type[T]:
-        module_name, _, attr = str(reg.target).partition(":")
-        try:
-            obj: type[T] = getattr(importlib.import_module(module_name), attr)
-        except ImportError as exc:
-            hint = f"; install it with: pip install {reg.requires}" if reg.requires else ""
-            raise PluginError(
-                f"the {self.role} for {reg.scheme}:// (plugin {reg.plugin!r}) cannot be "
-                f"imported: {exc}{hint}"
-            ) from exc
-        return obj
-
-
-class BackendRegistry(_SchemeRegistry["Backend"]):
-    role = "backend"
-    hint = " (for PostgreSQL: pip install 'syncline[postgresql]')"
-
-
-class TransportRegistry(_SchemeRegistry[Any]):
-    role = "transport"
-    hint = " (for HTTP: pip install 'syncline[http]')"
-
-
-class CommandRegistry:
-    """CLI commands added by plugins."""
-
-    def __init__(self) -> None:
-        self.commands: dict[str, tuple[click.Command, str]] = {}
-        self._plugin = "?"
-
-    def _bound(self, plugin: str) -> CommandRegistry:
-        self._plugin = plugin
-        return self
-
-    def register(self, command: click.Command) -> None:
-        """Add ``command`` to the ``syncline`` CLI."""
-        if command.name is None:
-            raise PluginError(f"plugin {self._plugin!r} registers a CLI command with no name")
-        self.commands[command.name] = (command, self._plugin)
 
 
 def disabled_plugins() -> set[str]:
@@ -301,6 +202,14 @@ def plugin_manager() -> PluginManager:
                 manager.load_entry_points()
                 _manager = manager
     return _manager
+
+
+def _plugin_types() -> TypeRegistry:
+    return plugin_manager().types
+
+
+# Entity declarations (syncline.core.model) find plugins' types here, without importing this.
+use_custom_types(_plugin_types)
 
 
 def reset_plugin_manager() -> None:

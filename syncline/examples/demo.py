@@ -17,9 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 import syncline
-from syncline.core.outbox import EntryState
 from syncline.core.plugins import register_plugin, unregister_plugin
-from syncline.core.sync import Backoff, SyncReport
+from syncline.core.sync.engine import Backoff, SyncReport
+from syncline.core.sync.outbox import EntryState
 from syncline.examples.social import ENTITIES, Message, MessagesDao, Post, PostsDao
 from syncline.server.app import ServerConfig
 from syncline.testing.server import LiveServer

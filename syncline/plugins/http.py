@@ -14,10 +14,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from syncline.core.errors import AuthenticationError, SerializationError, TransportError
-from syncline.core.hookspecs import hookimpl
-from syncline.core.plugins import TransportRegistry
-from syncline.core.transport import (
+from syncline.core.model.errors import AuthenticationError, SerializationError, TransportError
+from syncline.core.spi.hookspecs import hookimpl
+from syncline.core.spi.registries import TransportRegistry
+from syncline.core.spi.transport import (
     CursorRejectedError,
     Mutation,
     PermanentTransportError,

@@ -30,11 +30,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from syncline.core.errors import BackendError, InvalidCursorError, NotFoundError, SerializationError
-from syncline.core.hookspecs import hookimpl
-from syncline.core.plugins import TransportRegistry
-from syncline.core.store import Store
-from syncline.core.transport import (
+from syncline.core.model.errors import (
+    BackendError,
+    InvalidCursorError,
+    NotFoundError,
+    SerializationError,
+)
+from syncline.core.spi.hookspecs import hookimpl
+from syncline.core.spi.registries import TransportRegistry
+from syncline.core.spi.transport import (
     CursorRejectedError,
     Mutation,
     MutationResult,
@@ -46,6 +50,7 @@ from syncline.core.transport import (
     Transport,
     to_wire,
 )
+from syncline.core.store import Store
 from syncline.server.engine import ANONYMOUS, SyncServer
 from syncline.server.store import open_server_store
 

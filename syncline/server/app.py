@@ -40,7 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import syncline
-from syncline.core.errors import (
+from syncline.core.model.errors import (
     AuthenticationError,
     BackendError,
     BackendUnavailableError,
@@ -51,15 +51,15 @@ from syncline.core.errors import (
     SynclineError,
     TransactionConflictError,
 )
-from syncline.core.migration import Schema
-from syncline.core.schema import spec_of
-from syncline.core.transport import (
+from syncline.core.model.schema import spec_of
+from syncline.core.spi.transport import (
     Mutation,
     PullPage,
     PushResponse,
     from_wire,
     to_wire,
 )
+from syncline.core.storage.migration import Schema
 from syncline.server.auth import Principal, authenticate
 from syncline.server.engine import SyncServer
 from syncline.server.openapi import openapi_document

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from syncline.core.errors import AuthenticationError
+from syncline.core.model.errors import AuthenticationError
 
 if TYPE_CHECKING:
     from syncline.server.app import ServerConfig

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from syncline.core.errors import InvalidCursorError
+from syncline.core.model.errors import InvalidCursorError
 
 
 def _principal_tag(principal: str) -> str:

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from syncline.core.convert import describe_error
-from syncline.core.errors import (
+from syncline.core.model.convert import describe_error
+from syncline.core.model.errors import (
     BackendError,
     BackendUnavailableError,
     ConfigurationError,
@@ -45,9 +45,17 @@ from syncline.core.errors import (
     SerializationError,
     TransactionConflictError,
 )
-from syncline.core.query import F
-from syncline.core.schema import EntitySpec, spec_of
-from syncline.core.transport import (
+from syncline.core.model.query import F
+from syncline.core.model.schema import EntitySpec, spec_of
+from syncline.core.model.values import (
+    INT64_MAX,
+    INT64_MIN,
+    check_id,
+    check_json_any,
+    check_str,
+    describe,
+)
+from syncline.core.spi.transport import (
     Change,
     Mutation,
     MutationResult,
@@ -56,7 +64,6 @@ from syncline.core.transport import (
     from_wire,
     to_wire,
 )
-from syncline.core.values import INT64_MAX, INT64_MIN, check_id, check_json_any, check_str, describe
 from syncline.server.cursor import Cursor, decode_cursor, encode_cursor
 from syncline.server.order import Position, PostgresOrder, log_order
 from syncline.server.store import ServerTablesFollow
@@ -92,7 +99,7 @@ def invalid_mutation(m: Mutation) -> str | None:
 
     Checked before anything else looks at it: the id and record id are strings within the id
     limit, ``base_version`` an int or None, the payload a JSON object of JSON values inside the
-    value domain (syncline.core.values), the command a string. The payload's fields are
+    value domain (syncline.core.model.values), the command a string. The payload's fields are
     checked against the entity's declared types later, by :meth:`SyncServer.decide`.
     """
     try:

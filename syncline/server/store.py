@@ -12,9 +12,10 @@ from typing import Any
 
 import attrs
 
-from syncline.core.migration import MigrationListener, MigrationStrategy
-from syncline.core.query import F
-from syncline.core.schema import spec_of
+from syncline.core.model.query import F
+from syncline.core.model.schema import spec_of
+from syncline.core.storage.local import LocalStore
+from syncline.core.storage.migration import MigrationListener, MigrationStrategy
 from syncline.core.store import Store, open_store
 from syncline.server.order import POSITION_INDEX, SEQUENCE
 from syncline.server.tables import SERVER_ENTITIES, AppliedMutation, ChangeEntry, ServerRecord
@@ -108,7 +109,7 @@ def upgrade_server_tables(store: Store) -> list[str]:
 class ServerTablesFollow(MigrationListener):
     """A server's change log and record metadata follow its store's migrations."""
 
-    def on_rename_table(self, store: Store, old: str, new: str) -> None:
+    def on_rename_table(self, store: LocalStore, old: str, new: str) -> None:
         """The log's entries and the records' metadata take the table's new name."""
         store.repository(ChangeEntry).update_where(F.entity == old, entity=new)
         records = store.repository(ServerRecord)
@@ -118,7 +119,7 @@ class ServerTablesFollow(MigrationListener):
             records.insert_many([attrs.evolve(r, key=f"{r.owner}/{new}/{r.record_id}",
                                               entity=new) for r in found])
 
-    def after_upgrade(self, store: Store, from_version: int, to_version: int) -> None:
+    def after_upgrade(self, store: LocalStore, from_version: int, to_version: int) -> None:
         """The change log's payloads take the migrated rows' shape, so clients of the new
         version pulling older changes can read them (a record's upserts all carry its current
         row; those of records deleted since are dropped, their delete stays)."""

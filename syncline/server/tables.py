@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from syncline.core.schema import EntityRegistry, internal_entity
+from syncline.core.model.schema import EntityRegistry, internal_entity
 
 #: the server's tables (a registry of their own: the application's cannot claim their names)
 tables = EntityRegistry()

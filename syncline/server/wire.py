@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from syncline.core.transport import PullPage, to_wire
+from syncline.core.spi.transport import PullPage, to_wire
 
 #: stored changes a pull leaves out are logged here (a warning each)
 pull_log = logging.getLogger("syncline.server.pull")

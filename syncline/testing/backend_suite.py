@@ -38,11 +38,11 @@ from hypothesis import strategies as st
 
 import syncline
 from syncline import F
-from syncline.core.backend import CAPABILITIES
-from syncline.core.query import like_escape
-from syncline.core.schema import EntityRegistry
+from syncline.core.model.query import like_escape
+from syncline.core.model.schema import EntityRegistry
+from syncline.core.model.values import INT64_MAX, INT64_MIN, describe
+from syncline.core.spi.backend import CAPABILITIES
 from syncline.core.store import Store
-from syncline.core.values import INT64_MAX, INT64_MIN, describe
 from syncline.testing.entities import ENTITIES, Color, Counter, Everything, Level, Post
 
 UTC = dt.UTC
@@ -77,7 +77,7 @@ def make_everything(i: int, **kw: Any) -> Everything:
     return Everything(**values)
 
 
-# -- the value domain (syncline.core.values; issue 14 "Values") ----------------------------------
+# -- the value domain (syncline.core.model.values; issue 14 "Values") ------------------------
 
 values_registry = EntityRegistry()
 

@@ -768,9 +768,9 @@ class Snapshot:
     @classmethod
     def of(cls, store: Store, **extra: Any) -> Snapshot:
         """Read a store (every syncing entity)."""
-        from syncline.core.outbox import SyncStatus
-        from syncline.core.query import F
-        from syncline.core.schema import spec_of
+        from syncline.core.model.query import F
+        from syncline.core.model.schema import spec_of
+        from syncline.core.sync.outbox import SyncStatus
 
         records: dict[str, dict[str, dict[str, Any]]] = {}
         for cls_ in store.entities:

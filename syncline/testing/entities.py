@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from syncline.core.schema import EntityRegistry
+from syncline.core.model.schema import EntityRegistry
 
 registry = EntityRegistry()
 

@@ -17,16 +17,8 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.backend import CAPABILITIES
-from syncline.core.errors import MigrationError
-from syncline.core.migration import (
-    MigrationStrategy,
-    Migrator,
-    TableMigration,
-    execute,
-    steps,
-)
-from syncline.core.schema import (
+from syncline.core.model.errors import MigrationError
+from syncline.core.model.schema import (
     ColumnSpec,
     EntityRegistry,
     ForeignKey,
@@ -34,7 +26,15 @@ from syncline.core.schema import (
     Trigger,
     View,
 )
-from syncline.core.schema_dump import differences
+from syncline.core.spi.backend import CAPABILITIES
+from syncline.core.storage.migration import (
+    MigrationStrategy,
+    Migrator,
+    TableMigration,
+    execute,
+    steps,
+)
+from syncline.core.storage.schema_dump import differences
 from syncline.core.store import Store
 
 # Each version of the schema lives in a registry of its own: the same table, other shapes.

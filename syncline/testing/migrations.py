@@ -24,8 +24,8 @@ from typing import Any
 
 import syncline
 from syncline.core import schema_dump
-from syncline.core.errors import MigrationError
-from syncline.core.migration import MigrationStrategy, Schema
+from syncline.core.model.errors import MigrationError
+from syncline.core.storage.migration import MigrationStrategy, Schema
 from syncline.core.store import Store
 
 
@@ -82,7 +82,7 @@ class SchemaVerifier:
     @staticmethod
     def verify(store: Store) -> None:
         """Raise :class:`SchemaMismatch` unless the stored schema is the declared one."""
-        from syncline.core.schema_dump import differences
+        from syncline.core.storage.schema_dump import differences
 
         found = differences(store)
         if found:

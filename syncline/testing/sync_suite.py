@@ -16,11 +16,11 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.clock import FakeClock
-from syncline.core.outbox import EntryState, SyncStatus, new_id
+from syncline.core.model.clock import FakeClock
 from syncline.core.plugins import register_plugin, unregister_plugin
 from syncline.core.store import Store
-from syncline.core.sync import Backoff, Resolution, Strategy
+from syncline.core.sync.engine import Backoff, Resolution, Strategy
+from syncline.core.sync.outbox import EntryState, SyncStatus, new_id
 from syncline.plugins.mock import MockServer
 from syncline.server.tables import ChangeEntry
 
@@ -669,7 +669,7 @@ class SyncSuite:
         before = set(threading.enumerate())
         worker = client.start_sync_worker(interval=60, debounce=0.01)
         with pytest.raises(syncline.SynclineError, match="already"):
-            from syncline.core.worker import SyncWorker
+            from syncline.core.sync.worker import SyncWorker
 
             SyncWorker(client.sync_engine).start()
         note = Note(new_id(), "me", "background")

@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.transport import (
+from syncline.core.spi.transport import (
     Mutation,
     PermanentTransportError,
     RetryableTransportError,

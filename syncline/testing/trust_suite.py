@@ -18,11 +18,9 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.clock import FakeClock
-from syncline.core.outbox import SyncStatus
+from syncline.core.model.clock import FakeClock
 from syncline.core.plugins import register_plugin, unregister_plugin
-from syncline.core.store import Store
-from syncline.core.transport import (
+from syncline.core.spi.transport import (
     Change,
     Mutation,
     PermanentTransportError,
@@ -32,6 +30,8 @@ from syncline.core.transport import (
     RetryableTransportError,
     to_wire,
 )
+from syncline.core.store import Store
+from syncline.core.sync.outbox import SyncStatus
 from syncline.plugins.mock import MockServer
 from syncline.server.cursor import encode_cursor
 from syncline.server.tables import ChangeEntry

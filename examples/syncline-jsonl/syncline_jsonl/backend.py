@@ -21,7 +21,7 @@ import cattrs
 
 from syncline import BackendUnavailableError, hookimpl
 from syncline.backends.memory import MemoryBackend, _Database, _Table
-from syncline.core.schema import TableSpec
+from syncline.core.model.schema import TableSpec
 
 _specs = cattrs.Converter()
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from syncline import Dao, F, SyncStatus
-from syncline.core.outbox import OutboxEntry
-from syncline.core.watch import Watch
+from syncline.core.storage.watch import Watch
+from syncline.core.sync.outbox import OutboxEntry
 from syncline.examples.social.models import Message, Post, User
 
 

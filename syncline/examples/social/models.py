@@ -7,7 +7,7 @@ import datetime as dt
 import attrs
 
 import syncline
-from syncline.core.migration import Schema
+from syncline.core.storage.migration import Schema
 
 registry = syncline.EntityRegistry()
 

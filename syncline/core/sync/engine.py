@@ -15,14 +15,12 @@ import logging
 import random
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from syncline.core.errors import (
+from syncline.core.model.errors import (
     AuthenticationError,
     BackendError,
     BackendUnavailableError,
@@ -32,18 +30,9 @@ from syncline.core.errors import (
     TransactionError,
     TransportError,
 )
-from syncline.core.outbox import (
-    EntryState,
-    OutboxEntry,
-    Quarantined,
-    RecordState,
-    SyncStatus,
-    state_key,
-)
-from syncline.core.plan import Planner
-from syncline.core.query import F
-from syncline.core.schema import spec_of
-from syncline.core.transport import (
+from syncline.core.model.query import F
+from syncline.core.model.schema import spec_of
+from syncline.core.spi.transport import (
     Change,
     CursorRejectedError,
     Mutation,
@@ -55,9 +44,19 @@ from syncline.core.transport import (
     Transport,
     to_wire,
 )
+from syncline.core.sync.lock import sync_lock
+from syncline.core.sync.outbox import (
+    EntryState,
+    OutboxEntry,
+    Quarantined,
+    RecordState,
+    SyncStatus,
+    state_key,
+)
+from syncline.core.sync.plan import Planner
 
 if TYPE_CHECKING:
-    from syncline.core.store import Store
+    from syncline.core.sync.syncing import SyncingStore
 
 log = logging.getLogger("syncline.sync")
 
@@ -168,7 +167,8 @@ def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def apply_remote(store: Store, cls: type, record_id: str, obj: Any, version: int | None) -> None:
+def apply_remote(store: SyncingStore, cls: type, record_id: str, obj: Any,
+                 version: int | None) -> None:
     """Write the server's version of a record (or delete it when ``obj`` is None) as synced,
     without queueing anything. Runs in the caller's transaction, or its own."""
     spec = spec_of(cls)
@@ -201,7 +201,7 @@ def apply_remote(store: Store, cls: type, record_id: str, obj: Any, version: int
 class SyncEngine:
     """Pushes a store's queue through a transport and pulls the server's changes into it."""
 
-    def __init__(self, store: Store, transport: Transport, *,
+    def __init__(self, store: SyncingStore, transport: Transport, *,
                  strategy: Strategy | str = Strategy.SERVER_WINS, batch_size: int = 100,
                  page_size: int = 500, max_retries: int = 8,
                  backoff: Backoff | None = None) -> None:
@@ -311,7 +311,7 @@ class SyncEngine:
                 return report
             mutations = [m for m, _ in planned]
             try:
-                self.store.plugins.hooks.before_push(self.store, mutations)
+                self.store.sync_hooks.before_push(self.store, mutations)
             except BaseException:
                 self._unsent(planned)  # a failing plugin leaves nothing half-sent
                 raise
@@ -349,7 +349,7 @@ class SyncEngine:
                     "the server's results do not match the mutations sent"), report, "push")
                 return report
             self._handle_in_transaction(planned, results, report)
-            self.store.plugins.hooks.after_push(self.store, mutations, results)
+            self.store.sync_hooks.after_push(self.store, mutations, results)
             log.info("pushed %d mutation(s) in %.3f s", len(mutations),
                      time.monotonic() - started)
             if self._waiting(None):  # the server asked us to wait
@@ -451,7 +451,7 @@ class SyncEngine:
 
     def _plan(self, limits: PushLimits, report: SyncReport
               ) -> list[tuple[Mutation, list[OutboxEntry]]]:
-        """The next batch, in an order that keeps every dependency (core/plan.py), cut to the
+        """The next batch, in an order that keeps every dependency (core/sync/plan.py), cut to the
         server's limits by count and by bytes."""
         now = self.store.clock.now()
         held, held_ids = self._held(now)
@@ -684,7 +684,7 @@ class SyncEngine:
         try:
             return self.store.wire.structure(payload, cls)
         except Exception as exc:
-            from syncline.core.convert import describe_error as _describe
+            from syncline.core.model.convert import describe_error as _describe
 
             raise SerializationError(
                 f"the server sent a {entity} record this store cannot read as {cls.__name__} "
@@ -702,7 +702,7 @@ class SyncEngine:
 
     def decide(self, conflict: Conflict) -> Resolution:
         """The resolution for ``conflict``: a plugin's, else the configured strategy's."""
-        answer = self.store.plugins.hooks.resolve_conflict(self.store, conflict)
+        answer = self.store.sync_hooks.resolve_conflict(self.store, conflict)
         if isinstance(answer, Resolution):
             return answer
         strategy = Strategy(answer) if answer is not None else self.strategy
@@ -792,7 +792,7 @@ class SyncEngine:
             started = time.monotonic()
             cursor = self.outbox.get_meta("cursor")
             epoch = self.outbox.get_meta("epoch")
-            self.store.plugins.hooks.before_pull(self.store, cursor)
+            self.store.sync_hooks.before_pull(self.store, cursor)
             try:
                 page = self.transport.pull(cursor, self.page_size, self.entities)
             except CursorRejectedError as exc:
@@ -816,7 +816,7 @@ class SyncEngine:
                             epoch, page.epoch)
             before = report.pulled
             self._apply_page_in_transaction(page, report, reset)
-            self.store.plugins.hooks.after_pull(self.store, list(page.changes))
+            self.store.sync_hooks.after_pull(self.store, list(page.changes))
             log.info("pulled a page of %d change(s), applied %d, in %.3f s",
                      len(page.changes), report.pulled - before, time.monotonic() - started)
             if not page.more:
@@ -1059,83 +1059,3 @@ class SyncEngine:
         if self.outbox.has_pending(spec.table.name, record_id):
             return False
         return state is None or state.status is SyncStatus.SYNCED
-
-
-class _ProcessLock:
-    """A thread lock that a weak dictionary can hold (entries go with their stores)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-
-
-_process_locks: weakref.WeakValueDictionary[str, _ProcessLock] = weakref.WeakValueDictionary()
-_process_locks_guard = threading.Lock()
-
-
-class sync_lock:
-    """One syncer per store: a lock of this process, plus one across processes: the backend's
-    advisory lock (PostgreSQL), else a file lock beside a file store (SQLite)."""
-
-    def __init__(self, store: Store, *, blocking: bool = True) -> None:
-        self.store = store
-        self.blocking = blocking
-        self._file: Any = None
-        self._advisory: AbstractContextManager[bool] | None = None
-        backend = store.backend
-        path = getattr(backend, "path", None)
-        self.path = f"{path}.sync-lock" if path else None
-        url = backend.url
-        key = path or (f"{url}#{id(backend)}" if url.endswith("://") else url)
-        with _process_locks_guard:
-            lock = _process_locks.get(key)
-            if lock is None:
-                lock = _process_locks[key] = _ProcessLock()
-        # the backend keeps its lock alive; when the store is gone, the entry goes too
-        backend.__dict__["_syncline_sync_lock"] = lock
-        self._lock = lock.lock
-
-    def __enter__(self) -> sync_lock:
-        if not self._lock.acquire(blocking=self.blocking):
-            raise SynclineError(f"another thread is syncing {self.store.backend.url}")
-        try:
-            self._cross_process()
-        except BaseException:
-            self._lock.release()
-            raise
-        return self
-
-    def _cross_process(self) -> None:
-        advisory = self.store.backend.advisory_lock("sync", blocking=self.blocking)
-        if advisory is not None:
-            if not advisory.__enter__():
-                advisory.__exit__(None, None, None)
-                raise SynclineError(f"another process is syncing {self.store.backend.url}")
-            self._advisory = advisory
-            return
-        if self.path is None:
-            return
-        import fcntl
-
-        self._file = open(self.path, "a+")  # noqa: SIM115 - held until __exit__
-        flags = fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB)
-        try:
-            fcntl.flock(self._file, flags)
-        except OSError as exc:
-            self._file.close()
-            self._file = None
-            raise SynclineError(
-                f"another process is syncing {self.store.backend.url}") from exc
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self._advisory is not None:
-                self._advisory.__exit__(None, None, None)
-                self._advisory = None
-            if self._file is not None:
-                import fcntl
-
-                fcntl.flock(self._file, fcntl.LOCK_UN)
-                self._file.close()
-                self._file = None
-        finally:
-            self._lock.release()

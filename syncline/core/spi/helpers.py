@@ -1,0 +1,9 @@
+"""Helpers for plugin authors: what bundled backends use, public so that others can too."""
+
+from __future__ import annotations
+
+from syncline.core.model.schema import is_json as is_json
+from syncline.core.spi.options import scheme_of as scheme_of
+from syncline.core.spi.options import split_url as split_url
+
+__all__ = ["is_json", "scheme_of", "split_url"]

@@ -1,0 +1,136 @@
+"""Every pluggy hook syncline calls: the one contract for plugins.
+
+A plugin is a module or object with functions decorated by :data:`hookimpl` whose names are
+the ones below; a distribution exposes it through the entry-point group ``syncline``::
+
+    [project.entry-points.syncline]
+    mybackend = "mypackage.syncline_plugin"
+
+Hooks do two things only. *Registration* hooks receive a registry object and call
+``register(...)`` on it; they run once, when syncline first needs its plugins. *Event* hooks
+carry cross-cutting events; record operations never go through hooks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import pluggy
+
+if TYPE_CHECKING:
+    from syncline.core.model.schema import TypeRegistry
+    from syncline.core.spi.registries import BackendRegistry, CommandRegistry, TransportRegistry
+
+#: The event hooks' ``store``: a :class:`syncline.Store`. Typed loosely because the plugin
+#: contract sits below the store in syncline's layers (docs/architecture.md).
+Store: TypeAlias = Any
+
+PROJECT = "syncline"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def syncline_register_backends(registry: BackendRegistry) -> None:
+    """Register storage backends by URL scheme.
+
+    Call ``registry.register(scheme, backend_class, description=...)`` once per scheme the
+    plugin serves; ``backend_class`` subclasses :class:`syncline.core.backend.Backend` and may
+    also be given as an import path ``"package.module:Class"`` so that heavy dependencies load
+    only when a store with that scheme is opened. Pass ``requires="package-name"`` to name the
+    distribution a user must install when importing the class fails.
+    """
+
+
+@hookspec
+def syncline_register_transports(registry: TransportRegistry) -> None:
+    """Register sync transports by URL scheme.
+
+    Call ``registry.register(scheme, transport_class, description=...)``; the same rules as
+    :func:`syncline_register_backends` apply (import paths, ``requires``).
+    """
+
+
+@hookspec
+def syncline_register_types(registry: TypeRegistry) -> None:
+    """Register extra field types that entities may use.
+
+    Call ``registry.register(python_type, kind, to_storage, from_storage)``: values of
+    ``python_type`` are stored as the built-in ``kind`` (``"text"``, ``"integer"``, ``"float"``,
+    ``"boolean"``, ``"bytes"``, ``"datetime"``, ``"date"``, ``"uuid"``, ``"decimal"`` or
+    ``"json"``), ``to_storage`` turning a value into that kind's canonical Python value and
+    ``from_storage`` turning it back.
+    """
+
+
+@hookspec
+def syncline_register_commands(registry: CommandRegistry) -> None:
+    """Add commands to the ``syncline`` CLI.
+
+    Call ``registry.register(command)`` with a :class:`click.Command`; its name must not clash
+    with a built-in command.
+    """
+
+
+@hookspec
+def syncline_after_commit(store: Store, tables: frozenset[str]) -> None:
+    """Called after a transaction of ``store`` committed writes to ``tables``.
+
+    Runs on the committing thread, after the commit, with no lock held. An exception raised
+    here is logged and does not undo the commit or stop other implementations.
+    """
+
+
+@hookspec
+def syncline_before_push(store: Store, mutations: list[Any]) -> None:
+    """Called before the sync engine pushes a batch of ``mutations`` from ``store``."""
+
+
+@hookspec
+def syncline_after_push(store: Store, mutations: list[Any], results: list[Any]) -> None:
+    """Called after a push, with each mutation and the server's result for it."""
+
+
+@hookspec
+def syncline_before_pull(store: Store, cursor: str | None) -> None:
+    """Called before the sync engine pulls changes after ``cursor`` (None: from the start)."""
+
+
+@hookspec
+def syncline_after_pull(store: Store, changes: list[Any]) -> None:
+    """Called after a page of pulled ``changes`` has been applied and committed."""
+
+
+@hookspec(firstresult=True)
+def syncline_resolve_conflict(store: Store, conflict: Any) -> Any | None:
+    """Decide a sync conflict; the first non-None answer wins.
+
+    ``conflict`` carries the entity, the local and the server versions of the record. Return
+    the resolution (see the sync documentation) or None to leave the decision to the next
+    plugin and finally to the store's configured strategy.
+    """
+
+
+@hookspec(firstresult=True)
+def syncline_authenticate(headers: dict[str, str], config: Any) -> Any | None:
+    """Authenticate a request to the sync server; the first non-None answer wins.
+
+    ``headers`` are the request's headers (lower-case names). Return the principal (an object
+    with at least an ``id``) when the plugin recognises the credentials, raise
+    :class:`syncline.core.errors.AuthenticationError` when it recognises them as invalid, or
+    return None to let other plugins try.
+    """
+
+
+@hookspec(firstresult=True)
+def syncline_handle_command(server: Any, principal: str, name: str,
+                            payload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Carry out a queued command (``like_post``, ``follow_user``...) on the sync server.
+
+    Called by the reference server and the mock server inside the transaction that records the
+    command's idempotency key, so writes made through ``server.store`` commit with it. Return a
+    JSON-able dict (sent back to the client as the command's result; ``{}`` is fine) when the
+    plugin handles ``name``, or None to let another plugin try. Raise
+    :class:`syncline.core.errors.ConflictError` or ``ValueError`` to reject the command with
+    that message. A command no plugin handles is rejected as unknown.
+    """

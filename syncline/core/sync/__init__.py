@@ -1,0 +1,21 @@
+"""Client sync: the outbox (:mod:`.outbox`), the planner (:mod:`.plan`), the engine
+(:mod:`.engine`: push, pull, conflicts, remapping, backoff), the worker (:mod:`.worker`), the
+cross-process sync lock (:mod:`.lock`), the sync look-ups on repositories
+(:mod:`.repository`) and :class:`.syncing.SyncingStore`, which wires them to the storage layer.
+
+``syncline.core.sync`` was one module before the layers; its names stay importable from here.
+"""
+
+from syncline.core.sync.engine import (
+    Backoff,
+    Conflict,
+    Resolution,
+    Strategy,
+    SyncEngine,
+    SyncReport,
+    apply_remote,
+)
+from syncline.core.sync.lock import sync_lock
+
+__all__ = ["Backoff", "Conflict", "Resolution", "Strategy", "SyncEngine", "SyncReport",
+           "apply_remote", "sync_lock"]

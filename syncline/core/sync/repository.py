@@ -1,0 +1,96 @@
+"""The repositories a syncing store hands out: a :class:`Repository` plus the seed's sync
+look-ups (``pending()``, ``failed()``, ``sync_state(id)``, ``by_local_id``...)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from syncline.core.model.convert import RowCodec
+from syncline.core.model.errors import NotFoundError, QueryError
+from syncline.core.model.query import F
+from syncline.core.model.schema import EntitySpec
+from syncline.core.storage.repository import Repository
+from syncline.core.sync.engine import apply_remote
+from syncline.core.sync.outbox import Outbox, RecordState, SyncStatus
+
+if TYPE_CHECKING:
+    from syncline.core.sync.syncing import SyncingStore
+
+T = TypeVar("T")
+
+
+class SyncRepository(Repository[T]):
+    """A repository with the sync state of its records; ``store.repository(Post)`` on a
+    syncing store. The look-ups refuse entities that do not sync."""
+
+    store: SyncingStore
+
+    def __init__(self, store: SyncingStore, spec: EntitySpec, codec: RowCodec) -> None:
+        super().__init__(store, spec, codec)
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.store.outbox
+
+    def pending(self) -> list[T]:
+        """Records with local changes not yet accepted by the server, oldest change first."""
+        return self._with_status([SyncStatus.PENDING, SyncStatus.SYNCING])
+
+    def failed(self, max_retries: int | None = None) -> list[T]:
+        """Records whose sync failed (with fewer than ``max_retries`` retries, if given)."""
+        self._require_syncs()
+        where = (F.entity == self.table.name) & (F.status == SyncStatus.FAILED)
+        if max_retries is not None:
+            where = where & (F.retry_count < max_retries)
+        states = self.outbox.states.find(where, order_by="local_modified_at")
+        return self.get_many(s.record_id for s in states)
+
+    def conflicts(self) -> list[T]:
+        """Records in manual conflict; ``sync_state(id).conflict_record`` has the server's."""
+        return self._with_status([SyncStatus.CONFLICT])
+
+    def _with_status(self, statuses: list[SyncStatus]) -> list[T]:
+        self._require_syncs()
+        states = self.outbox.states.find(
+            (F.entity == self.table.name) & F.status.in_(statuses) & (F.deleted == False),  # noqa: E712
+            order_by="local_modified_at")
+        return self.get_many(s.record_id for s in states)
+
+    def sync_state(self, key: Any) -> RecordState | None:
+        """The record's sync state (status, error, retry count, versions), or None."""
+        self._require_syncs()
+        return self.outbox.state(self.table.name, key)
+
+    def update_sync_status(self, key: Any, status: SyncStatus, *, error: str | None = None,
+                           retry_count: int | None = None) -> None:
+        """Set a record's sync status (the seed's ``updateSyncStatus``)."""
+        self._require_syncs()
+        state = self.outbox.require_state(self.table.name, key)
+        values: dict[str, Any] = {"status": status, "error": error}
+        if retry_count is not None:
+            values["retry_count"] = retry_count
+        self.outbox.states.update(state.key, **values)
+
+    def by_local_id(self, local_id: str) -> T | None:
+        """The record created locally with ``local_id`` (its id may since be the server's)."""
+        self._require_syncs()
+        state = self.outbox.states.first(
+            (F.entity == self.table.name) & (F.local_id == local_id))
+        return None if state is None else self.get(state.record_id)
+
+    def update_from_server(self, local_id: str, obj: T) -> None:
+        """Store the server's version of a record created locally as ``local_id`` (the seed's
+        ``updateFromServer``), without queueing anything. The record is ``synced`` unless
+        entries for it are still queued (then it stays ``pending``)."""
+        self._require_syncs()
+        state = self.outbox.states.first(
+            (F.entity == self.table.name) & (F.local_id == local_id))
+        if state is None:
+            raise NotFoundError(f"no {self.spec.cls.__name__} was created with local id "
+                                f"{local_id!r}")
+        apply_remote(self.store, self.spec.cls, state.record_id, obj, version=None)
+
+    def _require_syncs(self) -> None:
+        if not self._syncs:
+            raise QueryError(f"{self.spec.cls.__name__} does not sync; declare it with "
+                             f"@syncline.entity(..., syncs=True)")

@@ -1,0 +1,121 @@
+"""The background sync worker: syncs on an interval, soon after local writes, and when a
+failed push is due again. One per store: a lock file beside a SQLite store keeps a second
+process from running another."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from syncline.core.model.errors import SynclineError
+from syncline.core.model.query import F
+from syncline.core.spi.locks import FileLock
+from syncline.core.sync.outbox import EntryState
+
+if TYPE_CHECKING:
+    from syncline.core.sync.engine import SyncEngine, SyncReport
+
+log = logging.getLogger("syncline.worker")
+_workers: set[str] = set()
+_workers_lock = threading.Lock()
+
+
+class SyncWorker:
+    """Runs ``engine.sync()`` in a daemon thread until :meth:`stop`."""
+
+    def __init__(self, engine: SyncEngine, *, interval: float = 30.0,
+                 debounce: float = 0.1) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.interval = interval
+        self.debounce = debounce
+        self.last_report: SyncReport | None = None
+        self.rounds = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._undo: Callable[[], None] | None = None
+        self._file: FileLock | None = None
+        self._key = getattr(self.store.backend, "path", None) or f"{id(self.store.backend)}"
+
+    def start(self) -> SyncWorker:
+        with _workers_lock:
+            if self._key in _workers:
+                raise SynclineError(f"a sync worker already runs for {self.store.backend.url}")
+            _workers.add(self._key)
+        path = getattr(self.store.backend, "path", None)
+        if path:
+            file_lock = FileLock(f"{path}.worker-lock")
+            if not file_lock.acquire(blocking=False):
+                with _workers_lock:
+                    _workers.discard(self._key)
+                raise SynclineError(
+                    f"another process runs a sync worker for {self.store.backend.url}")
+            self._file = file_lock
+        self._undo = self.store.on_commit(self._on_commit)
+        self._thread = threading.Thread(target=self._run, name="syncline-sync", daemon=True)
+        self._thread.start()
+        return self
+
+    def _on_commit(self, tables: frozenset[str]) -> None:
+        # The worker's own commits (dequeuing what it pushed) are no reason to sync again.
+        if "_syncline_outbox" in tables and threading.current_thread() is not self._thread:
+            self._wake.set()
+
+    def wake(self) -> None:
+        """Sync now rather than at the next interval."""
+        self._wake.set()
+
+    def _next_timeout(self) -> float:
+        """Until the next thing to do: the end of the backoff while backing off, else the
+        next retry of a mutation that failed alone, else the interval."""
+        now = self.store.clock.now()
+        not_before = self.engine.not_before
+        if not_before is not None:
+            return max(0.0, min(self.interval, (not_before - now).total_seconds()))
+        entry = self.store.outbox.entries.first(
+            (F.state == EntryState.PENDING) & (F.next_attempt_at > now),
+            order_by="next_attempt_at")
+        if entry is None or entry.next_attempt_at is None:
+            return self.interval
+        due = (entry.next_attempt_at - now).total_seconds()
+        return max(0.0, min(self.interval, due))
+
+    def _run(self) -> None:
+        timeout = 0.0
+        while not self._stopping.is_set():
+            self._wake.wait(timeout)
+            if self._stopping.is_set():
+                break
+            if self._wake.is_set() and self.debounce:
+                self._stopping.wait(self.debounce)  # gather a burst of writes into one push
+            self._wake.clear()
+            try:
+                self.last_report = self.engine.sync()
+                self.rounds += 1
+                timeout = self._next_timeout()
+            except Exception:
+                log.exception("background sync failed")
+                timeout = min(self.interval, 5.0)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the current round and stop the thread."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
+        if self._file is not None:
+            self._file.release()
+            self._file = None
+        with _workers_lock:
+            _workers.discard(self._key)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
