@@ -122,7 +122,7 @@ def schema() -> None:
 def dump(schema_spec: str, version: int | None, folder: str) -> None:
     """Write the schema as syncline_schema_v<N>.json into FOLDER (for migration tests)."""
     from syncline.cli import console
-    from syncline.core import schema_dump
+    from syncline.core.storage import schema_dump
 
     app = load_schema(schema_spec, version)
     path = schema_dump.write(folder, schema_dump.dump(app.version, app.entities, app.views,

@@ -56,7 +56,7 @@ import attrs
 import syncline
 from syncline.core.model.query import F
 from syncline.core.store import Store
-from syncline.core.sync.engine import sync_lock
+from syncline.core.sync.lock import sync_lock
 from syncline.core.sync.outbox import EntryState, OutboxEntry, SyncStatus
 from syncline.plugins.mock import MockServer
 from syncline.server.engine import ANONYMOUS

@@ -47,7 +47,7 @@ def test_readme_migration_example_runs(tmp_path: Path, monkeypatch: pytest.Monke
     import attrs
 
     import syncline
-    from syncline.core import schema
+    from syncline.core.model import schema
 
     readme = (ROOT / "README.md").read_text()
     code = re.search(r"## Migrations\n.*?```python\n(.*?)```", readme, re.DOTALL)

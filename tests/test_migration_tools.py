@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 import syncline
 from syncline.cli import main
-from syncline.core import schema_dump
 from syncline.core.model.schema import EntityRegistry
+from syncline.core.storage import schema_dump
 from syncline.testing.migrations import SchemaMismatch, SchemaVerifier, upgrade_paths
 
 APP_V1 = '''

@@ -83,7 +83,7 @@ def test_the_plugin_is_registered_and_lazy() -> None:
 
 
 def test_schema_verifier_fixture_reads_the_dumps_folder(pytester: pytest.Pytester) -> None:
-    from syncline.core import schema_dump
+    from syncline.core.storage import schema_dump
     from syncline.testing.entities import Counter
 
     schema_dump.write(pytester.path / "schemas", schema_dump.dump(3, [Counter]))

@@ -17,7 +17,8 @@ import pytest
 import syncline
 from syncline.core.model.errors import SynclineError
 from syncline.core.store import Store
-from syncline.core.sync.engine import Backoff, sync_lock
+from syncline.core.sync.engine import Backoff
+from syncline.core.sync.lock import sync_lock
 from syncline.plugins.mock import MockServer
 from syncline.testing.trust_suite import ENTITIES, Post
 
@@ -57,7 +58,7 @@ def test_a_second_store_on_the_same_storage_cannot_sync_at_the_same_time(
 def test_the_lock_of_a_killed_process_is_released(shared_url: str, server: MockServer) -> None:
     code = (
         "import sys, syncline\n"
-        "from syncline.core.sync.engine import sync_lock\n"
+        "from syncline.core.sync.lock import sync_lock\n"
         "from syncline.testing.trust_suite import ENTITIES\n"
         f"store = syncline.open({shared_url!r}, entities=ENTITIES)\n"
         "lock = sync_lock(store).__enter__()\n"

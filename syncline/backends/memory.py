@@ -24,8 +24,8 @@ from syncline.core.model.schema import IndexSpec, TableSpec
 from syncline.core.spi.backend import Backend, Row
 from syncline.core.spi.helpers import is_json
 from syncline.core.spi.hookspecs import hookimpl
+from syncline.core.spi.options import ISOLATION, Option
 from syncline.core.spi.registries import BackendRegistry
-from syncline.core.storage.config import ISOLATION, Option
 
 if TYPE_CHECKING:
     from syncline.backends.memory_migration import MemoryMigrationOps

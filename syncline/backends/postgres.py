@@ -46,8 +46,8 @@ from syncline.core.model.schema import IndexSpec, Kind, TableSpec
 from syncline.core.spi.backend import Backend
 from syncline.core.spi.helpers import is_json
 from syncline.core.spi.hookspecs import hookimpl
+from syncline.core.spi.options import ISOLATION, Option
 from syncline.core.spi.registries import BackendRegistry
-from syncline.core.storage.config import ISOLATION, Option
 
 if TYPE_CHECKING:
     import psycopg

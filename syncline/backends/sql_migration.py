@@ -1,5 +1,5 @@
 """Migrations on the SQL backends: Alembic's operations where they do the job (batch mode on
-SQLite), and the table rebuild of :class:`~syncline.core.migration.TableMigration`.
+SQLite), and the table rebuild of :class:`~syncline.core.storage.migration.TableMigration`.
 
 Everything runs on the connection of the backend's migration transaction: SQLAlchemy and
 Alembic get that DB-API connection on loan (their commit, rollback and close do nothing), so

@@ -1,7 +1,7 @@
 """A sync server's store: the entities it serves beside the server's own tables.
 
 Open it with :func:`open_server_store`. Its migrations keep the server's tables in step through
-a :class:`~syncline.core.migration.MigrationListener` (:class:`ServerTablesFollow`), and its
+a :class:`~syncline.core.storage.migration.MigrationListener` (:class:`ServerTablesFollow`), and its
 writes queue nothing: the server's store is the truth clients sync with, not a replica.
 """
 

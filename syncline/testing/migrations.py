@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import syncline
-from syncline.core import schema_dump
 from syncline.core.model.errors import MigrationError
+from syncline.core.storage import schema_dump
 from syncline.core.storage.migration import MigrationStrategy, Schema
 from syncline.core.store import Store
 

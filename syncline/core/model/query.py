@@ -173,7 +173,7 @@ def check_like_pattern(name: str, pattern: str) -> None:
             raise QueryError(
                 f"F.{name}.like({describe(pattern)}): a backslash at {i} must be followed by "
                 f"%, _ or another backslash (it escapes them); for a literal backslash write "
-                f"two, or build it with syncline.core.query.like_escape()")
+                f"two, or build it with syncline.core.model.query.like_escape()")
         i = pattern.find(LIKE_ESCAPE, i + 2)
 
 

@@ -58,7 +58,7 @@ class Backend(abc.ABC):
     #: Python types the backend stores as they are: the row codec skips conversion for them.
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
 
-    #: The options this backend takes (name -> :class:`syncline.core.config.Option`), also
+    #: The options this backend takes (name -> :class:`syncline.core.spi.options.Option`), also
     #: accepted as URL query parameters. When declared, ``__init__`` checks them: an unknown
     #: or mistyped option or URL parameter is a ConfigurationError, ``self.options`` holds
     #: every declared option (defaults filled in) and ``self.location`` the URL without its

@@ -35,7 +35,7 @@ def syncline_register_backends(registry: BackendRegistry) -> None:
     """Register storage backends by URL scheme.
 
     Call ``registry.register(scheme, backend_class, description=...)`` once per scheme the
-    plugin serves; ``backend_class`` subclasses :class:`syncline.core.backend.Backend` and may
+    plugin serves; ``backend_class`` subclasses :class:`syncline.core.spi.backend.Backend` and may
     also be given as an import path ``"package.module:Class"`` so that heavy dependencies load
     only when a store with that scheme is opened. Pass ``requires="package-name"`` to name the
     distribution a user must install when importing the class fails.
@@ -117,7 +117,7 @@ def syncline_authenticate(headers: dict[str, str], config: Any) -> Any | None:
 
     ``headers`` are the request's headers (lower-case names). Return the principal (an object
     with at least an ``id``) when the plugin recognises the credentials, raise
-    :class:`syncline.core.errors.AuthenticationError` when it recognises them as invalid, or
+    :class:`syncline.core.model.errors.AuthenticationError` when it recognises them as invalid, or
     return None to let other plugins try.
     """
 
@@ -131,6 +131,6 @@ def syncline_handle_command(server: Any, principal: str, name: str,
     command's idempotency key, so writes made through ``server.store`` commit with it. Return a
     JSON-able dict (sent back to the client as the command's result; ``{}`` is fine) when the
     plugin handles ``name``, or None to let another plugin try. Raise
-    :class:`syncline.core.errors.ConflictError` or ``ValueError`` to reject the command with
+    :class:`syncline.core.model.errors.ConflictError` or ``ValueError`` to reject the command with
     that message. A command no plugin handles is rejected as unknown.
     """

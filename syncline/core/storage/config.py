@@ -17,18 +17,12 @@ import cattrs
 import platformdirs
 
 from syncline.core.model.errors import ConfigurationError
-from syncline.core.spi.options import (  # re-exported: config's names for options
-    ISOLATION as ISOLATION,
-)
-from syncline.core.spi.options import (
-    Option as Option,
-)
-from syncline.core.spi.options import (
-    resolve_options as resolve_options,
-)
-from syncline.core.spi.options import (
-    split_url as split_url,
-)
+
+# Backend options live in the SPI now; config re-exports them under their old names.
+from syncline.core.spi.options import ISOLATION as ISOLATION
+from syncline.core.spi.options import Option as Option
+from syncline.core.spi.options import resolve_options as resolve_options
+from syncline.core.spi.options import split_url as split_url
 
 ENV_PREFIX = "SYNCLINE_"
 DEFAULT_APP_NAME = "syncline"

@@ -1,0 +1,102 @@
+"""Issue 16, step 2: core in layers. The old flat modules are the new ones under their old
+names and warn; the storage layer works without sync and announces writes to listeners; a
+syncing store hands out repositories with the sync look-ups."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import attrs
+import pytest
+
+import syncline
+from syncline.core.model.schema import EntityRegistry, EntitySpec
+from syncline.core.storage.local import LocalStore
+from syncline.core.storage.repository import Repository
+from syncline.core.sync.repository import SyncRepository
+
+registry = EntityRegistry()
+
+
+@registry.entity("layers_tasks", syncs=True)
+@attrs.define
+class Task:
+    id: str
+    title: str = ""
+
+
+MOVED = {
+    "errors": "model.errors", "clock": "model.clock", "values": "model.values",
+    "query": "model.query", "evaluate": "model.evaluate", "schema": "model.schema",
+    "convert": "model.convert", "backend": "spi.backend", "transport": "spi.transport",
+    "hookspecs": "spi.hookspecs", "config": "storage.config", "watch": "storage.watch",
+    "migration": "storage.migration", "schema_dump": "storage.schema_dump",
+    "outbox": "sync.outbox", "plan": "sync.plan", "worker": "sync.worker",
+}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_an_old_module_is_the_new_one_and_warns(old: str) -> None:
+    name = f"syncline.core.{old}"
+    new = importlib.import_module(f"syncline.core.{MOVED[old]}")
+    sys.modules.pop(name, None)
+    with pytest.warns(DeprecationWarning, match=f"syncline.core.{MOVED[old]}"):
+        module = importlib.import_module(name)
+    assert module is new
+
+
+def test_the_old_names_that_moved_apart_still_import() -> None:
+    sys.modules.pop("syncline.core.repository", None)
+    with pytest.warns(DeprecationWarning, match="syncline.core.storage.repository"):
+        old = importlib.import_module("syncline.core.repository")
+    assert old.Repository is Repository and old.Dao is syncline.Dao
+    for name in ("schema", "migration", "config"):
+        sys.modules.pop(f"syncline.core.{name}", None)
+    with pytest.warns(DeprecationWarning):
+        schema = importlib.import_module("syncline.core.schema")
+        migration = importlib.import_module("syncline.core.migration")
+        config = importlib.import_module("syncline.core.config")
+    from syncline.core.spi.helpers import is_json
+    from syncline.core.spi.migration_ops import MigrationOps
+    from syncline.core.spi.options import Option
+    assert schema._is_json is is_json and migration.MigrationOps is MigrationOps
+    assert config.Option is Option
+    from syncline.core.sync import SyncEngine, sync_lock
+    from syncline.core.sync.engine import SyncEngine as engine_class
+    from syncline.core.sync.lock import sync_lock as lock_class
+    assert SyncEngine is engine_class and sync_lock is lock_class
+
+
+def test_the_storage_layer_alone_queues_nothing_and_announces_writes() -> None:
+    from syncline.backends.memory import MemoryBackend
+
+    heard: list[tuple[str, str, list[Any]]] = []
+
+    def listener(spec: EntitySpec, action: str, records: Any) -> None:
+        heard.append((spec.table.name, action, [key for key, _ in records]))
+
+    store = LocalStore(MemoryBackend("memory://"), [Task])
+    store._open()
+    with store:
+        store.on_write(listener)
+        tasks = store.repository(Task)
+        assert type(tasks) is Repository and not hasattr(tasks, "pending")
+        tasks.insert(Task("t1"))
+        tasks.upsert_many([Task("t1", "again"), Task("t2")])
+        tasks.delete("t1")
+        assert heard == [("layers_tasks", "create", ["t1"]), ("layers_tasks", "create", ["t2"]),
+                         ("layers_tasks", "update", ["t1"]), ("layers_tasks", "delete", ["t1"])]
+        assert "_syncline_outbox" not in store.backend.table_names()
+
+
+def test_a_syncing_store_hands_out_sync_repositories() -> None:
+    with syncline.open("memory://", entities=[Task]) as store:
+        tasks = store.repository(Task)
+        assert isinstance(tasks, SyncRepository)
+        tasks.insert(Task("t1"))
+        state = tasks.sync_state("t1")
+        assert state is not None and state.status is syncline.SyncStatus.PENDING
+        assert [t.id for t in tasks.pending()] == ["t1"]
+        assert store.outbox.pending_count() == 1
