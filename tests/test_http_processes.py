@@ -85,10 +85,10 @@ def test_writers_and_paging_readers_over_two_processes_never_skip(servers: list[
     import random
     import threading
 
-    from syncline.core.transport import Mutation
+    from syncline.core.spi.transport import Mutation
     from syncline.plugins.http import HTTPTransport
 
-    table = syncline.core.schema.spec_of(Item).table.name
+    table = syncline.core.model.schema.spec_of(Item).table.name
     errors: list[BaseException] = []
     done = threading.Event()
     final: dict[str, int] = {}

@@ -12,10 +12,10 @@ import attrs
 import pytest
 
 import syncline
-from syncline.core.errors import InvalidCursorError
-from syncline.core.migration import execute
+from syncline.core.model.errors import InvalidCursorError
+from syncline.core.spi.transport import Mutation
+from syncline.core.storage.migration import execute
 from syncline.core.store import Store
-from syncline.core.transport import Mutation
 from syncline.server.engine import SyncServer
 from syncline.server.store import open_server_store, upgrade_server_tables
 from syncline.server.tables import AppliedMutation, ChangeEntry

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from syncline.core.schema import spec_of
+from syncline.core.model.schema import spec_of
 from syncline.server.tables import ChangeEntry, ServerMeta
 
 if TYPE_CHECKING:
