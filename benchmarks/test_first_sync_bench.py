@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from http_load import ENTITY, HttpPost, make_http_posts
 
-from syncline.core.transport import Mutation, to_wire
+from syncline.core.spi.transport import Mutation, to_wire
 from syncline.server.app import server_store_options
 from syncline.server.engine import SyncServer
 from syncline.server.store import open_server_store
