@@ -371,6 +371,30 @@ class TrustSuite:
         server.server.write(Post("s2", "x"))
         assert client.sync().pulled == 1
 
+    def test_a_resync_drops_what_the_server_deleted_meanwhile(
+            self, client_factory: Callable[..., Store], server: MockServer) -> None:
+        """A pull from the start returns the server's current records, not its history: a
+        synced record deleted on the server while the client was away must go here too."""
+        client = client_factory(page_size=2)
+        posts, comments = client.repository(Post), client.repository(Comment)
+        for i in range(5):
+            posts.insert(Post(f"keep{i}", "x"))
+        posts.insert(Post("gone", "x"))
+        comments.insert(Comment("gone-child", "gone", "x"))
+        assert client.sync().ok
+        server.server.delete(Comment, "gone-child")
+        server.server.delete(Post, "gone")
+        posts.insert(Post("queued", "not pushed yet"))  # and a write waiting to be pushed
+        client.outbox.set_meta("cursor", encode_cursor(server.server.epoch, 10**9,
+                                                       "anonymous"))
+        server.fail_next(1)  # pushed, then the first pull page fails: the pass resumes later
+        client.sync()
+        client.network_available()
+        client.sync()
+        assert posts.get("gone") is None and comments.get("gone-child") is None
+        assert sorted(p.id for p in posts.all()) == [*(f"keep{i}" for i in range(5)), "queued"]
+        assert server.server.store.repository(Post).get("queued") is not None
+
     # -- finding 12: parents before children in a pulled page --------------------------------
 
     def test_finding_12_a_page_with_children_first_applies_whole(

@@ -50,6 +50,7 @@ from syncline.core.sync.outbox import (
     OutboxEntry,
     Quarantined,
     RecordState,
+    ResyncSeen,
     SyncStatus,
     state_key,
 )
@@ -788,10 +789,14 @@ class SyncEngine:
         report = report or SyncReport()
         restarted = False
         self._quarantine_live = self.outbox.quarantine.count() > 0
+        resync = self.outbox.get_meta("resync") is not None
         for _ in range(100_000):
             started = time.monotonic()
             cursor = self.outbox.get_meta("cursor")
             epoch = self.outbox.get_meta("epoch")
+            if cursor is None and not resync and self.outbox.states.exists(
+                    where=F.status == SyncStatus.SYNCED):
+                resync = self._begin_resync()
             self.store.sync_hooks.before_pull(self.store, cursor)
             try:
                 page = self.transport.pull(cursor, self.page_size, self.entities)
@@ -803,6 +808,7 @@ class SyncEngine:
                             "the queue is kept", exc)
                 self.store.run_transaction(lambda: self.outbox.set_meta("cursor", None))
                 restarted = True
+                resync = self._begin_resync()
                 continue
             except TransportError as exc:
                 self._network_failed(exc, report, "pull")
@@ -815,20 +821,55 @@ class SyncEngine:
                 log.warning("the server was reset (epoch %s -> %s): pulling from the start",
                             epoch, page.epoch)
             before = report.pulled
-            self._apply_page_in_transaction(page, report, reset)
+            self._apply_page_in_transaction(page, report, reset, resync)
             self.store.sync_hooks.after_pull(self.store, list(page.changes))
             log.info("pulled a page of %d change(s), applied %d, in %.3f s",
                      len(page.changes), report.pulled - before, time.monotonic() - started)
             if not page.more:
+                if resync:
+                    self.store.run_transaction(self._finish_resync)
                 return report
         return report
 
+    def _begin_resync(self) -> bool:
+        """A pull from the start returns the server's current records, not its history: the
+        synced records it never meets were deleted meanwhile (their tombstones are gone)."""
+        def work() -> None:
+            self.outbox.resync_seen.clear()
+            self.outbox.set_meta("resync", "1")
+
+        self.store.run_transaction(work)
+        return True
+
+    def _finish_resync(self) -> None:
+        seen = {row.key for row in self.outbox.resync_seen.all()}
+        busy = {state_key(e.entity, e.record_id) for e in self.outbox.entries.find(
+            F.state == EntryState.PENDING) if e.record_id is not None}
+        gone = [s for s in self.outbox.states.find(F.status == SyncStatus.SYNCED)
+                if s.key not in seen and s.key not in busy and not s.deleted]
+        for state in sorted(gone, key=lambda s: -self._rank.get(s.entity, 0)):  # children first
+            try:
+                cls = self.store.entity_for_table(state.entity)
+            except SynclineError:
+                continue
+            self.store.backend.delete_many(spec_of(cls).table, [state.record_id])
+            self.store.touched(state.entity)
+            self.outbox.states.delete(state.key)
+        if gone:
+            log.info("a pull from the start did not meet %d synced record(s): deleted on the "
+                     "server meanwhile, removed here", len(gone))
+        self.outbox.resync_seen.clear()
+        self.outbox.set_meta("resync", None)
+
     def _apply_page_in_transaction(self, page: PullPage, report: SyncReport,
-                                   reset: bool = False) -> None:
+                                   reset: bool = False, resync: bool = False) -> None:
         def work() -> None:
             if reset:
                 self._forget_server_state()
             self._apply_page(page, report)
+            if resync:
+                self.outbox.resync_seen.upsert_many(
+                    ResyncSeen(state_key(c.entity, c.record_id)) for c in page.changes)
 
         self.store.run_transaction(work)
 

@@ -124,7 +124,17 @@ class Quarantined:
     payload: dict[str, Any] | None = None
 
 
-INTERNAL_ENTITIES: list[type] = [RecordState, OutboxEntry, SyncMeta, CommandAfter, Quarantined]
+@internal_entity(internal, "_syncline_resync_seen", primary_key="key")
+@attrs.define
+class ResyncSeen:
+    """A record a pull from the start (a resync) has met so far; kept across interrupted
+    syncs so that, once the pass ends, synced records it never met can be dropped."""
+
+    key: str  # entity/record_id
+
+
+INTERNAL_ENTITIES: list[type] = [RecordState, OutboxEntry, SyncMeta, CommandAfter, Quarantined,
+                                 ResyncSeen]
 
 
 def state_key(entity: str, record_id: str) -> str:
@@ -145,6 +155,7 @@ class Outbox:
         self.meta: Repository[SyncMeta] = store.repository(SyncMeta)
         self.after: Repository[CommandAfter] = store.repository(CommandAfter)
         self.quarantine: Repository[Quarantined] = store.repository(Quarantined)
+        self.resync_seen: Repository[ResyncSeen] = store.repository(ResyncSeen)
         #: False: writes to syncing entities queue nothing and keep no sync state, on a store
         #: that is itself the source of truth (its opener turns it off before any write)
         self.queues_writes = True
