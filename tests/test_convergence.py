@@ -24,7 +24,6 @@ from syncline.core.plugins import register_plugin, unregister_plugin
 from syncline.core.store import Store
 from syncline.core.sync.engine import Backoff, Conflict, Strategy
 from syncline.plugins.mock import MockServer
-from syncline.server.tables import ChangeEntry
 
 registry = syncline.EntityRegistry()
 _names = itertools.count()
@@ -79,6 +78,20 @@ def make_machine(urls: list[str], strategy: Strategy) -> type[RuleBasedStateMach
             self.clock = FakeClock()
             self.name = f"conv-{next(_names)}"
             self.server = MockServer(self.name, entities=[Note, Bump], clock=self.clock)
+            # The server's log keeps one entry per record (compaction), not its history:
+            # record what each push applied, to tell a lost write from an overwritten one.
+            self.applied: list[tuple[str, str | None, str | None]] = []
+            sync_server = self.server.server
+            push = sync_server.push
+
+            def recording_push(mutations: Any, principal: str = "anonymous") -> Any:
+                response = push(mutations, principal)
+                for m, r in zip(mutations, response.results, strict=True):
+                    if r.status == "applied":
+                        self.applied.append((m.id, m.record_id, (m.payload or {}).get("text")))
+                return response
+
+            sync_server.push = recording_push  # type: ignore[method-assign]
             self.commands: list[str] = []
             self.clients: list[Store] = []
             self.conflicts: list[list[tuple[int, Conflict]]] = []
@@ -180,10 +193,9 @@ def make_machine(urls: list[str], strategy: Strategy) -> type[RuleBasedStateMach
             bumps = self.server.server.store.repository(Bump).all()
             assert sorted(b.id for b in bumps) == sorted(self.commands)
             assert [b for b in bumps if b.times != 1] == [], "a command took effect twice"
-            changes = self.server.server.store.repository(ChangeEntry).all()
-            made_by = [c.mutation_id for c in changes if c.mutation_id is not None]
+            made_by = [mid for mid, _, _ in self.applied]
             assert len(made_by) == len(set(made_by)), "a mutation took effect twice"
-            texts = {(c.record_id, (c.payload or {}).get("text")) for c in changes}
+            texts = {(rid, text) for _, rid, text in self.applied}
             for i, writes in enumerate(self.last_write):
                 for rid, (when, text) in writes.items():
                     if text is None or (rid, text) in texts:
