@@ -338,9 +338,10 @@ def _check(model: Model, client: Store, server: Store, where: str, *,
     for rid, record in meta.items():  # the server's own bookkeeping agrees with its table
         assert (rid in on_server) == (not record.deleted), f"{where}: server {record}"
 
-    # 4. The server applied nothing twice. The change log grows by sequence number: each new
-    # entry's mutation must be new and recorded as applied at that number. Every few checks,
-    # and at the end, the whole log and every recorded result are gone through again.
+    # 4. The server applied nothing twice. The change log grows by sequence number (one entry
+    # per record: a new change replaces the record's entry): each new entry's mutation must be
+    # new and recorded as applied at that number. Every few checks, and at the end, the whole
+    # log and every recorded result are gone through again.
     model.checks += 1
     full = drained or model.checks % 20 == 0
     changes = server.repository(ChangeEntry).find(
@@ -371,9 +372,14 @@ def _check(model: Model, client: Store, server: Store, where: str, *,
         for mid, result in applied.items():
             if mid in by_mutation:
                 continue
-            # Applied without a change: only a delete of a record the server did not have.
+            # Applied without a change in the log: a delete of a record the server did not
+            # have, or a change a later one of the same record replaced (the log keeps one
+            # entry per record), so the record is at a later version now.
             earlier = by_seq.get(result["version"]) if result["version"] is not None else None
-            assert result["version"] is None or (
+            record = meta.get(result["server_id"])
+            superseded = (result["version"] is not None and record is not None
+                          and record.version > result["version"])
+            assert result["version"] is None or superseded or (
                 earlier is not None and earlier.op == "delete"
                 and earlier.record_id == result["server_id"]), (
                 f"{where}: mutation {mid} is recorded as applied ({result}) but changed nothing")
