@@ -169,3 +169,21 @@ def test_processes_syncing_one_postgres_store_lose_no_increment(
                        transport_options=options) as fresh:
         assert fresh.sync().ok
         assert fresh.repository(Post).get("counter").likes == 90  # type: ignore[union-attr]
+
+
+def test_the_process_lock_table_does_not_grow_with_closed_stores(
+        server: MockServer, tmp_path: Path) -> None:
+    """Issue 14: it grew by one entry per syncing memory:// or sqlite:// store (1 -> 149
+    after 300 open/close cycles) and never shrank."""
+    import gc
+
+    from syncline.core.sync import lock
+
+    gc.collect()
+    before = len(lock._process_locks)
+    for i in range(60):
+        url = "memory://" if i % 2 else f"sqlite:///{tmp_path}/s{i}.db"
+        with _open(url, server) as store:
+            store.sync()
+    gc.collect()
+    assert len(lock._process_locks) <= before + 1
