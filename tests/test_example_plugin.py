@@ -22,7 +22,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                     "--quiet", "--target", str(target), str(EXAMPLE)], check=True, timeout=300,
                    cwd=target)
-    return {**os.environ, "PYTHONPATH": str(target)}
+    path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def test_syncline_plugins_lists_the_example(installed: dict[str, str]) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import cattrs
 
@@ -31,10 +32,28 @@ if TYPE_CHECKING:
     from syncline.backends.memory_migration import MemoryMigrationOps
 
 Key = Any
-Undo = list[tuple[str, str, Any, Any]]
 
 
-class _Table:
+class Change(NamedTuple):
+    """One change of a transaction, in the order made: ``op`` is ``"row"`` (the row ``key`` of
+    ``table`` was written or deleted; ``old`` is its value before, None when new), ``"create"``,
+    ``"drop"`` (``old``: the dropped :class:`MemoryTable`), ``"index"`` (``key``: the index's
+    name) or ``"version"`` (``old``: the schema version before)."""
+
+    op: str
+    table: str
+    key: Any
+    old: Any
+
+
+Undo = list[Change]
+
+
+class MemoryTable:
+    """One table of a memory database: its current :class:`TableSpec` (``spec``, migrations
+    included), its rows by primary key (``rows``: read them; write through :meth:`put` and
+    :meth:`remove`, which keep the unique indexes in step) and its unique indexes."""
+
     def __init__(self, spec: TableSpec) -> None:
         self.spec = spec
         self.rows: dict[Key, Row] = {}
@@ -43,6 +62,7 @@ class _Table:
             self.add_index(index)
 
     def add_index(self, index: IndexSpec) -> None:
+        """Index the rows by ``index`` (unique indexes only; others cost nothing here)."""
         if not index.unique or index.name in self.unique:
             return
         seen: dict[tuple[Any, ...], Key] = {}
@@ -57,11 +77,43 @@ class _Table:
             seen[values] = key
         self.unique[index.name] = (index, seen)
 
+    def put(self, key: Key, row: Row) -> None:
+        """Store ``row`` under ``key`` (the key must be free: :meth:`remove` it first);
+        IntegrityError when a unique index already holds its values for another key."""
+        for name, (index, seen) in self.unique.items():
+            values = tuple(row[c] for c in index.columns)
+            if None in values:
+                continue
+            owner = seen.get(values, key)
+            if owner != key:
+                raise IntegrityError(
+                    f"unique index {name} on {self.spec.name}: {index.columns} = {values!r} "
+                    f"already belongs to key {owner!r}"
+                )
+        for _name, (index, seen) in self.unique.items():
+            values = tuple(row[c] for c in index.columns)
+            if None not in values:
+                seen[values] = key
+        self.rows[key] = row
 
-class _Database:
+    def remove(self, key: Key) -> Row | None:
+        """Take the row ``key`` out and return it (None when there was none)."""
+        row = self.rows.pop(key, None)
+        if row is not None:
+            for _name, (index, seen) in self.unique.items():
+                values = tuple(row[c] for c in index.columns)
+                if seen.get(values) == key:
+                    del seen[values]
+        return row
+
+
+class MemoryDatabase:
+    """What a memory store holds: ``tables`` by name, the schema ``version`` (None: never
+    set), the re-entrant ``lock`` every transaction holds, and the stores watching it."""
+
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.tables: dict[str, _Table] = {}
+        self.tables: dict[str, MemoryTable] = {}
         self.version: int | None = None
         #: (backend, callback) of every store watching this database
         self.watchers: list[tuple[object, Callable[[frozenset[str] | None], None]]] = []
@@ -72,12 +124,19 @@ class _ThreadState(threading.local):
         self.undo: Undo | None = None
 
 
-_shared: dict[str, _Database] = {}
+_shared: dict[str, MemoryDatabase] = {}
 _shared_lock = threading.Lock()
 
 
 class MemoryBackend(Backend):
-    """Rows in Python dicts; fast, isolated, gone when the process ends."""
+    """Rows in Python dicts; fast, isolated, gone when the process ends.
+
+    A backend that keeps its rows in memory and persists them elsewhere subclasses it through
+    three extension points: :meth:`load` fills a fresh database as the store opens,
+    :meth:`committed` hears every committed transaction's :class:`Change` list, and :attr:`db`
+    (a :class:`MemoryDatabase` of :class:`MemoryTable` objects) is what both see. Set
+    ``self.name = ""`` in ``__init__`` so that every open makes a database of its own.
+    """
 
     capabilities: frozenset[str] = frozenset(
         {"savepoints", "concurrent_writers", "exact_decimals", "external_changes"}
@@ -90,16 +149,35 @@ class MemoryBackend(Backend):
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
+        #: the shared database's name (``memory://name``); "" for a private one
         self.name = self.location.partition("://")[2].strip("/")
-        self._db: _Database | None = None
+        self._db: MemoryDatabase | None = None
         self._state = _ThreadState()
 
     def open(self) -> None:
         if not self.name:
-            self._db = _Database()
+            self._db = self._new_database()
             return
         with _shared_lock:
-            self._db = _shared.setdefault(self.name, _Database())
+            db = _shared.get(self.name)
+            if db is None:
+                db = _shared[self.name] = self._new_database()
+            self._db = db
+
+    def _new_database(self) -> MemoryDatabase:
+        db = MemoryDatabase()
+        with db.lock:
+            self.load(db)
+        return db
+
+    def load(self, db: MemoryDatabase) -> None:
+        """Fill ``db``, new and empty, as the store opens (the default leaves it empty).
+
+        Restore tables with ``db.tables[name] = MemoryTable(spec)``, their rows with
+        ``table.put(key, row)`` and the schema version with ``db.version = n``; nothing done
+        here is a change :meth:`committed` hears of. Raise BackendUnavailableError when the
+        stored data cannot be read.
+        """
 
     def close(self) -> None:
         self._db = None
@@ -142,7 +220,8 @@ class MemoryBackend(Backend):
         return conv
 
     @property
-    def db(self) -> _Database:
+    def db(self) -> MemoryDatabase:
+        """The open database (NotFoundError once closed); hold ``db.lock`` to read it."""
         if self._db is None:
             raise NotFoundError(f"the memory store {self.url} is closed")
         return self._db
@@ -172,10 +251,10 @@ class MemoryBackend(Backend):
     def committed(self, undo: Undo) -> None:
         """Called, holding the database's lock, after an outermost transaction committed.
 
-        ``undo`` lists what it changed as ``(op, table, key, old)``: ``op`` is ``"row"`` (the
-        row ``key`` of ``table``; its new value is in ``self.db.tables[table].rows``),
-        ``"create"``, ``"drop"``, ``"index"`` or ``"version"``. Subclasses that persist the
-        data (see the ``syncline-jsonl`` example plugin) extend this; call ``super()``.
+        ``undo`` lists what it changed, in order, as :class:`Change` tuples; a changed row's new
+        value is in ``self.db.tables[table].rows`` (absent: deleted), a created table's spec in
+        ``self.db.tables[table].spec``. Subclasses that persist the data (see the
+        ``syncline-jsonl`` example plugin) extend this; call ``super()``.
         """
         db = self.db
         if db.watchers:
@@ -190,16 +269,16 @@ class MemoryBackend(Backend):
     def _log(self, op: str, table: str, key: Any, old: Any) -> None:
         undo = self._state.undo
         if undo is not None:
-            undo.append((op, table, key, old))
+            undo.append(Change(op, table, key, old))
 
     def _rollback(self, undo: Undo) -> None:
         db = self.db
         for op, table, key, old in reversed(undo):
             if op == "row":
                 t = db.tables[table]
-                self._remove(t, key)
+                t.remove(key)
                 if old is not None:
-                    self._put(t, key, old)
+                    t.put(key, old)
             elif op == "create":
                 db.tables.pop(table, None)
             elif op == "drop":
@@ -214,7 +293,7 @@ class MemoryBackend(Backend):
     def create_table(self, table: TableSpec) -> None:
         with self.transaction():
             if table.name not in self.db.tables:
-                self.db.tables[table.name] = _Table(table)
+                self.db.tables[table.name] = MemoryTable(table)
                 self._log("create", table.name, None, None)
 
     def drop_table(self, name: str) -> None:
@@ -255,42 +334,26 @@ class MemoryBackend(Backend):
 
     # -- rows --------------------------------------------------------------------------------
 
-    def _table(self, name: str) -> _Table:
+    def _table(self, name: str) -> MemoryTable:
         try:
             return self.db.tables[name]
         except KeyError:
             raise NotFoundError(f"table {name!r} does not exist in {self.url}") from None
 
-    def _put(self, t: _Table, key: Key, row: Row) -> None:
-        for name, (index, seen) in t.unique.items():
-            values = tuple(row[c] for c in index.columns)
-            if None in values:
-                continue
-            owner = seen.get(values, key)
-            if owner != key:
-                raise IntegrityError(
-                    f"unique index {name} on {t.spec.name}: {index.columns} = {values!r} "
-                    f"already belongs to key {owner!r}"
-                )
-        for _name, (index, seen) in t.unique.items():
-            values = tuple(row[c] for c in index.columns)
-            if None not in values:
-                seen[values] = key
-        t.rows[key] = row
+    def _put(self, t: MemoryTable, key: Key, row: Row) -> None:
+        warnings.warn("MemoryBackend._put(t, key, row) is deprecated; use t.put(key, row)",
+                      DeprecationWarning, stacklevel=2)
+        t.put(key, row)
 
-    def _remove(self, t: _Table, key: Key) -> Row | None:
-        row = t.rows.pop(key, None)
-        if row is not None:
-            for _name, (index, seen) in t.unique.items():
-                values = tuple(row[c] for c in index.columns)
-                if seen.get(values) == key:
-                    del seen[values]
-        return row
+    def _remove(self, t: MemoryTable, key: Key) -> Row | None:
+        warnings.warn("MemoryBackend._remove(t, key) is deprecated; use t.remove(key)",
+                      DeprecationWarning, stacklevel=2)
+        return t.remove(key)
 
-    def _write(self, t: _Table, key: Key, row: Row) -> None:
-        old = self._remove(t, key)
+    def _write(self, t: MemoryTable, key: Key, row: Row) -> None:
+        old = t.remove(key)
         self._log("row", t.spec.name, key, old)
-        self._put(t, key, row)
+        t.put(key, row)
 
     def get(self, table: TableSpec, key: Any) -> Row | None:
         with self.db.lock:
@@ -362,7 +425,7 @@ class MemoryBackend(Backend):
         with self.transaction():
             t = self._table(table.name)
             for key in keys:
-                old = self._remove(t, key)
+                old = t.remove(key)
                 if old is not None:
                     self._log("row", table.name, key, old)
                     n += 1
@@ -373,6 +436,17 @@ class MemoryBackend(Backend):
             pk = table.primary_key
             keys = [r[pk] for r in self._matching(table, where)]
             return self.delete_many(table, keys)
+
+
+_RENAMED = {"_Table": "MemoryTable", "_Database": "MemoryDatabase"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        warnings.warn(f"syncline.backends.memory.{name} is deprecated; use {_RENAMED[name]}",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @hookimpl

@@ -17,7 +17,7 @@ from syncline.core.model.schema import ColumnSpec, IndexSpec, TableSpec, Trigger
 from syncline.core.storage.migration import MigrationOps, Source
 
 if TYPE_CHECKING:
-    from syncline.backends.memory import MemoryBackend, _Table
+    from syncline.backends.memory import MemoryBackend, MemoryTable
 
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
@@ -49,18 +49,18 @@ class MemoryMigrationOps(MigrationOps):
         with self.backend.transaction():
             yield
 
-    def _get(self, name: str) -> _Table:
+    def _get(self, name: str) -> MemoryTable:
         table = self.backend.db.tables.get(name)
         if table is None:
             raise MigrationError(f"table {name!r} does not exist in {self.backend.url}")
         return table
 
     def _swap(self, name: str, spec: TableSpec, rows: Mapping[Any, dict[str, Any]]) -> None:
-        from syncline.backends.memory import _Table
+        from syncline.backends.memory import MemoryTable
 
-        new = _Table(spec)
+        new = MemoryTable(spec)
         for key, row in rows.items():
-            self.backend._put(new, key, row)
+            new.put(key, row)
         old = self.backend.db.tables.get(name)
         self.backend.db.tables[name] = new
         # Logged as drop + create + rows, so subclasses that persist commits (the jsonl

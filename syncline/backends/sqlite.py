@@ -39,7 +39,7 @@ from syncline.core.model.errors import (
 from syncline.core.model.query import Compare, Condition, Query
 from syncline.core.model.schema import IndexSpec, Kind, TableSpec
 from syncline.core.spi.backend import Backend
-from syncline.core.spi.helpers import is_json
+from syncline.core.spi.helpers import is_json, url_path
 from syncline.core.spi.hookspecs import hookimpl
 from syncline.core.spi.options import ISOLATION, Option
 from syncline.core.spi.registries import BackendRegistry
@@ -147,13 +147,8 @@ class SQLiteBackend(TupleRowsMixin, Backend):
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
-        rest = self.location.partition("://")[2]
-        self.path: str | None = rest[1:] if rest.startswith("/") and len(rest) > 1 else None
-        if rest and self.path is None:
-            raise BackendUnavailableError(
-                f"SQLite URL {url!r} is not understood; use sqlite:///relative/app.db, "
-                f"sqlite:////absolute/app.db or sqlite:// for a private in-memory database"
-            )
+        #: the database file; None for a private in-memory database (``sqlite://``)
+        self.path: str | None = url_path(self.location)
         if self.path is None:  # a private in-memory database lives and dies with the store
             self.capabilities = self.capabilities - {"persistent", "multi_process",
                                                      "external_changes"}
@@ -206,6 +201,9 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         except BaseException:
             self.close()  # no connection (no file descriptor) outlives a failed open
             raise
+
+    def file_path(self) -> str | None:
+        return self.path
 
     @classmethod
     def init_storage(cls, url: str) -> str:

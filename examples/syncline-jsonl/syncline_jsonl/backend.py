@@ -20,8 +20,9 @@ from typing import Any
 import cattrs
 
 from syncline import BackendUnavailableError, hookimpl
-from syncline.backends.memory import MemoryBackend, _Database, _Table
+from syncline.backends.memory import Change, MemoryBackend, MemoryDatabase, MemoryTable
 from syncline.core.model.schema import TableSpec
+from syncline.core.spi.helpers import url_path
 
 _specs = cattrs.Converter()
 
@@ -58,44 +59,49 @@ class JsonlBackend(MemoryBackend):
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
-        rest = url.partition("://")[2]
-        if not rest.startswith("/"):
+        path = url_path(url)
+        if path is None:
             raise BackendUnavailableError(
                 f"jsonl URL {url!r} needs a path: jsonl:///relative/data.jsonl or "
                 f"jsonl:////absolute/data.jsonl")
-        self.path = Path(rest[1:])
-        self.name = ""  # never shared through memory://name
+        self.path = Path(path)
+        self.name = ""  # a database of its own at every open, never shared as memory://name
+
+    def file_path(self) -> str:
+        return str(self.path)
 
     def open(self) -> None:
         if not self.path.parent.is_dir():
             raise BackendUnavailableError(
                 f"cannot open {self.url}: folder {self.path.parent} does not exist")
-        self._db = _Database()
-        if self.path.exists():
-            with self.path.open(encoding="utf-8") as f:
-                for line in f:
-                    if line.endswith("\n"):  # a torn last line was never committed
-                        self._replay(json.loads(line))
+        super().open()
 
-    def _replay(self, ops: list[list[Any]]) -> None:
-        db = self.db
+    def load(self, db: MemoryDatabase) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as f:
+            for line in f:
+                if line.endswith("\n"):  # a torn last line was never committed
+                    self._replay(db, json.loads(line))
+
+    @staticmethod
+    def _replay(db: MemoryDatabase, ops: list[list[Any]]) -> None:
         for op in ops:
             kind = op[0]
             if kind == "create":
-                db.tables[op[1]] = _Table(_specs.structure(op[2], TableSpec))
+                db.tables[op[1]] = MemoryTable(_specs.structure(op[2], TableSpec))
             elif kind == "drop":
                 db.tables.pop(op[1], None)
             elif kind == "version":
                 db.version = op[1]
             elif kind == "put":
-                row = {k: decode(v) for k, v in op[3].items()}
-                table = db.tables[op[1]]
-                self._remove(table, decode(op[2]))
-                self._put(table, decode(op[2]), row)
+                table, key = db.tables[op[1]], decode(op[2])
+                table.remove(key)
+                table.put(key, {k: decode(v) for k, v in op[3].items()})
             elif kind == "del":
-                self._remove(db.tables[op[1]], decode(op[2]))
+                db.tables[op[1]].remove(decode(op[2]))
 
-    def committed(self, undo: list[tuple[str, str, Any, Any]]) -> None:
+    def committed(self, undo: list[Change]) -> None:
         db = self.db
         ops: list[list[Any]] = []
         for op, table, key, _old in undo:

@@ -21,6 +21,7 @@ Rules every implementation follows (the conformance suite checks them):
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -213,9 +214,21 @@ class Backend(abc.ABC):
         """A lock named ``name`` held across every process sharing this storage while the
         block runs (one syncing process per store); it yields False when ``blocking`` is
         False and another holder has it. None (the default): the backend has none, and the
-        engine uses a file lock beside a backend with a ``path``, else a lock of this process.
+        engine uses a file lock beside :meth:`file_path`, else a lock of this process.
         """
         return None
+
+    def file_path(self) -> str | None:
+        """The file this store lives in, if it lives in one (SQLite's database file): the
+        processes sharing it sync one at a time through lock files beside it
+        (``<file>.sync-lock``, ``<file>.worker-lock``). None (the default): no file."""
+        path = getattr(self, "path", None)  # the old, undeclared way; gone next release
+        if path is None:
+            return None
+        warnings.warn(f"{type(self).__name__}: a backend's lock file is no longer found "
+                      f"through its .path attribute; override Backend.file_path()",
+                      DeprecationWarning, stacklevel=2)
+        return str(path)
 
     # -- change notification ------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from syncline.core.model.errors import ConfigurationError
+from syncline.core.model.errors import BackendUnavailableError, ConfigurationError
 
 
 def scheme_of(url: str) -> str:
@@ -20,6 +20,22 @@ def scheme_of(url: str) -> str:
             f"or postgresql://user@host/db"
         )
     return scheme.lower()
+
+
+def url_path(url: str) -> str | None:
+    """The file a ``scheme:///relative/file`` or ``scheme:////absolute/file`` URL names
+    (``relative/file``, ``/absolute/file``; any query dropped); None for ``scheme://``.
+    A URL with anything else after ``://`` is a BackendUnavailableError saying how to write it.
+    """
+    scheme = scheme_of(url)
+    rest = split_url(url)[0].partition("://")[2]
+    if not rest:
+        return None
+    if rest.startswith("/") and len(rest) > 1:
+        return rest[1:]
+    raise BackendUnavailableError(
+        f"{scheme} URL {url!r} is not understood; use {scheme}:///relative/file or "
+        f"{scheme}:////absolute/file")
 
 
 _TRUE = ("true", "1", "yes", "on")

@@ -36,7 +36,7 @@ class sync_lock:
         self._file: FileLock | None = None
         self._advisory: AbstractContextManager[bool] | None = None
         backend = store.backend
-        path = getattr(backend, "path", None)
+        path = backend.file_path()
         self.path = f"{path}.sync-lock" if path else None
         url = backend.url
         key = path or (f"{url}#{id(backend)}" if url.endswith("://") else url)

@@ -38,16 +38,16 @@ class SyncWorker:
         self._thread: threading.Thread | None = None
         self._undo: Callable[[], None] | None = None
         self._file: FileLock | None = None
-        self._key = getattr(self.store.backend, "path", None) or f"{id(self.store.backend)}"
+        self._path = self.store.backend.file_path()
+        self._key = self._path or f"{id(self.store.backend)}"
 
     def start(self) -> SyncWorker:
         with _workers_lock:
             if self._key in _workers:
                 raise SynclineError(f"a sync worker already runs for {self.store.backend.url}")
             _workers.add(self._key)
-        path = getattr(self.store.backend, "path", None)
-        if path:
-            file_lock = FileLock(f"{path}.worker-lock")
+        if self._path:
+            file_lock = FileLock(f"{self._path}.worker-lock")
             if not file_lock.acquire(blocking=False):
                 with _workers_lock:
                     _workers.discard(self._key)
