@@ -452,3 +452,12 @@ def __getattr__(name: str) -> Any:
 @hookimpl
 def syncline_register_backends(registry: BackendRegistry) -> None:
     registry.register("memory", MemoryBackend, description="in-process dicts, for tests and caches")
+
+
+@hookimpl
+def syncline_register_test_stores(registry: Any) -> None:
+    """The test stores of ``pytest --syncline-backend`` (syncline.testing.stores)."""
+    registry.register("memory", "syncline.testing.stores:memory_url", default=True,
+                      description="a private memory:// store")
+    registry.register("memory-named", "syncline.testing.stores:named_memory_url", default=False,
+                      description="a memory://name database shared in the process")

@@ -825,3 +825,11 @@ def syncline_register_backends(registry: BackendRegistry) -> None:
                       requires="syncline[postgresql]")
     registry.register("postgresql+psycopg", PostgresBackend,
                       description="PostgreSQL via psycopg 3", requires="syncline[postgresql]")
+
+
+@hookimpl
+def syncline_register_test_stores(registry: Any) -> None:
+    """The test stores of ``pytest --syncline-backend`` (syncline.testing.stores)."""
+    registry.register("postgresql", "syncline.testing.stores:postgres_url", default=True,
+                      fixtures=["syncline_postgres_server"],
+                      description="a database of its own on the run's PostgreSQL server")

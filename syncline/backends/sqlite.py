@@ -641,3 +641,12 @@ class SQLiteBackend(TupleRowsMixin, Backend):
 @hookimpl
 def syncline_register_backends(registry: BackendRegistry) -> None:
     registry.register("sqlite", SQLiteBackend, description="a SQLite file, or sqlite:// in memory")
+
+
+@hookimpl
+def syncline_register_test_stores(registry: Any) -> None:
+    """The test stores of ``pytest --syncline-backend`` (syncline.testing.stores)."""
+    registry.register("sqlite", "syncline.testing.stores:sqlite_url", default=True,
+                      description="a SQLite file in the test's tmp_path")
+    registry.register("sqlite-memory", "syncline.testing.stores:sqlite_memory_url", default=False,
+                      description="a private sqlite:// database")

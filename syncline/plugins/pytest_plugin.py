@@ -6,7 +6,10 @@ run that does not use it nothing measurable.
 
 * ``syncline_store_url``: a fresh, empty store URL; a test using it runs once per selected
   backend (``--syncline-backend NAME``, repeatable, or the ``syncline_backends`` ini key;
-  default: every bundled backend). Limit a test with ``@pytest.mark.syncline_backends(...)``.
+  default: memory, sqlite and postgresql). Limit a test with
+  ``@pytest.mark.syncline_backends(...)``. The names are those of the test stores plugins
+  offer through the ``syncline_register_test_stores`` hook, the bundled backends' included
+  (:mod:`syncline.testing.stores`), so a third-party backend joins with its own.
 * ``syncline_store``: a store on that URL opened with the entities of the ``syncline_entities``
   fixture (override it: ``return [Post, User]``).
 * ``syncline_postgres_server``: the URL of this run's PostgreSQL server (one per test run):
@@ -36,19 +39,30 @@ import pytest
 
 pytest.register_assert_rewrite("syncline.testing")
 
-BACKENDS = ("memory", "memory-named", "sqlite", "sqlite-memory", "postgresql")
-DEFAULT_BACKENDS = ("memory", "sqlite", "postgresql")
 _counter = itertools.count()
+_stores: Any = None
+
+
+def test_stores() -> Any:
+    """The :class:`syncline.testing.stores.TestStoreRegistry` of every installed plugin,
+    gathered once, on first use (loading syncline's plugins)."""
+    global _stores
+    if _stores is None:
+        from syncline.testing.stores import collect_test_stores
+
+        _stores = collect_test_stores()
+    return _stores
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("syncline")
     group.addoption("--syncline-backend", action="append", default=None, dest="syncline_backend",
-                    choices=BACKENDS, help="run syncline_store_url tests on this backend "
-                    "(repeatable; default: the syncline_backends ini key, else memory, sqlite "
-                    "and postgresql)")
+                    metavar="NAME", help="run syncline_store_url tests on this backend's test "
+                    "stores (repeatable; a name a plugin registers through "
+                    "syncline_register_test_stores; default: the syncline_backends ini key, "
+                    "else the bundled memory, sqlite and postgresql)")
     parser.addini("syncline_backends", type="linelist", default=[],
-                  help=f"backends for syncline_store_url tests: {', '.join(BACKENDS)}")
+                  help="backends for syncline_store_url tests (names as for --syncline-backend)")
     parser.addini("syncline_schema_dumps", default="",
                   help="folder of syncline_schema_v<N>.json dumps (syncline schema dump), "
                        "relative to the rootdir: the syncline_schema_verifier fixture's")
@@ -57,14 +71,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "syncline_backends(*names): run the test on these "
                             "syncline backends only")
+    config.addinivalue_line("markers", "syncline_requires(*capabilities): the suite test needs "
+                            "these backend capabilities (syncline.testing.requirements)")
+    if config.getoption("syncline_backend") or config.getini("syncline_backends"):
+        selected_backends(config)  # a misspelt name stops the run before collection
 
 
 def selected_backends(config: pytest.Config) -> list[str]:
+    """The chosen backends' names, checked against the test stores plugins register."""
     chosen = config.getoption("syncline_backend") or config.getini("syncline_backends")
-    names = list(chosen) or list(DEFAULT_BACKENDS)
-    unknown = [n for n in names if n not in BACKENDS]
+    stores = test_stores()
+    names = list(dict.fromkeys(chosen)) or stores.defaults()
+    unknown = [n for n in names if n not in stores.stores]
     if unknown:
-        raise pytest.UsageError(f"unknown syncline backend(s) {unknown}; choose from {BACKENDS}")
+        raise pytest.UsageError(
+            f"unknown syncline backend(s) {', '.join(unknown)}: the installed plugins offer "
+            f"test stores {', '.join(stores.names())} (a backend plugin offers its own through "
+            f"the syncline_register_test_stores hook)")
     return names
 
 
@@ -99,67 +122,30 @@ def syncline_postgres_server() -> Iterator[str]:
         server.stop()
 
 
-def _admin(server_url: str) -> Any:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(server_url).set(drivername="postgresql", database="postgres")
-    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-
-
-def create_postgres_database(server_url: str, name: str) -> str:
-    """Create database ``name`` on the server (dropping a leftover of that name); its URL."""
-    from sqlalchemy.engine import make_url
-
-    with _admin(server_url) as admin:
-        admin.execute(_drop_sql(admin, name))
-        # FILE_COPY copies template0's files instead of WAL-logging every page: about twice as
-        # fast on a server without fsync. The option exists from PostgreSQL 15 on.
-        strategy = " STRATEGY FILE_COPY" if admin.info.server_version >= 150000 else ""
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0{strategy}')
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_postgres_database(server_url: str, name: str) -> None:
-    """Drop database ``name``, ending the sessions still connected to it."""
-    with _admin(server_url) as admin:
-        admin.execute(_drop_sql(admin, name))
-
-
-def _drop_sql(admin: Any, name: str) -> str:
-    # FORCE (PostgreSQL 13 on) ends the sessions a test left open instead of failing.
-    force = " WITH (FORCE)" if admin.info.server_version >= 130000 else ""
-    return f'DROP DATABASE IF EXISTS "{name}"{force}'
-
-
 @pytest.fixture(scope="session")
 def syncline_postgres_url(syncline_postgres_server: str) -> Iterator[str]:
     """A PostgreSQL database for this test session, dropped at the end."""
+    from syncline.testing.postgres import create_database, drop_database
+
     name = f"syncline_test_{os.getpid()}"
-    yield create_postgres_database(syncline_postgres_server, name)
-    drop_postgres_database(syncline_postgres_server, name)
+    yield create_database(syncline_postgres_server, name)
+    drop_database(syncline_postgres_server, name)
 
 
 @pytest.fixture
 def syncline_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty store URL on the backend this test runs for (on PostgreSQL: a database
-    of its own, dropped after the test)."""
-    kind = getattr(request, "param", "memory")
-    n = next(_counter)
-    if kind == "memory":
-        yield "memory://"
-    elif kind == "memory-named":
-        yield f"memory://pytest{os.getpid()}-{n}"
-    elif kind == "sqlite":
-        yield f"sqlite:///{tmp_path / f'store{n}.db'}"
-    elif kind == "sqlite-memory":
-        yield "sqlite://"
-    else:
-        server: str = request.getfixturevalue("syncline_postgres_server")
-        name = f"syncline_t{os.getpid()}_{n}"
-        # The schema too, as before: the store's code path with a schema stays covered.
-        yield f"{create_postgres_database(server, name)}?schema=t{n}"
-        drop_postgres_database(server, name)
+    """A fresh, empty store URL on the backend this test runs for, made by the test store
+    factory its plugin registered (on PostgreSQL: a database of its own, dropped after)."""
+    store = test_stores().stores[getattr(request, "param", "memory")]
+    fixtures = {name: request.getfixturevalue(name) for name in store.fixtures}
+    made = store.load()(tmp_path, **fixtures)
+    if isinstance(made, str):
+        yield made
+        return
+    url = next(made)
+    yield url
+    for _ in made:  # runs the factory's clean-up
+        raise pytest.UsageError(f"test store {store.name!r} yielded more than one URL")
 
 
 @pytest.fixture

@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from syncline.testing.processes import free_port, stop_process
+
 if TYPE_CHECKING:
     from syncline.core.store import Store
 
@@ -463,8 +465,6 @@ class ServerProcess:
                  plugins: Sequence[str] = (), tokens: Mapping[str, str] | None = None,
                  args: Sequence[str] = (), port: int | None = None, log: Path | None = None,
                  env: Mapping[str, str] | None = None) -> None:
-        from syncline.testing.server import free_port
-
         self.store = store
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -517,14 +517,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
 
     def restart(self, timeout: float = 60.0) -> None:
         self.stop()

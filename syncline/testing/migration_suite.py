@@ -26,7 +26,6 @@ from syncline.core.model.schema import (
     Trigger,
     View,
 )
-from syncline.core.spi.backend import CAPABILITIES
 from syncline.core.storage.migration import (
     MigrationStrategy,
     Migrator,
@@ -36,6 +35,7 @@ from syncline.core.storage.migration import (
 )
 from syncline.core.storage.schema_dump import differences
 from syncline.core.store import Store
+from syncline.testing.requirements import SuiteBase, capabilities_of, skip_unless
 
 # Each version of the schema lives in a registry of its own: the same table, other shapes.
 v1, v2, v3 = EntityRegistry(), EntityRegistry(), EntityRegistry()
@@ -105,7 +105,7 @@ def _todos_renamed(registry: EntityRegistry) -> type:
 TODOS = [TodoV1(i, f"title {i}", f"content {i}", str(i % 5)) for i in range(1, 51)]
 
 
-class MigrationSuite:
+class MigrationSuite(SuiteBase):
     """Subclass and provide a ``store_url`` fixture (a fresh, empty store each time)."""
 
     @pytest.fixture
@@ -153,25 +153,15 @@ class MigrationSuite:
 
     @staticmethod
     def _capabilities(url: str) -> frozenset[str]:
-        from syncline.core.plugins import plugin_manager
-        from syncline.core.store import scheme_of
-
-        return frozenset(plugin_manager().backend_class(scheme_of(url))(url).capabilities)
+        return capabilities_of(url)
 
     @staticmethod
     def require_url(url: str, capability: str) -> None:
-        from syncline.core.plugins import plugin_manager
-        from syncline.core.store import scheme_of
-
-        backend = plugin_manager().backend_class(scheme_of(url))(url)
-        if capability not in backend.capabilities:
-            pytest.skip(f"backend lacks capability {capability!r}: {CAPABILITIES[capability]}")
+        skip_unless(capabilities_of(url), capability)
 
     @staticmethod
     def require(store: Store, capability: str) -> None:
-        assert capability in CAPABILITIES, capability
-        if capability not in store.backend.capabilities:
-            pytest.skip(f"backend lacks capability {capability!r}: {CAPABILITIES[capability]}")
+        skip_unless(store.backend.capabilities, capability)
 
     @staticmethod
     def differences(store: Store) -> list[str]:

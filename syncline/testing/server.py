@@ -10,13 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from syncline.server.app import ServerConfig, create_app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from syncline.testing.processes import free_port as free_port  # its old place
 
 
 def _bound_socket(port: int) -> socket.socket:

@@ -2,7 +2,8 @@
 
 Subclass it and provide a ``transport_env`` fixture returning a :class:`TransportEnv`: the
 transport under test, the :class:`SyncServer` it reaches (with the suite's entities), and a
-way to make the server unreachable. The bundled mock transport runs it in
+way to make the server unreachable (one mixin per concern: push, pull, outages). The
+bundled mock transport runs it in
 ``tests/test_transport_suite.py``; an HTTP or WebSocket transport does the same.
 """
 
@@ -48,8 +49,8 @@ def create(mid: str, rid: str, name: str = "x") -> Mutation:
     return Mutation(mid, "transport_items", "create", rid, {"id": rid, "name": name, "size": 1})
 
 
-class TransportSuite:
-    """Subclass and provide a ``transport_env`` fixture."""
+class TransportPushSuite:
+    """Pushes: one result per mutation, in order; duplicates, conflicts, rejections."""
 
     def test_push_answers_each_mutation_in_order(self, transport_env: TransportEnv) -> None:
         t = transport_env.transport
@@ -80,6 +81,11 @@ class TransportSuite:
         result = transport_env.transport.push([bad]).results[0]
         assert result.status == "rejected" and "nope" in (result.reason or "")
 
+
+
+class TransportPullSuite:
+    """Pulls: every change, page after page; a cursor the server did not issue is refused."""
+
     def test_pull_pages_through_every_change(self, transport_env: TransportEnv) -> None:
         t = transport_env.transport
         t.push([create(f"m{i}", f"r{i}") for i in range(5)])
@@ -99,9 +105,18 @@ class TransportSuite:
         with pytest.raises(PermanentTransportError):
             transport_env.transport.pull("not-a-cursor", 10)
 
+
+
+class TransportOutageSuite:
+    """A server that cannot be reached is a retryable error, never a permanent one."""
+
     def test_an_unreachable_server_is_retryable(self, transport_env: TransportEnv) -> None:
         transport_env.go_offline()
         with pytest.raises(RetryableTransportError):
             transport_env.transport.push([create("m1", "a")])
         with pytest.raises(RetryableTransportError):
             transport_env.transport.pull(None, 10)
+
+
+class TransportSuite(TransportPushSuite, TransportPullSuite, TransportOutageSuite):
+    """Subclass and provide a ``transport_env`` fixture."""

@@ -1,4 +1,7 @@
-"""The reactive-query suite: ``watch`` on any backend (subclass, provide ``store_url``)."""
+"""The reactive-query suite: ``watch`` on any backend (subclass, provide ``store_url``).
+
+:class:`WatchSuite` is composed of two mixins: delivery within one store, and changes made
+by other stores and processes (marked with the capabilities they need)."""
 
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ import pytest
 import syncline
 from syncline import F
 from syncline.core.store import Store
-from syncline.testing.backend_suite import make_post
+from syncline.testing.backend.base import make_post
 from syncline.testing.entities import ENTITIES, Counter, Post
+from syncline.testing.requirements import SuiteBase, requires
+from syncline.testing.stores import opened_stores
 
 
 class Collector:
@@ -45,13 +50,17 @@ def settle(seconds: float = 0.2) -> None:
     time.sleep(seconds)
 
 
-class WatchSuite:
-    """Subclass and provide a ``store_url`` fixture to run the watch suite on a backend."""
+class WatchFixtures(SuiteBase):
+    """A store on ``store_url`` with the suite's entities."""
 
     @pytest.fixture
     def store(self, store_url: str) -> Iterator[Store]:
-        with syncline.open(store_url, entities=ENTITIES) as store:
-            yield store
+        with opened_stores(store_url, entities=ENTITIES) as open_store:
+            yield open_store()
+
+
+class WatchDeliverySuite(WatchFixtures):
+    """What one store's watchers receive, when, and what they never receive."""
 
     def test_the_seeds_three_watchers(self, store: Store) -> None:
         posts = store.repository(Post)
@@ -138,35 +147,6 @@ class WatchSuite:
 
         assert asyncio.run(asyncio.wait_for(main(), 60)) == [0, 1]
 
-    def test_writes_from_another_process_reach_watchers(self, store: Store,
-                                                        store_url: str) -> None:
-        if not {"multi_process", "external_changes"} <= store.backend.capabilities:
-            pytest.skip("backend lacks capability 'multi_process' or 'external_changes'")
-        seen = Collector()
-        store.repository(Post).watch_count().subscribe(seen)
-        code = (
-            "import sys, syncline\n"
-            "from syncline.testing.entities import ENTITIES, Post\n"
-            "from syncline.testing.backend_suite import make_post\n"
-            "with syncline.open(sys.argv[1], entities=ENTITIES) as s:\n"
-            "    s.repository(Post).upsert(make_post(7))\n"
-        )
-        subprocess.run([sys.executable, "-c", code, store_url], check=True, timeout=60)
-        started = time.monotonic()
-        assert seen.wait_for(2)[-1] == 1
-        assert time.monotonic() - started < 1.0
-
-    def test_another_store_on_the_same_data_is_seen(self, store: Store, store_url: str) -> None:
-        if "external_changes" not in store.backend.capabilities:
-            pytest.skip("backend lacks capability 'external_changes'")
-        if not store_url.partition("://")[2]:
-            pytest.skip("a private store cannot be opened twice")
-        seen = Collector()
-        store.repository(Post).watch_count().subscribe(seen)
-        with syncline.open(store_url, entities=ENTITIES) as second:
-            second.repository(Post).upsert(make_post(3))
-        assert seen.wait_for(2)[-1] == 1
-
     def test_no_thread_is_left_after_close(self, store_url: str) -> None:
         before = set(threading.enumerate())
         store = syncline.open(store_url, entities=ENTITIES)
@@ -184,3 +164,42 @@ class WatchSuite:
         assert store.repository(Post).watch_count().get() == 3
 
 
+class WatchAcrossStoresSuite(WatchFixtures):
+    """Commits of other stores on the same data, in this process or another, reach watchers."""
+
+    @pytest.fixture
+    def shared_store_url(self, store_url: str) -> str:
+        """``store_url``, when a second store can open the same data through it."""
+        if not store_url.partition("://")[2]:
+            pytest.skip("a private store (a URL without a name or path) cannot be opened twice")
+        return store_url
+
+    @requires("multi_process", "external_changes")
+    def test_writes_from_another_process_reach_watchers(self, store: Store,
+                                                        store_url: str) -> None:
+        seen = Collector()
+        store.repository(Post).watch_count().subscribe(seen)
+        code = (
+            "import sys, syncline\n"
+            "from syncline.testing.entities import ENTITIES, Post\n"
+            "from syncline.testing.backend.base import make_post\n"
+            "with syncline.open(sys.argv[1], entities=ENTITIES) as s:\n"
+            "    s.repository(Post).upsert(make_post(7))\n"
+        )
+        subprocess.run([sys.executable, "-c", code, store_url], check=True, timeout=60)
+        started = time.monotonic()
+        assert seen.wait_for(2)[-1] == 1
+        assert time.monotonic() - started < 1.0
+
+    @requires("external_changes")
+    def test_another_store_on_the_same_data_is_seen(self, store: Store,
+                                                    shared_store_url: str) -> None:
+        seen = Collector()
+        store.repository(Post).watch_count().subscribe(seen)
+        with syncline.open(shared_store_url, entities=ENTITIES) as second:
+            second.repository(Post).upsert(make_post(3))
+        assert seen.wait_for(2)[-1] == 1
+
+
+class WatchSuite(WatchDeliverySuite, WatchAcrossStoresSuite):
+    """Subclass and provide a ``store_url`` fixture to run the watch suite on a backend."""

@@ -73,6 +73,21 @@ def syncline_register_commands(registry: CommandRegistry) -> None:
 
 
 @hookspec
+def syncline_register_test_stores(registry: Any) -> None:
+    """Offer fresh, empty store URLs for tests: what ``pytest --syncline-backend NAME`` runs on.
+
+    ``registry`` is a :class:`syncline.testing.stores.TestStoreRegistry` (typed loosely: the
+    testing kit sits above the plugin contract). Call ``registry.register(name, factory,
+    fixtures=(), default=False, description=...)`` once per kind of store: ``factory`` (a
+    callable or a ``"module:function"`` path, imported only when a test needs it) takes the
+    test's ``tmp_path`` and the pytest fixtures named in ``fixtures`` as keyword arguments and
+    returns a URL of a store nobody else uses, or yields one and cleans up after the test.
+    ``default=True`` runs it when the user names no backend; leave it False for a third-party
+    backend, so that installing a plugin does not change what applications' tests run on.
+    """
+
+
+@hookspec
 def syncline_after_commit(store: Store, tables: frozenset[str]) -> None:
     """Called after a transaction of ``store`` committed writes to ``tables``.
 
