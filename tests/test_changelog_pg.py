@@ -22,6 +22,7 @@ from syncline.server.engine import SyncServer, _Batch
 from syncline.server.order import PostgresOrder
 from syncline.server.store import open_server_store
 from syncline.server.tables import ChangeEntry, ServerRecord
+from syncline.testing.paging import read_every_page
 
 registry = syncline.EntityRegistry()
 _n = itertools.count()
@@ -83,22 +84,8 @@ def test_concurrent_writers_and_readers_never_skip_a_change(store: Store) -> Non
             errors.append(exc)
 
     def read(r: int) -> None:
-        cursor = None
-        seen: set[tuple[str, int]] = set()
-        rng = random.Random(100 + r)
         try:
-            while True:
-                finished = done.is_set()
-                page = server.pull(cursor, rng.randint(1, 8))
-                for c in page.changes:
-                    assert (c.record_id, c.version) not in seen, f"{c} twice"
-                    seen.add((c.record_id, c.version))
-                    before = views[r].get(c.record_id)
-                    assert before is None or before[0] < c.version, (before, c)
-                    views[r][c.record_id] = (c.version, c.op)
-                cursor = page.cursor
-                if finished and not page.more:
-                    return
+            read_every_page(server.pull, done, views[r], random.Random(100 + r))
         except BaseException as exc:
             errors.append(exc)
 

@@ -42,3 +42,39 @@ def test_the_example_passes_the_conformance_suites(installed: dict[str, str],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+APP_TEST = """
+import pytest
+from syncline.testing.backend_suite import CrudSuite
+from syncline.testing.entities import Counter
+
+@pytest.fixture
+def syncline_entities():
+    return [Counter]
+
+def test_app_store(syncline_store, syncline_store_url):
+    assert syncline_store_url.startswith("jsonl:///")
+    syncline_store.repository(Counter).upsert(Counter("a", 1))
+    assert syncline_store.repository(Counter).get("a") == Counter("a", 1)
+
+class TestCrudOnTheChosenBackend(CrudSuite):
+    @pytest.fixture
+    def store_url(self, syncline_store_url):
+        return syncline_store_url
+"""
+
+
+def test_syncline_backend_runs_a_third_party_backend(installed: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    """The example offers its test store through syncline_register_test_stores, so
+    ``--syncline-backend jsonl`` runs the fixtures and a suite mixin on it."""
+    (tmp_path / "test_app.py").write_text(APP_TEST)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+                          "-p", "no:randomly", "--syncline-backend", "jsonl", "test_app.py"],
+                         env=installed, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "test_app_store[jsonl] PASSED" in out.stdout
+    assert "test_get_returns_what_was_inserted[jsonl] PASSED" in out.stdout
+    assert "failed" not in out.stdout and "skipped" not in out.stdout
+

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 import syncline
+from syncline.testing.paging import read_every_page
 from syncline.testing.server import free_port
 from syncline.testing.transport_suite import Item
 
@@ -129,22 +130,10 @@ def test_writers_and_paging_readers_over_two_processes_never_skip(servers: list[
             transport.close()
 
     def read(r: int) -> None:
-        rng = random.Random(100 + r)
         transport = HTTPTransport(servers[r % 2], {"token": "t1"})
-        cursor, seen = None, set()
         try:
-            while True:
-                finished = done.is_set()
-                page = transport.pull(cursor, rng.randint(1, 8), [table])
-                for c in page.changes:
-                    assert (c.record_id, c.version) not in seen, f"{c} twice"
-                    seen.add((c.record_id, c.version))
-                    before = views[r].get(c.record_id)
-                    assert before is None or before[0] < c.version, (before, c)
-                    views[r][c.record_id] = (c.version, c.op)
-                cursor = page.cursor
-                if finished and not page.more:
-                    return
+            read_every_page(lambda cursor, limit: transport.pull(cursor, limit, [table]), done,
+                            views[r], random.Random(100 + r))
         except BaseException as exc:
             errors.append(exc)
         finally:

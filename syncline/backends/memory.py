@@ -457,7 +457,5 @@ def syncline_register_backends(registry: BackendRegistry) -> None:
 @hookimpl
 def syncline_register_test_stores(registry: Any) -> None:
     """The test stores of ``pytest --syncline-backend`` (syncline.testing.stores)."""
-    registry.register("memory", "syncline.testing.stores:memory_url", default=True,
-                      description="a private memory:// store")
-    registry.register("memory-named", "syncline.testing.stores:named_memory_url", default=False,
-                      description="a memory://name database shared in the process")
+    registry.register("memory", "syncline.testing.stores:memory_url", default=True)
+    registry.register("memory-named", "syncline.testing.stores:named_memory_url")

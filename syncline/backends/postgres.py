@@ -831,5 +831,4 @@ def syncline_register_backends(registry: BackendRegistry) -> None:
 def syncline_register_test_stores(registry: Any) -> None:
     """The test stores of ``pytest --syncline-backend`` (syncline.testing.stores)."""
     registry.register("postgresql", "syncline.testing.stores:postgres_url", default=True,
-                      fixtures=["syncline_postgres_server"],
-                      description="a database of its own on the run's PostgreSQL server")
+                      fixtures=["syncline_postgres_server"])

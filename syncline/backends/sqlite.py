@@ -646,7 +646,5 @@ def syncline_register_backends(registry: BackendRegistry) -> None:
 @hookimpl
 def syncline_register_test_stores(registry: Any) -> None:
     """The test stores of ``pytest --syncline-backend`` (syncline.testing.stores)."""
-    registry.register("sqlite", "syncline.testing.stores:sqlite_url", default=True,
-                      description="a SQLite file in the test's tmp_path")
-    registry.register("sqlite-memory", "syncline.testing.stores:sqlite_memory_url", default=False,
-                      description="a private sqlite:// database")
+    registry.register("sqlite", "syncline.testing.stores:sqlite_url", default=True)
+    registry.register("sqlite-memory", "syncline.testing.stores:sqlite_memory_url")

@@ -30,7 +30,8 @@ def requires(*capabilities: str) -> pytest.MarkDecorator:
     if unknown or not capabilities:
         raise ValueError(f"requires() takes capability names, got {unknown or 'none'}; "
                          f"known: {', '.join(sorted(CAPABILITIES))}")
-    return getattr(pytest.mark, MARKER)(*capabilities)
+    mark: pytest.MarkDecorator = getattr(pytest.mark, MARKER)(*capabilities)
+    return mark
 
 
 def capabilities_of(url: str) -> frozenset[str]:

@@ -19,12 +19,15 @@ import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+if TYPE_CHECKING:
+    from syncline.core.store import Store
+
 #: opens a store on the suite's URL (or ``url``), closed after the test: ``factory(**open_kw)``
-StoreFactory = Callable[..., Any]
+StoreFactory = Callable[..., "Store"]
 
 _counter = itertools.count()
 
@@ -35,9 +38,9 @@ def opened_stores(url: str, **defaults: Any) -> Iterator[StoreFactory]:
     and give another URL first); every store it opened is closed on leaving."""
     import syncline
 
-    opened: list[Any] = []
+    opened: list[Store] = []
 
-    def factory(other_url: str | None = None, /, **kwargs: Any) -> Any:
+    def factory(other_url: str | None = None, /, **kwargs: Any) -> Store:
         store = syncline.open(other_url or url, **{**defaults, **kwargs})
         opened.append(store)
         return store

@@ -129,3 +129,11 @@ class JsonlBackend(MemoryBackend):
 @hookimpl
 def syncline_register_backends(registry: Any) -> None:
     registry.register("jsonl", JsonlBackend, description="a JSON-lines file (example plugin)")
+
+
+@hookimpl
+def syncline_register_test_stores(registry: Any) -> None:
+    # A fresh store for `pytest --syncline-backend jsonl` (not a default: installing this
+    # plugin must not change which backends an application's tests run on).
+    registry.register("jsonl", lambda tmp_path: f"jsonl:///{tmp_path}/data.jsonl",
+                      description="a JSON-lines file in the test's tmp_path")
