@@ -67,7 +67,7 @@ def test_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_app=APP_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--syncline-backend", "oracle")
     assert result.ret != 0
-    result.stderr.fnmatch_lines(["*unknown syncline backend*oracle*memory*sqlite*"])
+    result.stderr.fnmatch_lines(["*unknown syncline backend*oracle*memory*postgresql*sqlite*"])
 
 
 def test_the_plugin_is_registered_and_lazy() -> None:

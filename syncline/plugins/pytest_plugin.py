@@ -86,8 +86,8 @@ def selected_backends(config: pytest.Config) -> list[str]:
     if unknown:
         raise pytest.UsageError(
             f"unknown syncline backend(s) {', '.join(unknown)}: the installed plugins offer "
-            f"test stores {', '.join(stores.names())} (a backend plugin offers its own through "
-            f"the syncline_register_test_stores hook)")
+            f"test stores {', '.join(sorted(stores.names()))} (a backend plugin offers its "
+            f"own through the syncline_register_test_stores hook)")
     return names
 
 
