@@ -22,7 +22,7 @@ from syncline.server.engine import SyncServer, _Batch
 from syncline.server.order import PostgresOrder
 from syncline.server.store import open_server_store
 from syncline.server.tables import ChangeEntry, ServerRecord
-from syncline.testing.paging import read_every_page
+from syncline.testing.paging import push_random_changes, read_every_page
 
 registry = syncline.EntityRegistry()
 _n = itertools.count()
@@ -54,32 +54,9 @@ def test_concurrent_writers_and_readers_never_skip_a_change(store: Store) -> Non
     views: list[dict[str, tuple[int, str]]] = [{} for _ in range(4)]
 
     def write(w: int) -> None:
-        rng = random.Random(w)
-        versions: dict[str, int] = {}
         try:
-            for i in range(rounds):
-                batch = []
-                for k in range(rng.randint(1, 4)):
-                    rid = f"w{w}-{rng.randint(0, 5)}"
-                    if any(m.record_id == rid for m in batch):
-                        continue
-                    mid = f"m-{w}-{i}-{k}"
-                    if rid not in versions:
-                        batch.append(Mutation(mid, "log_items", "create", rid,
-                                              {"id": rid, "n": i}))
-                    elif rng.random() < 0.25:
-                        batch.append(Mutation(mid, "log_items", "delete", rid,
-                                              base_version=versions[rid]))
-                    else:
-                        batch.append(Mutation(mid, "log_items", "update", rid,
-                                              {"id": rid, "n": i}, versions[rid]))
-                for m, r in zip(batch, server.push(batch).results, strict=True):
-                    assert r.status == "applied", r
-                    if m.action == "delete":
-                        del versions[m.record_id or ""]
-                    else:
-                        assert r.version is not None
-                        versions[m.record_id or ""] = r.version
+            push_random_changes(server.push, "log_items", w, rounds,
+                                lambda rid, i: {"id": rid, "n": i})
         except BaseException as exc:
             errors.append(exc)
 

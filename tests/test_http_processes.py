@@ -3,57 +3,32 @@ converge exactly as with one server."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
-import httpx
 import pytest
 
 import syncline
-from syncline.testing.paging import read_every_page
-from syncline.testing.server import free_port
+from syncline.testing.chaos import ServerProcess
+from syncline.testing.paging import push_random_changes, read_every_page
 from syncline.testing.transport_suite import Item
 
 _n = itertools.count()
 
 
-def serve(store_url: str, attempts: int = 5) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "syncline.cli", "serve", "--store", store_url, "--entities",
-         "syncline.testing.transport_suite", "--host", "127.0.0.1", "--port", str(port),
-         "--token", "t1=team"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120  # a busy machine takes a while to start a process
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "v1/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        if process.poll() is not None:
-            break
-    process.kill()
-    process.wait()
-    why = process.stderr.read().decode()[-2000:] if process.stderr else ""
-    if "address already in use" in why.lower() and attempts > 1:
-        return serve(store_url, attempts - 1)  # the free port was taken before the bind
-    raise RuntimeError(f"syncline serve did not start: {why}")
-
-
 @pytest.fixture
-def servers(syncline_postgres_url: str) -> Iterator[list[str]]:
+def servers(syncline_postgres_url: str, tmp_path: Path) -> Iterator[list[str]]:
     store = f"{syncline_postgres_url}?schema=procs{next(_n)}"
-    started = [serve(store), serve(store)]
-    try:
-        yield [url for _, url in started]
-    finally:
-        for process, _ in started:
-            process.terminate()
-            process.wait(10)
+    with contextlib.ExitStack() as stack:
+        started = [ServerProcess(store, entities="syncline.testing.transport_suite",
+                                 tokens={"t1": "team"}, log=tmp_path / f"server{i}.log")
+                   for i in range(2)]
+        for server in started:
+            stack.callback(server.stop)
+            server.start(timeout=120)  # a busy machine takes a while to start a process
+        yield [server.url for server in started]
 
 
 def test_clients_spread_over_two_server_processes_converge(servers: list[str]) -> None:
@@ -86,7 +61,6 @@ def test_writers_and_paging_readers_over_two_processes_never_skip(servers: list[
     import random
     import threading
 
-    from syncline.core.spi.transport import Mutation
     from syncline.plugins.http import HTTPTransport
 
     table = syncline.core.model.schema.spec_of(Item).table.name
@@ -96,34 +70,11 @@ def test_writers_and_paging_readers_over_two_processes_never_skip(servers: list[
     views: list[dict[str, tuple[int, str]]] = [{} for _ in range(4)]
 
     def write(w: int) -> None:
-        rng = random.Random(w)
-        versions: dict[str, int] = {}
         transport = HTTPTransport(servers[w % 2], {"token": "t1"})
         try:
-            for i in range(10):
-                batch = []
-                for k in range(rng.randint(1, 3)):
-                    rid = f"w{w}-{rng.randint(0, 4)}"
-                    if any(m.record_id == rid for m in batch):
-                        continue
-                    mid = f"m-{w}-{i}-{k}"
-                    if rid not in versions:
-                        batch.append(Mutation(mid, table, "create", rid,
-                                              {"id": rid, "name": "n", "size": i}))
-                    elif rng.random() < 0.25:
-                        batch.append(Mutation(mid, table, "delete", rid,
-                                              base_version=versions[rid]))
-                    else:
-                        batch.append(Mutation(mid, table, "update", rid,
-                                              {"id": rid, "name": "n", "size": i},
-                                              versions[rid]))
-                for m, r in zip(batch, transport.push(batch).results, strict=True):
-                    assert r.status == "applied", r
-                    if m.action == "delete":
-                        del versions[m.record_id or ""]
-                    else:
-                        versions[m.record_id or ""] = r.version or 0
-            final.update(versions)
+            final.update(push_random_changes(
+                transport.push, table, w, 10, lambda rid, i: {"id": rid, "name": "n", "size": i},
+                most=3, records=5))
         except BaseException as exc:
             errors.append(exc)
         finally:

@@ -466,6 +466,8 @@ class ServerProcess:
                  args: Sequence[str] = (), port: int | None = None, log: Path | None = None,
                  env: Mapping[str, str] | None = None) -> None:
         self.store = store
+        #: a port the server chose itself can be chosen again when another process took it
+        self._own_port = port is None
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.tokens = dict(tokens or {"chaos-token": "chaos"})
@@ -491,7 +493,7 @@ class ServerProcess:
         except OSError:
             return False
 
-    def start(self, timeout: float = 60.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0, attempts: int = 5) -> ServerProcess:
         out: Any = subprocess.DEVNULL
         if self.log is not None:
             out = self.log.open("ab")
@@ -503,12 +505,21 @@ class ServerProcess:
                 out.close()
         deadline = time.monotonic() + timeout
         while not self.healthy():
+            if self.process.poll() is not None and self._own_port and attempts > 1:
+                # Most likely the free port was taken before the server bound it.
+                self._move_to(free_port())
+                return self.start(timeout, attempts - 1)
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"syncline serve did not start: {self.command}\n"
                                    f"{self.log_tail()}")
             time.sleep(0.1)
         return self
+
+    def _move_to(self, port: int) -> None:
+        at = self.command.index("--port") + 1
+        self.command[at] = str(port)
+        self.port, self.url = port, f"http://127.0.0.1:{port}/"
 
     def log_tail(self, chars: int = 4000) -> str:
         if self.log is None or not self.log.exists():
