@@ -46,7 +46,6 @@ def make_everything(i: int, **kw: Any) -> Everything:
     return Everything(**values)
 
 
-
 class StoreSuite(SuiteBase):
     """The backend suites' fixtures: a store factory on ``store_url``, a store, its posts."""
 
