@@ -28,7 +28,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncline.core.model.errors import (
     BackendError,
@@ -50,12 +50,21 @@ from syncline.core.spi.transport import (
     Transport,
     to_wire,
 )
-from syncline.core.store import Store
-from syncline.server.engine import ANONYMOUS, SyncServer
-from syncline.server.store import open_server_store
+
+if TYPE_CHECKING:
+    from syncline.core.store import Store
+
+# The server is imported when a MockServer is made: loading this plugin (which every store's
+# first open does) imports no server code.
 
 _servers: dict[str, MockServer] = {}
 _servers_lock = threading.Lock()
+
+
+def _principal(given: Any) -> str:
+    from syncline.server.engine import ANONYMOUS
+
+    return ANONYMOUS if given is None else str(given)
 
 
 class MockServer:
@@ -64,6 +73,9 @@ class MockServer:
     def __init__(self, name: str = "default", *, entities: Iterable[type] = (),
                  store_url: str = "memory://", assign_ids: bool = False,
                  store: Store | None = None, clock: Any = None) -> None:
+        from syncline.server.engine import SyncServer
+        from syncline.server.store import open_server_store
+
         self.name = name
         self.store = store or open_server_store(
             store_url, entities, clock=clock, options={"isolation": "read committed"})
@@ -157,7 +169,8 @@ class MockServer:
             f"mock://{self.name}: 500 the server failed: {type(exc).__name__}: {exc}",
             status=500)
 
-    def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
+    def push(self, mutations: Sequence[Mutation], principal: str | None = None) -> PushResponse:
+        """Apply ``mutations`` for ``principal`` (None: the server's anonymous principal)."""
         self._enter()
         if self.max_body_bytes is not None:
             body = json.dumps({"mutations": [to_wire(m) for m in mutations]},
@@ -179,7 +192,7 @@ class MockServer:
                     f"mock://{self.name}: {status} the server's store cannot hold "
                     f"{bad.action} {bad.entity} {bad.record_id}", status=status)
         try:
-            response = self.server.push(mutations, principal)
+            response = self.server.push(mutations, _principal(principal))
         except BackendError as exc:
             raise self._server_error(exc) from exc
         with self._lock:
@@ -189,8 +202,9 @@ class MockServer:
         return response
 
     def pull(self, cursor: str | None, limit: int, entities: Sequence[str] | None = None,
-             principal: str = ANONYMOUS) -> PullPage:
+             principal: str | None = None) -> PullPage:
         self._enter()
+        principal = _principal(principal)
         try:
             page = self.server.pull(cursor, limit, entities, principal)
         except BackendError as exc:
@@ -208,7 +222,7 @@ class MockTransport(Transport):
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
         self.name = url.partition("://")[2].strip("/") or "default"
-        self.principal = str(self.options.get("principal", ANONYMOUS))
+        self.principal = _principal(self.options.get("principal"))
 
     @property
     def server(self) -> MockServer:

@@ -45,9 +45,7 @@ from syncline.core.model.query import Compare, Condition, Query
 from syncline.core.model.schema import IndexSpec, Kind, TableSpec
 from syncline.core.spi.backend import Backend
 from syncline.core.spi.helpers import is_json
-from syncline.core.spi.hookspecs import hookimpl
 from syncline.core.spi.options import ISOLATION, Option
-from syncline.core.spi.registries import BackendRegistry
 
 if TYPE_CHECKING:
     import psycopg
@@ -817,18 +815,3 @@ def _stage_name(table: TableSpec) -> str:
     # The shape is in the name: after a migration a connection's old stage is not reused.
     shape = zlib.crc32(repr(table.columns).encode())
     return f"_syncline_stage_{table.name}"[:54] + f"_{shape:08x}"
-
-
-@hookimpl
-def syncline_register_backends(registry: BackendRegistry) -> None:
-    registry.register("postgresql", PostgresBackend, description="PostgreSQL via psycopg 3",
-                      requires="syncline[postgresql]")
-    registry.register("postgresql+psycopg", PostgresBackend,
-                      description="PostgreSQL via psycopg 3", requires="syncline[postgresql]")
-
-
-@hookimpl
-def syncline_register_test_stores(registry: Any) -> None:
-    """The test stores of ``pytest --syncline-backend`` (syncline.testing.stores)."""
-    registry.register("postgresql", "syncline.testing.stores:postgres_url", default=True,
-                      fixtures=["syncline_postgres_server"])
