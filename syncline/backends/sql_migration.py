@@ -20,6 +20,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy.pool import StaticPool
 
+from syncline.backends import sqlite_sql
 from syncline.backends.sql import SQLBuilder, server_default
 from syncline.core.model.errors import MigrationError
 from syncline.core.model.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
@@ -77,9 +78,14 @@ class SQLMigrationOps(MigrationOps):
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
-        self.builder: SQLBuilder = backend.sql
+        #: SQLAlchemy tables and types, for Alembic's operations and comparisons
+        self.builder: SQLBuilder = self._builder()
         self._conn: sa.Connection | None = None
         self._op: Operations | None = None
+
+    def _builder(self) -> SQLBuilder:
+        builder: SQLBuilder = self.backend.sql
+        return builder
 
     # -- the borrowed connection -------------------------------------------------------------
 
@@ -157,7 +163,7 @@ class SQLMigrationOps(MigrationOps):
     # -- tables and indexes ------------------------------------------------------------------
 
     def create_table(self, spec: TableSpec) -> None:
-        for stmt in self.builder.ddl(spec):
+        for stmt in self.backend.sql.ddl(spec):  # the backend's own DDL, as when it opens
             self.run(stmt)
 
     def drop_table(self, name: str) -> None:
@@ -169,11 +175,9 @@ class SQLMigrationOps(MigrationOps):
             self.op.rename_table(old, new)
 
     def create_index(self, spec: TableSpec, index: IndexSpec) -> None:
-        table = self.builder.table(spec)
-        for ix in table.indexes:
-            if ix.name == index.name:
-                self.run(str(sa.schema.CreateIndex(ix, if_not_exists=True)
-                             .compile(dialect=self.builder.dialect)))
+        for name, stmt in self.backend.sql.named_ddl(spec)[1:]:
+            if name == index.name:
+                self.run(stmt)
 
     def drop_index(self, table: str, name: str) -> None:
         with self._guard(f"dropping index {name}"):
@@ -233,12 +237,11 @@ class SQLMigrationOps(MigrationOps):
             temp_spec = attrs.evolve(temp_spec, foreign_keys=tuple(
                 attrs.evolve(fk, ref_table=temp) if fk.ref_table == name else fk
                 for fk in spec.foreign_keys))
-        self.run(str(sa.schema.CreateTable(self.builder.table(temp_spec))
-                     .compile(dialect=self.builder.dialect)))
+        self.run(self.backend.sql.ddl(temp_spec)[0])
         count = self._copy(name, temp, spec, old_cols, sources, convert)
         self.run(f"DROP TABLE {q(name)}")
         self._rename_into(temp, name)
-        for stmt in self.builder.ddl(spec)[1:]:
+        for stmt in self.backend.sql.ddl(spec)[1:]:
             self.run(stmt)
         for index_name, sql in deps.indexes:
             try:
@@ -400,10 +403,23 @@ def alter_column_kwargs(builder: SQLBuilder, column: ColumnSpec) -> dict[str, An
             "server_default": server_default(column.default)}
 
 
+class _SQLiteTypes(SQLBuilder):
+    """SQLAlchemy's types for the SQLite backend's columns (its SQL is text of its own)."""
+
+    types = {kind: {"TEXT": sa.Text, "INTEGER": sa.Integer, "FLOAT": sa.Float,
+                    "BOOLEAN": sa.Boolean, "BLOB": sa.LargeBinary}[name]()
+             for kind, name in sqlite_sql.TYPES.items()}
+
+
 class SQLiteMigrationOps(SQLMigrationOps):
     dialect = "sqlite"
     url = "sqlite://"
     placeholder = "?"
+
+    def _builder(self) -> SQLBuilder:
+        from sqlalchemy.dialects import sqlite
+
+        return _SQLiteTypes(sqlite.dialect())
 
     def raw(self) -> Any:
         return self.backend._connection()

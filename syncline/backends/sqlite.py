@@ -1,7 +1,8 @@
 """The SQLite backend: ``sqlite:///path/app.db``, or ``sqlite://`` for a private in-memory one.
 
-SQLAlchemy Core builds and compiles every statement; the compiled SQL runs directly on
-``sqlite3`` connections (one per thread, WAL, foreign keys on, a busy timeout). Transactions
+Its SQL is plain text (:mod:`syncline.backends.sqlite_sql`, no SQLAlchemy: opening a store
+stays quick), run directly on ``sqlite3`` connections (one per thread, WAL, foreign keys on, a
+busy timeout). Transactions
 are explicit (``BEGIN IMMEDIATE``, ``SAVEPOINT``), so nesting and rollback behave the same on
 every Python version. A private in-memory database has one connection that threads take turns on.
 """
@@ -23,10 +24,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import cattrs
-import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from syncline.backends.sql import SQLBuilder, TupleRowsMixin
+from syncline.backends.sqlite_sql import SQLiteSQL, q
+from syncline.backends.tuple_rows import TupleRowsMixin
 from syncline.core.model.convert import dumps_json, json_is_native, structure_hook, utc_datetime
 from syncline.core.model.errors import (
     BackendError,
@@ -37,7 +37,7 @@ from syncline.core.model.errors import (
     TransactionError,
 )
 from syncline.core.model.query import Compare, Condition, Query
-from syncline.core.model.schema import IndexSpec, Kind, TableSpec
+from syncline.core.model.schema import IndexSpec, TableSpec
 from syncline.core.spi.backend import Backend
 from syncline.core.spi.helpers import is_json, url_path
 from syncline.core.spi.hookspecs import hookimpl
@@ -49,43 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("syncline.sqlite")
 _CHUNK = 500  # keys per IN (...) list, well under SQLite's variable limit
-
-
-class SQLiteBuilder(SQLBuilder):
-    types = {
-        "text": sa.Text(), "integer": sa.Integer(), "float": sa.Float(),
-        "boolean": sa.Boolean(), "bytes": sa.LargeBinary(), "datetime": sa.Text(),
-        "date": sa.Text(), "uuid": sa.Text(), "decimal": sa.Text(), "json": sa.Text(),
-    }
-
-    def comparable(self, column: sa.ColumnElement[Any], kind: Kind) -> sa.ColumnElement[Any]:
-        # Decimals are stored as exact text; compare and sort them by numeric value.
-        if kind == "decimal":
-            return sa.cast(column, sa.REAL)
-        return column
-
-    def in_many(self, column: sa.ColumnElement[Any], kind: Kind,
-                values: sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
-        # One JSON array parameter, read back as rows by json_each: no limit on its length.
-        each = sa.func.json_each(values).table_valued("value")
-        if kind == "bytes":  # JSON has no bytes: compared as hex text (hex(NULL) is '')
-            as_hex = sa.case((column.is_(None), sa.null()), else_=sa.func.hex(column))
-            return as_hex.in_(sa.select(each.c.value))
-        return self.comparable(column, kind).in_(
-            sa.select(self.comparable(each.c.value, kind)))
-
-    def many_param(self, kind: Kind, values: Sequence[Any]) -> Any:
-        if kind == "bytes":
-            return json.dumps([None if v is None else bytes(v).hex().upper() for v in values])
-        return json.dumps(list(values), default=str, allow_nan=False)
-
-
-_preparer = sqlite_dialect.dialect().identifier_preparer
-
-
-def _q(name: str) -> str:
-    """An identifier quoted by SQLAlchemy's SQLite preparer (always quoted, quotes doubled)."""
-    return str(_preparer.quote_identifier(name))
 
 
 def _datetime_to_text(value: Any) -> str:
@@ -126,7 +89,7 @@ def _translate(exc: sqlite3.Error, what: str) -> BackendError:
 
 
 class SQLiteBackend(TupleRowsMixin, Backend):
-    """SQLite through SQLAlchemy-compiled SQL on ``sqlite3``."""
+    """SQLite on ``sqlite3``."""
 
     capabilities: frozenset[str] = frozenset(
         {"persistent", "multi_process", "sql", "savepoints", "concurrent_writers",
@@ -159,14 +122,13 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             raise ConfigurationError(
                 f"{url}: mode={self.mode} needs a file; a private in-memory database is "
                 f"always created read-write (mode=rwc)")
-        self.sql = SQLiteBuilder(sqlite_dialect.dialect())
+        self.sql = SQLiteSQL()
         self._local = _Local()
         #: every connection, with the thread it belongs to (None: the store's own)
         self._conns: list[tuple[weakref.ref[threading.Thread] | None, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
         self._shared: sqlite3.Connection | None = None  # the in-memory database's connection
         self._shared_lock = threading.RLock()
-        self._statements: dict[Any, str] = {}
         self._open = False
         self._counts_lock = threading.Lock()
         self._started: dict[str, int] = {}  # table -> own write transactions counted (so far)
@@ -492,7 +454,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
 
     def drop_table(self, name: str) -> None:
         with self._use() as conn, self._errors(f"dropping table {name}"):
-            conn.execute(f"DROP TABLE IF EXISTS {_q(name)}")
+            conn.execute(f"DROP TABLE IF EXISTS {q(name)}")
 
     def table_names(self) -> list[str]:
         with self._use() as conn, self._errors("listing tables"):
@@ -503,16 +465,16 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         return [r[0] for r in rows]
 
     def create_index(self, table: str, index: IndexSpec) -> None:
-        cols = ", ".join(_q(c) for c in index.columns)
+        cols = ", ".join(q(c) for c in index.columns)
         unique = "UNIQUE " if index.unique else ""
         with self._use() as conn, self._errors(f"creating index {index.name}"):
             conn.execute(
-                f"CREATE {unique}INDEX IF NOT EXISTS {_q(index.name)} ON {_q(table)} ({cols})"
+                f"CREATE {unique}INDEX IF NOT EXISTS {q(index.name)} ON {q(table)} ({cols})"
             )
 
     def drop_index(self, table: str, name: str) -> None:
         with self._use() as conn, self._errors(f"dropping index {name}"):
-            conn.execute(f"DROP INDEX IF EXISTS {_q(name)}")
+            conn.execute(f"DROP INDEX IF EXISTS {q(name)}")
 
     def get_schema_version(self) -> int | None:
         with self._use() as conn, self._errors("reading the schema version"):
@@ -535,30 +497,6 @@ class SQLiteBackend(TupleRowsMixin, Backend):
 
     # -- reads -------------------------------------------------------------------------------
 
-    def _stmt(self, table: TableSpec, kind: str) -> str:
-        key = (table, kind)
-        sql = self._statements.get(key)
-        if sql is None:
-            t = self.sql.table(table)
-            cols = list(t.c)
-            if kind == "insert":
-                sql = self.sql.compile(sa.insert(t).values(
-                    {c.name: sa.bindparam(c.name) for c in cols}))[0]
-            elif kind == "upsert":
-                stmt = sqlite_dialect.insert(t).values(
-                    {c.name: sa.bindparam(c.name) for c in cols})
-                others = {c.name: stmt.excluded[c.name] for c in cols if not c.primary_key}
-                stmt = (stmt.on_conflict_do_update(index_elements=[table.primary_key],
-                                                   set_=others)
-                        if others else stmt.on_conflict_do_nothing())
-                sql = self.sql.compile(stmt)[0]
-            elif kind == "get":
-                sql = self.sql.by_key(table, "get")
-            else:
-                raise KeyError(kind)
-            self._statements[key] = sql
-        return sql
-
     def _run(self, what: str, sql: str, params: Any) -> list[Any]:
         """Execute and fetch on the calling thread's connection. No context managers: this is
         the read hot path."""
@@ -572,7 +510,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             raise _translate(exc, what) from exc
 
     def get_values(self, table: TableSpec, key: Any) -> tuple[Any, ...] | None:
-        rows = self._run(f"reading {table.name}", self._stmt(table, "get"), (key,))
+        rows = self._run(f"reading {table.name}", self.sql.by_key(table, "get"), (key,))
         return rows[0] if rows else None
 
     def get_many_values(self, table: TableSpec, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -600,7 +538,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
     def _write_values(self, table: TableSpec, kind: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        sql = self._stmt(table, kind)
+        sql = self.sql.write(table, kind)
         with self._atomic(len(rows) > 1) as conn, self._errors(f"writing {table.name}"):
             if len(rows) == 1:
                 conn.execute(sql, rows[0])
@@ -608,7 +546,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
                 conn.executemany(sql, rows)
 
     def increment(self, table: TableSpec, key: Any, column: str, by: int = 1) -> int:
-        t, pk, c = _q(table.name), _q(table.primary_key), _q(column)
+        t, pk, c = q(table.name), q(table.primary_key), q(column)
         sql = (f"INSERT INTO {t} ({pk}, {c}) VALUES (?, ?) ON CONFLICT ({pk}) DO UPDATE SET "
                f"{c} = {t}.{c} + excluded.{c} RETURNING {c}")
         with self._atomic(False) as conn, self._errors(f"counting in {table.name}"):
