@@ -7,7 +7,6 @@ that this project's own ``pyproject.toml`` declares.
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import logging
 import os
 import threading
@@ -20,6 +19,7 @@ import pluggy
 from syncline.core.model.errors import PluginError
 from syncline.core.model.schema import TypeRegistry, use_custom_types
 from syncline.core.spi import hookspecs
+from syncline.core.spi.entry_points import EntryPoint, entry_points
 from syncline.core.spi.registries import DISABLE_ENV as DISABLE_ENV
 from syncline.core.spi.registries import BackendRegistry as BackendRegistry
 from syncline.core.spi.registries import CommandRegistry as CommandRegistry
@@ -53,9 +53,9 @@ def disabled_plugins() -> set[str]:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
-def _entry_points() -> Iterator[metadata.EntryPoint]:
+def _entry_points() -> Iterator[EntryPoint]:
     seen: set[tuple[str, str]] = set()
-    for ep in metadata.entry_points(group=GROUP):
+    for ep in entry_points(GROUP):
         if (ep.name, ep.value) not in seen:
             seen.add((ep.name, ep.value))
             yield ep

@@ -8,13 +8,11 @@ into :class:`Config` by cattrs; an unknown key or a wrong type names the key and
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
-import platformdirs
 
 from syncline.core.model.errors import ConfigurationError
 
@@ -115,6 +113,8 @@ def find_config_file(cwd: Path | None = None) -> tuple[Path, dict[str, Any]] | N
 
 
 def _read_toml(path: Path, pyproject: bool) -> dict[str, Any]:
+    import tomllib  # only when a configuration file exists
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -177,5 +177,7 @@ def load_config(
 
 def default_store_url(app_name: str) -> str:
     """A SQLite file in the platform's user-data folder for ``app_name``."""
+    import platformdirs  # only for stores opened without a URL
+
     folder = Path(platformdirs.user_data_dir(app_name, appauthor=False))
     return f"sqlite:///{folder / (app_name + '.db')}"

@@ -14,7 +14,6 @@ processes or connections arrive through the backend's ``watch_external`` (SQLite
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
@@ -88,6 +87,8 @@ class Watch(Generic[R]):
         return sub
 
     async def __aiter__(self) -> AsyncIterator[R]:
+        import asyncio  # here: a store that nobody iterates asynchronously never imports it
+
         loop = asyncio.get_running_loop()
         results: asyncio.Queue[R] = asyncio.Queue()
         sub = self.subscribe(lambda r: loop.call_soon_threadsafe(results.put_nowait, r))
