@@ -31,10 +31,10 @@ _EXPORTS = {
     "TransactionError": "syncline.core.model.errors",
     "UnknownSchemeError": "syncline.core.model.errors",
     "hookimpl": "syncline.core.spi.hookspecs",
-    "MigrationStrategy": "syncline.core.storage.migration",
+    "MigrationStrategy": "syncline.core.storage.opening",
     "Migrator": "syncline.core.storage.migration",
-    "OpeningDetails": "syncline.core.storage.migration",
-    "Schema": "syncline.core.storage.migration",
+    "OpeningDetails": "syncline.core.storage.opening",
+    "Schema": "syncline.core.storage.opening",
     "TableMigration": "syncline.core.storage.migration",
     "steps": "syncline.core.storage.migration",
     "SyncStatus": "syncline.core.sync.outbox",
@@ -136,14 +136,8 @@ if TYPE_CHECKING:
     from syncline.core.spi.backend import Backend
     from syncline.core.spi.hookspecs import hookimpl
     from syncline.core.storage.config import Config, load_config
-    from syncline.core.storage.migration import (
-        MigrationStrategy,
-        Migrator,
-        OpeningDetails,
-        Schema,
-        TableMigration,
-        steps,
-    )
+    from syncline.core.storage.migration import Migrator, TableMigration, steps
+    from syncline.core.storage.opening import MigrationStrategy, OpeningDetails, Schema
     from syncline.core.storage.repository import Repository
     from syncline.core.store import Dao, Store
     from syncline.core.store import open_store as open

@@ -8,19 +8,33 @@ Exit codes: 0 success; 1 ``syncline sync`` finished but something failed or was 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from syncline.cli_schema import register as register_schema_commands
 from syncline.core.model.errors import SynclineError
 
-console = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@functools.cache
+def _console() -> Console:
+    # rich is imported when something is printed with it: `syncline --help` never does.
+    from rich.console import Console
+
+    return Console()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "console":  # `from syncline.cli import console` (the schema commands)
+        return _console()
+    raise AttributeError(f"module 'syncline.cli' has no attribute {name!r}")
 
 
 class _Group(click.Group):
@@ -79,6 +93,8 @@ def plugins(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title="syncline plugins")
     for column in ("plugin", "distribution", "version", "schemes", "hooks"):
         table.add_column(column)
@@ -86,7 +102,7 @@ def plugins(as_json: bool) -> None:
         served = ", ".join(f"{s}://" for s in row["backends"] + row["transports"])
         table.add_row(row["name"], row["distribution"] or "-", row["version"] or "-",
                       served or "-", ", ".join(row["hooks"]))
-    console.print(table)
+    _console().print(table)
 
 
 def load_entities(spec: str) -> list[type]:
@@ -211,6 +227,8 @@ STORE_HELP = "Store URL (default: SYNCLINE_STORE_URL, then syncline.toml)."
 def status(store_url: str | None, as_json: bool) -> None:
     """The sync queue by state and entity, failed and dead-lettered items with errors, and
     quarantined pulled records."""
+    from rich.table import Table
+
     from syncline.core.model.query import F
     from syncline.core.sync.outbox import EntryState, SyncStatus
 
@@ -242,7 +260,7 @@ def status(store_url: str | None, as_json: bool) -> None:
             table.add_column(column)
         for (entity, state), n in sorted(counts.items()):
             table.add_row(entity, state, str(n))
-        console.print(table if counts else "the sync queue is empty")
+        _console().print(table if counts else "the sync queue is empty")
         if dead or failed:
             problems = Table(title="failed and dead-lettered")
             for column in ("entity", "record", "action", "error"):
@@ -252,14 +270,14 @@ def status(store_url: str | None, as_json: bool) -> None:
                                  e.action, e.error or "")
             for s in failed:
                 problems.add_row(s.entity, s.record_id, "", s.error or "")
-            console.print(problems)
+            _console().print(problems)
         if quarantined:
             held = Table(title="quarantined: pulled changes this store cannot hold")
             for column in ("entity", "record", "version", "error"):
                 held.add_column(column)
             for q in quarantined:
                 held.add_row(q.entity, q.record_id, str(q.version), q.error)
-            console.print(held)
+            _console().print(held)
 
 
 @main.command()
@@ -278,18 +296,18 @@ def sync(store_url: str | None, entities_spec: str, transport: str | None,
         store.sync_engine  # noqa: B018 - resolve the transport before drawing anything
         total = max(store.outbox.pending_count(), 1)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=console) as progress:
+                      console=_console()) as progress:
             task = progress.add_task("syncing", total=total)
             watch = store.outbox.watch_pending_count().subscribe(
                 lambda left: progress.update(task, completed=total - min(left, total)))
             report = store.sync()
             watch.unsubscribe()
             progress.update(task, completed=total)
-        console.print(f"pushed {report.pushed}, pulled {report.pulled}, conflicts "
+        _console().print(f"pushed {report.pushed}, pulled {report.pulled}, conflicts "
                       f"{len(report.conflicts)}, rejected {len(report.rejected)}, failures "
                       f"{len(report.failures)}")
         for line in report.rejected + report.failures:
-            console.print(f"  [red]{line}[/red]")
+            _console().print(f"  [red]{line}[/red]")
         if not report.ok:
             sys.exit(1)
 
@@ -299,7 +317,7 @@ def demo() -> None:
     """Offline writes, a server coming online, sync, a conflict: all in a temporary folder."""
     from syncline.examples.demo import run
 
-    run(console)
+    run(_console())
 
 
 @main.command()
@@ -310,10 +328,10 @@ def quickstart(store_url: str | None) -> None:
     from syncline.examples.quickstart import run
 
     if store_url is not None:
-        run(store_url, console)
+        run(store_url, _console())
         return
     with tempfile.TemporaryDirectory(prefix="syncline-quickstart-") as folder:
-        run(f"sqlite:///{folder}/demo.db", console)
+        run(f"sqlite:///{folder}/demo.db", _console())
 
 
 register_schema_commands(main)

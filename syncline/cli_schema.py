@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from syncline.core.model.errors import ConfigurationError
-from syncline.core.storage.migration import Schema
+from syncline.core.storage.opening import Schema
 
 SCHEMA_HELP = ("The app's schema: 'package.module:NAME' naming a syncline.Schema (or a list of "
                "entities, with --version), or 'package.module' holding one called 'schema'.")

@@ -15,7 +15,7 @@ from syncline.core.spi.backend import Backend
 from syncline.core.spi.options import scheme_of as scheme_of
 from syncline.core.storage.config import Config, default_store_url, load_config
 from syncline.core.storage.local import CommitListener as CommitListener
-from syncline.core.storage.migration import MigrationStrategy, Progress, Schema
+from syncline.core.storage.opening import MigrationStrategy, Progress, Schema
 from syncline.core.sync.repository import SyncRepository
 from syncline.core.sync.syncing import SyncingStore
 

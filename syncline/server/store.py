@@ -15,7 +15,7 @@ import attrs
 from syncline.core.model.query import F
 from syncline.core.model.schema import spec_of
 from syncline.core.storage.local import LocalStore
-from syncline.core.storage.migration import MigrationListener, MigrationStrategy
+from syncline.core.storage.opening import MigrationListener, MigrationStrategy
 from syncline.core.store import Store, open_store
 from syncline.server.order import POSITION_INDEX, SEQUENCE
 from syncline.server.tables import SERVER_ENTITIES, AppliedMutation, ChangeEntry, ServerRecord

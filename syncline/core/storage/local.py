@@ -27,7 +27,7 @@ from syncline.core.model.errors import (
 )
 from syncline.core.model.schema import EntitySpec, TableSpec, Trigger, TypeRegistry, View, spec_of
 from syncline.core.spi.backend import Backend
-from syncline.core.storage.migration import (
+from syncline.core.storage.opening import (
     MigrationListener,
     MigrationStrategy,
     OpeningDetails,

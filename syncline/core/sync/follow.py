@@ -8,7 +8,7 @@ import attrs
 
 from syncline.core.model.errors import MigrationError, SynclineError
 from syncline.core.model.query import F
-from syncline.core.storage.migration import MigrationListener
+from syncline.core.storage.opening import MigrationListener
 from syncline.core.sync.outbox import Outbox, state_key
 
 if TYPE_CHECKING:
