@@ -6,16 +6,32 @@ cross-process sync lock (:mod:`.lock`), the sync look-ups on repositories
 ``syncline.core.sync`` was one module before the layers; its names stay importable from here.
 """
 
-from syncline.core.sync.engine import (
-    Backoff,
-    Conflict,
-    Resolution,
-    Strategy,
-    SyncEngine,
-    SyncReport,
-    apply_remote,
-)
-from syncline.core.sync.lock import sync_lock
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["Backoff", "Conflict", "Resolution", "Strategy", "SyncEngine", "SyncReport",
            "apply_remote", "sync_lock"]
+
+if TYPE_CHECKING:
+    from syncline.core.sync.engine import (
+        Backoff,
+        Conflict,
+        Resolution,
+        Strategy,
+        SyncEngine,
+        SyncReport,
+        apply_remote,
+    )
+    from syncline.core.sync.lock import sync_lock
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: opening a store does not import the engine.
+    if name == "sync_lock":
+        from syncline.core.sync.lock import sync_lock
+
+        return sync_lock
+    if name in __all__:
+        from syncline.core.sync import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'syncline.core.sync' has no attribute {name!r}")

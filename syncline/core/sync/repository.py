@@ -10,7 +10,6 @@ from syncline.core.model.errors import NotFoundError, QueryError
 from syncline.core.model.query import F
 from syncline.core.model.schema import EntitySpec
 from syncline.core.storage.repository import Repository
-from syncline.core.sync.engine import apply_remote
 from syncline.core.sync.outbox import Outbox, RecordState, SyncStatus
 
 if TYPE_CHECKING:
@@ -88,6 +87,8 @@ class SyncRepository(Repository[T]):
         if state is None:
             raise NotFoundError(f"no {self.spec.cls.__name__} was created with local id "
                                 f"{local_id!r}")
+        from syncline.core.sync.engine import apply_remote
+
         apply_remote(self.store, self.spec.cls, state.record_id, obj, version=None)
 
     def _require_syncs(self) -> None:

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from syncline.core.model.convert import RowCodec
 from syncline.core.model.errors import ConfigurationError
 from syncline.core.model.schema import EntitySpec
 from syncline.core.spi.backend import Backend
 from syncline.core.spi.options import scheme_of
-from syncline.core.spi.transport import Transport
 from syncline.core.storage.local import LocalStore
-from syncline.core.sync.engine import SyncEngine, SyncReport
 from syncline.core.sync.follow import SyncStateFollows
 from syncline.core.sync.outbox import INTERNAL_ENTITIES, Outbox, Quarantined
 from syncline.core.sync.repository import SyncRepository
 from syncline.core.sync.worker import SyncWorker
+
+if TYPE_CHECKING:
+    from syncline.core.spi.transport import Transport
+    from syncline.core.sync.engine import SyncEngine, SyncReport
 
 T = TypeVar("T")
 
@@ -92,6 +94,8 @@ class SyncingStore(LocalStore):
                 )
             transport_cls = self._transports(scheme_of(self.transport_url))
             transport = transport_cls(self.transport_url, self.transport_options)
+            from syncline.core.sync.engine import SyncEngine  # here: opening needs no engine
+
             self._engine = SyncEngine(self, transport, **self.sync_options)
         return self._engine
 
