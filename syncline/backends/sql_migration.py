@@ -11,13 +11,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from sqlalchemy.pool import StaticPool
 
 from syncline.backends import sqlite_sql
@@ -25,6 +22,9 @@ from syncline.backends.sql import SQLBuilder, server_default
 from syncline.core.model.errors import MigrationError
 from syncline.core.model.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
 from syncline.core.storage.migration import MigrationOps, Source
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
 
 _CHUNK = 5000  # rows per executemany when a Python function transforms them
 
@@ -105,6 +105,11 @@ class SQLMigrationOps(MigrationOps):
     @property
     def op(self) -> Operations:
         if self._op is None:
+            # Alembic is imported by the first schema change it makes: creating a store
+            # (CREATE TABLE, the backend's own DDL) does without it.
+            from alembic.migration import MigrationContext
+            from alembic.operations import Operations
+
             self._op = Operations(MigrationContext.configure(self.conn))
         return self._op
 
@@ -344,6 +349,9 @@ class SQLMigrationOps(MigrationOps):
         def include(obj: Any, name: str | None, type_: str, reflected: bool,
                     compare_to: Any) -> bool:
             return not (type_ == "table" and name in ignored)
+
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
 
         ctx = MigrationContext.configure(self.conn, opts={
             "compare_type": True, "include_object": include})
