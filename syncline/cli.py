@@ -24,17 +24,11 @@ if TYPE_CHECKING:
 
 
 @functools.cache
-def _console() -> Console:
-    # rich is imported when something is printed with it: `syncline --help` never does.
+def get_console() -> Console:
+    """The commands' rich console, made (and rich imported) on first use: not for --help."""
     from rich.console import Console
 
     return Console()
-
-
-def __getattr__(name: str) -> Any:
-    if name == "console":  # `from syncline.cli import console` (the schema commands)
-        return _console()
-    raise AttributeError(f"module 'syncline.cli' has no attribute {name!r}")
 
 
 class _Group(click.Group):
@@ -102,7 +96,7 @@ def plugins(as_json: bool) -> None:
         served = ", ".join(f"{s}://" for s in row["backends"] + row["transports"])
         table.add_row(row["name"], row["distribution"] or "-", row["version"] or "-",
                       served or "-", ", ".join(row["hooks"]))
-    _console().print(table)
+    get_console().print(table)
 
 
 def load_entities(spec: str) -> list[type]:
@@ -260,7 +254,7 @@ def status(store_url: str | None, as_json: bool) -> None:
             table.add_column(column)
         for (entity, state), n in sorted(counts.items()):
             table.add_row(entity, state, str(n))
-        _console().print(table if counts else "the sync queue is empty")
+        get_console().print(table if counts else "the sync queue is empty")
         if dead or failed:
             problems = Table(title="failed and dead-lettered")
             for column in ("entity", "record", "action", "error"):
@@ -270,14 +264,14 @@ def status(store_url: str | None, as_json: bool) -> None:
                                  e.action, e.error or "")
             for s in failed:
                 problems.add_row(s.entity, s.record_id, "", s.error or "")
-            _console().print(problems)
+            get_console().print(problems)
         if quarantined:
             held = Table(title="quarantined: pulled changes this store cannot hold")
             for column in ("entity", "record", "version", "error"):
                 held.add_column(column)
             for q in quarantined:
                 held.add_row(q.entity, q.record_id, str(q.version), q.error)
-            _console().print(held)
+            get_console().print(held)
 
 
 @main.command()
@@ -296,18 +290,18 @@ def sync(store_url: str | None, entities_spec: str, transport: str | None,
         store.sync_engine  # noqa: B018 - resolve the transport before drawing anything
         total = max(store.outbox.pending_count(), 1)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      console=_console()) as progress:
+                      console=get_console()) as progress:
             task = progress.add_task("syncing", total=total)
             watch = store.outbox.watch_pending_count().subscribe(
                 lambda left: progress.update(task, completed=total - min(left, total)))
             report = store.sync()
             watch.unsubscribe()
             progress.update(task, completed=total)
-        _console().print(f"pushed {report.pushed}, pulled {report.pulled}, conflicts "
+        get_console().print(f"pushed {report.pushed}, pulled {report.pulled}, conflicts "
                       f"{len(report.conflicts)}, rejected {len(report.rejected)}, failures "
                       f"{len(report.failures)}")
         for line in report.rejected + report.failures:
-            _console().print(f"  [red]{line}[/red]")
+            get_console().print(f"  [red]{line}[/red]")
         if not report.ok:
             sys.exit(1)
 
@@ -317,7 +311,7 @@ def demo() -> None:
     """Offline writes, a server coming online, sync, a conflict: all in a temporary folder."""
     from syncline.examples.demo import run
 
-    run(_console())
+    run(get_console())
 
 
 @main.command()
@@ -328,10 +322,10 @@ def quickstart(store_url: str | None) -> None:
     from syncline.examples.quickstart import run
 
     if store_url is not None:
-        run(store_url, _console())
+        run(store_url, get_console())
         return
     with tempfile.TemporaryDirectory(prefix="syncline-quickstart-") as folder:
-        run(f"sqlite:///{folder}/demo.db", _console())
+        run(f"sqlite:///{folder}/demo.db", get_console())
 
 
 register_schema_commands(main)

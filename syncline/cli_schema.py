@@ -76,7 +76,9 @@ def migrate(store_url: str | None, schema_spec: str, server: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     import syncline
-    from syncline.cli import console
+    from syncline.cli import get_console
+
+    console = get_console()
 
     schema = load_schema(schema_spec)
     bars: list[Progress] = []  # drawn once a migration reports: opening alone draws nothing
@@ -121,8 +123,10 @@ def schema() -> None:
 @click.argument("folder", type=click.Path(file_okay=False))
 def dump(schema_spec: str, version: int | None, folder: str) -> None:
     """Write the schema as syncline_schema_v<N>.json into FOLDER (for migration tests)."""
-    from syncline.cli import console
+    from syncline.cli import get_console
     from syncline.core.storage import schema_dump
+
+    console = get_console()
 
     app = load_schema(schema_spec, version)
     path = schema_dump.write(folder, schema_dump.dump(app.version, app.entities, app.views,
@@ -137,10 +141,12 @@ def dump(schema_spec: str, version: int | None, folder: str) -> None:
 def verify(store_url: str | None, schema_spec: str, server: bool) -> None:
     """Compare a store with the declared schema without changing it; exit code 1 when they
     differ."""
-    from syncline.cli import console
+    from syncline.cli import get_console
     from syncline.core.plugins import plugin_manager
     from syncline.core.storage.schema_dump import differences
     from syncline.core.store import Store, scheme_of
+
+    console = get_console()
 
     app = load_schema(schema_spec)
     url, version = stored_version(store_url)
