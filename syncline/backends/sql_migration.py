@@ -3,28 +3,32 @@ SQLite), and the table rebuild of :class:`~syncline.core.storage.migration.Table
 
 Everything runs on the connection of the backend's migration transaction: SQLAlchemy and
 Alembic get that DB-API connection on loan (their commit, rollback and close do nothing), so
-the DDL, the copies and the new schema version commit or roll back together.
+the DDL, the copies and the new schema version commit or roll back together. On SQLite, plain
+statements run on the ``sqlite3`` connection itself: creating a store imports neither
+SQLAlchemy nor Alembic; the first operation that needs them imports them.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
 
 from syncline.backends import sqlite_sql
-from syncline.backends.sql import SQLBuilder, server_default
 from syncline.core.model.errors import MigrationError
 from syncline.core.model.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
 from syncline.core.storage.migration import MigrationOps, Source
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
     from alembic.operations import Operations
+
+    from syncline.backends.sql import SQLBuilder
 
 _CHUNK = 5000  # rows per executemany when a Python function transforms them
 
@@ -78,12 +82,12 @@ class SQLMigrationOps(MigrationOps):
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
-        #: SQLAlchemy tables and types, for Alembic's operations and comparisons
-        self.builder: SQLBuilder = self._builder()
         self._conn: sa.Connection | None = None
         self._op: Operations | None = None
 
-    def _builder(self) -> SQLBuilder:
+    @functools.cached_property
+    def builder(self) -> SQLBuilder:
+        """SQLAlchemy tables and types, for Alembic's operations and comparisons."""
         builder: SQLBuilder = self.backend.sql
         return builder
 
@@ -96,6 +100,9 @@ class SQLMigrationOps(MigrationOps):
     @property
     def conn(self) -> sa.Connection:
         if self._conn is None:
+            import sqlalchemy as sa
+            from sqlalchemy.pool import StaticPool
+
             raw = _Borrowed(self.raw())
             engine = sa.create_engine(self.url, creator=lambda: raw, poolclass=StaticPool,
                                       **self.engine_options)
@@ -122,6 +129,8 @@ class SQLMigrationOps(MigrationOps):
         self._op = None
 
     def run(self, sql: str, params: Any = None) -> Any:
+        import sqlalchemy as sa
+
         try:
             return self.conn.exec_driver_sql(sql, params) if params is not None else (
                 self.conn.exec_driver_sql(sql))
@@ -135,6 +144,8 @@ class SQLMigrationOps(MigrationOps):
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
+        import sqlalchemy as sa
+
         try:
             yield
         except sa.exc.DBAPIError as exc:
@@ -145,6 +156,8 @@ class SQLMigrationOps(MigrationOps):
     # -- catalog -----------------------------------------------------------------------------
 
     def columns(self, table: str) -> list[str] | None:
+        import sqlalchemy as sa
+
         insp = sa.inspect(self.conn)
         if not insp.has_table(table):
             return None
@@ -282,6 +295,8 @@ class SQLMigrationOps(MigrationOps):
         # insert in chunks.
         select = ", ".join([*(q(c) for c in old_cols), *(exprs[c] for c in targets
                                                           if c in exprs)])
+        import sqlalchemy as sa
+
         try:  # streamed: a server-side cursor on PostgreSQL, step by step on SQLite
             rows = self.conn.exec_driver_sql(f"SELECT {select} FROM {q(old)}",
                                              execution_options={"stream_results": True})
@@ -338,6 +353,8 @@ class SQLMigrationOps(MigrationOps):
 
     def differences(self, specs: Sequence[TableSpec], views: Sequence[View],
                     triggers: Sequence[Trigger]) -> list[str]:
+        import sqlalchemy as sa
+
         builder = type(self.builder)(self.builder.dialect)
         for spec in specs:
             builder.table(spec)
@@ -407,16 +424,22 @@ def _cols(fk: Any) -> str:
 
 
 def alter_column_kwargs(builder: SQLBuilder, column: ColumnSpec) -> dict[str, Any]:
+    from syncline.backends.sql import server_default
+
     return {"type_": builder.column_type(column.kind), "nullable": column.nullable,
             "server_default": server_default(column.default)}
 
 
-class _SQLiteTypes(SQLBuilder):
-    """SQLAlchemy's types for the SQLite backend's columns (its SQL is text of its own)."""
+class _Rows:
+    """A ``sqlite3`` cursor answering as the SQLAlchemy results the shared code reads."""
 
-    types = {kind: {"TEXT": sa.Text, "INTEGER": sa.Integer, "FLOAT": sa.Float,
-                    "BOOLEAN": sa.Boolean, "BLOB": sa.LargeBinary}[name]()
-             for kind, name in sqlite_sql.TYPES.items()}
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self.cursor = cursor
+        self.rowcount = cursor.rowcount
+        self.returns_rows = cursor.description is not None
+
+    def fetchall(self) -> list[Any]:
+        return self.cursor.fetchall()
 
 
 class SQLiteMigrationOps(SQLMigrationOps):
@@ -424,10 +447,34 @@ class SQLiteMigrationOps(SQLMigrationOps):
     url = "sqlite://"
     placeholder = "?"
 
-    def _builder(self) -> SQLBuilder:
+    @functools.cached_property
+    def builder(self) -> SQLBuilder:
+        # SQLAlchemy's types for the backend's columns (its own SQL is text, sqlite_sql).
+        import sqlalchemy as sa
         from sqlalchemy.dialects import sqlite
 
-        return _SQLiteTypes(sqlite.dialect())
+        from syncline.backends.sql import SQLBuilder
+
+        by_name = {"TEXT": sa.Text, "INTEGER": sa.Integer, "FLOAT": sa.Float,
+                   "BOOLEAN": sa.Boolean, "BLOB": sa.LargeBinary}
+
+        class SQLiteTypes(SQLBuilder):
+            types = {kind: by_name[name]() for kind, name in sqlite_sql.TYPES.items()}
+
+        return SQLiteTypes(sqlite.dialect())
+
+    def run(self, sql: str, params: Any = None) -> Any:
+        raw = self.raw()
+        try:
+            if isinstance(params, list) and params and isinstance(params[0], tuple | list | dict):
+                return _Rows(raw.executemany(sql, params))
+            return _Rows(raw.execute(sql, () if params is None else params))
+        except sqlite3.Error as exc:
+            raise self.error(exc, sql) from exc
+
+    def columns(self, table: str) -> list[str] | None:
+        rows = self.run(f"PRAGMA table_info({q(table)})").fetchall()
+        return [r[1] for r in rows] or None
 
     def raw(self) -> Any:
         return self.backend._connection()
@@ -506,6 +553,8 @@ class SQLiteMigrationOps(SQLMigrationOps):
             self.run(sql)
 
     def _alter_column(self, spec: TableSpec, column: ColumnSpec, using: str | None) -> None:
+        import sqlalchemy as sa
+
         old = next(c for c in sa.inspect(self.conn).get_columns(spec.name)
                    if c["name"] == column.name)
         if (column.kind == "boolean" and using is None
