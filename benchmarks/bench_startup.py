@@ -7,6 +7,9 @@ plain ``sqlite3`` + ``attrs`` does: import them, connect, read one row, build th
 
     python benchmarks/bench_startup.py [rounds]      (default 11)
 
+The children import the ``syncline`` that ``PYTHONPATH`` (or the installation) gives: with
+``PYTHONPATH=/path/to/other/checkout`` the same script times another version.
+
 The children write bytecode to a temporary folder (``PYTHONPYCACHEPREFIX``) and each case runs
 once before the timed rounds, as an installed application has its ``.pyc`` files; data files go
 to a temporary folder too. On a shared machine the wall times vary with the load: compare the
@@ -79,11 +82,12 @@ conn.close()
 CLI = "import sys\nfrom syncline.cli import main\nmain(sys.argv[1:], prog_name='syncline')\n"
 
 
-def run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU seconds of one process."""
+def run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one process (run in the data folder: ``python -c`` puts the
+    current folder first on sys.path, and the checkout's would shadow PYTHONPATH)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, cwd=cwd)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -91,7 +95,7 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def compare(name: str, ours: list[str], baseline: list[str], rounds: int,
-            env: dict[str, str], fresh: Path | None = None) -> None:
+            env: dict[str, str], cwd: Path, fresh: Path | None = None) -> None:
     """Time ``ours`` and ``baseline`` in alternation; ``fresh``: a file removed before each."""
     sides: dict[str, list[tuple[float, float]]] = {"s": [], "b": []}
     for i in range(rounds + 1):  # round 0 warms up (bytecode, file cache)
@@ -99,7 +103,7 @@ def compare(name: str, ours: list[str], baseline: list[str], rounds: int,
             if fresh is not None:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{fresh}{suffix}").unlink(missing_ok=True)
-            took = run(argv, env)
+            took = run(argv, env, cwd)
             if i:
                 sides[key].append(took)
     s_wall = statistics.median(w for w, _ in sides["s"])
@@ -122,22 +126,22 @@ def main(rounds: int = 11) -> None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
         store = folder / "app.db"
-        subprocess.run([py, "-c", CREATE, str(store)], env=env, check=True)
+        run([py, "-c", CREATE, str(store)], env, folder)
         plain = folder / "plain.db"
-        subprocess.run([py, "-c", CREATE_BASELINE, str(plain)], env=env, check=True)
+        run([py, "-c", CREATE_BASELINE, str(plain)], env, folder)
         print(f"{rounds} interleaved rounds; syncline / baseline; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         compare("import syncline", [py, "-c", "import syncline"],
-                [py, "-c", "import sqlite3"], rounds, env)
+                [py, "-c", "import sqlite3"], rounds, env, folder)
         compare("open an SQLite store + read one row", [py, "-c", OPEN, str(store)],
-                [py, "-c", OPEN_BASELINE, str(plain)], rounds, env)
+                [py, "-c", OPEN_BASELINE, str(plain)], rounds, env, folder)
         created = folder / "new.db"
         compare("create an SQLite store + insert one row", [py, "-c", CREATE, str(created)],
-                [py, "-c", CREATE_BASELINE, str(created)], rounds, env, fresh=created)
+                [py, "-c", CREATE_BASELINE, str(created)], rounds, env, folder, fresh=created)
         compare("syncline --help", [py, "-c", CLI, "--help"],
-                [py, "-c", "import sqlite3"], rounds, env)
+                [py, "-c", "import sqlite3"], rounds, env, folder)
         compare("syncline plugins", [py, "-c", CLI, "plugins"],
-                [py, "-c", "import sqlite3"], rounds, env)
+                [py, "-c", "import sqlite3"], rounds, env, folder)
 
 
 if __name__ == "__main__":
