@@ -130,7 +130,7 @@ def _listener_pids(admin: psycopg.Connection[Any], channel: str) -> list[int]:
 def test_watchers_hear_commits_again_after_the_listen_connection_is_killed(
         postgres_url: str, admin: psycopg.Connection[Any],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from syncline.backends import postgres
+    from syncline.backends.postgres import backend as postgres
 
     # A long first pause: the write below most likely lands while the watcher is deaf, which
     # only the re-run after reconnecting can show.
