@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from syncline.core.spi.entry_points import entry_points
+from syncline.core.spi.entry_points import read_entry_points
 
 #: never imported by opening an SQLite store that is at the code's schema version
 NOT_FOR_AN_OPEN = (
@@ -141,5 +141,5 @@ def test_entry_points_are_the_ones_importlib_metadata_finds(group: str) -> None:
         return sorted((e.name, e.value, e.dist.name if e.dist else None,
                        e.dist.version if e.dist else None) for e in eps)  # type: ignore[attr-defined]
 
-    assert described(entry_points(group)) == described(
+    assert described(read_entry_points(group)) == described(
         importlib.metadata.entry_points(group=group))

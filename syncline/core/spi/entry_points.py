@@ -105,6 +105,11 @@ def entry_points(group: str) -> Iterator[Any]:
 
         yield from importlib.metadata.entry_points(group=group)
         return
+    yield from read_entry_points(group)
+
+
+def read_entry_points(group: str) -> Iterator[EntryPoint]:
+    """The entry points of ``group`` read from the folders on sys.path (zip files skipped)."""
     seen: set[str] = set()
     for entry in sys.path:
         try:
