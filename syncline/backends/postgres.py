@@ -269,6 +269,15 @@ class PostgresBackend(TupleRowsMixin, Backend):
         except Exception as exc:
             raise translate(exc, "connecting", self.where) from exc
 
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """The psycopg connection of the open transaction, or a pooled one committed after
+        the block, for statements the generic backend API has no call for (the sync server's
+        advisory locks, sequence and watermark: ``syncline.server.order``).
+
+        Inside :meth:`transaction` the statements are part of it; errors come out as
+        syncline's exceptions, like every other call's."""
+        return self._connection()
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """The transaction's connection, or a pooled one committed after the block."""

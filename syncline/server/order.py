@@ -21,8 +21,8 @@ returned. Two ways keep that free of skips:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from syncline.core.model.schema import spec_of
@@ -103,12 +103,10 @@ class PostgresOrder(LogOrder):
         super().__init__(store)
         self.backend: Any = store.backend
 
-    @contextmanager
-    def _conn(self) -> Iterator[Any]:
-        # The open transaction's connection (or a pooled one): the backend has no public
-        # statement API, so the server reaches its connection like its migration ops do.
-        with self.backend._connection() as conn:
-            yield conn
+    def _conn(self) -> AbstractContextManager[Any]:
+        # The open transaction's connection (or a pooled one), by the PostgreSQL backend's
+        # stated way for statements its generic API lacks.
+        return self.backend.connection()
 
     def lock(self, keys: Iterable[str]) -> None:
         ids = sorted({lock_key(self.backend.schema, k) for k in keys})
