@@ -102,6 +102,32 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def postgres_cpu_seconds(pg_url: str) -> float | None:
+    """CPU seconds of the PostgreSQL server at ``pg_url`` so far: the postmaster, its
+    children that ended (their time is added to it) and those still running; None when it is
+    not a server of this machine that we can read."""
+    import psycopg
+
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute("SELECT setting FROM pg_settings "
+                               "WHERE name = 'data_directory'").fetchone()
+        assert row is not None
+        postmaster = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        total = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    if int(child[1]) == postmaster:
+                        total += int(child[11]) + int(child[12])
+        return total / tick
+    except Exception:
+        return None
+
+
 def machine_busy() -> tuple[float, float]:
     """The whole machine's busy and total CPU seconds so far."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -115,9 +141,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_clients(command: str, urls: list[str], batch: int, seconds: float, folder: Path,
-                servers: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
+                servers: list[subprocess.Popen[bytes]], pg_url: str) -> dict[str, Any]:
     """``http_load.py <command>`` in ``LOAD_PROCESSES`` processes; their clients' results,
-    the window, and the CPU the servers and the machine used in it."""
+    the window, and the CPU the servers, the load processes, PostgreSQL and the whole
+    machine used in it."""
     outs = [folder / f"{command}{k}.json" for k in range(LOAD_PROCESSES)]
     go = folder / f"{command}.start"
     loads, logs = [], []
@@ -139,11 +166,13 @@ def run_clients(command: str, urls: list[str], batch: int, seconds: float, folde
         start_at = time.time() + 0.5
         go.write_text(repr(start_at))
         time.sleep(max(0.0, start_at - time.time()))
-        pids = [s.pid for s in servers]
+        pids, load_pids = [s.pid for s in servers], [p.pid for p in loads]
         cpu0, busy0 = cpu_seconds(pids), machine_busy()
+        clients0, pg0 = cpu_seconds(load_pids), postgres_cpu_seconds(pg_url)
         load0 = os.getloadavg()[0]
         time.sleep(seconds)
         cpu1, busy1 = cpu_seconds(pids), machine_busy()
+        clients1, pg1 = cpu_seconds(load_pids), postgres_cpu_seconds(pg_url)
         for process in loads:
             process.wait(seconds + 300)
     finally:
@@ -171,8 +200,11 @@ def run_clients(command: str, urls: list[str], batch: int, seconds: float, folde
         "server_cpu_s": round(cpu1 - cpu0, 2),
         "server_cpu_us_per_mutation": round((cpu1 - cpu0) / max(1, timed) * 1e6) if servers
         else None,
+        "clients_cpu_s": round(clients1 - clients0, 2),
+        "postgres_cpu_s": None if pg0 is None or pg1 is None else round(pg1 - pg0, 2),
         "machine_busy": f"{busy1[0] - busy0[0]:.1f} of {busy1[1] - busy0[1]:.1f} cpu s",
-        "loadavg_1m_at_start": round(load0, 2), "clients_out": clients,
+        "loadavg_1m_at_start": round(load0, 2), "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+        "clients_out": clients,
     }
 
 
@@ -255,7 +287,7 @@ def test_concurrent_clients(benchmark: Any, syncline_postgres_url: str, tmp_path
 
             def run() -> None:
                 out.update(run_clients("load", urls, LOAD_BATCH, LOAD_SECONDS, tmp_path,
-                                       procs))
+                                       procs, syncline_postgres_url))
 
             benchmark.pedantic(run, rounds=1, iterations=1)
         finally:
@@ -275,7 +307,8 @@ def test_bare_ceiling(benchmark: Any, syncline_postgres_url: str, tmp_path: Path
         out: dict[str, Any] = {}
 
         def run() -> None:
-            out.update(run_clients("bare", [url], LOAD_BATCH, LOAD_SECONDS, tmp_path, []))
+            out.update(run_clients("bare", [url], LOAD_BATCH, LOAD_SECONDS, tmp_path, [],
+                                   syncline_postgres_url))
 
         benchmark.pedantic(run, rounds=1, iterations=1)
         out["verified"] = check_exactly_once(syncline_postgres_url, schema, out["clients_out"])
@@ -387,7 +420,7 @@ def test_pushes_in_flight(benchmark: Any, syncline_postgres_url: str, tmp_path: 
 
             def run() -> None:
                 out.update(run_clients("load", urls, FLIGHT_BATCH, FLIGHT_SECONDS, tmp_path,
-                                       procs))
+                                       procs, syncline_postgres_url))
 
             benchmark.pedantic(run, rounds=1, iterations=1)
         finally:
