@@ -1,4 +1,4 @@
-"""Cases H1-H3: sync over HTTP on loopback, split into HTTP, storage and syncline's own share.
+"""Cases H1-H2: sync over HTTP on loopback, split into HTTP, storage and syncline's own share.
 
 H1. Push throughput at batch 1, 50 and 500 (server store: a SQLite file). One round = one
     ``HTTPTransport.push(batch)`` of fresh create mutations (``http_load.HttpPost``, the seed's
@@ -32,11 +32,7 @@ H2. Pull throughput: a server prefilled (untimed) with ``N_PULL`` changes, pulle
     syncline's client runs per page, by hand; ``baseline`` the bare app reading pages with
     plain SQL and the client applying them with plain SQL.
 
-H3. 20 concurrent clients (4 processes x 5 threads of ``http_load.py load``, each client its own
-    ``memory://`` store pushing 10 mutations at a time) against 2 ``syncline serve`` processes on
-    one PostgreSQL database (client ``c`` uses server ``c % 2``) for ``LOAD_SECONDS``; reports
-    mutations/s and push latency percentiles, then checks that the server holds every mutation
-    exactly once (records, change log, mutation results).
+H3 (concurrent clients on several server processes) is in ``test_scale_bench.py``.
 
 The split tables are printed at the end of the run (``HTTP sync: split``). Servers listen on
 127.0.0.1 on free ports and are stopped at the end; data lives under pytest's tmp paths.
@@ -52,9 +48,6 @@ import json
 import os
 import shutil
 import sqlite3
-import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import httpx
 import pytest
 import uvicorn
 from http_load import ENTITY, HttpPost, create_mutations, make_http_posts
@@ -101,9 +93,6 @@ PULL_ROUNDS = {"syncline": 2, "baseline": 3, "ref-http": 3, "ref-storage": 3,
 PULL_SIDES = list(PULL_ROUNDS)
 GROUP_PULL = f"H2 http pull: {N_PULL // 1000}k changes into sqlite"
 
-LOAD_PROCESSES, CLIENTS_PER_PROCESS, LOAD_BATCH, LOAD_SECONDS = 4, 5, 10, 15.0
-N_CLIENTS = LOAD_PROCESSES * CLIENTS_PER_PROCESS
-GROUP_LOAD = f"H3 http: {N_CLIENTS} clients, 2 servers, postgresql"
 
 # -- hand-written SQL (syncline's tables; see the module docstring) ----------------------------
 
@@ -484,7 +473,6 @@ def post_json(client: Any, path: str, body: dict[str, Any]) -> Any:
 
 #: (case, side) -> (min, median) seconds per unit (mutation or change)
 RESULTS: dict[tuple[str, str], tuple[float, float]] = {}
-LOAD_RESULTS: dict[str, Any] = {}
 
 
 def _record(benchmark: Any, case: str, side: str, units: int) -> None:
@@ -540,10 +528,6 @@ class _SplitReport:
             for row in [header, *rows]:
                 terminalreporter.write_line("  ".join(c.ljust(w) for c, w in zip(
                     row, widths, strict=True)))
-        if LOAD_RESULTS:
-            terminalreporter.section("HTTP sync: concurrent clients", sep="-", bold=True)
-            for key, value in LOAD_RESULTS.items():
-                terminalreporter.write_line(f"{key}: {value}")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -985,162 +969,3 @@ def test_pull(benchmark: Any, pull_env: PullEnv, side: str) -> None:
     benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=rounds, iterations=1)
     assert pulled == [N_PULL] * rounds
     _record(benchmark, "pull", side, N_PULL)
-
-
-# -- H3 concurrent clients on two server processes over PostgreSQL -------------------------------
-
-def _serve(store_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH"))
-                                         if p)}
-    tokens = [arg for c in range(N_CLIENTS) for arg in ("--token", f"t{c}=c{c}")]
-    with open(log, "ab") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "syncline.cli", "serve", "--store", store_url,
-             "--entities", "http_load", "--host", "127.0.0.1", "--port", str(port), *tokens],
-            stdout=subprocess.DEVNULL, stderr=err, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(url + "v1/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    process.wait(10)
-    raise RuntimeError(f"syncline serve did not start: {log.read_text()[-2000:]}")
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-def _cpu_sample(servers: list[subprocess.Popen[bytes]]) -> dict[str, float]:
-    """CPU seconds so far: the server processes, the finished load processes (children
-    waited for), and the whole machine's busy and total time (Linux ``/proc``)."""
-    import resource
-
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {"servers_cpu_s": 0.0, "clients_cpu_s": 0.0, "machine_busy_s": 0.0,
-           "machine_total_s": 0.0}
-    try:
-        for process in servers:
-            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            out["servers_cpu_s"] += (int(fields[11]) + int(fields[12])) / tick
-        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        out["machine_total_s"] = sum(cpu) / tick
-        out["machine_busy_s"] = (sum(cpu) - cpu[3] - cpu[4]) / tick  # minus idle, iowait
-    except (OSError, IndexError, ValueError):
-        pass
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out["clients_cpu_s"] = usage.ru_utime + usage.ru_stime
-    return out
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def test_concurrent_clients(benchmark: Any, syncline_postgres_url: str,
-                            tmp_path: Path) -> None:
-    psycopg = pytest.importorskip("psycopg")
-    benchmark.group = GROUP_LOAD
-    schema = f"httpbench{os.getpid()}"
-    store_url = f"{syncline_postgres_url}?schema={schema}"
-    servers: list[subprocess.Popen[bytes]] = []
-    loads: list[subprocess.Popen[bytes]] = []
-    logs: list[Any] = []
-    outcome: dict[str, Any] = {}
-    try:
-        for i in range(2):  # one after the other: the first creates the tables
-            process, url = _serve(store_url, tmp_path / f"serve{i}.log")
-            servers.append(process)
-            outcome.setdefault("urls", []).append(url)
-
-        def run() -> None:
-            start_at = time.time() + 6.0  # time for the load processes to import
-            outs = [tmp_path / f"load{k}.json" for k in range(LOAD_PROCESSES)]
-            for k in range(LOAD_PROCESSES):
-                logs.append(open(tmp_path / f"load{k}.log", "ab"))  # noqa: SIM115
-                urls = [arg for u in outcome["urls"] for arg in ("--url", u)]
-                loads.append(subprocess.Popen(
-                    [sys.executable, str(HERE / "http_load.py"), "load", *urls,
-                     "--first", str(k * CLIENTS_PER_PROCESS),
-                     "--clients", str(CLIENTS_PER_PROCESS), "--batch", str(LOAD_BATCH),
-                     "--start-at", str(start_at), "--duration", str(LOAD_SECONDS),
-                     "--out", str(outs[k])],
-                    stdout=subprocess.DEVNULL, stderr=logs[-1]))
-            time.sleep(max(0.0, start_at - time.time()))
-            before = _cpu_sample(servers)
-            for process in loads:
-                process.wait(LOAD_SECONDS + 240)
-            after = _cpu_sample(servers)
-            clients = [c for out in outs for c in json.loads(out.read_text())["clients"]]
-            outcome.update(start_at=start_at, clients=clients,
-                           cpu={k: round(after[k] - before[k], 1) for k in before})
-
-        benchmark.pedantic(run, rounds=1, iterations=1)
-    finally:
-        for process in loads:
-            _stop(process)
-        for process in servers:
-            _stop(process)
-        for log in logs:
-            log.close()
-
-    clients = outcome["clients"]
-    errors = [c.get("error") for c in clients if "error" in c]
-    assert not errors, errors
-    assert len(clients) == N_CLIENTS
-    latencies = [x for c in clients for x in c["latencies"]]
-    timed = sum(len(c["latencies"]) for c in clients) * LOAD_BATCH
-    end = max(c["t_end"] for c in clients)
-    created = sum(c["created"] for c in clients)
-    result = {
-        "clients": N_CLIENTS, "servers": 2, "batch": LOAD_BATCH,
-        "seconds": round(end - outcome["start_at"], 2),
-        "mutations_timed": timed,
-        "mutations_per_s": round(timed / (end - outcome["start_at"])),
-        "pushes": len(latencies),
-        "latency_p50_ms": round(_percentile(latencies, 0.50) * 1e3, 1),
-        "latency_p90_ms": round(_percentile(latencies, 0.90) * 1e3, 1),
-        "latency_p99_ms": round(_percentile(latencies, 0.99) * 1e3, 1),
-        "latency_max_ms": round(max(latencies) * 1e3, 1),
-        "failed_pushes": sum(c["n_failures"] for c in clients),
-        "cpu": outcome["cpu"],
-        "per_server": {u: sum(c["created"] for c in clients if c["url"] == u)
-                       for u in outcome["urls"]},
-    }
-    benchmark.extra_info.update(result)
-    LOAD_RESULTS.update(result)
-
-    # Every mutation exactly once on the server.
-    assert all(c["pending"] == 0 and c["acknowledged"] == c["created"] for c in clients)
-    expected = {f"c{c['client']:02d}-{n:07d}" for c in clients for n in range(c["created"])}
-    assert len(expected) == created
-    with psycopg.connect(syncline_postgres_url, autocommit=True) as conn:
-        ids = {r[0] for r in conn.execute(f'SELECT id FROM "{schema}".http_posts')}
-        changes = conn.execute(
-            f'SELECT count(*), count(DISTINCT mutation_id), count(DISTINCT record_id) '
-            f'FROM "{schema}"._syncline_changes').fetchone()
-        applied = conn.execute(
-            f'SELECT count(*) FROM "{schema}"._syncline_mutations').fetchone()[0]
-        seq = conn.execute(
-            f"SELECT value FROM \"{schema}\"._syncline_server_meta WHERE key = 'seq'"
-        ).fetchone()[0]
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    assert ids == expected
-    assert changes == (created, created, created)
-    assert applied == created
-    LOAD_RESULTS["verified"] = (f"{created} records, {changes[0]} change-log rows, "
-                                f"{applied} mutation results, counter {seq}: each exactly once")
-    assert statistics.mean(latencies) > 0

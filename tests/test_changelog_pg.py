@@ -134,10 +134,8 @@ def test_a_transaction_held_open_holds_pulls_back_until_it_commits(store: Store)
     assert len(got) == len(set(got))
 
 
-def test_writers_of_different_records_do_not_wait_for_each_other(store: Store) -> None:
-    """A push of other records commits while another writer's transaction is open (with the
-    old counter row it would wait for it); a push of the same record waits."""
-    server = SyncServer(store, purge_interval=None)
+def _hold_create(server: SyncServer, store: Store) -> tuple[threading.Thread, threading.Event]:
+    """A transaction that creates record "busy" and stays open until the event is set."""
     holding, release = threading.Event(), threading.Event()
 
     def held() -> None:
@@ -152,19 +150,55 @@ def test_writers_of_different_records_do_not_wait_for_each_other(store: Store) -
     thread = threading.Thread(target=held)
     thread.start()
     assert holding.wait(60)
+    return thread, release
+
+
+def _wait_for_a_queued_lock(store: Store, racer: threading.Thread) -> None:
+    deadline = time.monotonic() + 60
+    while not execute(store, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                             "AND NOT granted")[0][0]:
+        assert time.monotonic() < deadline and racer.is_alive()
+        time.sleep(0.01)
+
+
+def test_writers_of_different_records_do_not_wait_for_each_other(store: Store) -> None:
+    """A push of other records commits while another writer's transaction is open (with the
+    old counter row it would wait for it); a push of the same record waits."""
+    server = SyncServer(store, purge_interval=None)
+    thread, release = _hold_create(server, store)
     other = server.push([Mutation("o", "log_items", "create", "free", {"id": "free", "n": 0})])
     assert other.results[0].status == "applied"  # did not wait for the open transaction
     same: list[Any] = []
     racer = threading.Thread(target=lambda: same.extend(server.push(
         [Mutation("s", "log_items", "create", "busy", {"id": "busy", "n": 1})]).results))
     racer.start()
-    deadline = time.monotonic() + 60
-    while not execute(store, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                             "AND NOT granted")[0][0]:  # the racer queues on the record's lock
-        assert time.monotonic() < deadline and racer.is_alive()
-        time.sleep(0.01)
+    _wait_for_a_queued_lock(store, racer)  # the racer queues on the record's lock
     assert same == []
     release.set()
     thread.join(60)
     racer.join(60)
     assert [r.status for r in same] == ["conflict"]  # it saw the committed create
+
+
+def test_a_writer_waiting_for_a_record_holds_no_txid_and_no_numbers(store: Store) -> None:
+    """A batch claims its locks, numbers and txid in one statement: while it waits for a
+    record's lock it has drawn no number and has no txid (so it holds no reader's watermark
+    back), and once it runs its version is above the holder's."""
+    server = SyncServer(store, purge_interval=None)
+    thread, release = _hold_create(server, store)
+    drawn = execute(store, "SELECT last_value FROM _syncline_change_seq")[0][0]  # the holder's
+    same: list[Any] = []
+    racer = threading.Thread(target=lambda: same.extend(server.push(
+        [Mutation("u", "log_items", "update", "busy", {"n": 1}, drawn)]).results))
+    racer.start()
+    _wait_for_a_queued_lock(store, racer)
+    waiting = execute(store, "SELECT a.backend_xid FROM pg_locks l JOIN pg_stat_activity a "
+                             "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND NOT l.granted")
+    assert waiting == [(None,)]
+    assert execute(store, "SELECT last_value FROM _syncline_change_seq")[0][0] == drawn
+    release.set()
+    thread.join(60)
+    racer.join(60)
+    held = server.records.get("anonymous/log_items/busy")
+    assert [r.status for r in same] == ["applied"] and held is not None
+    assert same[0].version == held.version and held.version > drawn

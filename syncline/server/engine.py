@@ -684,8 +684,8 @@ class _Batch:
     def apply(self, mutations: Sequence[Mutation]) -> list[MutationResult]:
         server = self.server
         n = len(mutations)
-        server.order.lock(server._record_keys(mutations, self.principal))
-        self.txid, seqs = server.order.take(n)  # after the locks: versions grow per record
+        # The numbers after the locks: versions grow per record.
+        self.txid, seqs = server.order.claim(server._record_keys(mutations, self.principal), n)
         self.first_seq = seqs[0]
         bad = {i: reason for i, m in enumerate(mutations)
                if (reason := invalid_mutation(m)) is not None}

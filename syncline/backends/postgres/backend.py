@@ -267,6 +267,15 @@ class PostgresBackend(TupleRowsMixin, Backend):
         except Exception as exc:
             raise translate(exc, "connecting", self.where) from exc
 
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """The psycopg connection of the open transaction, or a pooled one committed after
+        the block, for statements the generic backend API has no call for (the sync server's
+        advisory locks, sequence and watermark: ``syncline.server.order``).
+
+        Inside :meth:`transaction` the statements are part of it; errors come out as
+        syncline's exceptions, like every other call's."""
+        return self._connection()
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """The transaction's connection, or a pooled one committed after the block."""
@@ -581,6 +590,32 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
     # -- statements --------------------------------------------------------------------------
 
+    def _multi_stmt(self, table: TableSpec, kind: str,
+                    params: Sequence[Sequence[Any]]) -> str | None:
+        """One statement writing all ``params`` rows (one round trip and one execution on the
+        server instead of one per row), or None where it cannot: an upsert touching a key
+        twice (one statement may not), or too many parameters."""
+        n = len(params)
+        if n * len(table.column_names) > 30_000:
+            return None
+        if kind == "upsert":  # sorted by key in _write_values: a repeat is adjacent
+            pk = table.column_names.index(table.primary_key)
+            if any(params[i][pk] == params[i - 1][pk] for i in range(1, n)):
+                return None
+        key = (table, f"{kind}*{n}")
+        sql = self._statements.get(key)
+        if sql is None:
+            t = self.sql.table(table)
+            cols = list(t.c)
+            rows = [{c.name: sa.bindparam(f"{c.name}_{i}", type_=c.type) for c in cols}
+                    for i in range(n)]
+            stmt: Any = pg_insert(t).values(rows)
+            if kind == "upsert":
+                stmt = self._on_conflict(stmt, table, cols)
+            sql = self.sql.compile(stmt)[0]
+            self._statements[key] = sql
+        return sql
+
     def _stmt(self, table: TableSpec, kind: str) -> str:
         key = (table, kind)
         sql = self._statements.get(key)
@@ -603,6 +638,9 @@ class PostgresBackend(TupleRowsMixin, Backend):
                 sql = self.sql.compile(stmt)[0]
             elif kind == "get":
                 sql = self.sql.by_key(table, "get")
+            elif kind == "get_many":  # one statement whatever the number of keys
+                sql = self.sql.compile(sa.select(*t.c).where(
+                    t.c[table.primary_key] == sa.func.any(sa.bindparam("k"))))[0]
             else:
                 raise KeyError(kind)
             self._statements[key] = sql
@@ -627,11 +665,9 @@ class PostgresBackend(TupleRowsMixin, Backend):
         if not keys:
             return []
         pk_index = table.column_names.index(table.primary_key)
-        t = self.sql.table(table)
-        sql = self.sql.compile(
-            sa.select(*t.c).where(t.c[table.primary_key] == sa.func.any(sa.bindparam("k"))))[0]
         with self._connection() as conn:
-            rows = conn.execute(sql, (list(keys),)).fetchall()
+            rows = conn.execute(self._stmt(table, "get_many"), (list(keys),),
+                                prepare=True).fetchall()
         found = {r[pk_index]: r for r in rows}
         return [found[k] for k in keys if k in found]
 
@@ -662,6 +698,8 @@ class PostgresBackend(TupleRowsMixin, Backend):
                     with conn.cursor() as cur:
                         if len(params) == 1:
                             cur.execute(self._stmt(table, kind), params[0], prepare=True)
+                        elif (multi := self._multi_stmt(table, kind, params)) is not None:
+                            cur.execute(multi, [v for row in params for v in row])
                         else:
                             cur.executemany(self._stmt(table, kind), params)
                     return
