@@ -252,4 +252,5 @@ def test_health_schema_and_openapi(server: LiveServer) -> None:
     assert schema["entities"][0]["name"] == "http_notes"
     assert schema["limits"]["max_mutations"] == 50
     doc = httpx.get(server.url + "v1/openapi.json").json()
-    assert set(doc["paths"]) == {"/v1/health", "/v1/schema", "/v1/push", "/v1/pull"}
+    assert set(doc["paths"]) == {"/v1/health", "/v1/schema", "/v1/whoami", "/v1/push",
+                                 "/v1/pull"}
