@@ -81,6 +81,10 @@ class SynclineH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if data:
             self._received = True
+        if self.conn.their_state is h11.IDLE and self._head_too_large(data):
+            self._refuse(error_bytes(431, "Request Header Fields Too Large", "too_large",
+                                     f"the request head exceeds {self.max_head_bytes} bytes"))
+            return
         super().data_received(data)
         if self.transport.is_closing():
             self._cancel()
@@ -100,15 +104,22 @@ class SynclineH11Protocol(H11Protocol):
             self._cancel()
             self._received = False
 
+    def _head_too_large(self, data: bytes) -> bool:
+        # h11 only limits a head that arrives in pieces; one read can hold a larger one
+        pending = self.conn.trailing_data[0] + data
+        end = pending.find(b"\r\n\r\n", 0, self.max_head_bytes + 4)
+        return end < 0 and len(pending) > self.max_head_bytes
+
     def send_400_response(self, msg: str) -> None:
         # h11 refused the request; whether for its head's size it only says in its buffer
-        oversize = len(self.conn.trailing_data[0]) > self.max_head_bytes
-        if oversize:
-            answer = error_bytes(431, "Request Header Fields Too Large", "too_large",
-                                 f"the request head exceeds {self.max_head_bytes} bytes")
+        if len(self.conn.trailing_data[0]) > self.max_head_bytes:
+            self._refuse(error_bytes(431, "Request Header Fields Too Large", "too_large",
+                                     f"the request head exceeds {self.max_head_bytes} bytes"))
         else:
-            answer = error_bytes(400, "Bad Request", "bad_request",
-                                 "the request is not valid HTTP/1.1")
+            self._refuse(error_bytes(400, "Bad Request", "bad_request",
+                                     "the request is not valid HTTP/1.1"))
+
+    def _refuse(self, answer: bytes) -> None:
         self._cancel()
         self.transport.write(answer)
         self.transport.close()
