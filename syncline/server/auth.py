@@ -107,7 +107,7 @@ def _verify_jwt(token: str, config: ServerConfig) -> str:
         raise AuthenticationError(f"invalid token: {exc}") from exc
     # PyJWT takes "exp": "1700000000" as a number; RFC 7519 says NumericDate, a JSON number
     for claim in ("exp", "nbf", "iat"):
-        value = claims.get(claim)
+        value: Any = claims.get(claim)
         if claim in claims and (type(value) not in (int, float) or not math.isfinite(value)):
             raise AuthenticationError(f"invalid token: its {claim!r} must be a number of "
                                       f"seconds (a JSON number), not {type(value).__name__}")

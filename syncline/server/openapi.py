@@ -88,8 +88,9 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
         status={"type": "integer"}, code={"type": "string", "enum": list(ERROR_CODES)},
         message={"type": "string"}, field=_NULLABLE_STRING))
     versions = _object(min={"type": "integer"}, max={"type": "integer"})
-    limit_schema = _object(**{key: {"type": "integer" if isinstance(value, int) else "number"}
-                              for key, value in limits.items()})
+    limit_schema = _object(None, **{
+        key: {"type": "integer" if isinstance(value, int) else "number"}
+        for key, value in limits.items()})
     entity_schema = _object(
         name={"type": "string", "enum": names}, primary_key={"type": "string"},
         shared={"type": "boolean"}, fields={"type": "array", "items": _object(
