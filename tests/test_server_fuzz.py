@@ -3,7 +3,8 @@ document (schemathesis, negative mode), on SQLite and PostgreSQL server stores.
 
 Each case goes to the app in-process (ASGI, no network): no answer is a 5xx, every answer
 matches the document's response schemas, none takes long, and a refused request (4xx) leaves
-the store exactly as it was.
+the store exactly as it was. (Whether a 2xx was right is not checked: a payload that breaks its
+entity's schema is answered 200 with that mutation ``rejected``, as documented.)
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ _schemas = itertools.count()
 schema = schemathesis.openapi.from_dict(openapi_document(
     SyncApp(ServerConfig(**CONFIG), [Doc, Pin]).describe()))  # type: ignore[arg-type]
 schema.config.generation.update(modes=[GenerationMode.NEGATIVE], deterministic=True)
+# /v1/health and /v1/schema take no input: nothing of theirs can violate the schema
+schema = schema.exclude(path=["/v1/health", "/v1/schema"])
 
 
 class Served:
