@@ -162,3 +162,33 @@ def test_the_openapi_document_is_valid_and_typed_per_entity(server: LiveServer) 
         assert "schema" in doc["paths"][path]["get"]["responses"]["200"]["content"][
             "application/json"]
     assert doc["x-syncline-limits"]["max_mutations"] == 500
+
+
+def test_every_answer_of_a_session_matches_the_openapi_document(server: LiveServer) -> None:
+    import schemathesis
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    headers = {"Authorization": "Bearer alice-token"}
+    schema = schemathesis.openapi.from_url(server.url + "v1/openapi.json")
+    start = httpx.post(server.url + "v1/pull", json={}, headers=headers).json()["cursor"]
+    note = {"id": "oa-1", "entity": "disc_notes", "action": "create", "record_id": "oa-1",
+            "payload": {"id": "oa-1", "text": "x", "stars": 2}}
+    made = httpx.post(server.url + "v1/push", json={"mutations": [note]},
+                      headers=headers).json()["results"][0]
+    gone = {"id": "oa-2", "entity": "disc_notes", "action": "delete", "record_id": "oa-1",
+            "base_version": made["version"]}
+    stale = {"id": "oa-3", "entity": "disc_notes", "action": "update", "record_id": "oa-1",
+             "base_version": made["version"], "payload": {"id": "oa-1", "text": "y"}}
+    bad = {**note, "id": "oa-4", "record_id": "oa-4", "payload": {"id": "oa-4", "text": 1}}
+    calls: list[tuple[str, str, Any]] = [
+        ("/v1/push", "POST", {"mutations": [note, gone, stale, bad]}),   # every status
+        ("/v1/pull", "POST", {"cursor": start}),                          # with a tombstone
+        ("/v1/pull", "POST", {"entities": ["nope"]}),                      # an error
+        ("/v1/whoami", "GET", None), ("/v1/health", "GET", None), ("/v1/schema", "GET", None)]
+    for path, method, body in calls:
+        operation = schema[path][method]
+        case = operation.Case(body=body) if body is not None else operation.Case()
+        answer = case.call(base_url=server.url.rstrip("/"), headers=headers)
+        case.validate_response(answer, checks=[response_schema_conformance])
+        if body == {"cursor": start}:
+            assert "delete" in [c["op"] for c in answer.json()["changes"]]
