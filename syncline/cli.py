@@ -153,6 +153,16 @@ def load_entities(spec: str) -> list[type]:
               metavar="DAYS", help="Days a mutation's result is kept to answer retries as "
                                    "duplicates (0: forever); older replays are answered from "
                                    "the record (a conflict), never applied twice.")
+@click.option("--jwt-leeway", default=0.0, show_default=True, type=float, metavar="SECONDS",
+              help="How far a JWT's exp/nbf/iat may be off (clock skew).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="An origin browsers may call the server from (repeatable; '*': any).")
+@click.option("--header-timeout", default=10.0, show_default=True, type=float,
+              metavar="SECONDS", help="For a request's head to arrive (else 408, closed).")
+@click.option("--body-timeout", default=30.0, show_default=True, type=float,
+              metavar="SECONDS", help="For the next piece of a request's body (else 408).")
+@click.option("--keep-alive-timeout", default=5.0, show_default=True, type=float,
+              metavar="SECONDS", help="Before an idle connection is closed.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Of the server's logs (syncline.server.*); debug shows every push and pull.")
@@ -160,12 +170,15 @@ def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, ho
           port: int, tokens: tuple[str, ...],
           jwt_secret: str | None, jwt_audience: str | None, allow_anonymous: bool,
           rate_limit: int, assign_ids: bool, shared: tuple[str, ...],
-          tombstone_retention: float, mutation_retention: float, log_level: str) -> None:
+          tombstone_retention: float, mutation_retention: float, jwt_leeway: float,
+          cors_origins: tuple[str, ...], header_timeout: float, body_timeout: float,
+          keep_alive_timeout: float, log_level: str) -> None:
     """Run the reference sync server (uvicorn)."""
     import uvicorn
 
     from syncline.core.model.errors import ConfigurationError
     from syncline.server.app import ServerConfig, create_app, log_config
+    from syncline.server.http11 import uvicorn_config
 
     token_map = {}
     for item in tokens:
@@ -183,9 +196,13 @@ def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, ho
                           jwt_audience=jwt_audience, allow_anonymous=allow_anonymous,
                           rate_limit=rate_limit, assign_ids=assign_ids, shared=list(shared),
                           schema=schema, tombstone_retention_days=tombstone_retention,
-                          mutation_retention_days=mutation_retention)
+                          mutation_retention_days=mutation_retention, jwt_leeway=jwt_leeway,
+                          cors_origins=list(cors_origins), header_timeout=header_timeout,
+                          body_timeout=body_timeout, keep_alive_timeout=keep_alive_timeout)
+    config.timeouts().check()
     app = create_app(config, load_entities(entities_spec) if entities_spec else [])
-    uvicorn.run(app, host=host, port=port, log_level="info", log_config=log_config(log_level))
+    uvicorn.Server(uvicorn_config(app, host, port, config.timeouts(), log_level="info",
+                                  log_config=log_config(log_level))).run()
 
 
 @main.command()

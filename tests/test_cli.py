@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -100,3 +101,44 @@ def test_status_shows_quarantined_records(tmp_path: Path) -> None:
     assert (q["entity"], q["record_id"], q["version"]) == ("posts", "p9", 7)
     table = CliRunner().invoke(main, ["status", "--store", url])
     assert table.exit_code == 0 and "quarantined" in table.output and "p9" in table.output
+
+
+def test_serve_refuses_a_timeout_out_of_range() -> None:
+    result = CliRunner().invoke(main, ["serve", "--entities", "syncline.examples.social",
+                                       "--header-timeout", "0"])
+    assert result.exit_code == 2 and "header-timeout must be a number of seconds" in \
+        result.output
+
+
+def test_serve_applies_its_timeouts_and_cors_options(tmp_path: Path) -> None:
+    import socket
+
+    import httpx
+
+    from syncline.testing.server import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncline.cli", "serve", "--entities", "syncline.examples.social",
+         "--allow-anonymous", "--port", str(port), "--header-timeout", "0.5",
+         "--cors-origin", "https://app.example.org", "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):  # until it answers (a busy machine starts it slowly)
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/v1/health",
+                                   headers={"Origin": "https://app.example.org"})
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                time.sleep(0.1)
+        assert health.headers["access-control-allow-origin"] == "https://app.example.org"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")  # never finished
+            raw = b""
+            while chunk := sock.recv(4096):
+                raw += chunk
+        assert raw.startswith(b"HTTP/1.1 408 ") and b'"code":"timeout"' in raw
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -194,17 +194,19 @@ def test_error_answers(server: LiveServer) -> None:
     assert big.status_code == 413
     bomb = gzip.compress(b"[" + b" " * (2 * 1024 * 1024) + b"]")
     assert httpx.post(server.url + "v1/push", content=bomb, headers={
-        "Authorization": "Bearer alice-token", "Content-Encoding": "gzip"}).status_code == 413
+        "Authorization": "Bearer alice-token", "Content-Encoding": "gzip",
+        "Content-Type": "application/json"}).status_code == 413
     bad = push(server, {"mutations": [{"id": "m1", "entity": "http_notes", "action": "fly"}]})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "mutations[0]"
     twice = push(server, {"mutations": [mutation("m1", "r1"), mutation("m1", "r2")]})
     assert twice.status_code == 409
     missing = httpx.post(server.url + "v1/pull", json={"entities": ["nope"]},
                          headers={"Authorization": "Bearer alice-token"})
-    assert missing.status_code == 404
+    assert missing.status_code == 422 and missing.json()["error"]["code"] == "unknown_entity"
     assert httpx.get(server.url + "v1/nothing").status_code == 404
     body = httpx.post(server.url + "v1/pull", content=b"{not json",
-                      headers={"Authorization": "Bearer alice-token"})
+                      headers={"Authorization": "Bearer alice-token",
+                               "Content-Type": "application/json"})
     assert body.status_code == 400 and "Traceback" not in body.text
     # none of these changed anything
     assert server.sync.server.store.repository(ChangeEntry).count() == 0
@@ -238,7 +240,7 @@ def test_gzip_both_ways(server: LiveServer) -> None:
     packed = gzip.compress(json.dumps(body).encode())
     answer = httpx.post(server.url + "v1/push", content=packed, headers={
         "Authorization": "Bearer alice-token", "Content-Encoding": "gzip",
-        "Accept-Encoding": "gzip"})
+        "Accept-Encoding": "gzip", "Content-Type": "application/json"})
     assert answer.status_code == 200
     assert answer.headers.get("content-encoding") == "gzip"
     assert [r["status"] for r in answer.json()["results"]] == ["applied"] * 20
@@ -250,4 +252,5 @@ def test_health_schema_and_openapi(server: LiveServer) -> None:
     assert schema["entities"][0]["name"] == "http_notes"
     assert schema["limits"]["max_mutations"] == 50
     doc = httpx.get(server.url + "v1/openapi.json").json()
-    assert set(doc["paths"]) == {"/v1/health", "/v1/schema", "/v1/push", "/v1/pull"}
+    assert set(doc["paths"]) == {"/v1/health", "/v1/schema", "/v1/whoami", "/v1/push",
+                                 "/v1/pull"}

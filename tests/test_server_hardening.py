@@ -214,8 +214,7 @@ def test_legitimate_cursors_are_never_refused_under_concurrent_writers(
                      {"id": f"{rid}-u", "entity": "hard_board", "action": "update",
                       "record_id": f"missing-{rid}", "base_version": 1,
                       "payload": {"id": f"missing-{rid}", "text": "x"}},  # a conflict
-                     {"id": f"{rid}-x", "entity": "nope", "action": "create",
-                      "record_id": rid, "payload": {}},                   # rejected
+                     pin(f"{rid}-x", f"{rid}-x", text=5),                # rejected
                      *([pin(f"{before}-c", before)] if b else []))       # a duplicate
         except BaseException as exc:  # reported by the test thread
             errors.append(exc)
@@ -312,7 +311,7 @@ def test_mutation_fields_of_the_wrong_json_type_are_refused_naming_them(
 
 @pytest.mark.parametrize(("field", "value"), [
     ("id", ""), ("id", "a\x00b"), ("id", "a\ud800"), ("id", "x" * 5000),
-    ("record_id", "r\udc00"), ("record_id", "r\x00"), ("entity", "hard\ud800"),
+    ("record_id", "r\udc00"), ("record_id", "r\x00"),
 ])
 def test_mutation_fields_no_store_can_hold_reject_that_mutation_alone(
         server: LiveServer, field: str, value: str) -> None:
@@ -459,7 +458,9 @@ def test_a_lost_postgresql_database_answers_503(syncline_postgres_url: str) -> N
 
 def test_limits_are_published_and_enforced_with_413(sqlite_server: LiveServer) -> None:
     limits = httpx.get(sqlite_server.url + "v1/schema").json()["limits"]
-    assert limits == {"max_body_bytes": 256 * 1024, "max_mutations": 50, "max_page": 1000}
+    assert limits == {"max_body_bytes": 256 * 1024, "max_mutations": 50, "max_page": 1000,
+                      "max_depth": 100, "rate_limit": 0, "header_timeout": 10.0,
+                      "body_timeout": 30.0, "keep_alive_timeout": 5.0}
     many = {"mutations": [pin(f"m{i}", f"r{i}") for i in range(51)]}
     assert_error(post(sqlite_server, "v1/push", many), 413, "too_many")
     big = {"mutations": [pin("big", "big", text="x" * (256 * 1024))]}
@@ -478,8 +479,7 @@ def test_pushes_pulls_and_refusals_are_logged(
     push(sqlite_server, pin("m1", "p1"),                                     # duplicate
          {"id": "m2", "entity": "hard_board", "action": "update", "record_id": "p1",
           "base_version": first["version"] + 100, "payload": {"id": "p1", "text": "x"}},
-         {"id": "m3", "entity": "nope", "action": "create", "record_id": "x",
-          "payload": {}},                                                      # rejected
+         pin("m3", "x", text=["nope"]),                                       # rejected
          pin("m4", "p4"))
     pull_all(sqlite_server)
     post(sqlite_server, "v1/pull", {"cursor": "forged"})

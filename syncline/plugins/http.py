@@ -18,9 +18,11 @@ from syncline.core.model.errors import AuthenticationError, SerializationError, 
 from syncline.core.spi.hookspecs import hookimpl
 from syncline.core.spi.registries import TransportRegistry
 from syncline.core.spi.transport import (
+    PROTOCOL_VERSION,
     CursorRejectedError,
     Mutation,
     PermanentTransportError,
+    ProtocolMismatchError,
     PullPage,
     PushLimits,
     PushResponse,
@@ -40,6 +42,10 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+def _version(value: Any, default: int = 1) -> int:
+    return value if type(value) is int else default
+
+
 class HTTPTransport(Transport):
     """The sync protocol over HTTP(S) with httpx."""
 
@@ -49,7 +55,11 @@ class HTTPTransport(Transport):
 
         self._httpx = httpx
         token = self.options.get("token") or os.environ.get("SYNCLINE_SYNC_TOKEN")
-        headers = {"Accept-Encoding": "gzip", "Content-Type": "application/json"}
+        headers = {"Accept-Encoding": "gzip", "Content-Type": "application/json",
+                   "Syncline-Protocol": str(PROTOCOL_VERSION)}
+        schema_version = self.options.get("schema_version")
+        if schema_version is not None:
+            headers["Syncline-Schema"] = str(int(schema_version))
         if token:
             headers["Authorization"] = f"Bearer {token}"
         timeout = float(self.options.get("timeout", 30.0))
@@ -88,6 +98,8 @@ class HTTPTransport(Transport):
             return AuthenticationError(text)
         if code == "invalid_cursor":
             return CursorRejectedError(text, status=status)
+        if code == "unsupported_protocol":  # no mutation's fault: nothing is dead-lettered
+            return ProtocolMismatchError(text)
         return PermanentTransportError(text, status=status)
 
     @staticmethod
@@ -110,11 +122,21 @@ class HTTPTransport(Transport):
         if response.status_code != 200:
             raise self._error("v1/schema", response)
         try:
-            limits = response.json()["limits"]
-            return PushLimits(max_mutations=int(limits["max_mutations"]),
-                              max_bytes=int(limits["max_body_bytes"]))
+            described = response.json()
+            limits = described["limits"]
+            found = PushLimits(max_mutations=int(limits["max_mutations"]),
+                               max_bytes=int(limits["max_body_bytes"]))
         except (ValueError, KeyError, TypeError):
             return None
+        accepted = described.get("protocol")  # absent: a server from before negotiation
+        if isinstance(accepted, dict) and not (
+                _version(accepted.get("min")) <= PROTOCOL_VERSION
+                <= _version(accepted.get("max"), PROTOCOL_VERSION)):
+            raise ProtocolMismatchError(
+                f"{self.url}: the server speaks the sync protocol versions "
+                f"{accepted.get('min')} to {accepted.get('max')}, this client "
+                f"{PROTOCOL_VERSION}; upgrade the older side")
+        return found
 
     def push(self, mutations: Sequence[Mutation]) -> PushResponse:
         body = self._post("v1/push", {"mutations": [to_wire(m) for m in mutations]})

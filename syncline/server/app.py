@@ -34,6 +34,7 @@ import attrs
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -53,6 +54,7 @@ from syncline.core.model.errors import (
 )
 from syncline.core.model.schema import spec_of
 from syncline.core.spi.transport import (
+    PROTOCOL_VERSION,
     Mutation,
     PullPage,
     PushResponse,
@@ -62,6 +64,7 @@ from syncline.core.spi.transport import (
 from syncline.core.storage.migration import Schema
 from syncline.server.auth import Principal, authenticate
 from syncline.server.engine import SyncServer
+from syncline.server.http11 import Timeouts
 from syncline.server.openapi import openapi_document
 from syncline.server.store import open_server_store
 from syncline.server.wire import sendable, to_json
@@ -110,6 +113,18 @@ class ServerConfig:
     mutation_retention_days: float = 30.0
     #: the app's schema (version, migration): the store is created or migrated to it on open
     schema: Schema | None = None
+    #: seconds a JWT's exp (and nbf, iat) may be off (0: none; clocks should be in sync)
+    jwt_leeway: float = 0.0
+    #: origins browsers may call the server from (CORS; empty: none, "*": any)
+    cors_origins: list[str] = attrs.Factory(list)
+    #: seconds to wait for a request head, for the next piece of a body, and on an idle
+    #: keep-alive connection (uvicorn; see syncline.server.http11)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts(self.header_timeout, self.body_timeout, self.keep_alive_timeout)
 
 
 def server_store_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +307,10 @@ class SyncApp:
         if length is not None and (not (length.isascii() and length.isdigit())
                                    or int(length) > limit):
             raise HTTPError(413, "too_large", f"the body exceeds {limit} bytes")
+        media = request.headers.get("content-type")
+        if media_problem(media):
+            raise HTTPError(415, "bad_media_type", "the body must be sent as 'Content-Type: "
+                            f"application/json', not {(media or 'none')[:80]!r}")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -326,6 +345,7 @@ class SyncApp:
         return body
 
     def _principal(self, request: Request) -> Principal:
+        negotiate(request)
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             answer = self.store.plugins.hooks.authenticate(headers, self.config)
@@ -351,10 +371,23 @@ class SyncApp:
     async def health(self, request: Request) -> Response:
         assert self.server is not None
         epoch = await run_in_threadpool(lambda: self.server.epoch)  # type: ignore[union-attr]
-        return JSONResponse({"status": "ok", "epoch": epoch, "version": syncline.__version__})
+        return JSONResponse({"status": "ok", "epoch": epoch, "version": syncline.__version__,
+                             "protocol": PROTOCOLS, "schema_version": self.schema_version()})
 
     async def schema(self, request: Request) -> Response:
         return JSONResponse(self.describe())
+
+    async def whoami(self, request: Request) -> Response:
+        principal = self._principal(request)
+        allowed = self.config.permissions.get(principal.id)
+        names = [spec_of(c).table.name for c in self.entities]
+        if allowed is not None and "*" not in allowed:
+            names = [n for n in names if n in allowed]
+        return JSONResponse({"principal": principal.id, "entities": names,
+                             "shared": [n for n in names if n in self.config.shared]})
+
+    def schema_version(self) -> int:
+        return self.store.schema_version if self.store is not None else 1
 
     def describe(self) -> dict[str, Any]:
         entities = []
@@ -366,9 +399,15 @@ class SyncApp:
                 "fields": [{"name": f.name, "kind": f.kind, "nullable": f.nullable}
                            for f in spec.fields],
             })
-        return {"entities": entities, "limits": {
-            "max_body_bytes": self.config.max_body_bytes,
-            "max_mutations": self.config.max_mutations, "max_page": self.config.max_page}}
+        config = self.config
+        return {"entities": entities, "protocol": PROTOCOLS,
+                "schema_version": self.schema_version(), "limits": {
+                    "max_body_bytes": config.max_body_bytes,
+                    "max_mutations": config.max_mutations, "max_page": config.max_page,
+                    "max_depth": MAX_BODY_DEPTH, "rate_limit": config.rate_limit,
+                    "header_timeout": config.header_timeout,
+                    "body_timeout": config.body_timeout,
+                    "keep_alive_timeout": config.keep_alive_timeout}}
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document(self.describe()))
@@ -401,6 +440,12 @@ class SyncApp:
                 mutations.append(from_wire(item, Mutation))
             except SerializationError as exc:
                 raise HTTPError(422, "invalid", str(exc), field=f"mutations[{i}]") from exc
+        known = {spec_of(c).table.name for c in self.entities}
+        for i, m in enumerate(mutations):
+            if m.action != "command" and m.entity not in known:
+                raise HTTPError(422, "unknown_entity", f"mutations[{i}].entity: "
+                                f"{unknown_entity(m.entity, known)}",
+                                field=f"mutations[{i}].entity")
         ids = [m.id for m in mutations]
         if len(set(ids)) != len(ids):
             raise HTTPError(409, "duplicate_id", "a mutation id appears twice in the batch",
@@ -453,7 +498,12 @@ class SyncApp:
                                      not all(isinstance(e, str) for e in entities)):
             raise HTTPError(422, "invalid", "entities must be a list of names",
                             field="entities")
-        names = entities or [spec_of(c).table.name for c in self.entities]
+        known = [spec_of(c).table.name for c in self.entities]
+        for name in entities or ():
+            if name not in known:
+                raise HTTPError(422, "unknown_entity", f"entities: "
+                                f"{unknown_entity(name, known)}", field="entities")
+        names = entities or known
         self._allowed(principal, names)
         server = self.server
         assert server is not None
@@ -465,7 +515,7 @@ class SyncApp:
         except SerializationError as exc:
             raise HTTPError(422, "invalid", str(exc), field="cursor") from exc
         except NotFoundError as exc:
-            raise HTTPError(404, "not_found", str(exc), field="entities") from exc
+            raise HTTPError(422, "unknown_entity", str(exc), field="entities") from exc
         try:
             content = to_json(to_wire(page))
         except Exception:  # one stored change that cannot be sent
@@ -474,6 +524,50 @@ class SyncApp:
         pull_log.debug("pull by %r: %d changes%s in %.1f ms", principal.id, len(page.changes),
                        " (more)" if page.more else "", (time.perf_counter() - started) * 1000)
         return Response(content, media_type="application/json")
+
+
+#: request headers a browser may send across origins (CORS)
+CORS_HEADERS = ("Authorization", "Content-Type", "Content-Encoding", "Syncline-Protocol",
+                "Syncline-Schema")
+#: the protocol versions this server accepts (published in /v1/health and /v1/schema)
+PROTOCOLS = {"min": 1, "max": PROTOCOL_VERSION}
+
+
+def negotiate(request: Request) -> None:
+    """Refuse a client whose ``Syncline-Protocol`` (missing: 1, the first version) is outside
+    :data:`PROTOCOLS`, or whose ``Syncline-Schema`` is not a version number."""
+    sent = request.headers.get("syncline-protocol", "1").strip()
+    version = int(sent) if sent.isascii() and sent.isdigit() and len(sent) < 10 else None
+    if version is None or not PROTOCOLS["min"] <= version <= PROTOCOLS["max"]:
+        raise HTTPError(400, "unsupported_protocol", f"this server speaks the sync protocol "
+                        f"versions {PROTOCOLS['min']} to {PROTOCOLS['max']}, the client sent "
+                        f"Syncline-Protocol {sent[:20]!r}; upgrade the older side",
+                        field="Syncline-Protocol")
+    schema = request.headers.get("syncline-schema")
+    if schema is not None and not (schema.isascii() and schema.strip().isdigit()
+                                   and len(schema) < 10):
+        raise HTTPError(400, "invalid", f"Syncline-Schema must be the client's schema version "
+                        f"(an integer), not {schema[:20]!r}", field="Syncline-Schema")
+
+
+def media_problem(media: str | None) -> bool:
+    """Whether a Content-Type is not JSON in UTF-8 (``application/json``, maybe with
+    ``charset=utf-8``)."""
+    if media is None:
+        return True
+    kind, _, params = media.partition(";")
+    if kind.strip().lower() != "application/json":
+        return True
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name and (name.lower() != "charset" or value.strip('"').lower() != "utf-8"):
+            return True
+    return False
+
+
+def unknown_entity(name: Any, known: Any) -> str:
+    return (f"unknown entity {str(name)[:80]!r}; the server syncs: "
+            f"{', '.join(sorted(known))}")
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -569,11 +663,25 @@ def create_app(config: ServerConfig, entities: Sequence[type]) -> Starlette:
         Route("/v1/health", guarded(sync.health), methods=["GET"]),
         Route("/v1/schema", guarded(sync.schema), methods=["GET"]),
         Route("/v1/openapi.json", guarded(sync.openapi), methods=["GET"]),
+        Route("/v1/whoami", guarded(sync.whoami), methods=["GET"]),
         Route("/v1/push", guarded(sync.push), methods=["POST"]),
         Route("/v1/pull", guarded(sync.pull), methods=["POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(GZipMiddleware, minimum_size=1024)])
+    middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
+    if config.cors_origins:
+        middleware.insert(0, Middleware(
+            CORSMiddleware, allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"], allow_headers=list(CORS_HEADERS),
+            expose_headers=["Retry-After", "WWW-Authenticate"], max_age=600))
+
+    async def failed(request: Request, exc: Exception) -> Response:
+        # what escaped every handler (a middleware's fault): still the error shape
+        log.error("the sync server failed on %s %s", request.method, request.url.path,
+                  exc_info=exc)
+        return error_response(HTTPError(500, "internal", "the server failed; see its log"))
+
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                    exception_handlers={Exception: failed})
     app.state.sync = sync
 
     async def not_found(request: Request, exc: Exception) -> Response:

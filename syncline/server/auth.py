@@ -7,6 +7,7 @@ no plugin answers. The principal (who owns the data) comes from the credentials 
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -94,14 +95,23 @@ def _verify_jwt(token: str, config: ServerConfig) -> str:
 
     algorithms = [a for a in config.jwt_algorithms if a in ALLOWED_ALGORITHMS]
     assert config.jwt_key is not None
+    leeway = config.jwt_leeway
+    if type(leeway) not in (int, float) or not 0 <= leeway <= 3600:
+        raise AuthenticationError("the server's jwt_leeway must be 0 to 3600 seconds")
     try:
         claims = jwt.decode(
             token, config.jwt_key, algorithms=algorithms, audience=config.jwt_audience,
-            issuer=config.jwt_issuer, options={"require": ["exp", "sub"]}, leeway=30)
+            issuer=config.jwt_issuer, options={"require": ["exp", "sub"]}, leeway=leeway)
     except (jwt.PyJWTError, ValueError, TypeError, RecursionError) as exc:
         # anything a crafted token makes the decoder raise is the token's fault
         raise AuthenticationError(f"invalid token: {exc}") from exc
+    # PyJWT takes "exp": "1700000000" as a number; RFC 7519 says NumericDate, a JSON number
+    for claim in ("exp", "nbf", "iat"):
+        value: Any = claims.get(claim)
+        if claim in claims and (type(value) not in (int, float) or not math.isfinite(value)):
+            raise AuthenticationError(f"invalid token: its {claim!r} must be a number of "
+                                      f"seconds (a JSON number), not {type(value).__name__}")
     sub = claims["sub"]
-    if not isinstance(sub, str):
-        raise AuthenticationError("invalid token: its 'sub' must be a string")
+    if not isinstance(sub, str) or not sub.strip():
+        raise AuthenticationError("invalid token: its 'sub' must be a non-blank string")
     return sub

@@ -410,10 +410,9 @@ class SyncServer:
             updated_at=meta.updated_at.isoformat() if meta else None)
         assert m.record_id is not None
         if m.action == "delete":
-            if not exists:
-                return MutationResult(m.id, "applied", server_id=m.record_id,
-                                      version=meta.version if meta else None), None
-            if m.base_version != meta.version:  # type: ignore[union-attr]
+            # Missing (never created, already deleted, or another principal's: they look the
+            # same) is a conflict with no record: the client learns it is gone.
+            if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
                 return conflict, None
             return (MutationResult(m.id, "applied", server_id=m.record_id, version=seq),
                     (m.record_id, None))

@@ -13,102 +13,160 @@ _KIND_SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 
-def _error() -> dict[str, Any]:
-    return {"description": "an error", "content": {"application/json": {"schema": {
-        "$ref": "#/components/schemas/Error"}}}}
+#: every error code the server answers with (the ``code`` of the error shape)
+ERROR_CODES = ("bad_json", "bad_encoding", "bad_media_type", "bad_request", "invalid_cursor",
+               "unauthenticated", "forbidden", "not_found", "duplicate_id", "too_large",
+               "too_many", "invalid", "too_deep", "unknown_entity", "unsupported_protocol",
+               "rate_limited", "timeout", "internal", "unavailable")
+
+_ID = {"type": "string", "minLength": 1, "maxLength": 255}
+_NULLABLE_STRING = {"type": "string", "nullable": True}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _object(required: list[str] | None = None, **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required or list(properties),
+            "properties": properties}
+
+
+def _record(entity: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": {
+        f["name"]: ({**_KIND_SCHEMA[f["kind"]], "nullable": True} if f["nullable"]
+                    else _KIND_SCHEMA[f["kind"]])
+        for f in entity["fields"]}}
+
+
+def _record_mutation(name: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["id", "entity", "action"],
+            "additionalProperties": False, "properties": {
+                "id": _ID, "entity": {"type": "string", "enum": [name]},
+                "action": {"type": "string", "enum": ["create", "update", "delete"]},
+                "record_id": {**_ID, "nullable": True},
+                "payload": {"nullable": True, "allOf": [_ref(f"Record_{name}")]},
+                "base_version": {"type": "integer", "nullable": True},
+                "command": _NULLABLE_STRING}}
+
+
+def _change(name: str) -> dict[str, Any]:
+    return _object(
+        ["entity", "record_id", "op", "version"],
+        entity={"type": "string", "enum": [name]}, record_id={"type": "string"},
+        op={"type": "string", "enum": ["upsert", "delete"]}, version={"type": "integer"},
+        payload={"nullable": True, "allOf": [_ref(f"Record_{name}")]},
+        updated_at=_NULLABLE_STRING, mutation_id=_NULLABLE_STRING)
 
 
 def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of a server described by ``SyncApp.describe()``."""
     limits = schema["limits"]
-    entities = [e["name"] for e in schema["entities"]]
-    records = {
-        e["name"]: {
-            "type": "object",
-            "properties": {f["name"]: ({**_KIND_SCHEMA[f["kind"]], "nullable": True}
-                                       if f["nullable"] else _KIND_SCHEMA[f["kind"]])
-                           for f in e["fields"]},
-            "additionalProperties": False,
-        }
-        for e in schema["entities"]
-    }
-    mutation = {
-        "type": "object", "required": ["id", "entity", "action"], "additionalProperties": False,
-        "properties": {
-            "id": {"type": "string"}, "entity": {"type": "string"},
-            "action": {"type": "string", "enum": ["create", "update", "delete", "command"]},
-            "record_id": {"type": "string", "nullable": True},
+    protocol = schema["protocol"]
+    names = [e["name"] for e in schema["entities"]]
+    command = {
+        "type": "object", "required": ["id", "entity", "action", "command"],
+        "additionalProperties": False, "properties": {
+            "id": _ID, "entity": {"type": "string"},
+            "action": {"type": "string", "enum": ["command"]},
+            "record_id": {**_ID, "nullable": True},
             "payload": {"type": "object", "nullable": True},
             "base_version": {"type": "integer", "nullable": True},
-            "command": {"type": "string", "nullable": True},
-        },
-    }
-    result = {"type": "object", "properties": {
-        "id": {"type": "string"},
-        "status": {"type": "string",
-                   "enum": ["applied", "duplicate", "conflict", "rejected", "retry"]},
-        "server_id": {"type": "string", "nullable": True},
-        "version": {"type": "integer", "nullable": True},
-        "record": {"type": "object", "nullable": True},
-        "updated_at": {"type": "string", "nullable": True},
-        "reason": {"type": "string", "nullable": True},
-        "retry_after": {"type": "number", "nullable": True},
-    }}
-    change = {"type": "object", "properties": {
-        "entity": {"type": "string"}, "record_id": {"type": "string"},
-        "op": {"type": "string", "enum": ["upsert", "delete"]}, "version": {"type": "integer"},
-        "payload": {"type": "object", "nullable": True},
-        "updated_at": {"type": "string", "nullable": True},
-        "mutation_id": {"type": "string", "nullable": True},
-    }}
-    errors = {str(code): _error()
+            "command": {"type": "string", "minLength": 1}}}
+    result = _object(
+        ["id", "status"], id={"type": "string"},
+        status={"type": "string",
+                "enum": ["applied", "duplicate", "conflict", "rejected", "retry"]},
+        server_id=_NULLABLE_STRING, version={"type": "integer", "nullable": True},
+        record={"type": "object", "nullable": True}, updated_at=_NULLABLE_STRING,
+        reason=_NULLABLE_STRING, retry_after={"type": "number", "nullable": True})
+    error = _object(error=_object(
+        status={"type": "integer"}, code={"type": "string", "enum": list(ERROR_CODES)},
+        message={"type": "string"}, field=_NULLABLE_STRING))
+    versions = _object(min={"type": "integer"}, max={"type": "integer"})
+    limit_schema = _object(None, **{
+        key: {"type": "integer" if isinstance(value, int) else "number"}
+        for key, value in limits.items()})
+    entity_schema = _object(
+        name={"type": "string", "enum": names}, primary_key={"type": "string"},
+        shared={"type": "boolean"}, fields={"type": "array", "items": _object(
+            name={"type": "string"}, kind={"type": "string", "enum": list(_KIND_SCHEMA)},
+            nullable={"type": "boolean"})})
+    errors = {str(code): _json(_ref("Error"), "an error (see code)")
               for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)}
+    header = [{"name": "Syncline-Protocol", "in": "header", "required": False,
+               "description": "the client's protocol version (missing: 1)",
+               "schema": {"type": "integer", "minimum": protocol["min"],
+                          "maximum": protocol["max"]}}]
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
+
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
     return {
         "openapi": "3.0.3",
-        "info": {"title": "syncline sync protocol", "version": "1"},
+        "info": {"title": "syncline sync protocol", "version": str(protocol["max"])},
         "paths": {
             "/v1/health": {"get": {"operationId": "health", "security": [], "responses": {
-                "200": {"description": "the server is up"}}}},
+                "200": _json(_object(status={"type": "string", "enum": ["ok"]},
+                                     epoch={"type": "string"}, version={"type": "string"},
+                                     protocol=versions, schema_version={"type": "integer"}),
+                             "the server is up"), **errors}}},
             "/v1/schema": {"get": {"operationId": "schema", "security": [], "responses": {
-                "200": {"description": "entities and limits"}}}},
+                "200": _json(_object(entities={"type": "array", "items": entity_schema},
+                                     protocol=versions, schema_version={"type": "integer"},
+                                     limits=limit_schema), "entities and limits"),
+                **errors}}},
+            "/v1/whoami": {"get": {
+                "operationId": "whoami", "security": secured, "parameters": header,
+                "responses": {"200": _json(_object(
+                    principal={"type": "string"},
+                    entities={"type": "array", "items": {"type": "string", "enum": names}},
+                    shared={"type": "array", "items": {"type": "string", "enum": names}}),
+                    "who the credentials stand for, and what they may sync"), **errors}}},
             "/v1/push": {"post": {
-                "operationId": "push", "security": secured,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "operationId": "push", "security": secured, "parameters": header,
+                "requestBody": body({
                     "type": "object", "required": ["mutations"], "additionalProperties": False,
                     "properties": {"mutations": {
                         "type": "array", "maxItems": limits["max_mutations"],
-                        "items": {"$ref": "#/components/schemas/Mutation"}}}}}}},
-                "responses": {"200": {"description": "one result per mutation", "content": {
-                    "application/json": {"schema": {"type": "object", "properties": {
-                        "results": {"type": "array",
-                                    "items": {"$ref": "#/components/schemas/Result"}},
-                        "server_time": {"type": "string", "nullable": True}}}}}},
+                        "items": _ref("Mutation")}}}),
+                "responses": {"200": _json(_object(
+                    ["results"], results={"type": "array", "items": _ref("Result")},
+                    server_time=_NULLABLE_STRING), "one result per mutation, in order"),
                     **errors}}},
             "/v1/pull": {"post": {
-                "operationId": "pull", "security": secured,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "operationId": "pull", "security": secured, "parameters": header,
+                "requestBody": body({
                     "type": "object", "additionalProperties": False, "properties": {
-                        "cursor": {"type": "string", "nullable": True},
-                        "limit": {"type": "integer", "minimum": 1,
-                                  "maximum": limits["max_page"]},
+                        "cursor": _NULLABLE_STRING,
+                        "limit": {"type": "integer", "minimum": 1},
                         "entities": {"type": "array",
-                                     "items": {"type": "string", "enum": entities}}}}}}},
-                "responses": {"200": {"description": "a page of changes", "content": {
-                    "application/json": {"schema": {"type": "object", "properties": {
-                        "changes": {"type": "array",
-                                    "items": {"$ref": "#/components/schemas/Change"}},
-                        "cursor": {"type": "string"}, "more": {"type": "boolean"},
-                        "epoch": {"type": "string"},
-                        "server_time": {"type": "string", "nullable": True}}}}}},
-                    **errors}}},
+                                     "items": {"type": "string", "enum": names}}}}),
+                "responses": {"200": _json(_object(
+                    ["changes", "cursor", "more", "epoch"],
+                    changes={"type": "array", "items": _ref("Change")},
+                    cursor={"type": "string"}, more={"type": "boolean"},
+                    epoch={"type": "string"}, server_time=_NULLABLE_STRING),
+                    "a page of changes"), **errors}}},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Mutation": mutation, "Result": result, "Change": change,
-                "Error": {"type": "object", "properties": {"error": {"type": "object"}}},
-                **{f"Record_{name}": rec for name, rec in records.items()},
+                "Mutation": {"oneOf": [*(_ref(f"Mutation_{n}") for n in names),
+                                       _ref("CommandMutation")]},
+                "CommandMutation": command, "Result": result,
+                "Change": {"oneOf": [_ref(f"Change_{n}") for n in names]},
+                "Error": error,
+                **{f"Mutation_{n}": _record_mutation(n) for n in names},
+                **{f"Change_{n}": _change(n) for n in names},
+                **{f"Record_{e['name']}": _record(e) for e in schema["entities"]},
             },
         },
         "x-syncline-limits": limits,
+        "x-syncline-protocol": protocol,
     }

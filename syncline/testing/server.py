@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from syncline.server.app import ServerConfig, create_app
+from syncline.server.http11 import uvicorn_config
 from syncline.testing.processes import free_port as free_port  # its old place
 
 
@@ -41,10 +42,12 @@ class LiveServer:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self.app = create_app(config, self.entities)
-        self._server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-            access_log=False))
+        self._server = uvicorn.Server(self._config())
         self._thread: threading.Thread | None = None
+
+    def _config(self) -> Any:
+        return uvicorn_config(self.app, "127.0.0.1", self.port, self.config.timeouts(),
+                              log_level="warning", lifespan="on", access_log=False)
 
     @property
     def sync(self) -> Any:
@@ -79,9 +82,7 @@ class LiveServer:
         import uvicorn
 
         self.stop()
-        self._server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-            access_log=False))
+        self._server = uvicorn.Server(self._config())
         with contextlib.suppress(Exception):
             self.start()
 

@@ -24,6 +24,10 @@ ChangeOp = Literal["upsert", "delete"]
 
 M = TypeVar("M")
 
+#: the version of the sync protocol this syncline speaks; over HTTP a client sends it as the
+#: ``Syncline-Protocol`` header and the server publishes the range it accepts
+PROTOCOL_VERSION = 1
+
 
 @attrs.frozen
 class Mutation:
@@ -120,6 +124,12 @@ class PermanentTransportError(TransportError):
 class CursorRejectedError(PermanentTransportError):
     """The server refused the pull cursor (it did not issue it, or it is beyond its
     sequence); the engine forgets its cursor and pulls from the start, keeping its queue."""
+
+
+class ProtocolMismatchError(PermanentTransportError):
+    """The server does not speak this client's protocol version (or the client not the
+    server's): nothing is sent, the queue is kept, and the sync reports the error until one
+    side is upgraded."""
 
 
 @attrs.frozen

@@ -93,7 +93,9 @@ class SyncingStore(LocalStore):
                     "[sync] transport in syncline.toml"
                 )
             transport_cls = self._transports(scheme_of(self.transport_url))
-            transport = transport_cls(self.transport_url, self.transport_options)
+            # the schema version goes with every request (HTTP: Syncline-Schema)
+            options = {"schema_version": self.schema_version, **self.transport_options}
+            transport = transport_cls(self.transport_url, options)
             from syncline.core.sync.engine import SyncEngine  # here: opening needs no engine
 
             self._engine = SyncEngine(self, transport, **self.sync_options)
