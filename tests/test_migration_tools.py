@@ -186,12 +186,17 @@ def test_verifier_catches_a_migration_that_forgets_a_change(
         verifier.migrate(url, v2.broken)
     assert "column posts.body is missing" in err.value.differences
     assert "column posts.text is not declared" in err.value.differences
-    with pytest.raises(SchemaMismatch, match="declared otherwise"):
-        store = syncline.open(f"sqlite:///{tmp_path}/fresh.db", schema=v2.schema)
-        try:
+    store = syncline.open(f"sqlite:///{tmp_path}/fresh.db", schema=v2.schema)
+    try:
+        with pytest.raises(SchemaMismatch) as err:
             verifier.verify_against_dump(store, 1)
-        finally:
-            store.close()
+    finally:
+        store.close()
+    where = "(declared now vs the dump of version 1)"
+    assert err.value.differences == [  # the difference itself, not only that there is one
+        f"table posts: column body is not in the dump {where}",
+        f"table posts: column likes is not in the dump {where}",
+        f"table posts: column text is only in the dump {where}"]
 
 
 # -- the CLI ---------------------------------------------------------------------------------
@@ -318,3 +323,61 @@ def test_cli_serve_needs_entities_or_a_schema() -> None:
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 2
     assert "--entities" in result.output and "--schema" in result.output
+
+
+# -- two processes (issue 19) ----------------------------------------------------------------
+
+_OLD = EntityRegistry()
+
+
+@_OLD.entity("counters")
+@attrs.define
+class CounterV1:
+    id: int
+    value: str
+
+
+_MIGRATE_TO_2 = '''
+import sys, attrs, syncline
+reg = syncline.EntityRegistry()
+@reg.entity("counters")
+@attrs.define
+class Counter:
+    id: int
+    value: int
+store = syncline.open(sys.argv[1], entities=[Counter], schema_version=2,
+                      migration=syncline.MigrationStrategy(on_upgrade=lambda m, o, n:
+                          m.alter_column(Counter, "value", using="CAST(value AS INTEGER)")))
+store.close()
+'''
+
+
+def test_an_old_process_stops_writing_once_another_process_migrated_the_file(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    with syncline.open(url, entities=[CounterV1], schema_version=1) as old:
+        old.repository(CounterV1).insert(CounterV1(1, "7"))
+        subprocess.run([sys.executable, "-c", _MIGRATE_TO_2, url], check=True, timeout=120)
+        with pytest.raises(syncline.StaleSchemaError, match="migrated to schema version 2"):
+            old.repository(CounterV1).insert(CounterV1(2, "not a number"))
+        assert old.repository(CounterV1).count() == 1  # reading still works; nothing written
+
+
+def test_a_migration_that_cannot_take_the_write_lock_says_so(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/busy.db"
+    syncline.open(url, entities=[CounterV1], schema_version=1).close()
+    holder = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process, migrating (or just writing)
+    try:
+        with pytest.raises(syncline.MigrationError) as err:
+            syncline.open(url + "?busy_timeout=0.05", entities=[CounterV1], schema_version=2,
+                          migration=syncline.MigrationStrategy(on_upgrade=lambda m, o, n: None))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    message = str(err.value)
+    assert "upgrading from version 1 to version 2 did not start" in message
+    assert "another process may be migrating it" in message
+    assert "still at" not in message  # the other process may be about to commit version 2

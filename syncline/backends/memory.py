@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import cattrs
 
 from syncline.core.model.convert import dumps_json, json_is_native, structure_hook
-from syncline.core.model.errors import IntegrityError, NotFoundError
+from syncline.core.model.errors import IntegrityError, NotFoundError, StaleSchemaError
 from syncline.core.model.evaluate import evaluate, order_rows
 from syncline.core.model.query import Condition, Query
 from syncline.core.model.schema import IndexSpec, TableSpec
@@ -234,6 +234,9 @@ class MemoryBackend(Backend):
         state = self._state
         with db.lock:
             outer = state.undo
+            code = self.code_schema_version
+            if outer is None and code is not None and (db.version or 0) > code:
+                raise StaleSchemaError(self.url, db.version or 0, code)
             state.undo = []
             try:
                 yield

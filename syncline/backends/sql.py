@@ -85,8 +85,13 @@ class SQLBuilder:
                 for fk in spec.foreign_keys
             ]
             for fk in spec.foreign_keys:  # a stand-in until the referenced table is built
-                if fk.ref_table != spec.name and fk.ref_table not in self.metadata.tables:
+                if fk.ref_table == spec.name or fk.ref_table in self._tables:
+                    continue
+                stand_in = self.metadata.tables.get(fk.ref_table)
+                if stand_in is None:
                     sa.Table(fk.ref_table, self.metadata, sa.Column(fk.ref_column, sa.Integer()))
+                elif fk.ref_column not in stand_in.c:  # a second key to the same table
+                    stand_in.append_column(sa.Column(fk.ref_column, sa.Integer()))
             table = sa.Table(spec.name, self.metadata, *columns)
             for index in spec.indexes:
                 names = list(index.columns)

@@ -21,7 +21,14 @@ import attrs
 
 from syncline.backends import sqlite_sql
 from syncline.core.model.errors import MigrationError
-from syncline.core.model.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
+from syncline.core.model.schema import (
+    ColumnSpec,
+    FieldSpec,
+    IndexSpec,
+    TableSpec,
+    Trigger,
+    View,
+)
 from syncline.core.storage.migration import MigrationOps, Source
 
 if TYPE_CHECKING:
@@ -58,6 +65,13 @@ class _Borrowed:
 
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _failed_on(spec: TableSpec, column: str, row: Mapping[str, Any],
+               exc: BaseException) -> MigrationError:
+    return MigrationError(
+        f"the transformer of {spec.name}.{column} failed on row "
+        f"{row.get(spec.primary_key)!r}: {type(exc).__name__}: {exc}")
 
 
 @attrs.define
@@ -129,17 +143,23 @@ class SQLMigrationOps(MigrationOps):
         self._op = None
 
     def run(self, sql: str, params: Any = None) -> Any:
+        """Run syncline's own SQL: ``params`` in the driver's style (:attr:`placeholder`);
+        without them the text goes to the driver as it is (a ``%`` stays a ``%``)."""
         import sqlalchemy as sa
 
         try:
-            return self.conn.exec_driver_sql(sql, params) if params is not None else (
-                self.conn.exec_driver_sql(sql))
+            if params is None:
+                return self.conn.execution_options(no_parameters=True).exec_driver_sql(sql)
+            return self.conn.exec_driver_sql(sql, params)
         except sa.exc.DBAPIError as exc:
             raise self.error(exc, sql) from exc
 
     def error(self, exc: BaseException, what: str) -> MigrationError:
         orig = getattr(exc, "orig", exc)
         first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        detail = getattr(getattr(orig, "diag", None), "message_detail", None)  # PostgreSQL's
+        if detail:  # names the key: "Key (author_id)=(0) is not present in table ..."
+            first = f"{first}: {detail}"
         return MigrationError(f"{first} (while running: {what.strip()[:200]})")
 
     @contextmanager
@@ -291,15 +311,23 @@ class SQLMigrationOps(MigrationOps):
             select = ", ".join(exprs[c] for c in targets)
             result = self.run(f"INSERT INTO {q(new)} ({cols}) SELECT {select} FROM {q(old)}")
             return max(int(result.rowcount), 0)
-        # Some columns come from Python: read the old rows (plus the SQL expressions), compute,
-        # insert in chunks.
+        return self._copy_calls(old, new, spec, old_cols, targets, exprs, calls, convert)
+
+    def _copy_calls(self, old: str, new: str, spec: TableSpec, old_cols: Sequence[str],
+                    targets: Sequence[str], exprs: Mapping[str, str],
+                    calls: Mapping[str, Callable[[Any], Any]],
+                    convert: Callable[[Any], Any]) -> int:
+        """The copy when some columns come from Python: read the old rows (plus the SQL
+        expressions), compute, insert in chunks."""
+        cols = ", ".join(q(c) for c in targets)
         select = ", ".join([*(q(c) for c in old_cols), *(exprs[c] for c in targets
                                                           if c in exprs)])
         import sqlalchemy as sa
 
         try:  # streamed: a server-side cursor on PostgreSQL, step by step on SQLite
             rows = self.conn.exec_driver_sql(f"SELECT {select} FROM {q(old)}",
-                                             execution_options={"stream_results": True})
+                                             execution_options={"stream_results": True,
+                                                                "no_parameters": True})
         except sa.exc.DBAPIError as exc:
             raise self.error(exc, f"reading {old}") from exc
         count = 0
@@ -318,10 +346,7 @@ class SQLMigrationOps(MigrationOps):
                     try:
                         values.append(convert(calls[c](old_row)))
                     except Exception as exc:
-                        raise MigrationError(
-                            f"the transformer of {spec.name}.{c} failed on row "
-                            f"{old_row.get(spec.primary_key)!r}: {type(exc).__name__}: {exc}"
-                        ) from exc
+                        raise _failed_on(spec, c, old_row, exc) from exc
                 else:
                     values.append(computed[c])
             batch.append(tuple(values))
@@ -346,10 +371,22 @@ class SQLMigrationOps(MigrationOps):
             for stmt in trigger.statements(self.dialect):
                 self.run(stmt)
 
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[
             tuple[Any, ...]]:
-        result = self.run(sql, params if params else None)
+        result = self.run(sql) if not params else self._run_named(sql, params)
         return [tuple(r) for r in result.fetchall()] if result.returns_rows else []
+
+    def _run_named(self, sql: str, params: Mapping[str, Any]) -> Any:
+        """``sql`` with ``:name`` parameters, bound by SQLAlchemy in the driver's style (a
+        ``%`` escaped where the driver needs it)."""
+        import sqlalchemy as sa
+
+        try:
+            return self.conn.execute(sa.text(sql), dict(params))
+        except sa.exc.DBAPIError as exc:
+            raise self.error(exc, sql) from exc
+        except sa.exc.ArgumentError as exc:
+            raise MigrationError(f"{exc} (while running: {sql.strip()[:200]})") from exc
 
     def differences(self, specs: Sequence[TableSpec], views: Sequence[View],
                     triggers: Sequence[Trigger]) -> list[str]:
@@ -441,6 +478,25 @@ class _Rows:
     def fetchall(self) -> list[Any]:
         return self.cursor.fetchall()
 
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone()
+
+
+#: SQLite's storage type of each kind whose stored value is also its wire value
+_SAME_ON_THE_WIRE = {"text": "text", "uuid": "text", "integer": "integer", "boolean": "integer"}
+
+
+def _wire_value(field: FieldSpec, column: str) -> str:
+    """SQLite: the field's wire value, or an error (malformed JSON) for a stored value its type
+    does not read, which stops the UPDATE."""
+    stored = _SAME_ON_THE_WIRE[field.kind]
+    null = f"WHEN {column} IS NULL THEN NULL " if field.nullable else ""
+    if field.kind == "boolean":
+        return (f"CASE {null}WHEN typeof({column}) <> 'integer' THEN json('') "
+                f"WHEN {column} = 1 THEN json('true') WHEN {column} = 0 THEN json('false') "
+                f"ELSE json('') END")
+    return f"CASE {null}WHEN typeof({column}) = '{stored}' THEN {column} ELSE json('') END"
+
 
 class SQLiteMigrationOps(SQLMigrationOps):
     dialect = "sqlite"
@@ -476,6 +532,9 @@ class SQLiteMigrationOps(SQLMigrationOps):
         rows = self.run(f"PRAGMA table_info({q(table)})").fetchall()
         return [r[1] for r in rows] or None
 
+    def _run_named(self, sql: str, params: Mapping[str, Any]) -> Any:
+        return self.run(sql, dict(params))  # sqlite3 binds :name itself
+
     def raw(self) -> Any:
         return self.backend._connection()
 
@@ -494,8 +553,49 @@ class SQLiteMigrationOps(SQLMigrationOps):
             raw.execute("PRAGMA foreign_keys=ON")
 
     def foreign_key_violations(self) -> list[str]:
-        rows: list[Any] = list(self.run("PRAGMA foreign_key_check").fetchall())
-        return [f"{r[0]} row {r[1]} references a missing {r[2]} row" for r in rows]
+        """One line per row pointing nowhere, by primary key and column (the check itself
+        answers with rowids and key numbers)."""
+        out: list[str] = []
+        keys: dict[str, tuple[str, dict[int, tuple[str, str]]]] = {}
+        for table, rowid, parent, fkid in self.run("PRAGMA foreign_key_check").fetchall():
+            if len(out) >= 1000:  # enough to say what is wrong; the rest are counted
+                out.append(f"{table} row {rowid}")
+                continue
+            if table not in keys:
+                pk = next((r[1] for r in self.run(f"PRAGMA table_info({q(table)})").fetchall()
+                           if r[5] == 1), "rowid")
+                keys[table] = (pk, {r[0]: (r[3], r[4]) for r in self.run(
+                    f"PRAGMA foreign_key_list({q(table)})").fetchall()})
+            pk, fks = keys[table]
+            column, ref = fks.get(fkid, ("?", "?"))
+            found = self.run(f"SELECT {q(pk)}, {q(column)} FROM {q(table)} WHERE rowid = ?",
+                             (rowid,)).fetchone()
+            line = (f"{table} {pk} {found[0]!r}: {column} = {found[1]!r} matches no "
+                    f"{parent}.{ref}")
+            if line not in out:
+                out.append(line)
+        return out
+
+    def refresh_payloads(self, outbox: str, entity: str, source: TableSpec,
+                         fields: Sequence[FieldSpec]) -> bool:
+        # Only kinds whose stored value is their wire value (booleans: 0/1 -> false/true).
+        if any(f.custom or f.enum_type is not None or f.kind not in _SAME_ON_THE_WIRE
+               for f in fields):
+            return False
+        if not {f.name for f in fields} <= set(self.columns(source.name) or ()):
+            return False  # not migrated as declared: syncline's path says so, if it matters
+        table, pk = q(source.name), q(source.primary_key)
+        pairs = ", ".join(f"'{f.name}', {_wire_value(f, f't.{q(f.name)}')}"
+                          for f in sorted(fields, key=lambda f: f.name))
+        try:
+            # A record gone meanwhile keeps its entry's payload (coalesce: one lookup a row).
+            self.run(f"UPDATE {q(outbox)} SET payload = coalesce((SELECT json_object({pairs}) "
+                     f"FROM {table} t WHERE t.{pk} = {q(outbox)}.record_id), payload) "
+                     "WHERE entity = ? AND action IN ('create', 'update') "
+                     "AND payload IS NOT NULL AND group_id IS NULL", (entity,))
+        except MigrationError:  # a value its type does not read: the statement undid itself
+            return False  # syncline's own path names the row
+        return True
 
     def _master(self, kind: str, table: str | None = None) -> list[tuple[str, str]]:
         sql = "SELECT name, sql FROM sqlite_master WHERE type = ? AND sql IS NOT NULL"
@@ -531,6 +631,41 @@ class SQLiteMigrationOps(SQLMigrationOps):
                         f"CREATE VIEW {q(name)} AS {declared.select(self.dialect)}"))
         return out
 
+    def _copy_calls(self, old: str, new: str, spec: TableSpec, old_cols: Sequence[str],
+                    targets: Sequence[str], exprs: Mapping[str, str],
+                    calls: Mapping[str, Callable[[Any], Any]],
+                    convert: Callable[[Any], Any]) -> int:
+        # One INSERT ... SELECT calling the functions from SQL: no row crosses into Python but
+        # for the call itself (twice as fast as reading and inserting the rows).
+        if len(old_cols) > 100:  # SQLite caps a function's arguments
+            return super()._copy_calls(old, new, spec, old_cols, targets, exprs, calls, convert)
+        raw = self.raw()
+        failed: list[MigrationError] = []
+        names: dict[str, str] = {}
+        for i, (column, fn) in enumerate(calls.items()):
+            def call(*values: Any, fn: Callable[[Any], Any] = fn, column: str = column) -> Any:
+                row = dict(zip(old_cols, values, strict=True))
+                try:
+                    return convert(fn(row))
+                except Exception as exc:
+                    failed.append(_failed_on(spec, column, row, exc))
+                    raise
+            names[column] = f"_syncline_transformer_{i}"
+            raw.create_function(names[column], len(old_cols), call, deterministic=True)
+        args = ", ".join(q(c) for c in old_cols)
+        select = ", ".join(exprs[c] if c in exprs else f"{names[c]}({args})" for c in targets)
+        try:
+            result = self.run(f"INSERT INTO {q(new)} ({', '.join(q(c) for c in targets)}) "
+                              f"SELECT {select} FROM {q(old)}")
+        except MigrationError as exc:
+            if failed:
+                raise failed[0] from exc.__cause__
+            raise
+        finally:
+            for name in names.values():
+                raw.create_function(name, len(old_cols), None)
+        return max(int(result.rowcount), 0)
+
     def _rename_into(self, temp: str, name: str) -> None:
         # Modern renames re-check every view and trigger; the 12-step procedure wants the
         # plain rename (the views come back afterwards).
@@ -564,11 +699,18 @@ class SQLiteMigrationOps(SQLMigrationOps):
                 f"changing {spec.name}.{column.name} from text to boolean needs using=, an SQL "
                 f"expression giving 0 or 1 (e.g. \"lower({column.name}) IN ('true', 't', "
                 f"'1')\"), or a TableMigration with a function")
+        indexes = self._master("index", spec.name)
         if using is not None:  # batch mode copies with CAST; convert the values first
+            # The copy rebuilds the indexes anyway: none are kept up to date row by row here.
+            for name, _ in indexes:
+                self.run(f"DROP INDEX {q(name)}")
             self.run(f"UPDATE {q(spec.name)} SET {q(column.name)} = ({using})")
         kwargs = alter_column_kwargs(self.builder, column)
         with self._guard(f"changing column {spec.name}.{column.name}"):
             self._alter(spec.name, lambda batch: batch.alter_column(column.name, **kwargs))
+        if using is not None:
+            for _, sql in indexes:
+                self.run(sql)
 
 
 class PostgresMigrationOps(SQLMigrationOps):
@@ -589,10 +731,13 @@ class PostgresMigrationOps(SQLMigrationOps):
     def transaction(self) -> Iterator[None]:
         # READ COMMITTED: after waiting for the lock, the next statement sees what another
         # process's migration committed meanwhile.
-        with self.backend.transaction(isolation="READ COMMITTED"):
+        with self.backend.transaction(isolation="READ COMMITTED", check_version=False):
             try:
                 self.raw().execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
                                    (f"syncline-migrate:{self.backend.schema or ''}",))
+                # Transactions of stores open with older code wait for the migration, then see
+                # its version (and stop); see PostgresBackend._begin.
+                self.raw().execute('LOCK TABLE "_syncline_meta" IN ACCESS EXCLUSIVE MODE')
                 yield
             finally:
                 self.release()
@@ -611,9 +756,35 @@ class PostgresMigrationOps(SQLMigrationOps):
             "WHERE NOT t.tgisinternal AND n.nspname = current_schema()").fetchall()]
 
     def drop_trigger(self, name: str, table: str) -> None:
+        """Drop the trigger and the function it runs, which it owns (unless another trigger
+        runs it too): the declared SQL creates both, so creating it again must work."""
         if not table:
             raise MigrationError(f"dropping trigger {name!r} on PostgreSQL needs its table")
+        if self.columns(table) is None:
+            return
+        functions = self._trigger_functions(
+            "t.tgrelid = %s::regclass AND t.tgname = %s", (q(table), name))
         self.run(f"DROP TRIGGER IF EXISTS {q(name)} ON {q(table)}")
+        self._drop_unused(functions)
+
+    def drop_table(self, name: str) -> None:
+        functions = [] if self.columns(name) is None else self._trigger_functions(
+            "t.tgrelid = %s::regclass", (q(name),))
+        super().drop_table(name)
+        self._drop_unused(functions)
+
+    def _trigger_functions(self, where: str, params: tuple[Any, ...]) -> list[int]:
+        return [int(r[0]) for r in self.run(
+            f"SELECT DISTINCT t.tgfoid FROM pg_trigger t WHERE NOT t.tgisinternal AND {where}",
+            params).fetchall()]
+
+    def _drop_unused(self, functions: list[int]) -> None:
+        for oid in functions:
+            row = self.run("SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = %s "
+                           "AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = p.oid)",
+                           (oid,)).fetchone()
+            if row is not None:
+                self.run(f"DROP FUNCTION IF EXISTS {row[0]}")
 
     def _dependents(self, table: str, keep_indexes: set[str]) -> _Dependents:
         reg = q(table)
@@ -662,7 +833,8 @@ class PostgresMigrationOps(SQLMigrationOps):
         if getattr(type_, "collation", None):  # CAST(x AS TEXT COLLATE "C") is no syntax
             type_ = type(type_)()
         type_sql = type_.compile(dialect=self.builder.dialect)
+        using = using or f"CAST({q(column.name)} AS {type_sql})"
         with self._guard(f"changing column {spec.name}.{column.name}"):
+            # Alembic's DDL reaches psycopg with (empty) parameters: a literal % is written %%
             self.op.alter_column(spec.name, column.name,
-                                 postgresql_using=using or f"CAST({q(column.name)} AS {type_sql})",
-                                 **kwargs)
+                                 postgresql_using=using.replace("%", "%%"), **kwargs)

@@ -34,6 +34,7 @@ from syncline.core.model.errors import (
     ConfigurationError,
     IntegrityError,
     NotFoundError,
+    StaleSchemaError,
     TransactionError,
 )
 from syncline.core.model.query import Compare, Condition, Query
@@ -64,6 +65,8 @@ class _Local(threading.local):
         self.depth = 0
         self.announced: frozenset[str] = frozenset()  # tables the open transaction wrote
         self.counted = False  # ... and counted in the write counts
+        #: PRAGMA data_version when the schema version was last checked (see _check_version)
+        self.checked_at: tuple[sqlite3.Connection, int] | None = None
 
 
 #: Per table, how many write transactions of any store changed it: how the poller tells other
@@ -395,6 +398,8 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         name = f"sp{depth}"
         with self._errors("beginning a transaction"):
             conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {name}")
+            if depth == 0 and self.code_schema_version is not None and self.path is not None:
+                self._check_version(conn, local, self.code_schema_version)
         local.depth = depth + 1
         try:
             yield
@@ -421,6 +426,19 @@ class SQLiteBackend(TupleRowsMixin, Backend):
                 raise
         if depth == 0:
             self._settle(True)
+
+    def _check_version(self, conn: sqlite3.Connection, local: _Local, code: int) -> None:
+        """Refuse to write when another connection migrated the file past ``code``. Under the
+        write lock; data_version (a counter in memory) only moves when another connection
+        committed, so the version is read again only then."""
+        seen = conn.execute("PRAGMA data_version").fetchone()[0]
+        if local.checked_at is not None and local.checked_at == (conn, seen):
+            return
+        stored = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if stored > code:
+            conn.execute("ROLLBACK")
+            raise StaleSchemaError(self.url, stored, code)
+        local.checked_at = (conn, seen)
 
     def in_transaction(self) -> bool:
         return self._local.depth > 0

@@ -59,8 +59,9 @@ def _missing(store: Store, ops: Any) -> list[str]:
             found.append(f"column {name}.{column}")
     if ops.dialect == "postgresql":
         rows = ops.execute(
-            "SELECT c.relname FROM pg_class c WHERE c.relname IN (%s, %s) "
-            "AND c.relnamespace = current_schema()::regnamespace", (SEQUENCE, POSITION_INDEX))
+            "SELECT c.relname FROM pg_class c WHERE c.relname IN (:seq, :index) "
+            "AND c.relnamespace = current_schema()::regnamespace",
+            {"seq": SEQUENCE, "index": POSITION_INDEX})
         have = {r[0] for r in rows}
         found += [f"{what} {name}" for what, name in (("sequence", SEQUENCE),
                                                        ("index", POSITION_INDEX))

@@ -9,6 +9,7 @@ enforced foreign keys skip on backends without that capability.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 import syncline
 from syncline.core.model.errors import MigrationError
+from syncline.core.model.query import F
 from syncline.core.model.schema import (
     ColumnSpec,
     EntityRegistry,
@@ -548,9 +550,229 @@ class MigrationSuite(SuiteBase):
         with pytest.raises(MigrationError) as err:
             open_at(2, [Author, Book], migration=MigrationStrategy(on_upgrade=upgrade))
         assert "version 1" in str(err.value)
+        assert "author_id" in str(err.value)  # the column, and the key by its value
+        assert "(0)" in str(err.value) or "author_id = 0" in str(err.value)
         store = open_at(1, [Author, Book])
         assert store.repository(Book).count() == 9
         assert sorted(a.id for a in store.repository(Author).all()) == [0, 1, 2]
+
+    # -- issue 19's regressions -----------------------------------------------------------------
+
+    def test_a_table_with_two_foreign_keys_to_one_parent_is_rebuilt(
+            self, open_at: StoreFactory) -> None:
+        r1, r2 = EntityRegistry(), EntityRegistry()
+
+        @r1.entity("authors", unique=["legacy_key"])
+        @attrs.define
+        class Author:
+            id: int
+            legacy_key: str
+
+        keys = {"author_id": "authors.id", "legacy_author": "authors.legacy_key"}
+
+        @r1.entity("books", foreign_keys=keys)
+        @attrs.define
+        class Book1:
+            id: int
+            author_id: int
+            legacy_author: str
+
+        @r2.entity("books", foreign_keys=keys)
+        @attrs.define
+        class Book2:
+            id: int
+            author_id: int
+            legacy_author: str
+            pages: int = 0
+
+        store = open_at(1, [Author, Book1])
+        store.repository(Author).insert_many([Author(i, f"k{i}") for i in range(3)])
+        store.repository(Book1).insert_many([Book1(i, i % 3, f"k{(i + 1) % 3}")
+                                             for i in range(9)])
+        store = open_at(2, [Author, Book2], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_table(TableMigration(
+                Book2, new_columns=["pages"],
+                column_transformer={"pages": lambda row: row["id"] * 10}))))
+        assert store.repository(Book2).get(4) == Book2(4, 1, "k2", 40)
+        assert store.repository(Book2).count() == 9
+        assert self.differences(store) == []
+        if "foreign_keys" in store.backend.capabilities:  # both keys are enforced again
+            with pytest.raises(syncline.IntegrityError):
+                store.repository(Book2).insert(Book2(20, 1, "nobody"))
+            with pytest.raises(syncline.IntegrityError):
+                store.repository(Book2).insert(Book2(21, 99, "k1"))
+
+    def test_a_percent_sign_works_in_every_sql_entry_point(self, open_at: StoreFactory,
+                                                             store_url: str) -> None:
+        self.require_url(store_url, "sql")
+        r1, r2 = EntityRegistry(), EntityRegistry()
+
+        @r1.entity("rates")
+        @attrs.define
+        class Rate1:
+            id: int
+            label: str
+            share: str
+
+        @r2.entity("rates")
+        @attrs.define
+        class Rate2:
+            id: int
+            label: str
+            share: int
+            note: str = ""
+
+        @r1.entity("rate_log")
+        @attrs.define
+        class RateLog:
+            id: int
+            what: str
+
+        odd = View("odd_rates", "SELECT id, label || ' %' AS shown FROM rates WHERE id % 2 = 1")
+        trigger = Trigger("log_rates", "rates", {
+            "sqlite": "CREATE TRIGGER log_rates AFTER INSERT ON rates BEGIN "
+                      "INSERT INTO rate_log (id, what) VALUES (NEW.id, NEW.label || '%'); END",
+            "postgresql": [
+                "CREATE FUNCTION log_rates_fn() RETURNS trigger AS $$ BEGIN "
+                "INSERT INTO rate_log (id, what) VALUES (NEW.id, NEW.label || '%'); "
+                "RETURN NEW; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER log_rates AFTER INSERT ON rates FOR EACH ROW "
+                "EXECUTE FUNCTION log_rates_fn()"],
+        })
+        store = open_at(1, [Rate1, RateLog], views=[odd], triggers=[trigger])
+        store.repository(Rate1).insert_many([Rate1(i, f"r{i}", f"{i * 10}%") for i in range(4)])
+        assert execute(store, "SELECT shown FROM odd_rates ORDER BY id") == [
+            ("r1 %",), ("r3 %",)]
+        assert execute(store, "SELECT what FROM rate_log WHERE id = 2") == [("r2%",)]
+        assert execute(store, "SELECT count(*) FROM rates WHERE share LIKE '%0%' AND id >= :low",
+                       {"low": 2}) == [(2,)]
+        with pytest.raises(MigrationError, match="named"):
+            execute(store, "SELECT count(*) FROM rates WHERE id = ?", (1,))  # type: ignore[arg-type]
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:
+            m.execute("UPDATE rates SET label = label || '%' WHERE id % 2 = 0")
+            m.execute("UPDATE rates SET label = :label WHERE id = :id AND share LIKE '30%'",
+                      {"label": "100% sure", "id": 3})
+            m.alter_table(TableMigration(Rate2, new_columns=["note"], column_transformer={
+                "share": "CAST(REPLACE(share, '%', '') AS INTEGER)",
+                "note": "'was ' || share"}))
+
+        store = open_at(2, [Rate2, RateLog], views=[odd], triggers=[trigger],
+                        migration=MigrationStrategy(on_upgrade=upgrade))
+        rates = sorted(store.repository(Rate2).all(), key=lambda r: r.id)
+        assert rates == [Rate2(0, "r0%", 0, "was 0%"), Rate2(1, "r1", 10, "was 10%"),
+                         Rate2(2, "r2%", 20, "was 20%"), Rate2(3, "100% sure", 30, "was 30%")]
+        assert execute(store, "SELECT shown FROM odd_rates ORDER BY id") == [
+            ("r1 %",), ("100% sure %",)]
+        store.repository(Rate2).insert(Rate2(4, "r4", 40))
+        assert execute(store, "SELECT what FROM rate_log WHERE id = 4") == [("r4%",)]
+        assert self.differences(store) == []
+
+    def test_a_percent_sign_in_alter_column_using(self, open_at: StoreFactory,
+                                                  store_url: str) -> None:
+        self.require_url(store_url, "sql")
+        store = self._v1_todos(open_at)
+        store = open_at(2, [TodoIntCategory], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_column(
+                TodoIntCategory, "category",
+                using="CAST(REPLACE(category || '%', '%', '') AS INTEGER) + 1")))
+        assert store.repository(TodoIntCategory).find(F.id == 7)[0].category == 3
+
+    def test_a_trigger_is_dropped_with_its_function_and_created_again(
+            self, open_at: StoreFactory, store_url: str) -> None:
+        self.require_url(store_url, "sql")
+
+        def counting(step: int) -> Trigger:
+            return Trigger("count_notes", "notes", {
+                "sqlite": "CREATE TRIGGER count_notes AFTER INSERT ON notes BEGIN "
+                          f"UPDATE note_count SET n = n + {step} WHERE id = 1; END",
+                "postgresql": [
+                    "CREATE FUNCTION count_notes_fn() RETURNS trigger AS $$ BEGIN "
+                    f"UPDATE note_count SET n = n + {step} WHERE id = 1; RETURN NEW; END "
+                    "$$ LANGUAGE plpgsql",
+                    "CREATE TRIGGER count_notes AFTER INSERT ON notes FOR EACH ROW "
+                    "EXECUTE FUNCTION count_notes_fn()"]})
+
+        reg = EntityRegistry()
+
+        @reg.entity("notes")
+        @attrs.define
+        class Note:
+            id: int
+
+        @reg.entity("note_count")
+        @attrs.define
+        class NoteCount:
+            id: int
+            n: int
+
+        store = open_at(1, [Note, NoteCount], triggers=[counting(1)])
+        store.repository(NoteCount).insert(NoteCount(1, 0))
+        store.repository(Note).insert(Note(1))
+
+        def upgrade(m: Migrator, old: int, new: int) -> None:  # the documented way
+            m.drop(counting(1))
+            m.create(counting(10))
+
+        store = open_at(2, [Note, NoteCount], triggers=[counting(10)],
+                        migration=MigrationStrategy(on_upgrade=upgrade))
+        store.repository(Note).insert(Note(2))
+        assert store.repository(NoteCount).find(F.id == 1)[0].n == 11
+
+        def drop_table(m: Migrator, old: int, new: int) -> None:
+            m.drop_table(Note)  # its trigger's function goes with it
+            m.create_table(Note)
+            m.create(counting(100))
+
+        store = open_at(3, [Note, NoteCount], triggers=[counting(100)],
+                        migration=MigrationStrategy(on_upgrade=drop_table))
+        store.repository(Note).insert(Note(3))
+        assert store.repository(NoteCount).find(F.id == 1)[0].n == 111
+        assert self.differences(store) == []
+
+    def test_a_store_still_open_with_the_old_code_refuses_to_write_after_a_migration(
+            self, open_at: StoreFactory, store_url: str) -> None:
+        old = self._v1_todos(open_at)
+        old.repository(TodoV1).insert(TodoV1(100, "before", "c", "1"))  # it writes at first
+        new = syncline.open(store_url, entities=[TodoIntCategory], schema_version=2,
+                            migration=MigrationStrategy(on_upgrade=lambda m, o, n: m.alter_table(
+                                TableMigration(TodoIntCategory, column_transformer={
+                                    "category": lambda row: int(row["category"])}))))
+        try:
+            with pytest.raises(syncline.StaleSchemaError,
+                               match=r"migrated to schema version 2.*this code is at version 1"):
+                old.repository(TodoV1).insert(TodoV1(101, "stale", "c", "not a number"))
+            with pytest.raises(syncline.StaleSchemaError), old.transaction():
+                old.repository(TodoV1).update(1, category="not a number")
+            with pytest.raises(syncline.StaleSchemaError):  # and it stays refused
+                old.repository(TodoV1).delete(2)
+            repo = new.repository(TodoIntCategory)
+            assert repo.count() == len(TODOS) + 1
+            assert repo.find(F.id == 1)[0].category == 1
+            assert repo.get(2) is not None
+            repo.insert(TodoIntCategory(101, "new", "c", 5))  # the new code writes
+            assert repo.find(F.id == 101)[0].category == 5
+        finally:
+            new.close()
+
+    def test_a_failing_python_transformer_names_its_row_and_changes_nothing(
+            self, open_at: StoreFactory) -> None:
+        self._v1_todos(open_at)
+
+        def category(row: Any) -> int:
+            if row["id"] == 7:
+                raise ValueError("no category for seven")
+            return int(row["category"])
+
+        with pytest.raises(MigrationError) as err:
+            open_at(2, [TodoIntCategory], migration=MigrationStrategy(
+                on_upgrade=lambda m, o, n: m.alter_table(TableMigration(
+                    TodoIntCategory, column_transformer={"category": category}))))
+        assert ("the transformer of todos.category failed on row 7: ValueError: no category "
+                "for seven") in str(err.value)
+        assert "still at version 1" in str(err.value)
+        store = open_at(1, [TodoV1])
+        assert sorted(store.repository(TodoV1).all(), key=lambda t: t.id) == TODOS
 
     # -- strategy -------------------------------------------------------------------------------
 
@@ -563,7 +785,7 @@ class MigrationSuite(SuiteBase):
             m.create_table(PersonV1)
             raise RuntimeError("boom half-way")
 
-        with pytest.raises(MigrationError, match=r"boom half-way.*still at 1"):
+        with pytest.raises(MigrationError, match=r"boom half-way.*still at version 1"):
             open_at(2, [todo, PersonV1], migration=MigrationStrategy(on_upgrade=upgrade))
         store = open_at(1, [TodoV1])
         assert sorted(store.repository(TodoV1).all(), key=lambda t: t.id) == TODOS
@@ -738,6 +960,99 @@ class MigrationSuite(SuiteBase):
         assert [e.payload for e in after if e.action == "command"] == [{"all": True}]
         assert {r.id for r in store.repository(Note2).pending()} == {
             "n0", "n1", "n2", "n3"}
+
+    def test_queued_payloads_are_rewritten_in_bounded_batches(
+            self, open_at: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+        from syncline.core.sync import follow
+
+        r1, r2 = EntityRegistry(), EntityRegistry()
+
+        @r1.entity("flags", syncs=True)  # kinds a database may write as the wire form
+        @attrs.define
+        class Flag1:
+            id: str
+            name: str
+
+        @r2.entity("flags", syncs=True)
+        @attrs.define
+        class Flag2:
+            id: str
+            label: str
+            on: bool = True
+            rank: int | None = None
+
+        @r1.entity("readings", syncs=True)  # kinds syncline converts itself
+        @attrs.define
+        class Reading1:
+            id: str
+            value: float
+
+        @r2.entity("readings", syncs=True)
+        @attrs.define
+        class Reading2:
+            id: str
+            value: float
+            at: dt.datetime
+
+        monkeypatch.setattr(follow, "REWRITE_BATCH", 3)
+        store = open_at(1, [Flag1, Reading1])
+        store.repository(Flag1).insert_many([Flag1(f"f{i}", f"flag 'é' {i}") for i in range(8)])
+        store.repository(Reading1).insert_many([Reading1(f"r{i}", i / 3) for i in range(7)])
+        store.outbox.entries.update_where(F.record_id == "f0", group_id="sent-once")
+        before = {e.id: e for e in store.outbox.all_pending()}
+        store = open_at(2, [Flag2, Reading2], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: (
+                m.alter_table(TableMigration(Flag2, renamed={"label": "name"},
+                                             new_columns=["on", "rank"], column_transformer={
+                                                 "rank": lambda row: len(row["id"])})),
+                m.alter_table(TableMigration(Reading2, new_columns=["at"], column_transformer={
+                    "at": lambda row: dt.datetime(2026, 1, 2, 3, 4, 5, 6789, tzinfo=dt.UTC)})))))
+        after = store.outbox.all_pending()
+        assert [e.id for e in after] == list(before)
+        rows = {**{f.id: f for f in store.repository(Flag2).all()},
+                **{r.id: r for r in store.repository(Reading2).all()}}
+        for entry in after:
+            if entry.record_id == "f0":  # already sent once: its payload stays as sent
+                assert entry.payload == before[entry.id].payload == {"id": "f0",
+                                                                      "name": "flag 'é' 0"}
+            else:
+                assert entry.payload == store.wire.unstructure(rows[str(entry.record_id)])
+        assert after[-1].payload == {"id": "r6", "value": 2.0,
+                                     "at": "2026-01-02T03:04:05.006789+00:00"}
+        assert next(e for e in after if e.record_id == "f5").payload == {
+            "id": "f5", "label": "flag 'é' 5", "on": True, "rank": 2}
+
+    def test_a_queued_record_that_no_longer_reads_stops_the_migration(
+            self, open_at: StoreFactory, store_url: str) -> None:
+        self.require_url(store_url, "sql")
+        r1, r2 = EntityRegistry(), EntityRegistry()
+
+        @r1.entity("marks", syncs=True)
+        @attrs.define
+        class Mark1:
+            id: str
+            score: str
+
+        @r2.entity("marks", syncs=True)
+        @attrs.define
+        class Mark2:
+            id: str
+            score: int
+
+        store = open_at(1, [Mark1])
+        store.repository(Mark1).insert_many([Mark1("a", "1"), Mark1("b", "oops")])
+        before = store.outbox.all_pending()
+        with pytest.raises(MigrationError) as err:  # SQLite keeps 'oops' in the INTEGER column
+            open_at(2, [Mark2], migration=MigrationStrategy(on_upgrade=lambda m, o, n: (
+                m.alter_table(TableMigration(Mark2, column_transformer={
+                    "score": "CASE WHEN score = 'oops' THEN score ELSE CAST(score AS INTEGER) "
+                             "END"})) if m.ops.dialect == "sqlite" else m.alter_column(
+                    Mark2, "score", using="CAST(score AS INTEGER)"))))
+        assert "still at version 1" in str(err.value)
+        if "no longer read" in str(err.value):
+            assert "row 'b' of 'marks'" in str(err.value)
+        store = open_at(1, [Mark1])
+        assert store.outbox.all_pending() == before
 
     def test_a_hundred_thousand_rows(self, open_at: StoreFactory) -> None:
         store = open_at(1, [PersonV1])

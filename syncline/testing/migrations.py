@@ -24,6 +24,7 @@ from typing import Any
 
 import syncline
 from syncline.core.model.errors import MigrationError
+from syncline.core.model.schema import ForeignKeySpec, IndexSpec, TableSpec
 from syncline.core.storage import schema_dump
 from syncline.core.storage.migration import MigrationStrategy, Schema
 from syncline.core.store import Store
@@ -102,10 +103,39 @@ class SchemaVerifier:
             elif name not in expected:
                 found.append(f"table {name} is not in the dump of version {version}")
             elif expected[name] != declared[name]:
-                found.append(f"table {name} is declared otherwise than in the dump of "
-                             f"version {version}")
+                found += [f"table {name}: {d} (declared now vs the dump of version {version})"
+                          for d in _table_differences(expected[name], declared[name])]
         if found:
             raise SchemaMismatch("; ".join(found), found)
+
+
+def _table_differences(dumped: TableSpec, declared: TableSpec) -> list[str]:
+    """How a table declared now differs from its dump, one phrase per difference."""
+    out = []
+    if dumped.primary_key != declared.primary_key:
+        out.append(f"primary key {declared.primary_key}, dumped {dumped.primary_key}")
+    old = {c.name: c for c in dumped.columns}
+    new = {c.name: c for c in declared.columns}
+    out += [f"column {n} is not in the dump" for n in new if n not in old]
+    out += [f"column {n} is only in the dump" for n in old if n not in new]
+    for name in (n for n in new if n in old):
+        for what in ("kind", "nullable", "default"):
+            now, then = getattr(new[name], what), getattr(old[name], what)
+            if now != then:
+                out.append(f"column {name} has {what} {now!r}, dumped {then!r}")
+    for what, label in (("indexes", "index"), ("foreign_keys", "foreign key")):
+        now, then = getattr(declared, what), getattr(dumped, what)
+        out += [f"{label} {_show(x)} is not in the dump" for x in now if x not in then]
+        out += [f"{label} {_show(x)} is only in the dump" for x in then if x not in now]
+    return out or ["declared otherwise (same columns, keys and indexes; order differs)"]
+
+
+def _show(element: IndexSpec | ForeignKeySpec) -> str:
+    if isinstance(element, IndexSpec):
+        return (f"{element.name} ({', '.join(element.columns)}"
+                f"{', unique' if element.unique else ''})")
+    delete = f", on delete {element.on_delete}" if element.on_delete else ""
+    return f"{element.column} -> {element.ref_table}.{element.ref_column}{delete}"
 
 
 def upgrade_paths(folder: str | Path, to_version: int) -> list[int]:

@@ -38,6 +38,7 @@ from syncline.core.model.errors import (
     ConfigurationError,
     IntegrityError,
     NotFoundError,
+    StaleSchemaError,
     TransactionConflictError,
     TransactionError,
 )
@@ -342,10 +343,30 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
     # -- transactions ------------------------------------------------------------------------
 
+    def _begin(self, conn: Any, level: str, check: bool) -> int | None:
+        """BEGIN; with the code's schema version known, in the same round trip: wait out a
+        migration (it holds the meta table in ACCESS EXCLUSIVE mode; LOCK takes no snapshot,
+        so the version read next sees what it committed; ACCESS SHARE needs only SELECT).
+        Returns the stored version when it is newer than the code's (the transaction must not
+        go on), else None."""
+        code = self.code_schema_version
+        if code is None or not check:
+            conn.execute(f"BEGIN ISOLATION LEVEL {level}")
+            return None
+        cur = conn.execute(f"BEGIN ISOLATION LEVEL {level}; "
+                           f"LOCK TABLE \"{_META}\" IN ACCESS SHARE MODE; "
+                           f"SELECT value FROM \"{_META}\" WHERE key = 'schema_version'")
+        while cur.nextset():
+            pass
+        row = cur.fetchone()
+        return int(row[0]) if row is not None and int(row[0]) > code else None
+
     @contextmanager
-    def transaction(self, isolation: str | None = None) -> Iterator[None]:
+    def transaction(self, isolation: str | None = None,
+                    check_version: bool = True) -> Iterator[None]:
         """A transaction (a savepoint inside one); ``isolation`` overrides the store's level
-        for an outermost one."""
+        for an outermost one. ``check_version=False``: no stale-code check (a migration's own
+        transaction, which takes the migration lock itself)."""
         local = self._local
         depth = local.depth
         if depth == 0:
@@ -357,7 +378,11 @@ class PostgresBackend(TupleRowsMixin, Backend):
                     if level not in _LEVELS:
                         raise TransactionError(f"isolation {level!r}: use one of {_LEVELS}")
                     with self._errors("beginning a transaction", proxy):
-                        proxy.driver_connection.execute(f"BEGIN ISOLATION LEVEL {level}")
+                        stored = self._begin(proxy.driver_connection, level, check_version)
+                    if stored is not None:
+                        with self._errors("ending a refused transaction", proxy):
+                            proxy.driver_connection.execute("ROLLBACK")
+                        raise StaleSchemaError(self.url, stored, self.code_schema_version or 0)
                     break
                 except BackendUnavailableError:
                     local.conn = None

@@ -64,6 +64,19 @@ class MigrationError(SynclineError):
     """A schema migration failed or the stored schema is not what the code expects."""
 
 
+class StaleSchemaError(MigrationError):
+    """Another process migrated the store past this code's schema version: this code may no
+    longer write to it (its rows would have the old shape)."""
+
+    def __init__(self, url: str, stored: int, code: int) -> None:
+        super().__init__(
+            f"the store at {url} was migrated to schema version {stored} by another process; "
+            f"this code is at version {code} and may not write to it any more (nothing was "
+            f"written): restart the application with the code of version {stored}")
+        self.stored = stored
+        self.code = code
+
+
 class InvalidCursorError(SerializationError):
     """A pull cursor the server did not issue, or one beyond its sequence.
 

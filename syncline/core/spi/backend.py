@@ -65,6 +65,12 @@ class Backend(abc.ABC):
     #: every declared option (defaults filled in) and ``self.location`` the URL without its
     #: query. None: not declared; options and URL are taken as they are.
     options_spec: ClassVar[Mapping[str, Option] | None] = None
+    #: The schema version of the code using this backend, set by the store once it is open.
+    #: Every outermost transaction must refuse to begin (raise
+    #: :class:`syncline.StaleSchemaError`, nothing written) when the stored version is newer:
+    #: another process migrated the store under this code. Check it cheaply: it runs on
+    #: every write.
+    code_schema_version: int | None = None
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url

@@ -9,7 +9,14 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeAlias
 
 from syncline.core.model.errors import MigrationError
-from syncline.core.model.schema import ColumnSpec, IndexSpec, TableSpec, Trigger, View
+from syncline.core.model.schema import (
+    ColumnSpec,
+    FieldSpec,
+    IndexSpec,
+    TableSpec,
+    Trigger,
+    View,
+)
 
 #: How a column of a rebuilt table gets its values: ``("copy", old_column)``,
 #: ``("sql", expression over the old table)``, ``("call", function(old_row) -> value)`` or
@@ -89,9 +96,21 @@ class MigrationOps(abc.ABC):
     def drop_trigger(self, name: str, table: str) -> None:
         raise self._no_sql("triggers")
 
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[
             tuple[Any, ...]]:
+        """Run one statement; ``params`` bind its ``:name`` placeholders (and only then is
+        ``:name`` a placeholder). A ``%`` is a literal ``%`` with or without them."""
         raise self._no_sql("SQL statements")
+
+    def refresh_payloads(self, outbox: str, entity: str, source: TableSpec,
+                         fields: Sequence[FieldSpec]) -> bool:
+        """Optional, for speed: in the database, set the payload of ``entity``'s queued
+        creates and updates not yet sent (rows of ``outbox`` with action create or update, a
+        payload and a record_id, no group_id) to the wire form of their record in ``source``:
+        the JSON object of ``fields`` by name. Return False to leave it to syncline (it then
+        reads, converts and writes the entries in batches): for fields whose wire form the
+        database cannot write exactly, or stored values their type does not allow."""
+        return False
 
     @abc.abstractmethod
     def differences(self, specs: Sequence[TableSpec], views: Sequence[View],

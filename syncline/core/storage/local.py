@@ -113,6 +113,7 @@ class LocalStore:
         self.backend.open()
         try:
             self.opening = open_schema(self, self.migration, progress)
+            self.backend.code_schema_version = self.schema_version  # stale writers refused
         except BaseException:
             self.backend.close()
             raise

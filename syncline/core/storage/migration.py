@@ -328,10 +328,13 @@ class Migrator:
         else:
             self.ops.drop_trigger(trigger, table or "")
 
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> list[
             tuple[Any, ...]]:
-        """Run one SQL statement in the migration's transaction; returns its rows, if any."""
-        return self.ops.execute(sql, params)
+        """Run one SQL statement in the migration's transaction; returns its rows, if any.
+
+        Parameters are named on every backend: ``execute("... WHERE id = :id", {"id": 3})``;
+        a ``%`` in the SQL is a literal ``%``."""
+        return self.ops.execute(sql, named_params(params))
 
 
 # -- running migrations on open --------------------------------------------------------------
@@ -343,8 +346,10 @@ def _migrate(store: LocalStore, strategy: MigrationStrategy, progress: Progress 
     target = store.schema_version
     ops = backend.migration_ops()
     before = stored  # read again under the lock below
+    locked = False
     try:
         with ops.transaction():
+            locked = True
             before = backend.get_schema_version()  # again, now that we hold the write lock
             _refuse_newer(store, before)
             if before == target:  # another process migrated it while we waited
@@ -373,23 +378,49 @@ def _migrate(store: LocalStore, strategy: MigrationStrategy, progress: Progress 
         raise MigrationError(
             f"{exc} (nothing was changed: the store is still at version {before})") from exc
     except Exception as exc:  # a backend's error or the app's own: say which version stays
+        if not locked:
+            raise MigrationError(_not_started(before, target, exc)) from exc
         raise MigrationError(_failed(before, target, exc)) from exc
     return OpeningDetails(before, target)
 
 
 def _failed(before: int | None, target: int, exc: BaseException) -> str:
     what = "creating the store" if before is None else f"upgrading from version {before}"
-    kept = "" if before is None else f"; nothing was changed, the store is still at {before}"
+    kept = ("" if before is None else
+            f"; nothing was changed, the store is still at version {before}")
     return f"{what} to version {target} failed: {type(exc).__name__}: {exc}{kept}"
 
 
-def execute(store: LocalStore, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[
+def _not_started(before: int | None, target: int, exc: BaseException) -> str:
+    # Another connection holds the write lock: maybe another process migrating the store right
+    # now, so the stored version may change any moment: say what this process did, not more.
+    what = "creating the store" if before is None else f"upgrading from version {before}"
+    return (f"{what} to version {target} did not start: the store's write lock was not "
+            f"granted ({type(exc).__name__}: {exc}); another process may be migrating it at "
+            f"this moment. This process changed nothing; open the store again to use it as "
+            f"that migration leaves it")
+
+
+def named_params(params: object) -> dict[str, Any] | None:
+    """``params`` as a dict of ``:name`` parameters, or a clear error for positional ones."""
+    if params is None or (not isinstance(params, Mapping) and not params):
+        return None
+    if not isinstance(params, Mapping):
+        raise MigrationError(
+            f"SQL parameters are named on every backend: write :name in the SQL and pass a "
+            f"mapping such as {{'name': value}}, not {type(params).__name__} {params!r}")
+    return dict(params)
+
+
+def execute(store: LocalStore, sql: str, params: Mapping[str, Any] | None = None) -> list[
         tuple[Any, ...]]:
     """Run one SQL statement on a store of an SQL backend, in a transaction of its own; returns
-    its rows, if any (for checks in tests and one-off maintenance, not for application data)."""
+    its rows, if any (for checks in tests and one-off maintenance, not for application data).
+    Parameters are ``:name`` ones given as a mapping; ``%`` is a literal ``%``."""
     ops = store.backend.migration_ops()
+    checked = named_params(params)
     with store.backend.transaction():  # an ordinary one: foreign keys stay on
         try:
-            return ops.execute(sql, params)
+            return ops.execute(sql, checked)
         finally:
             ops.release()
