@@ -145,8 +145,9 @@ def _value_refused(exc: BaseException) -> bool:
 
 
 def fingerprint(mutation: Mutation) -> str:
-    body = json.dumps(to_wire(attrs.evolve(mutation, id="")), sort_keys=True,
-                      separators=(",", ":"))
+    wire = to_wire(mutation)
+    wire["id"] = ""  # the same change under another id has the same print
+    body = json.dumps(wire, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -397,11 +398,13 @@ class SyncServer:
         return result
 
     def decide(self, spec: EntitySpec, m: Mutation, seq: int, meta: ServerRecord | None,
-               obj: Any, taken: Callable[[str], bool]) -> tuple[
+               obj: Any, taken: Callable[[str], bool],
+               encoded: list[tuple[Any, ...]] | None = None) -> tuple[
                    MutationResult, tuple[str, Any] | None]:
         """What a record mutation does, given the record's server state (``meta``) and row
         (``obj``): its result, and the write it makes as ``(record_id, entity or None to
-        delete)``. ``taken(record_id)`` says whether a row has that id (owned by anyone)."""
+        delete)``. ``taken(record_id)`` says whether a row has that id (owned by anyone).
+        ``encoded`` gets the written entity's stored values (checked here), to write as is."""
         current = (None if meta is None or meta.deleted or obj is None
                    else self.store.wire.unstructure(obj))
         exists = current is not None
@@ -444,7 +447,9 @@ class SyncServer:
         except Exception as exc:
             raise SerializationError(f"invalid {m.entity} payload: {describe_error(exc)}") from None
         # The store's own rules (id and index limits) too: refused here, not at the write.
-        self.store.codec(spec.cls).to_tuple(new)
+        row = self.store.codec(spec.cls).to_tuple(new)
+        if encoded is not None:
+            encoded.append(row)
         return (MutationResult(m.id, "applied", server_id=record_id, version=seq),
                 (record_id, new))
 
@@ -655,8 +660,8 @@ class _Batch:
         self.txid = 0
         self.first_seq = 0
         self.applied: dict[str, AppliedMutation] = {}
-        #: table -> record id -> the entity to write, or None to delete
-        self.writes: dict[str, dict[str, Any]] = {}
+        #: table -> record id -> the entity to write (its stored values), or None to delete
+        self.writes: dict[str, dict[str, tuple[Any, ...] | None]] = {}
 
     def owner(self, spec: EntitySpec) -> str:
         return SHARED if spec.table.name in self.server.shared else self.principal
@@ -730,21 +735,25 @@ class _Batch:
         owner = self.owner(spec)
         entity = spec.table.name
         meta = self.records.get(f"{owner}/{entity}/{m.record_id}")
+        encoded: list[tuple[Any, ...]] = []
         result, write = server.decide(
             spec, m, seq, meta, self.rows.get((entity, m.record_id)),
-            lambda rid: self.rows.get((entity, rid)) is not None)
+            lambda rid: self.rows.get((entity, rid)) is not None, encoded)
         if write is not None:
-            self.write(spec, owner, write[0], write[1], m, seq)
+            self.write(spec, owner, write[0], write[1], m, seq,
+                       encoded[0] if encoded else None)
         return result
 
     def write(self, spec: EntitySpec, owner: str, record_id: str, obj: Any,
-              m: Mutation, seq: int) -> None:
+              m: Mutation, seq: int, row: tuple[Any, ...] | None = None) -> None:
         entity = spec.table.name
         now = self.server.now()
         payload = None if obj is None else self.store.wire.unstructure(obj)
         op = "delete" if obj is None else "upsert"
         self.rows[(entity, record_id)] = obj
-        self.writes.setdefault(entity, {})[record_id] = obj
+        if obj is not None and row is None:
+            row = self.store.codec(spec.cls).to_tuple(obj)
+        self.writes.setdefault(entity, {})[record_id] = row
         key = f"{owner}/{entity}/{record_id}"
         previous = self.records.get(key)
         created_by = m.id if m.action == "create" else None
@@ -768,12 +777,12 @@ class _Batch:
 
         for entity, final in self.writes.items():
             spec = self.server._specs[entity]
-            gone = [rid for rid, obj in final.items() if obj is None]
-            kept = [obj for obj in final.values() if obj is not None]
+            gone = [rid for rid, row in final.items() if row is None]
+            kept = [row for row in final.values() if row is not None]
             if gone:
                 backend.delete_many(spec.table, gone)
             if kept:
-                backend.upsert_values(spec.table, tuples(spec.cls, kept))
+                backend.upsert_values(spec.table, kept)
             store.touched(entity)
         if self.obsolete:
             backend.delete_many(spec_of(ChangeEntry).table, sorted(self.obsolete))

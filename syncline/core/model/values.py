@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import math
 import re
 import reprlib
@@ -422,31 +423,56 @@ def _ok_any(value: Any, depth: int, limit: int) -> bool:
     return False
 
 
-def _ok(value: Any, tp: Any, depth: int, limit: int) -> bool:
+@functools.lru_cache(maxsize=512)
+def _shape(tp: Any) -> tuple[str, Any]:
+    """What the fast path checks for a declared type: ("any", _), ("scalar", tp), ("list" or
+    "dict", the item type), ("first", the first option of a union), ("none", None or not)."""
     if tp is Any:
-        return _ok_any(value, depth, limit)
-    scalar = _JSON_SCALARS.get(tp)
-    if scalar is not None:
-        return type(value) is tp and _ok_any(value, depth, limit)
+        return ("any", None)
+    if tp in _JSON_SCALARS:
+        return ("scalar", tp)
     union = _split_union(tp)
     if union is not None:  # the walk takes the first option that fits: only that one here
-        if value is None:
-            return type(None) in union
         first = next((o for o in union if o is not type(None)), None)
-        return first is not None and _ok(value, first, depth, limit)
-    if depth >= limit:
-        return False
+        return ("first", (first, type(None) in union))
     origin = typing.get_origin(tp) or tp
     args = typing.get_args(tp)
     if origin is list:
-        item = args[0] if args else Any
-        return type(value) is list and all(_ok(v, item, depth + 1, limit) for v in value)
+        return ("list", args[0] if args else Any)
     if origin is dict:
-        item = args[1] if len(args) == 2 else Any
-        return type(value) is dict and all(
-            type(k) is str and _ok_str(k) and _ok(v, item, depth + 1, limit)
-            for k, v in value.items())
-    return False
+        return ("dict", args[1] if len(args) == 2 else Any)
+    return ("none", None)
+
+
+def _ok(value: Any, tp: Any, depth: int, limit: int) -> bool:
+    try:
+        kind, arg = _shape(tp)
+    except TypeError:  # an unhashable type form: the walk knows it
+        return False
+    if kind == "any":
+        return _ok_any(value, depth, limit)
+    if kind == "scalar":
+        return type(value) is arg and _ok_any(value, depth, limit)
+    if kind == "first":
+        first, nullable = arg
+        if value is None:
+            return bool(nullable)
+        return first is not None and _ok(value, first, depth, limit)
+    if kind == "none" or depth >= limit:
+        return False
+    if kind == "list":
+        if type(value) is not list:
+            return False
+        if arg is Any:
+            return all(_ok_any(v, depth + 1, limit) for v in value)
+        return all(_ok(v, arg, depth + 1, limit) for v in value)
+    if type(value) is not dict:
+        return False
+    if arg is Any:
+        return all(type(k) is str and _ok_str(k) and _ok_any(v, depth + 1, limit)
+                   for k, v in value.items())
+    return all(type(k) is str and _ok_str(k) and _ok(v, arg, depth + 1, limit)
+               for k, v in value.items())
 
 
 def check_json(value: Any, tp: Any = Any) -> Any:

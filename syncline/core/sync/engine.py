@@ -603,9 +603,7 @@ class SyncEngine:
         done = [(m, g) for (m, g), r in zip(planned, results, strict=True)
                 if r.status in ("applied", "duplicate")]
         self.outbox.dequeue(e.id for _, g in done for e in g)
-        ids = sorted({m.record_id for m, _ in done if m.record_id is not None})
-        still = {(e.entity, e.record_id) for e in self.outbox.entries.find(
-            F.record_id.in_(ids) & (F.state == EntryState.PENDING))} if ids else set()
+        still = self.outbox.pending_records((m.entity, m.record_id) for m, _ in done)
         busy: list[MutationResult] = []
         versions: list[tuple[str, int | None, None]] = []
         synced: list[str] = []
@@ -959,9 +957,7 @@ class SyncEngine:
             counts[(c.entity, c.record_id)] = counts.get((c.entity, c.record_id), 0) + 1
         states = {s.key: s for s in self.outbox.states.get_many(
             sorted({state_key(c.entity, c.record_id) for c in changes}))}
-        ids = sorted({c.record_id for c in changes})
-        busy = {(e.entity, e.record_id) for e in self.outbox.entries.find(
-            F.record_id.in_(ids) & (F.state == EntryState.PENDING))} if ids else set()
+        busy = self.outbox.pending_records((c.entity, c.record_id) for c in changes)
         mids = sorted({c.mutation_id for c in changes if c.mutation_id})
         own = {e.group_id for e in self.outbox.entries.find(F.group_id.in_(mids))} if mids \
             else set()
