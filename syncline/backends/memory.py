@@ -400,8 +400,9 @@ class MemoryBackend(Backend):
                     return self._window(list(matched), table, query)
             except TypeError:  # a value the index cannot sort with the column's: scan
                 pass
-        rows = [r for r in t.rows.values() if where is None or evaluate(where, r) is True]
-        return rows if query is None else self._window(rows, table, query)
+        found_rows = [r for r in t.rows.values()
+                      if where is None or evaluate(where, r) is True]
+        return found_rows if query is None else self._window(found_rows, table, query)
 
     @staticmethod
     def _window(rows: list[Row], table: TableSpec, query: Query) -> list[Row]:

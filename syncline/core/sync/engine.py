@@ -989,11 +989,13 @@ class SyncEngine:
             except SerializationError as exc:
                 self._quarantine(change, str(exc), report)
                 continue
-            base = state or RecordState(state_key(*key), change.entity, change.record_id)
-            bulk.append((cls, change, server, attrs.evolve(
-                base, status=SyncStatus.SYNCED, error=None, retry_count=0,
-                conflict_record=None, conflict_version=None, deleted=server is None,
-                server_version=change.version)))
+            # built directly, not evolved: this runs once per pulled change
+            bulk.append((cls, change, server, RecordState(
+                state_key(*key), change.entity, change.record_id, SyncStatus.SYNCED,
+                local_id=None if state is None else state.local_id,
+                server_version=change.version,
+                local_modified_at=None if state is None else state.local_modified_at,
+                deleted=server is None)))
         flush()
         self.outbox.set_meta("cursor", page.cursor)
         self.outbox.set_meta("epoch", page.epoch)
