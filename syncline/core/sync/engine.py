@@ -42,7 +42,6 @@ from syncline.core.spi.transport import (
     PushLimits,
     RetryableTransportError,
     Transport,
-    to_wire,
 )
 from syncline.core.sync.lock import sync_lock
 from syncline.core.sync.outbox import (
@@ -80,6 +79,14 @@ def _retry_whole(exc: BaseException) -> bool:
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _wire_bytes(m: Mutation) -> int:
+    """The size of ``m`` in a push body: ``to_wire(m)`` as JSON, built without the converter
+    (a queued payload holds JSON values only, which it would copy as they are)."""
+    wire = {"id": m.id, "entity": m.entity, "action": m.action, "record_id": m.record_id,
+            "payload": m.payload, "base_version": m.base_version, "command": m.command}
+    return len(json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _describe_mutation(m: Mutation, with_id: bool = True) -> str:
@@ -487,8 +494,7 @@ class SyncEngine:
                 self.outbox.dequeue(e.id for e in group)
                 self._forget_if_unsent(group[0])
                 continue
-            one = len(json.dumps(to_wire(mutation), separators=(",", ":"),
-                                 ensure_ascii=False).encode()) + 1
+            one = _wire_bytes(mutation) + 1
             if size + one > limits.max_bytes:
                 if not planned:  # too large even alone: the server will never take it
                     self._dead(mutation, group, (
