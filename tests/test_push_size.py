@@ -1,4 +1,5 @@
-"""The engine sizes a push body without the converter: the same bytes as ``to_wire``."""
+"""The push's hot path builds a mutation's wire form without the converter (the client sizes
+it, the server fingerprints it): the same dict and bytes as ``to_wire``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncline.core.spi.transport import Mutation, to_wire
+from syncline.core.spi.transport import Mutation, mutation_wire, to_wire
 from syncline.core.sync.engine import _wire_bytes
 
 json_values: Any = st.recursive(
@@ -25,5 +26,6 @@ def test_push_size_is_the_wire_size(mid: str, action: Any, record_id: str | None
                                     payload: dict[str, Any] | None, base: int | None,
                                     command: str | None) -> None:
     m = Mutation(mid, "notes", action, record_id, payload, base, command)
+    assert mutation_wire(m) == to_wire(m)
     body = json.dumps(to_wire(m), separators=(",", ":"), ensure_ascii=False).encode()
     assert _wire_bytes(m) == len(body)

@@ -62,6 +62,7 @@ from syncline.core.spi.transport import (
     PullPage,
     PushResponse,
     from_wire,
+    mutation_wire,
     to_wire,
 )
 from syncline.server.cursor import Cursor, decode_cursor, encode_cursor
@@ -145,8 +146,10 @@ def _value_refused(exc: BaseException) -> bool:
 
 
 def fingerprint(mutation: Mutation) -> str:
-    wire = to_wire(mutation)
-    wire["id"] = ""  # the same change under another id has the same print
+    """The print of a valid mutation (``invalid_mutation`` found nothing: its payload holds
+    JSON values only), the same for the same change under any id."""
+    wire = mutation_wire(mutation)
+    wire["id"] = ""
     body = json.dumps(wire, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -408,15 +411,18 @@ class SyncServer:
         current = (None if meta is None or meta.deleted or obj is None
                    else self.store.wire.unstructure(obj))
         exists = current is not None
-        conflict = MutationResult(
-            m.id, "conflict", version=meta.version if meta else None, record=current,
-            updated_at=meta.updated_at.isoformat() if meta else None)
+
+        def conflict() -> MutationResult:  # built only when it is the answer
+            return MutationResult(
+                m.id, "conflict", version=meta.version if meta else None, record=current,
+                updated_at=meta.updated_at.isoformat() if meta else None)
+
         assert m.record_id is not None
         if m.action == "delete":
             # Missing (never created, already deleted, or another principal's: they look the
             # same) is a conflict with no record: the client learns it is gone.
             if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
-                return conflict, None
+                return conflict(), None
             return (MutationResult(m.id, "applied", server_id=m.record_id, version=seq),
                     (m.record_id, None))
         if m.payload is None:
@@ -425,15 +431,15 @@ class SyncServer:
             if meta is not None and meta.created_by == m.id:
                 # This very create was applied before (its result has since been purged):
                 # the record as it is now says what became of it; never a second one.
-                return conflict, None
+                return conflict(), None
             if exists or (meta is not None and not meta.deleted and not self.assign_ids):
-                return conflict, None
+                return conflict(), None
             record_id = f"s-{uuid.uuid4()}" if self.assign_ids else m.record_id
             if meta is None and taken(record_id):
                 raise ValueError(f"record id {record_id!r} is taken; create it with a new id")
         elif m.action == "update":
             if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
-                return conflict, None
+                return conflict(), None
             record_id = m.record_id
         else:
             raise ValueError(f"unknown action {m.action!r}; actions: create, update, delete, "
@@ -659,6 +665,8 @@ class _Batch:
         self.obsolete: list[int] = []
         self.txid = 0
         self.first_seq = 0
+        #: the batch's time: every change it logs carries it
+        self.now = server.now()
         self.applied: dict[str, AppliedMutation] = {}
         #: table -> record id -> the entity to write (its stored values), or None to delete
         self.writes: dict[str, dict[str, tuple[Any, ...] | None]] = {}
@@ -698,7 +706,7 @@ class _Batch:
             sorted({k for i, k in enumerate(keys) if i not in bad}))}
         self.load([m for i, m in enumerate(mutations) if i not in bad])
         results = []
-        now = server.now()
+        now = self.now = server.now()
         for i, (m, key) in enumerate(zip(mutations, keys, strict=True)):
             seq = seqs[i]
             if i in bad:
@@ -747,7 +755,7 @@ class _Batch:
     def write(self, spec: EntitySpec, owner: str, record_id: str, obj: Any,
               m: Mutation, seq: int, row: tuple[Any, ...] | None = None) -> None:
         entity = spec.table.name
-        now = self.server.now()
+        now = self.now
         payload = None if obj is None else self.store.wire.unstructure(obj)
         op = "delete" if obj is None else "upsert"
         self.rows[(entity, record_id)] = obj

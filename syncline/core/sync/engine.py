@@ -42,6 +42,7 @@ from syncline.core.spi.transport import (
     PushLimits,
     RetryableTransportError,
     Transport,
+    mutation_wire,
 )
 from syncline.core.sync.lock import sync_lock
 from syncline.core.sync.outbox import (
@@ -84,9 +85,8 @@ def _error_text(exc: BaseException) -> str:
 def _wire_bytes(m: Mutation) -> int:
     """The size of ``m`` in a push body: ``to_wire(m)`` as JSON, built without the converter
     (a queued payload holds JSON values only, which it would copy as they are)."""
-    wire = {"id": m.id, "entity": m.entity, "action": m.action, "record_id": m.record_id,
-            "payload": m.payload, "base_version": m.base_version, "command": m.command}
-    return len(json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(json.dumps(mutation_wire(m), separators=(",", ":"),
+                          ensure_ascii=False).encode())
 
 
 def _describe_mutation(m: Mutation, with_id: bool = True) -> str:
