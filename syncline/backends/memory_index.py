@@ -31,24 +31,67 @@ def sort_key(value: Any) -> SortKey:
 
 
 class OrderedIndex:
-    """The keys of a table's rows, sorted by ``columns`` then by primary key."""
+    """The keys of a table's rows, sorted by ``columns`` then by primary key.
+
+    Entries are kept in buckets of at most ``2 * LOAD`` (a bucketed sorted list), so a write
+    moves a bucket's entries, not the whole index's: the cost of a write stays flat as the
+    table grows."""
+
+    LOAD = 500
 
     def __init__(self, index: IndexSpec) -> None:
         self.name = index.name
         self.columns = tuple(index.columns)
-        self.entries: list[tuple[Any, ...]] = []
+        self._buckets: list[list[tuple[Any, ...]]] = []
+        self._maxes: list[tuple[Any, ...]] = []  # each bucket's last entry
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._buckets)
 
     def entry(self, key: Any, row: Row) -> tuple[Any, ...]:
         return (*(sort_key(row[c]) for c in self.columns), sort_key(key))
 
     def add(self, key: Any, row: Row) -> None:
-        bisect.insort(self.entries, self.entry(key, row))
+        entry = self.entry(key, row)
+        if not self._buckets:
+            self._buckets.append([entry])
+            self._maxes.append(entry)
+            return
+        i = min(bisect.bisect_left(self._maxes, entry), len(self._maxes) - 1)
+        bucket = self._buckets[i]
+        bisect.insort(bucket, entry)
+        self._maxes[i] = bucket[-1]
+        if len(bucket) > 2 * self.LOAD:
+            half = bucket[self.LOAD:]
+            del bucket[self.LOAD:]
+            self._buckets.insert(i + 1, half)
+            self._maxes[i] = bucket[-1]
+            self._maxes.insert(i + 1, half[-1])
 
     def remove(self, key: Any, row: Row) -> None:
         entry = self.entry(key, row)
-        i = bisect.bisect_left(self.entries, entry)
-        if i < len(self.entries) and self.entries[i] == entry:
-            del self.entries[i]
+        i = bisect.bisect_left(self._maxes, entry)
+        if i == len(self._maxes):
+            return
+        bucket = self._buckets[i]
+        j = bisect.bisect_left(bucket, entry)
+        if j < len(bucket) and bucket[j] == entry:
+            del bucket[j]
+            if bucket:
+                self._maxes[i] = bucket[-1]
+            else:
+                del self._buckets[i]
+                del self._maxes[i]
+
+    def scan(self, start: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+        """The entries from the first one not below ``start``, in order."""
+        i = bisect.bisect_left(self._maxes, start)
+        if i == len(self._maxes):
+            return
+        bucket = self._buckets[i]
+        yield from itertools.islice(bucket, bisect.bisect_left(bucket, start), None)
+        for bucket in self._buckets[i + 1:]:
+            yield from bucket
 
 
 def _conjuncts(where: Condition | None) -> list[Compare]:
@@ -76,15 +119,12 @@ class Plan:
         """Primary keys in index order (per prefix, prefixes in sorted order)."""
         if not self.prefixes:  # an empty in_(): nothing matches
             return
-        entries = self.index.entries
         width = len(self.prefixes[0])
         for prefix in self.prefixes:
             start: tuple[Any, ...] = prefix
             if self.low is not None:
                 start = (*prefix, self.low[0])
-            i = bisect.bisect_left(entries, start)
-            while i < len(entries):
-                entry = entries[i]
+            for entry in self.index.scan(start):
                 if entry[:width] != prefix:
                     break
                 if self.high is not None:
@@ -93,7 +133,6 @@ class Plan:
                     if value > bound or (value == bound and not inclusive):
                         break
                 yield entry[-1][1]
-                i += 1
 
 
 def plan(indexes: Mapping[str, OrderedIndex], where: Condition | None,
