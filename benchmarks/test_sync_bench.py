@@ -1,20 +1,17 @@
-"""Cases S1 and S2: sync throughput through the mock transport, beside the raw write rate.
+"""Cases S1 and S2: sync throughput through the mock transport, beside the raw write rate,
+at 1k and 10k (and 100k with ``SYNCLINE_BENCH_100K=1``): the curve shows the cost is linear.
 
-S1. Push 10,000 queued creates from a client (SQLite file / ``memory://``) to a ``MockServer`` on
-   ``memory://``. Setup (not timed): a fresh server and client, 10k ``insert_many`` queued.
+S1. Push N queued creates from a client (SQLite file / ``memory://``) to a ``MockServer`` on
+   ``memory://``. Setup (not timed): a fresh server and client, N ``insert_many`` queued.
    Timed: ``client.sync_engine.push()`` (it loops, ``batch_size`` = 100 mutations per call to
-   the transport, until nothing is due).
-S2. Pull 100,000 changes into a fresh client (SQLite file / ``memory://``), ``page_size`` 1000
-   (the server's maximum), from a ``MockServer`` prefilled once per module with 100k records.
-   Timed: ``client.sync_engine.pull()`` (it loops until the server says there is no more).
+   the transport, until nothing is due). The server's work is inside the timing.
+S2. Pull N changes into a fresh client (SQLite file / ``memory://``), ``page_size`` 1000
+   (the server's maximum), from a ``MockServer`` on a SQLite file prefilled once per module
+   with N records. Timed: ``client.sync_engine.pull()`` (it loops until the server says there
+   is no more).
 
-The pull server keeps its store in a SQLite file: a ``memory://`` server answers every page by
-scanning and sorting the whole change log (0.4-0.9 s a page at 100k changes, ~57 s for the 100
-pages, against ~4 s on SQLite), which would swamp the client's work this case is about (see
-the README's "Sync throughput" section).
-
-The whole file takes 7-9 minutes on the shared 2-core VM, 4-6 of them in the memory push
-(quadratic in the queue length); ``-k "not (push and memory)"`` leaves it out (~3 minutes).
+At 1k and 10k the file takes about 2 minutes on the shared 2-core VM; the 100k cases add
+about 5.
 
 Baseline of every case: the raw write rate of the same client backend: ``upsert_many`` of the
 same entities into ``PlainPost``, a non-syncing twin of ``SyncPost``, on a fresh store of the
@@ -28,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,20 +45,24 @@ from syncline.server.tables import ChangeEntry, ServerMeta, ServerRecord
 
 SIDES = ["syncline", "baseline"]
 BACKENDS = ["sqlite", "memory"]
-N_PUSH = 10_000
-N_PULL = 100_000
+SIZES = [1_000, 10_000] + ([100_000] if os.environ.get("SYNCLINE_BENCH_100K") else [])
 PAGE_SIZE = 1_000  # SyncServer's max_page
 
-GROUP_PUSH = {"sqlite": "S1a sqlite: push 10k queued mutations",
-              "memory": "S1b memory: push 10k queued mutations"}
-GROUP_PULL = {"sqlite": "S2a sqlite: pull 100k changes",
-              "memory": "S2b memory: pull 100k changes"}
 
-# Rounds: the memory push is quadratic in the queue length (4-6 min for 10k) and the SQLite
-# pull takes ~1 min, so each runs once; see the README.
-PUSH_ROUNDS = {"sqlite": 2, "memory": 1}
-PULL_ROUNDS = {"sqlite": 1, "memory": 2}
-BASELINE_ROUNDS = 3
+def _label(n: int) -> str:
+    return f"{n // 1000}k"
+
+
+def group_push(backend: str, n: int) -> str:
+    return f"S1{'a' if backend == 'sqlite' else 'b'} {backend}: push {_label(n)} queued mutations"
+
+
+def group_pull(backend: str, n: int) -> str:
+    return f"S2{'a' if backend == 'sqlite' else 'b'} {backend}: pull {_label(n)} changes"
+
+
+def rounds(n: int) -> int:
+    return 5 if n <= 1_000 else 2 if n <= 10_000 else 1
 
 registry = syncline.EntityRegistry()
 
@@ -159,7 +161,8 @@ def _rate(benchmark: Any, n: int, unit: str) -> None:
     benchmark.extra_info[f"{unit}_per_s_best"] = round(n / stats.min)
 
 
-def _baseline(benchmark: Any, backend: str, tmp_path: Path, objs: list[PlainPost]) -> None:
+def _baseline(benchmark: Any, backend: str, tmp_path: Path, objs: list[PlainPost],
+              n_rounds: int) -> None:
     """The raw write rate: ``upsert_many(objs)`` on a fresh non-syncing store (opening not
     timed)."""
     files = _Files(tmp_path, backend, "plain")
@@ -178,9 +181,8 @@ def _baseline(benchmark: Any, backend: str, tmp_path: Path, objs: list[PlainPost
         if path is not None:
             _remove(path)
 
-    benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=BASELINE_ROUNDS,
-                       iterations=1)
-    assert counts == [len(objs)] * BASELINE_ROUNDS
+    benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=n_rounds, iterations=1)
+    assert counts == [len(objs)] * n_rounds
 
 
 # -- sanity (not timed) ----------------------------------------------------------------------
@@ -217,15 +219,16 @@ def test_prefill_matches_server_write(sync_posts: list[SyncPost]) -> None:
 
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_push(benchmark: Any, backend: str, side: str, tmp_path: Path,
+@pytest.mark.parametrize("n", SIZES, ids=_label)
+def test_push(benchmark: Any, backend: str, side: str, n: int, tmp_path: Path,
               sync_posts: list[SyncPost], plain_posts: list[PlainPost]) -> None:
-    """10k queued creates pushed to a fresh memory:// MockServer (setup not timed)."""
-    benchmark.group = GROUP_PUSH[backend]
+    """N queued creates pushed to a fresh memory:// MockServer (setup not timed)."""
+    benchmark.group = group_push(backend, n)
     if side == "baseline":
-        _baseline(benchmark, backend, tmp_path, plain_posts[:N_PUSH])
-        _rate(benchmark, N_PUSH, "mutations")
+        _baseline(benchmark, backend, tmp_path, plain_posts[:n], rounds(n))
+        _rate(benchmark, n, "mutations")
         return
-    objs = sync_posts[:N_PUSH]
+    objs = sync_posts[:n]
     files = _Files(tmp_path, backend, "push")
     checked: list[tuple[int, int, int]] = []
 
@@ -234,7 +237,7 @@ def test_push(benchmark: Any, backend: str, side: str, tmp_path: Path,
         url, path = files.next()
         client = syncline.open(url, entities=[SyncPost], transport=f"mock://{server.name}")
         client.repository(SyncPost).insert_many(objs)
-        assert client.outbox.pending_count() == N_PUSH
+        assert client.outbox.pending_count() == n
         return (client, server, path), {}
 
     def run(client: syncline.Store, _server: MockServer, _path: Path | None) -> SyncReport:
@@ -249,45 +252,58 @@ def test_push(benchmark: Any, backend: str, side: str, tmp_path: Path,
         if path is not None:
             _remove(path)
 
-    report = benchmark.pedantic(run, setup=setup, teardown=teardown,
-                                rounds=PUSH_ROUNDS[backend], iterations=1)
-    assert report.ok and report.pushed == N_PUSH and not report.conflicts
-    assert checked == [(0, N_PUSH, N_PUSH)] * PUSH_ROUNDS[backend]
-    _rate(benchmark, N_PUSH, "mutations")
+    report = benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=rounds(n),
+                                iterations=1)
+    assert report.ok and report.pushed == n and not report.conflicts
+    assert checked == [(0, n, n)] * rounds(n)
+    _rate(benchmark, n, "mutations")
 
 
 # -- S2. pull ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def pull_server(tmp_path_factory: pytest.TempPathFactory,
-                sync_posts: list[SyncPost]) -> Iterator[MockServer]:
-    """A MockServer on a SQLite file with 100k records written (built once per module)."""
-    path = tmp_path_factory.mktemp("sync-pull") / "server.db"
-    server = MockServer(f"bench-pull-{next(_names)}", entities=[SyncPost],
-                        store_url=f"sqlite:///{path}")
+def pull_servers(tmp_path_factory: pytest.TempPathFactory,
+                 sync_posts: list[SyncPost]) -> Iterator[dict[int, MockServer]]:
+    """MockServers on SQLite files with N records written, by N (each built once per
+    module, on first use)."""
+    paths: list[Path] = []
+
+    class Servers(dict[int, MockServer]):
+        def __missing__(self, n: int) -> MockServer:
+            path = tmp_path_factory.mktemp("sync-pull") / f"server-{n}.db"
+            paths.append(path)
+            server = MockServer(f"bench-pull-{next(_names)}", entities=[SyncPost],
+                                store_url=f"sqlite:///{path}")
+            prefill(server, sync_posts[:n])
+            assert server.server.changes.count() == n
+            self[n] = server
+            return server
+
+    servers = Servers()
     try:
-        prefill(server, sync_posts[:N_PULL])
-        assert server.server.changes.count() == N_PULL
-        yield server
+        yield servers
     finally:
-        server.close()
-        _remove(path)
+        for server in servers.values():
+            server.close()
+        for path in paths:
+            _remove(path)
 
 
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_pull(benchmark: Any, backend: str, side: str, tmp_path: Path,
+@pytest.mark.parametrize("n", SIZES, ids=_label)
+def test_pull(benchmark: Any, backend: str, side: str, n: int, tmp_path: Path,
               request: pytest.FixtureRequest, sync_posts: list[SyncPost],
               plain_posts: list[PlainPost]) -> None:
-    """100k changes pulled into a fresh client, 1000 a page (opening the client not timed)."""
-    benchmark.group = GROUP_PULL[backend]
+    """N changes pulled into a fresh client, 1000 a page (opening the client not timed)."""
+    benchmark.group = group_pull(backend, n)
     if side == "baseline":
-        _baseline(benchmark, backend, tmp_path, plain_posts[:N_PULL])
-        _rate(benchmark, N_PULL, "changes")
+        _baseline(benchmark, backend, tmp_path, plain_posts[:n], rounds(n))
+        _rate(benchmark, n, "changes")
         return
-    server: MockServer = request.getfixturevalue("pull_server")
+    server: MockServer = request.getfixturevalue("pull_servers")[n]
     files = _Files(tmp_path, backend, "pull")
-    sample = sync_posts[:N_PULL:997]
+    sample = sync_posts[:n:97]
     checked: list[tuple[int, bool, bool]] = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -308,8 +324,8 @@ def test_pull(benchmark: Any, backend: str, side: str, tmp_path: Path,
         if path is not None:
             _remove(path)
 
-    report = benchmark.pedantic(run, setup=setup, teardown=teardown,
-                                rounds=PULL_ROUNDS[backend], iterations=1)
-    assert report.ok and report.pulled == N_PULL and not report.conflicts
-    assert checked == [(N_PULL, True, True)] * PULL_ROUNDS[backend]
-    _rate(benchmark, N_PULL, "changes")
+    report = benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=rounds(n),
+                                iterations=1)
+    assert report.ok and report.pulled == n and not report.conflicts
+    assert checked == [(n, True, True)] * rounds(n)
+    _rate(benchmark, n, "changes")

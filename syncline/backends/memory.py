@@ -8,6 +8,7 @@ you passed in or got back never changes the store.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import warnings
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import cattrs
 
+from syncline.backends.memory_index import OrderedIndex, candidates
 from syncline.core.model.convert import dumps_json, json_is_native, structure_hook
 from syncline.core.model.errors import IntegrityError, NotFoundError, StaleSchemaError
 from syncline.core.model.evaluate import evaluate, order_rows
@@ -58,11 +60,19 @@ class MemoryTable:
         self.spec = spec
         self.rows: dict[Key, Row] = {}
         self.unique: dict[str, tuple[IndexSpec, dict[tuple[Any, ...], Key]]] = {}
+        #: every index, its keys in order (queries read through them: memory_index)
+        self.ordered: dict[str, OrderedIndex] = {}
         for index in spec.indexes:
             self.add_index(index)
 
     def add_index(self, index: IndexSpec) -> None:
-        """Index the rows by ``index`` (unique indexes only; others cost nothing here)."""
+        """Index the rows by ``index``: every index keeps the keys in order (queries read
+        through it); a unique one also maps its values to their key."""
+        if index.name not in self.ordered:
+            ordered = OrderedIndex(index)
+            for key, row in self.rows.items():
+                ordered.add(key, row)
+            self.ordered[index.name] = ordered
         if not index.unique or index.name in self.unique:
             return
         seen: dict[tuple[Any, ...], Key] = {}
@@ -95,6 +105,8 @@ class MemoryTable:
             if None not in values:
                 seen[values] = key
         self.rows[key] = row
+        for ordered in self.ordered.values():
+            ordered.add(key, row)
 
     def remove(self, key: Key) -> Row | None:
         """Take the row ``key`` out and return it (None when there was none)."""
@@ -104,6 +116,8 @@ class MemoryTable:
                 values = tuple(row[c] for c in index.columns)
                 if seen.get(values) == key:
                     del seen[values]
+            for ordered in self.ordered.values():
+                ordered.remove(key, row)
         return row
 
 
@@ -290,6 +304,7 @@ class MemoryBackend(Backend):
                 db.version = old
             elif op == "index":
                 db.tables[table].unique.pop(key, None)
+                db.tables[table].ordered.pop(key, None)
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -312,7 +327,7 @@ class MemoryBackend(Backend):
     def create_index(self, table: str, index: IndexSpec) -> None:
         with self.transaction():
             t = self._table(table)
-            if index.unique and index.name not in t.unique:
+            if index.name not in t.ordered or (index.unique and index.name not in t.unique):
                 t.add_index(index)
                 self._log("index", table, index.name, None)
 
@@ -321,6 +336,7 @@ class MemoryBackend(Backend):
             t = self.db.tables.get(table)
             if t is not None:
                 t.unique.pop(name, None)
+                t.ordered.pop(name, None)
 
     def get_schema_version(self) -> int | None:
         return self.db.version
@@ -368,18 +384,38 @@ class MemoryBackend(Backend):
             rows = self._table(table.name).rows
             return [dict(rows[k]) for k in keys if k in rows]
 
-    def _matching(self, table: TableSpec, where: Condition | None) -> list[Row]:
-        rows = self._table(table.name).rows.values()
-        if where is None:
-            return list(rows)
-        return [r for r in rows if evaluate(where, r) is True]
+    def _matching(self, table: TableSpec, where: Condition | None,
+                  query: Query | None = None) -> list[Row]:
+        """The rows matching ``where``; with ``query``, in its order and window."""
+        t = self._table(table.name)
+        if where is not None:
+            order = () if query is None else query.order_by
+            try:
+                found = candidates(t.rows, where, t.spec.primary_key, t.ordered, order)
+                if found is not None:
+                    rows, ordered = found
+                    matched = (r for r in rows if evaluate(where, r) is True)
+                    if query is None:
+                        return list(matched)
+                    if ordered and query.limit is not None:  # read no further than needed
+                        return list(itertools.islice(matched, query.offset,
+                                                     query.offset + query.limit))
+                    return self._window(list(matched), table, query)
+            except TypeError:  # a value the index cannot sort with the column's: scan
+                pass
+        found_rows = [r for r in t.rows.values()
+                      if where is None or evaluate(where, r) is True]
+        return found_rows if query is None else self._window(found_rows, table, query)
+
+    @staticmethod
+    def _window(rows: list[Row], table: TableSpec, query: Query) -> list[Row]:
+        rows = order_rows(rows, query.order_by, table.primary_key)
+        end = None if query.limit is None else query.offset + query.limit
+        return rows[query.offset:end]
 
     def query(self, table: TableSpec, query: Query) -> list[Row]:
         with self.db.lock:
-            rows = self._matching(table, query.where)
-            rows = order_rows(rows, query.order_by, table.primary_key)
-            end = None if query.limit is None else query.offset + query.limit
-            return [dict(r) for r in rows[query.offset:end]]
+            return [dict(r) for r in self._matching(table, query.where, query)]
 
     def count(self, table: TableSpec, where: Condition | None = None) -> int:
         with self.db.lock:

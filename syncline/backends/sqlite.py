@@ -579,6 +579,18 @@ class SQLiteBackend(TupleRowsMixin, Backend):
         with self._atomic(False) as conn, self._errors(f"updating {table.name}"):
             return conn.execute(sql, params).rowcount
 
+    def update_values(self, table: TableSpec, columns: Sequence[str],
+                      rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        # One statement for the batch, its parameters placed as the SQL binds them.
+        sql, order = self.sql.update(table, Compare(table.primary_key, "eq", -1),
+                                     {c: i for i, c in enumerate(columns, 1)})
+        places = [0 if p == -1 else p for p in order]
+        params = [[r[i] for i in places] for r in rows]
+        with self._atomic(len(rows) > 1) as conn, self._errors(f"updating {table.name}"):
+            return conn.executemany(sql, params).rowcount
+
     def delete_many(self, table: TableSpec, keys: Iterable[Any]) -> int:
         keys = list(keys)
         n = 0

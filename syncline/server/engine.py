@@ -62,6 +62,7 @@ from syncline.core.spi.transport import (
     PullPage,
     PushResponse,
     from_wire,
+    mutation_wire,
     to_wire,
 )
 from syncline.server.cursor import Cursor, decode_cursor, encode_cursor
@@ -145,8 +146,11 @@ def _value_refused(exc: BaseException) -> bool:
 
 
 def fingerprint(mutation: Mutation) -> str:
-    body = json.dumps(to_wire(attrs.evolve(mutation, id="")), sort_keys=True,
-                      separators=(",", ":"))
+    """The print of a valid mutation (``invalid_mutation`` found nothing: its payload holds
+    JSON values only), the same for the same change under any id."""
+    wire = mutation_wire(mutation)
+    wire["id"] = ""
+    body = json.dumps(wire, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -397,23 +401,28 @@ class SyncServer:
         return result
 
     def decide(self, spec: EntitySpec, m: Mutation, seq: int, meta: ServerRecord | None,
-               obj: Any, taken: Callable[[str], bool]) -> tuple[
+               obj: Any, taken: Callable[[str], bool],
+               encoded: list[tuple[Any, ...]] | None = None) -> tuple[
                    MutationResult, tuple[str, Any] | None]:
         """What a record mutation does, given the record's server state (``meta``) and row
         (``obj``): its result, and the write it makes as ``(record_id, entity or None to
-        delete)``. ``taken(record_id)`` says whether a row has that id (owned by anyone)."""
+        delete)``. ``taken(record_id)`` says whether a row has that id (owned by anyone).
+        ``encoded`` gets the written entity's stored values (checked here), to write as is."""
         current = (None if meta is None or meta.deleted or obj is None
                    else self.store.wire.unstructure(obj))
         exists = current is not None
-        conflict = MutationResult(
-            m.id, "conflict", version=meta.version if meta else None, record=current,
-            updated_at=meta.updated_at.isoformat() if meta else None)
+
+        def conflict() -> MutationResult:  # built only when it is the answer
+            return MutationResult(
+                m.id, "conflict", version=meta.version if meta else None, record=current,
+                updated_at=meta.updated_at.isoformat() if meta else None)
+
         assert m.record_id is not None
         if m.action == "delete":
             # Missing (never created, already deleted, or another principal's: they look the
             # same) is a conflict with no record: the client learns it is gone.
             if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
-                return conflict, None
+                return conflict(), None
             return (MutationResult(m.id, "applied", server_id=m.record_id, version=seq),
                     (m.record_id, None))
         if m.payload is None:
@@ -422,15 +431,15 @@ class SyncServer:
             if meta is not None and meta.created_by == m.id:
                 # This very create was applied before (its result has since been purged):
                 # the record as it is now says what became of it; never a second one.
-                return conflict, None
+                return conflict(), None
             if exists or (meta is not None and not meta.deleted and not self.assign_ids):
-                return conflict, None
+                return conflict(), None
             record_id = f"s-{uuid.uuid4()}" if self.assign_ids else m.record_id
             if meta is None and taken(record_id):
                 raise ValueError(f"record id {record_id!r} is taken; create it with a new id")
         elif m.action == "update":
             if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
-                return conflict, None
+                return conflict(), None
             record_id = m.record_id
         else:
             raise ValueError(f"unknown action {m.action!r}; actions: create, update, delete, "
@@ -444,7 +453,9 @@ class SyncServer:
         except Exception as exc:
             raise SerializationError(f"invalid {m.entity} payload: {describe_error(exc)}") from None
         # The store's own rules (id and index limits) too: refused here, not at the write.
-        self.store.codec(spec.cls).to_tuple(new)
+        row = self.store.codec(spec.cls).to_tuple(new)
+        if encoded is not None:
+            encoded.append(row)
         return (MutationResult(m.id, "applied", server_id=record_id, version=seq),
                 (record_id, new))
 
@@ -654,9 +665,11 @@ class _Batch:
         self.obsolete: list[int] = []
         self.txid = 0
         self.first_seq = 0
+        #: the batch's time: every change it logs carries it
+        self.now = server.now()
         self.applied: dict[str, AppliedMutation] = {}
-        #: table -> record id -> the entity to write, or None to delete
-        self.writes: dict[str, dict[str, Any]] = {}
+        #: table -> record id -> the entity to write (its stored values), or None to delete
+        self.writes: dict[str, dict[str, tuple[Any, ...] | None]] = {}
 
     def owner(self, spec: EntitySpec) -> str:
         return SHARED if spec.table.name in self.server.shared else self.principal
@@ -693,7 +706,7 @@ class _Batch:
             sorted({k for i, k in enumerate(keys) if i not in bad}))}
         self.load([m for i, m in enumerate(mutations) if i not in bad])
         results = []
-        now = server.now()
+        now = self.now = server.now()
         for i, (m, key) in enumerate(zip(mutations, keys, strict=True)):
             seq = seqs[i]
             if i in bad:
@@ -730,21 +743,25 @@ class _Batch:
         owner = self.owner(spec)
         entity = spec.table.name
         meta = self.records.get(f"{owner}/{entity}/{m.record_id}")
+        encoded: list[tuple[Any, ...]] = []
         result, write = server.decide(
             spec, m, seq, meta, self.rows.get((entity, m.record_id)),
-            lambda rid: self.rows.get((entity, rid)) is not None)
+            lambda rid: self.rows.get((entity, rid)) is not None, encoded)
         if write is not None:
-            self.write(spec, owner, write[0], write[1], m, seq)
+            self.write(spec, owner, write[0], write[1], m, seq,
+                       encoded[0] if encoded else None)
         return result
 
     def write(self, spec: EntitySpec, owner: str, record_id: str, obj: Any,
-              m: Mutation, seq: int) -> None:
+              m: Mutation, seq: int, row: tuple[Any, ...] | None = None) -> None:
         entity = spec.table.name
-        now = self.server.now()
+        now = self.now
         payload = None if obj is None else self.store.wire.unstructure(obj)
         op = "delete" if obj is None else "upsert"
         self.rows[(entity, record_id)] = obj
-        self.writes.setdefault(entity, {})[record_id] = obj
+        if obj is not None and row is None:
+            row = self.store.codec(spec.cls).to_tuple(obj)
+        self.writes.setdefault(entity, {})[record_id] = row
         key = f"{owner}/{entity}/{record_id}"
         previous = self.records.get(key)
         created_by = m.id if m.action == "create" else None
@@ -768,12 +785,12 @@ class _Batch:
 
         for entity, final in self.writes.items():
             spec = self.server._specs[entity]
-            gone = [rid for rid, obj in final.items() if obj is None]
-            kept = [obj for obj in final.values() if obj is not None]
+            gone = [rid for rid, row in final.items() if row is None]
+            kept = [row for row in final.values() if row is not None]
             if gone:
                 backend.delete_many(spec.table, gone)
             if kept:
-                backend.upsert_values(spec.table, tuples(spec.cls, kept))
+                backend.upsert_values(spec.table, kept)
             store.touched(entity)
         if self.obsolete:
             backend.delete_many(spec_of(ChangeEntry).table, sorted(self.obsolete))

@@ -750,6 +750,24 @@ class PostgresBackend(TupleRowsMixin, Backend):
     def update(self, table: TableSpec, key: Any, values: Mapping[str, Any]) -> bool:
         return self.update_where(table, Compare(table.primary_key, "eq", key), values) > 0
 
+    def update_values(self, table: TableSpec, columns: Sequence[str],
+                      rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        # One statement for the batch, its parameters placed as the SQL binds them; rows in
+        # key order, as every writer locks them (no deadlocks between batches).
+        sql, order = self.sql.update(table, Compare(table.primary_key, "eq", -1),
+                                     {c: i for i, c in enumerate(columns, 1)})
+        places = [0 if p == -1 else p for p in order]
+        params = [[r[i] for i in places] for r in sorted(rows, key=lambda r: r[0])]
+
+        def work() -> int:
+            with self._connection() as conn, conn.cursor() as cur:
+                cur.executemany(sql, params)
+                return int(cur.rowcount)
+
+        return int(self._retrying(work))
+
     def update_where(self, table: TableSpec, where: Condition | None,
                      values: Mapping[str, Any]) -> int:
         sql, params = self.sql.update(table, where, values)

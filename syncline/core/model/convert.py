@@ -340,6 +340,8 @@ class RowCodec:
         self.spec = spec
         self.owner = spec.cls.__name__
         self._internal = is_internal(spec.cls)
+        #: the JSON fields of syncline's own tables: they hold whole payloads
+        self._nested = frozenset(f.name for f in spec.fields if f.kind == "json")
         self._encoders: dict[str, Hook] = {}
         self._decoders: dict[str, Hook | None] = {}
         ns: dict[str, Any] = {"cls": spec.cls, "_not_null": _not_null,
@@ -492,7 +494,7 @@ class RowCodec:
             if self.spec.field(field).nullable:
                 return None
             raise SerializationError(f"{self.owner}.{field} is None but the field is not optional")
-        if self._internal:
+        if self._internal and field in self._nested:
             with nested_payloads():
                 return enc(value)
         return enc(value)

@@ -36,14 +36,14 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import math
 import re
 import reprlib
 import types
 import typing
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -68,15 +68,19 @@ Check = Callable[[Any], Any]
 _depth_limit: ContextVar[int] = ContextVar("syncline_json_depth", default=MAX_JSON_DEPTH)
 
 
-@contextmanager
-def nested_payloads() -> Iterator[None]:
+class nested_payloads:
     """Allow the few extra levels of syncline's own JSON columns (a payload holding entity
-    fields, a result holding a payload) while encoding a row of its internal tables."""
-    token = _depth_limit.set(MAX_JSON_DEPTH + 4)
-    try:
-        yield
-    finally:
-        _depth_limit.reset(token)
+    fields, a result holding a payload) while encoding a row of its internal tables.
+
+    A class, not a generator context manager: it wraps every write of those tables."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _depth_limit.set(MAX_JSON_DEPTH + 4)
+
+    def __exit__(self, *exc: object) -> None:
+        _depth_limit.reset(self._token)
 
 _repr = reprlib.Repr()
 _repr.maxlevel = 3
@@ -390,13 +394,98 @@ class _Walk:
         return out if self.changed else value
 
 
+# The fast path: most values are valid and already canonical. It checks them without
+# building paths or copies and says only whether the walk would hand back the value itself;
+# anything else (an error to explain, a -0.0 to rewrite, a subclass, a union it cannot
+# settle at once) goes to the walk.
+
+def _ok_str(value: str) -> bool:
+    return "\x00" not in value and (value.isascii() or _SURROGATE.search(value) is None)
+
+
+def _ok_any(value: Any, depth: int, limit: int) -> bool:
+    kind = type(value)
+    if kind is str:
+        return _ok_str(value)
+    if kind is int:
+        return bool(INT64_MIN <= value <= INT64_MAX)
+    if kind is float:
+        return value - value == 0.0 and (value != 0.0 or math.copysign(1.0, value) > 0)
+    if value is None or kind is bool:
+        return True
+    if depth >= limit:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _ok_str(k) and _ok_any(v, depth + 1, limit)
+                   for k, v in value.items())
+    if kind is list:
+        return all(_ok_any(v, depth + 1, limit) for v in value)
+    return False
+
+
+@functools.lru_cache(maxsize=512)
+def _shape(tp: Any) -> tuple[str, Any]:
+    """What the fast path checks for a declared type: ("any", _), ("scalar", tp), ("list" or
+    "dict", the item type), ("first", the first option of a union), ("none", None or not)."""
+    if tp is Any:
+        return ("any", None)
+    if tp in _JSON_SCALARS:
+        return ("scalar", tp)
+    union = _split_union(tp)
+    if union is not None:  # the walk takes the first option that fits: only that one here
+        first = next((o for o in union if o is not type(None)), None)
+        return ("first", (first, type(None) in union))
+    origin = typing.get_origin(tp) or tp
+    args = typing.get_args(tp)
+    if origin is list:
+        return ("list", args[0] if args else Any)
+    if origin is dict:
+        return ("dict", args[1] if len(args) == 2 else Any)
+    return ("none", None)
+
+
+def _ok(value: Any, tp: Any, depth: int, limit: int) -> bool:
+    try:
+        kind, arg = _shape(tp)
+    except TypeError:  # an unhashable type form: the walk knows it
+        return False
+    if kind == "any":
+        return _ok_any(value, depth, limit)
+    if kind == "scalar":
+        return type(value) is arg and _ok_any(value, depth, limit)
+    if kind == "first":
+        first, nullable = arg
+        if value is None:
+            return bool(nullable)
+        return first is not None and _ok(value, first, depth, limit)
+    if kind == "none" or depth >= limit:
+        return False
+    if kind == "list":
+        if type(value) is not list:
+            return False
+        if arg is Any:
+            return all(_ok_any(v, depth + 1, limit) for v in value)
+        return all(_ok(v, arg, depth + 1, limit) for v in value)
+    if type(value) is not dict:
+        return False
+    if arg is Any:
+        return all(type(k) is str and _ok_str(k) and _ok_any(v, depth + 1, limit)
+                   for k, v in value.items())
+    return all(type(k) is str and _ok_str(k) and _ok(v, arg, depth + 1, limit)
+               for k, v in value.items())
+
+
 def check_json(value: Any, tp: Any = Any) -> Any:
     """The canonical form of a JSON field's value of declared type ``tp`` (JSON-native types
     only: see :func:`json_native`); raise SerializationError saying where it fails."""
+    if _ok(value, tp, 0, _depth_limit.get()):
+        return value
     walk = _Walk()
     return walk.value(value, tp, "", 0)
 
 
 def check_json_any(value: Any) -> Any:
     """check_json for a value of no declared element type (``list``/``dict`` contents)."""
+    if _ok_any(value, 0, _depth_limit.get()):
+        return value
     return _Walk().any(value, "", 0)

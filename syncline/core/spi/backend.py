@@ -313,6 +313,21 @@ class Backend(abc.ABC):
                 self.update(table, key, values)
         return len(keys)
 
+    def update_values(self, table: TableSpec, columns: Sequence[str],
+                      rows: Sequence[Sequence[Any]]) -> int:
+        """Set ``columns`` of many rows, each row's own values: ``rows`` are ``(key, value,
+        ...)`` tuples, values in ``columns`` order. Keys with no row are skipped; returns how
+        many rows were updated. All or nothing, like every write.
+
+        The default calls :meth:`update` per row in one transaction; a backend overrides it
+        with one statement for the batch (the sync engine writes its queue this way).
+        """
+        n = 0
+        with self.transaction():
+            for key, *values in rows:
+                n += self.update(table, key, dict(zip(columns, values, strict=True)))
+        return n
+
     @abc.abstractmethod
     def delete_many(self, table: TableSpec, keys: Iterable[Any]) -> int:
         """Delete rows by primary key; returns how many existed."""

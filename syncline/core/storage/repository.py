@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from syncline.core.model.convert import RowCodec
@@ -211,6 +211,39 @@ class Repository(Generic[T]):
             if self._syncs and keys:
                 rows = self._backend.get_many(self.table, keys)
                 self._track("update", [(r[self._pk], self._from_row(r)) for r in rows])
+            return n
+
+        return self.store.atomic(write)
+
+    def update_values(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Set ``columns`` of many entities, each to its own values, in one write: ``rows``
+        are ``(key, value, ...)`` with values in ``columns`` order. Keys with no entity are
+        skipped; returns how many were updated."""
+        if not columns:
+            raise QueryError("update_values needs at least one column")
+        for name in columns:
+            if name == self._pk:
+                raise QueryError(f"cannot change the primary key {self._pk!r} with "
+                                 f"update_values; delete and insert")
+            self._field(name)
+        encode = self.codec.encode
+        encoded = []
+        for row in rows:
+            if len(row) != len(columns) + 1:
+                raise QueryError(f"update_values: each row is (key, one value per column of "
+                                 f"{list(columns)}), got {len(row)} values")
+            encoded.append((self._key(row[0]), *(encode(c, v)
+                                                 for c, v in zip(columns, row[1:], strict=True))))
+        if not encoded:
+            return 0
+
+        def write() -> int:
+            n = self._backend.update_values(self.table, columns, encoded)
+            if n:
+                self.store.touched(self.table.name)
+            if self._syncs and n:
+                found = self._backend.get_many(self.table, [r[0] for r in encoded])
+                self._track("update", [(r[self._pk], self._from_row(r)) for r in found])
             return n
 
         return self.store.atomic(write)

@@ -42,7 +42,7 @@ from syncline.core.spi.transport import (
     PushLimits,
     RetryableTransportError,
     Transport,
-    to_wire,
+    mutation_wire,
 )
 from syncline.core.sync.lock import sync_lock
 from syncline.core.sync.outbox import (
@@ -80,6 +80,13 @@ def _retry_whole(exc: BaseException) -> bool:
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _wire_bytes(m: Mutation) -> int:
+    """The size of ``m`` in a push body: ``to_wire(m)`` as JSON, built without the converter
+    (a queued payload holds JSON values only, which it would copy as they are)."""
+    return len(json.dumps(mutation_wire(m), separators=(",", ":"),
+                          ensure_ascii=False).encode())
 
 
 def _describe_mutation(m: Mutation, with_id: bool = True) -> str:
@@ -440,11 +447,12 @@ class SyncEngine:
 
     def _unsent(self, planned: list[tuple[Mutation, list[OutboxEntry]]]) -> None:
         """The batch did not get through: its records are pending again (nothing counted)."""
-        def work() -> None:
-            for _, group in planned:
-                self._mark_records(group, SyncStatus.PENDING, None, bump=False)
-
-        self.store.run_transaction(work)
+        keys = [state_key(g[0].entity, g[0].record_id) for _, g in planned
+                if g[0].record_id is not None]
+        if keys:
+            self.store.run_transaction(lambda: self.outbox.states.update_where(
+                F.key.in_(keys) & (F.status != SyncStatus.CONFLICT),
+                status=SyncStatus.PENDING, error=None))
 
     def _handle_in_transaction(self, planned: list[tuple[Mutation, list[OutboxEntry]]],
                                results: Sequence[MutationResult], report: SyncReport) -> None:
@@ -453,18 +461,21 @@ class SyncEngine:
     def _plan(self, limits: PushLimits, report: SyncReport
               ) -> list[tuple[Mutation, list[OutboxEntry]]]:
         """The next batch, in an order that keeps every dependency (core/sync/plan.py), cut to the
-        server's limits by count and by bytes."""
+        server's limits by count and by bytes. A constant number of statements per batch:
+        the queue is read a page at a time, the records' base versions in one read, and the
+        batch is marked sent with one write per table."""
         now = self.store.clock.now()
         held, held_ids = self._held(now)
         pending = (F.state == EntryState.PENDING)
-        max_groups = min(self.batch_size, limits.max_mutations, self._split or self.batch_size)
+        max_groups = max(1, min(self.batch_size, limits.max_mutations,
+                                self._split or self.batch_size))
         after = self.outbox.command_dependencies()
-        planner = Planner(max(1, max_groups), held, self._parents, after,
+        planner = Planner(max_groups, held, self._parents, after,
                           lambda gid: self.outbox.entries.find(F.group_id == gid,
                                                                order_by="seq"),
                           held_ids=held_ids)
         last: int | None = None
-        page = max(200, 4 * max_groups)
+        page = max(50, max_groups + 10)
         while not planner.full:
             where = pending if last is None else pending & (F.seq > last)
             entries = self.outbox.entries.find(where, order_by="seq", limit=page)
@@ -472,16 +483,18 @@ class SyncEngine:
                 break
             planner.feed(entries)
             last = entries[-1].seq
+            page = min(4 * page, 5000)  # entries left behind: read further, faster
+        groups = planner.plan.groups
+        bases = self._bases(groups)
         planned: list[tuple[Mutation, list[OutboxEntry]]] = []
         size = 2 + len('{"mutations":[]}')
-        for group in planner.plan.groups:
-            mutation = self._fold(group)
+        for group in groups:
+            mutation = self._fold(group, bases)
             if mutation is None:  # created and deleted before ever being sent
                 self.outbox.dequeue(e.id for e in group)
                 self._forget_if_unsent(group[0])
                 continue
-            one = len(json.dumps(to_wire(mutation), separators=(",", ":"),
-                                 ensure_ascii=False).encode()) + 1
+            one = _wire_bytes(mutation) + 1
             if size + one > limits.max_bytes:
                 if not planned:  # too large even alone: the server will never take it
                     self._dead(mutation, group, (
@@ -493,14 +506,24 @@ class SyncEngine:
             planned.append((mutation, group))
         # one write for the batch's entries (their group id, kept until answered) and one for
         # their records' states, not one per mutation
-        self.outbox.entries.upsert_many(
-            attrs.evolve(e, group_id=m.id, last_attempt=now)
-            for m, group in planned if group[0].group_id is None for e in group)
+        self.outbox.entries.update_values(["group_id", "last_attempt"], [
+            (e.id, m.id, now) for m, group in planned if group[0].group_id is None
+            for e in group])
         keys = [state_key(m.entity, m.record_id) for m, _ in planned if m.record_id is not None]
-        self.outbox.states.upsert_many(
-            attrs.evolve(st, status=SyncStatus.SYNCING, error=None)
-            for st in self.outbox.states.get_many(keys) if st.status is not SyncStatus.CONFLICT)
+        if keys:
+            self.outbox.states.update_where(
+                F.key.in_(keys) & (F.status != SyncStatus.CONFLICT),
+                status=SyncStatus.SYNCING, error=None)
         return planned
+
+    def _bases(self, groups: list[list[OutboxEntry]]) -> dict[str, int | None]:
+        """The server versions the groups' changes are based on, by state key, in one read;
+        a group that starts with a create needs none."""
+        keys = [state_key(g[0].entity, g[0].record_id) for g in groups
+                if g[0].record_id is not None and g[0].action != "create"]
+        if not keys:
+            return {}
+        return {s.key: s.server_version for s in self.outbox.states.get_many(keys)}
 
     def _held(self, now: dt.datetime) -> tuple[set[tuple[str, str]], set[str]]:
         """Records nothing may be sent for now (in manual conflict, or waiting after their
@@ -524,7 +547,8 @@ class SyncEngine:
                     keys.setdefault(name, []).append((fk.column, fk.ref_table))
         return keys
 
-    def _fold(self, group: list[OutboxEntry]) -> Mutation | None:
+    def _fold(self, group: list[OutboxEntry],
+              bases: dict[str, int | None] | None = None) -> Mutation | None:
         first = group[0]
         mid = group[-1].id if first.group_id is None else first.group_id
         if first.action == "command":
@@ -543,8 +567,13 @@ class SyncEngine:
         if action is None:
             return None
         assert first.record_id is not None
-        state = self.outbox.state(first.entity, first.record_id)
-        base = state.server_version if state is not None else None
+        if action == "create":
+            base = None
+        elif bases is not None and first.action != "create":
+            base = bases.get(state_key(first.entity, first.record_id))
+        else:
+            state = self.outbox.state(first.entity, first.record_id)
+            base = state.server_version if state is not None else None
         return Mutation(mid, first.entity, action, first.record_id,  # type: ignore[arg-type]
                         payload, None if action == "create" else base)
 
@@ -574,17 +603,17 @@ class SyncEngine:
 
     def _handle(self, planned: list[tuple[Mutation, list[OutboxEntry]]],
                 results: Sequence[MutationResult], report: SyncReport) -> None:
-        # One dequeue and one "still pending?" query for the whole batch, not one per record.
+        # A constant number of statements for the batch, not a few per record: one dequeue,
+        # one "still pending?" query, one write of the new server versions and one per
+        # resulting status.
         done = [(m, g) for (m, g), r in zip(planned, results, strict=True)
                 if r.status in ("applied", "duplicate")]
         self.outbox.dequeue(e.id for _, g in done for e in g)
-        ids = sorted({m.record_id for m, _ in done if m.record_id is not None})
-        still = {(e.entity, e.record_id) for e in self.outbox.entries.find(
-            F.record_id.in_(ids) & (F.state == EntryState.PENDING))} if ids else set()
+        still = self.outbox.pending_records((m.entity, m.record_id) for m, _ in done)
         busy: list[MutationResult] = []
-        states = {st.key: st for st in self.outbox.states.get_many(
-            [state_key(m.entity, m.record_id) for m, _ in done if m.record_id is not None])}
-        settled: list[RecordState] = []
+        versions: list[tuple[str, int | None, None]] = []
+        synced: list[str] = []
+        pending: list[str] = []
         for (mutation, group), result in zip(planned, results, strict=True):
             if result.status in ("applied", "duplicate"):
                 report.pushed += 1
@@ -594,10 +623,10 @@ class SyncEngine:
                     self._applied(mutation, result,
                                   (mutation.entity, mutation.record_id) in still)
                 else:
-                    state = states.get(state_key(mutation.entity, mutation.record_id or ""))
-                    if state is not None:
-                        settled.append(self._settled(
-                            state, result, (mutation.entity, mutation.record_id) in still))
+                    key = state_key(mutation.entity, mutation.record_id or "")
+                    versions.append((key, result.version, None))
+                    rec = (mutation.entity, mutation.record_id)
+                    (pending if rec in still else synced).append(key)
             elif result.status == "conflict":
                 local = self._local(mutation.entity, mutation.record_id)
                 server = self._entity(mutation.entity, result.record)
@@ -610,21 +639,26 @@ class SyncEngine:
             else:  # retry: the server is busy; nothing counts against the mutation
                 self._mark_records(group, SyncStatus.PENDING, None, bump=False)
                 busy.append(result)
-        self.outbox.states.upsert_many(settled)
+        self._settle_states(versions, synced, pending)
         if busy:
             first = busy[0]
             self._network_failed(RetryableTransportError(
                 f"the server asked to retry {len(busy)} mutation(s) later: "
                 f"{first.reason or 'busy'}", retry_after=first.retry_after), report, "push")
 
-    @staticmethod
-    def _settled(state: RecordState, result: MutationResult, pending: bool) -> RecordState:
-        """A record's state once the server applied its last sent change."""
-        if state.status is SyncStatus.CONFLICT:
-            return attrs.evolve(state, server_version=result.version, error=None)
-        return attrs.evolve(state, server_version=result.version, error=None,
-                            status=SyncStatus.PENDING if pending else SyncStatus.SYNCED,
-                            retry_count=state.retry_count if pending else 0)
+    def _settle_states(self, versions: list[tuple[str, int | None, None]],
+                       synced: list[str], pending: list[str]) -> None:
+        """Records whose last sent change the server applied: their new server version; synced
+        unless more changes wait (a record in manual conflict stays in conflict)."""
+        states = self.outbox.states
+        if versions:
+            states.update_values(["server_version", "error"], versions)
+        not_conflict = F.status != SyncStatus.CONFLICT
+        if synced:
+            states.update_where(F.key.in_(synced) & not_conflict, status=SyncStatus.SYNCED,
+                                retry_count=0)
+        if pending:
+            states.update_where(F.key.in_(pending) & not_conflict, status=SyncStatus.PENDING)
 
     def _applied(self, mutation: Mutation, result: MutationResult,
                  pending: bool | None = None) -> None:
@@ -929,9 +963,7 @@ class SyncEngine:
             counts[(c.entity, c.record_id)] = counts.get((c.entity, c.record_id), 0) + 1
         states = {s.key: s for s in self.outbox.states.get_many(
             sorted({state_key(c.entity, c.record_id) for c in changes}))}
-        ids = sorted({c.record_id for c in changes})
-        busy = {(e.entity, e.record_id) for e in self.outbox.entries.find(
-            F.record_id.in_(ids) & (F.state == EntryState.PENDING))} if ids else set()
+        busy = self.outbox.pending_records((c.entity, c.record_id) for c in changes)
         mids = sorted({c.mutation_id for c in changes if c.mutation_id})
         own = {e.group_id for e in self.outbox.entries.find(F.group_id.in_(mids))} if mids \
             else set()
@@ -963,11 +995,13 @@ class SyncEngine:
             except SerializationError as exc:
                 self._quarantine(change, str(exc), report)
                 continue
-            base = state or RecordState(state_key(*key), change.entity, change.record_id)
-            bulk.append((cls, change, server, attrs.evolve(
-                base, status=SyncStatus.SYNCED, error=None, retry_count=0,
-                conflict_record=None, conflict_version=None, deleted=server is None,
-                server_version=change.version)))
+            # built directly, not evolved: this runs once per pulled change
+            bulk.append((cls, change, server, RecordState(
+                state_key(*key), change.entity, change.record_id, SyncStatus.SYNCED,
+                local_id=None if state is None else state.local_id,
+                server_version=change.version,
+                local_modified_at=None if state is None else state.local_modified_at,
+                deleted=server is None)))
         flush()
         self.outbox.set_meta("cursor", page.cursor)
         self.outbox.set_meta("epoch", page.epoch)

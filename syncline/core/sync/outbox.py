@@ -292,6 +292,20 @@ class Outbox:
         return self.entries.exists(where=(F.entity == entity) & (F.record_id == record_id)
                                    & (F.state == EntryState.PENDING))
 
+    def pending_records(self, records: Iterable[tuple[str, str | None]]
+                        ) -> set[tuple[str, str]]:
+        """Which of these records have entries waiting to be sent, in one query (through the
+        ``(entity, record_id)`` index)."""
+        wanted = {(e, r) for e, r in records if r is not None}
+        if not wanted:
+            return set()
+        found = self.entries.find(
+            F.entity.in_(sorted({e for e, _ in wanted}))
+            & F.record_id.in_(sorted({r for _, r in wanted}))
+            & (F.state == EntryState.PENDING))
+        return {(e.entity, e.record_id) for e in found
+                if e.record_id is not None and (e.entity, e.record_id) in wanted}
+
     def clear_entity(self, entity: str, record_id: str | None = None) -> int:
         """Drop queued actions of an entity (or of one of its records)."""
         where: Condition = F.entity == entity

@@ -91,6 +91,29 @@ class CrudSuite(StoreSuite):
         assert posts.count(F.likes_count == 0) == sum(
             1 for p in filled if p.user_id == "u1" or p.likes_count == 0)
 
+    def test_update_values_sets_each_row_its_own_values(
+            self, filled: list[Post], posts: syncline.Repository[Post]) -> None:
+        n = posts.update_values(["content", "likes_count"],
+                                [("p001", "one", 100), ("p002", "two", 200), ("zzz", "x", 0)])
+        assert n == 2
+        assert posts.get("p001") == attrs.evolve(filled[1], content="one", likes_count=100)
+        assert posts.get("p002") == attrs.evolve(filled[2], content="two", likes_count=200)
+        assert posts.get("p003") == filled[3]
+        assert posts.count() == len(filled)
+        assert posts.update_values(["likes_count"], []) == 0
+
+    def test_update_values_is_all_or_nothing(self, filled: list[Post],
+                                             posts: syncline.Repository[Post]) -> None:
+        with pytest.raises(syncline.QueryError):
+            posts.update_values(["id"], [("p001", "p999")])
+        with pytest.raises(syncline.QueryError):
+            posts.update_values(["content"], [("p001", "a"), ("p002",)])
+        with pytest.raises(syncline.SerializationError):
+            posts.update_values(["likes_count"], [("p001", 1), ("p002", "not an int")])
+        with pytest.raises(syncline.IntegrityError):  # the second row breaks a unique index
+            posts.update_values(["local_id"], [("p001", "same"), ("p002", "same")])
+        assert posts.all() == sorted(filled, key=lambda p: p.id)
+
     def test_delete_and_delete_many(self, filled: list[Post],
                                     posts: syncline.Repository[Post]) -> None:
         assert posts.delete("p001") is True

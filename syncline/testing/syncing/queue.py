@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from syncline.core.model.clock import FakeClock
 from syncline.core.plugins import register_plugin, unregister_plugin
 from syncline.core.store import Store
 from syncline.core.sync.outbox import SyncStatus, new_id
-from syncline.testing.syncing.base import NoteSuite
+from syncline.testing.syncing.base import ClientFactory, NoteSuite
 from syncline.testing.syncing.entities import Note
 
 
@@ -36,6 +37,62 @@ class QueueSuite(NoteSuite):
         assert state is not None and state.status is SyncStatus.PENDING
         assert state.local_id == note.id and state.local_modified_at == client.clock.now()
         assert notes.pending() == [note]
+
+    @staticmethod
+    def count_backend_calls(store: Store) -> tuple[dict[str, int], Callable[[], None]]:
+        """Count the store's outermost calls of its backend's row methods (the statements it
+        asks for, whatever each costs inside); returns the counts and an undo."""
+        backend = store.backend
+        counts: dict[str, int] = {}
+        depth = [0]
+        names = ["get", "get_many", "get_values", "get_many_values", "query", "query_values",
+                 "iter_query", "count", "insert_many", "insert_values", "upsert_many",
+                 "upsert_values", "update", "update_where", "update_values", "delete_many",
+                 "delete_where"]
+
+        def wrap(name: str) -> Callable[..., Any]:
+            method = getattr(backend, name)
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                if depth[0] == 0:
+                    counts[name] = counts.get(name, 0) + 1
+                depth[0] += 1
+                try:
+                    return method(*args, **kwargs)
+                finally:
+                    depth[0] -= 1
+
+            return counted
+
+        for name in names:
+            setattr(backend, name, wrap(name))
+
+        def undo() -> None:
+            for name in names:
+                delattr(backend, name)
+
+        return counts, undo
+
+    def test_a_pushed_batch_costs_the_same_backend_calls_whatever_its_size(
+            self, client_factory: ClientFactory) -> None:
+        """One mutation or a hundred in a batch: the same reads and writes of the queue and
+        the record states (bulk, never one per mutation)."""
+        calls = []
+        for size in (1, 100):
+            client = client_factory(batch_size=size)
+            notes = client.repository(Note)
+            notes.insert_many([Note(f"n{size}-{i}", "me", "x") for i in range(size)])
+            counts, undo = self.count_backend_calls(client)
+            try:
+                report = client.sync_engine.push()
+            finally:
+                undo()
+            assert report.ok and report.pushed == size
+            assert client.outbox.pending_count() == 0
+            assert all(notes.sync_state(f"n{size}-{i}").status is SyncStatus.SYNCED  # type: ignore[union-attr]
+                       for i in range(size))
+            calls.append(counts)
+        assert calls[0] == calls[1]
 
     def test_next_batch_by_priority_then_age(self, client: Store, clock: FakeClock) -> None:
         notes = client.repository(Note)
