@@ -860,6 +860,8 @@ class SyncEngine:
             log.info("pulled a page of %d change(s), applied %d, in %.3f s",
                      len(page.changes), report.pulled - before, time.monotonic() - started)
             if not page.more:
+                if self._quarantine_live:
+                    self._retry_quarantined(report)
                 if resync:
                     self.store.run_transaction(self._finish_resync)
                 return report
@@ -1075,6 +1077,35 @@ class SyncEngine:
         self._quarantine_live = True
         report.quarantined.append(
             f"{change.entity} {change.record_id} version {change.version}: {error}")
+
+    def _retry_quarantined(self, report: SyncReport) -> None:
+        """Try the set-aside changes again once a pull is complete: the compacted log orders
+        records by their latest change, so a child can come pages (or pulls) before a parent
+        updated after it; what still cannot be held stays set aside."""
+        held = [q for q in self.outbox.quarantine.find(order_by="at")
+                if q.payload is not None or q.op == "delete"]
+        applied: list[str] = []
+        for q in held:
+            change = Change(q.entity, q.record_id, "delete" if q.op == "delete" else "upsert",
+                            q.version, q.payload)
+            try:
+                def work(change: Change = change, key: str = q.key) -> None:
+                    with self.store.transaction():
+                        self._apply_change(change, report)
+                    self.outbox.quarantine.delete(key)
+
+                self.store.run_transaction(work)
+            except _REFUSED as exc:
+                if _retry_whole(exc):
+                    raise
+                continue
+            applied.append(f"{q.entity} {q.record_id} version {q.version}: ")
+        if applied:
+            log.info("applied %d change(s) set aside earlier (their parents arrived)",
+                     len(applied))
+            report.quarantined[:] = [line for line in report.quarantined
+                                     if not line.startswith(tuple(applied))]
+        self._quarantine_live = self.outbox.quarantine.count() > 0
 
     def _release(self, changes: Sequence[Change]) -> None:
         """A later change of a quarantined record applied: the quarantined one is history."""

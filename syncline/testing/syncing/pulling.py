@@ -132,6 +132,41 @@ class PullSuite(TrustFixtures):
         assert client.sync().ok
         assert client.repository(Post).count() == 0 == client.repository(Comment).count()
 
+    def test_a_child_pulled_pages_before_its_parent_applies_when_the_parent_arrives(
+            self, client_factory: Callable[..., Store], server: MockServer) -> None:
+        """The compacted log keeps one entry per record at its latest change: a parent updated
+        after its child was written comes later in the log, pages after the child. The child
+        is set aside when its page applies and must apply as soon as the parent is here."""
+        client = client_factory(page_size=1)
+        server.server.write(Post("p1", "v1"))
+        server.server.write(Comment("c1", "p1", "first!"))
+        server.server.write(Post("p1", "v2"))  # the parent's entry now follows the child's
+        report = client.sync()
+        assert report.ok, report
+        assert client.quarantined() == []
+        assert client.repository(Comment).get("c1") == Comment("c1", "p1", "first!")
+        assert client.repository(Post).get("p1") == Post("p1", "v2")
+        # and across syncs: the parent arrives in a later pull than its child
+        server.server.write(Post("p2", "v1"))
+        server.server.write(Comment("c2", "p2", "x"))
+        server.server.write(Post("p2", "v2"))
+        real_pull = server.pull
+        calls = 0
+
+        def pull_one_page_per_sync(*args: Any, **kwargs: Any) -> PullPage:
+            nonlocal calls
+            calls += 1
+            page = real_pull(*args, **kwargs)
+            return attrs.evolve(page, more=False)  # the client stops after each page
+
+        server.pull = pull_one_page_per_sync  # type: ignore[method-assign]
+        client.sync()  # the child's page: set aside where foreign keys are enforced
+        second = client.sync()  # the parent's page
+        assert calls == 2
+        assert second.ok, second
+        assert client.repository(Comment).get("c2") == Comment("c2", "p2", "x")
+        assert client.quarantined() == []
+
     # -- finding 13: logging -----------------------------------------------------------------
 
     def test_finding_13_sync_logs_what_it_does(self, client: Store, server: MockServer,
