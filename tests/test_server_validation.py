@@ -8,6 +8,7 @@ on every server store: memory, SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Callable, Iterator
@@ -182,12 +183,21 @@ def test_a_value_the_database_refuses_rejects_that_mutation_only(
 def test_lost_races_and_connectivity_still_propagate(
         server: SyncServer, monkeypatch: pytest.MonkeyPatch,
         error: Callable[[str], Exception]) -> None:
+    calls: list[int] = []
+
     def failing(spec: Any, rows: Any) -> None:
+        calls.append(1)
         raise error("simulated")
 
     monkeypatch.setattr(server.store.backend, "upsert_values", failing)
+    # A conflict that never clears would wait out run_transaction's 10 s budget: the retries
+    # are what matters here, not how long they go on.
+    monkeypatch.setattr(server.store, "run_transaction",
+                        functools.partial(server.store.run_transaction, retries=3, within=0.0))
     with pytest.raises(syncline.BackendError):
         server.push([create({"text": "ok"})])
+    if error is syncline.TransactionConflictError:
+        assert len(calls) > 1, "a lost race was not retried"
 
 
 def test_the_client_structures_pulled_payloads_strictly() -> None:
