@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,21 @@ EXAMPLE = ROOT / "examples" / "syncline-jsonl"
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the example: pip builds a local project in place (build/, *.egg-info) and
+    pytest caches bytecode beside the tests, and tests write only under temporary folders."""
+    copy = tmp_path_factory.mktemp("source") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", "__pycache__"))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def installed(example: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """An environment where syncline-jsonl is installed (pip --target on PYTHONPATH)."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                    "--quiet", "--target", str(target), str(EXAMPLE)], check=True, timeout=300,
+                    "--quiet", "--target", str(target), str(example)], check=True, timeout=300,
                    cwd=target)
     path = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path}
@@ -35,10 +46,10 @@ def test_syncline_plugins_lists_the_example(installed: dict[str, str]) -> None:
     assert rows["newest-wins"]["hooks"] == ["syncline_resolve_conflict"]
 
 
-def test_the_example_passes_the_conformance_suites(installed: dict[str, str],
+def test_the_example_passes_the_conformance_suites(installed: dict[str, str], example: Path,
                                                    tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "-p", "no:randomly", str(EXAMPLE / "tests")], env=installed,
+                          "-p", "no:randomly", str(example / "tests")], env=installed,
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
