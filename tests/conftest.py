@@ -22,6 +22,7 @@ SLOW: dict[str, frozenset[str] | None] = {
     "test_changelog_pg.py": None,
     "test_model.py": None,
     "test_postgres_server.py": None,  # starts servers of its own
+    "test_suite_catches.py": None,  # the suites in a subprocess pytest, on two liar backends
     "test_pytest_plugin.py": frozenset({  # pytest in a subprocess
         "test_backends_from_the_command_line", "test_backends_from_the_ini_file",
         "test_an_unknown_backend_is_a_usage_error",
@@ -56,6 +57,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if names is None or name in names:
             item.add_marker(pytest.mark.slow)
             unseen.get(module, set()).discard(name)
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the long tests first
+        _slow_first(items)
     # A renamed test must not silently join the quick loop. Only checked when whole modules
     # were collected (not for `pytest file.py::test`).
     if not any("::" in arg for arg in config.args):
@@ -93,3 +96,10 @@ def guide_namespace() -> Iterator[dict[str, Any]]:
     for name, _ in plugin_manager().pm.list_name_plugin():
         if name not in before:
             unregister_plugin(name)
+
+
+def _slow_first(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, start the slow tests first, so that no worker is left running a long
+    one at the end while the others wait. Every worker sorts alike (xdist checks), and the
+    order within each group is kept."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
