@@ -98,8 +98,19 @@ def guide_namespace() -> Iterator[dict[str, Any]]:
             unregister_plugin(name)
 
 
+# The longest modules under CI=true (a minute or more each on an idle machine), longest first.
+LONGEST = ("test_crash.py", "test_sync_machine.py", "test_convergence.py",
+           "test_migration_crash.py", "test_http_security.py", "test_example_plugin.py")
+
+
 def _slow_first(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, start the slow tests first, so that no worker is left running a long
-    one at the end while the others wait. Every worker sorts alike (xdist checks), and the
-    order within each group is kept."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Under pytest-xdist, start the longest tests first, then the other slow ones, so that no
+    worker is left running a long one at the end while the others wait. Every worker sorts
+    alike (xdist checks), and the order within each group is kept."""
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow") is None:
+            return len(LONGEST) + 1
+        name = item.path.name
+        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
+
+    items.sort(key=rank)
