@@ -43,6 +43,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("syncline_backend") and not config.getini("syncline_backends"):
         config.option.syncline_backend = [
             "memory", "memory-named", "sqlite", "sqlite-memory", "postgresql"]
+    # Under pytest-xdist (-n), hand out tests one at a time: by default each worker first gets
+    # a block of consecutive tests, and with the longest ones first (_slow_first) one worker
+    # would get them all.
+    if getattr(config.option, "maxschedchunk", "absent") is None:
+        config.option.maxschedchunk = 1
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
