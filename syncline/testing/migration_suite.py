@@ -37,7 +37,7 @@ from syncline.core.storage.migration import (
 )
 from syncline.core.storage.schema_dump import differences
 from syncline.core.store import Store
-from syncline.testing.requirements import SuiteBase, capabilities_of, skip_unless
+from syncline.testing.requirements import SuiteBase, capabilities_of, requires, skip_unless
 
 # Each version of the schema lives in a registry of its own: the same table, other shapes.
 v1, v2, v3 = EntityRegistry(), EntityRegistry(), EntityRegistry()
@@ -730,6 +730,8 @@ class MigrationSuite(SuiteBase):
         assert store.repository(NoteCount).find(F.id == 1)[0].n == 111
         assert self.differences(store) == []
 
+    # two stores open on one location at once: each must notice the other's commits
+    @requires("external_changes")
     def test_a_store_still_open_with_the_old_code_refuses_to_write_after_a_migration(
             self, open_at: StoreFactory, store_url: str) -> None:
         old = self._v1_todos(open_at)
