@@ -50,6 +50,7 @@ _EXPORTS = {
     "Trigger": "syncline.core.model.schema",
     "View": "syncline.core.model.schema",
     "entity": "syncline.core.model.schema",
+    "field": "syncline.core.model.schema",
     "Store": "syncline.core.store",
     "open": "syncline.core.store",
     "Resolution": "syncline.core.sync.engine",
@@ -95,6 +96,7 @@ __all__ = [
     "UnknownSchemeError",
     "View",
     "entity",
+    "field",
     "hookimpl",
     "load_config",
     "new_id",
@@ -134,7 +136,7 @@ if TYPE_CHECKING:
         UnknownSchemeError,
     )
     from syncline.core.model.query import F, Field, Query
-    from syncline.core.model.schema import EntityRegistry, ForeignKey, Trigger, View, entity
+    from syncline.core.model.schema import EntityRegistry, ForeignKey, Trigger, View, entity, field
     from syncline.core.spi.backend import Backend
     from syncline.core.spi.hookspecs import hookimpl
     from syncline.core.storage.config import Config, load_config

@@ -151,3 +151,38 @@ def test_private_attrs_fields_use_their_alias(reg: EntityRegistry) -> None:
         store.repository(Aliased).upsert(Aliased("a", secret="x"))
         got: Any = store.repository(Aliased).get("a")
         assert got._secret == "x"
+
+
+@pytest.mark.parametrize(("options", "annotation", "words"), [
+    ({"max_length": 3}, int, "min_length/max_length bound str fields"),
+    ({"min_length": -1}, str, "an int >= 0"),
+    ({"min_length": 5, "max_length": 2}, str, "min_length=5 is above max_length=2"),
+    ({"check": syncline.F.other >= 0}, int, "must compare F.x itself"),
+    ({"check": (syncline.F.x >= 0) | (syncline.F.x < -5)}, int, "must compare F.x itself"),
+    ({"check": syncline.F.x > "a"}, str, "a check on a text field compares with =="),
+    ({"check": syncline.F.x >= "0"}, int, "check value '0' must be a finite int"),
+    ({"check": syncline.F.x >= float("inf")}, float, "must be a finite"),
+    ({"check": syncline.F.x >= 0}, dt.date, "checks compare int, float, bool and str"),
+])
+def test_bad_checks_are_refused_naming_the_field(reg: EntityRegistry, options: dict[str, Any],
+                                                 annotation: Any, words: str) -> None:
+    cls = attrs.make_class("Bad", {"id": attrs.field(type=int),
+                                   "x": syncline.field(type=annotation, **options)})
+    with pytest.raises(syncline.EntityDefinitionError, match=r"Bad\.x") as info:
+        reg.entity("bad")(cls)
+    assert words in str(info.value)
+
+
+def test_checks_are_named_per_table_and_field(reg: EntityRegistry) -> None:
+    @reg.entity("shop")
+    @attrs.define
+    class Shop:
+        id: int
+        name: str = syncline.field(min_length=1, max_length=20)
+        rating: float = syncline.field(default=0.0, check=(syncline.F.rating >= 0)
+                                       & (syncline.F.rating <= 5))
+
+    checks = spec_of(Shop).table.checks
+    assert [(c.name, c.describe()) for c in checks] == [
+        ("ck_shop_name_1", "length(name) >= 1"), ("ck_shop_name_2", "length(name) <= 20"),
+        ("ck_shop_rating_1", "rating >= 0"), ("ck_shop_rating_2", "rating <= 5")]

@@ -24,6 +24,7 @@ from syncline.core.model.errors import IntegrityError, NotFoundError, StaleSchem
 from syncline.core.model.evaluate import evaluate, order_rows
 from syncline.core.model.query import Condition, Query
 from syncline.core.model.schema import IndexSpec, TableSpec
+from syncline.core.model.values import describe
 from syncline.core.spi.backend import Backend, Row
 from syncline.core.spi.helpers import is_json
 from syncline.core.spi.hookspecs import hookimpl
@@ -89,7 +90,13 @@ class MemoryTable:
 
     def put(self, key: Key, row: Row) -> None:
         """Store ``row`` under ``key`` (the key must be free: :meth:`remove` it first);
-        IntegrityError when a unique index already holds its values for another key."""
+        IntegrityError when a unique index already holds its values for another key, or when
+        the row breaks a declared check (as a database's CHECK constraint would)."""
+        for check in self.spec.checks:
+            if not check.holds(row[check.column]):
+                raise IntegrityError(
+                    f"{self.spec.name}.{check.column} = {describe(row[check.column])} breaks "
+                    f"the check {check.describe()} ({check.name})")
         for name, (index, seen) in self.unique.items():
             values = tuple(row[c] for c in index.columns)
             if None in values:

@@ -222,6 +222,10 @@ class MemoryMigrationOps(MigrationOps):
             got_ix = {(i.name, i.columns, i.unique) for i in table.spec.indexes}
             out += [f"index {n} on {spec.name} {c} is missing" for n, c, _ in want - got_ix]
             out += [f"index {n} on {spec.name} {c} is not declared" for n, c, _ in got_ix - want]
+            out += [f"check {c.name} on {spec.name} ({c.describe()}) is missing"
+                    for c in set(spec.checks) - set(table.spec.checks)]
+            out += [f"check {c.name} on {spec.name} is not declared"
+                    for c in set(table.spec.checks) - set(spec.checks)]
         declared = {s.name for s in specs}
         out += [f"table {n} is not declared" for n in sorted(stored) if n not in declared]
         return out  # declared views and triggers: skipped on this backend (see create_all)

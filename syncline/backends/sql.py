@@ -84,6 +84,8 @@ class SQLBuilder:
                                         use_alter=False)
                 for fk in spec.foreign_keys
             ]
+            quote = self.dialect.identifier_preparer.quote_identifier
+            columns += [sa.CheckConstraint(c.sql(quote), name=c.name) for c in spec.checks]
             for fk in spec.foreign_keys:  # a stand-in until the referenced table is built
                 if fk.ref_table == spec.name or fk.ref_table in self._tables:
                     continue

@@ -410,6 +410,7 @@ class SQLMigrationOps(MigrationOps):
         ctx = MigrationContext.configure(self.conn, opts={
             "compare_type": True, "include_object": include})
         out = [_describe(d) for d in _flatten(compare_metadata(ctx, target))]
+        out += self._check_differences(specs)
         have_views = set(self._view_names())
         out += [f"view {v.name} is missing" for v in views if v.name not in have_views]
         out += [f"view {n} is not declared" for n in sorted(have_views - {v.name for v in views})]
@@ -417,6 +418,24 @@ class SQLMigrationOps(MigrationOps):
         out += [f"trigger {t.name} is missing" for t in triggers if t.name not in have_triggers]
         out += [f"trigger {n} is not declared"
                 for n in sorted(have_triggers - {t.name for t in triggers})]
+        return out
+
+    def _check_differences(self, specs: Sequence[TableSpec]) -> list[str]:
+        """Declared CHECK constraints missing from the stored tables, or stored undeclared
+        (Alembic's comparison leaves them out)."""
+        import sqlalchemy as sa
+
+        inspector = sa.inspect(self.conn)
+        stored = set(inspector.get_table_names())
+        out: list[str] = []
+        for spec in specs:
+            if spec.name not in stored:
+                continue
+            have = {c["name"] for c in inspector.get_check_constraints(spec.name) if c["name"]}
+            out += [f"check {c.name} on {spec.name} ({c.describe()}) is missing"
+                    for c in spec.checks if c.name not in have]
+            declared = {c.name for c in spec.checks}
+            out += [f"check {n} on {spec.name} is not declared" for n in sorted(have - declared)]
         return out
 
     def ignored_tables(self) -> set[str]:

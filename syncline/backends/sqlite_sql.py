@@ -82,6 +82,7 @@ class SQLiteSQL:
             on_delete = f" ON DELETE {fk.on_delete.upper()}" if fk.on_delete else ""
             parts.append(f"FOREIGN KEY ({q(fk.column)}) REFERENCES {q(fk.ref_table)} "
                          f"({q(fk.ref_column)}){on_delete}")
+        parts += [f"CONSTRAINT {q(c.name)} CHECK ({c.sql(q)})" for c in spec.checks]
         body = ",\n\t".join(parts)
         return f"CREATE TABLE IF NOT EXISTS {q(spec.name)} (\n\t{body}\n)"
 

@@ -18,6 +18,7 @@ declare are marked with ``@requires(...)`` and skipped with the reason
 from __future__ import annotations
 
 from syncline.testing.backend.base import T0, UTC, StoreSuite, make_everything, make_post
+from syncline.testing.backend.checks import CheckSuite
 from syncline.testing.backend.crud import CrudSuite
 from syncline.testing.backend.field_types import FieldTypeSuite
 from syncline.testing.backend.lifecycle import (
@@ -43,7 +44,7 @@ from syncline.testing.stores import StoreFactory
 
 
 class BackendSuite(CrudSuite, QuerySuite, FieldTypeSuite, TransactionSuite, ConcurrencySuite,
-                   LifecycleSuite, ProcessSuite, ErrorClassSuite, ValueDomainSuite):
+                   LifecycleSuite, ProcessSuite, ErrorClassSuite, ValueDomainSuite, CheckSuite):
     """Subclass and provide a ``store_url`` fixture (a fresh, empty store each time).
 
     The value-domain cases (:class:`ValueDomainSuite`) are part of it."""
@@ -51,7 +52,8 @@ class BackendSuite(CrudSuite, QuerySuite, FieldTypeSuite, TransactionSuite, Conc
 
 __all__ = [
     "EDGE_VALUES", "EXTRA_ORDERED", "ORDERED_FIELDS", "T0", "UTC", "BackendSuite",
-    "ConcurrencySuite", "CrudSuite", "ErrorClassSuite", "FieldTypeSuite", "LifecycleSuite",
+    "CheckSuite", "ConcurrencySuite", "CrudSuite", "ErrorClassSuite", "FieldTypeSuite",
+    "LifecycleSuite",
     "Mood", "ProcessSuite", "QuerySuite", "StoreFactory", "StoreSuite", "Strict",
     "TransactionSuite", "ValueDomainSuite", "Values", "in_another_process", "make_everything",
     "make_post", "other_process", "values_registry",

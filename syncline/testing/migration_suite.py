@@ -440,6 +440,58 @@ class MigrationSuite(SuiteBase):
         assert execute(store, "SELECT count(*) FROM note_titles") == [(11,)]
         assert execute(store, "SELECT count(*) FROM note_ids") == [(11,)]
 
+    def test_checks_are_added_by_a_rebuild_and_kept_by_the_next(
+            self, open_at: StoreFactory) -> None:
+        """A TableMigration adds declared checks and length bounds (the copy refuses a row
+        breaking one, leaving the store at its version); a later rebuild keeps them."""
+        reg1, reg2, reg3 = EntityRegistry(), EntityRegistry(), EntityRegistry()
+
+        @reg1.entity("priced")
+        @attrs.define
+        class Priced1:
+            id: int
+            title: str
+            price: float
+
+        @reg2.entity("priced")
+        @attrs.define
+        class Priced2:
+            id: int
+            title: str = syncline.field(max_length=4)
+            price: float = syncline.field(default=0.0, check=syncline.F.price >= 0)
+
+        @reg3.entity("priced")
+        @attrs.define
+        class Priced3(Priced2):
+            note: str | None = None
+
+        store = open_at(1, [Priced1])
+        store.repository(Priced1).insert_many([Priced1(1, "ok", 2.0), Priced1(2, "long!", -1.0)])
+        with pytest.raises(MigrationError) as info:
+            open_at(2, [Priced2], migration=MigrationStrategy(
+                on_upgrade=lambda m, o, n: m.alter_table(TableMigration(Priced2))))
+        assert "ck_priced_" in str(info.value)
+        store = open_at(1, [Priced1])
+        assert store.repository(Priced1).get(2) == Priced1(2, "long!", -1.0)
+        assert any("check ck_priced_price_1" in d for d in self.differences(
+            open_at(1, [Priced2])))
+        store = open_at(1, [Priced1])
+        store.repository(Priced1).update(2, title="fine", price=1.0)
+        store = open_at(2, [Priced2], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_table(TableMigration(Priced2))))
+        assert self.differences(store) == []
+        store = open_at(3, [Priced3], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_table(
+                TableMigration(Priced3, new_columns=["note"]))))
+        assert self.differences(store) == []
+        row = {"id": 3, "title": "t", "price": -2.0, "note": None}
+        with pytest.raises(syncline.IntegrityError, match="ck_priced_price_1"):
+            store.backend.upsert_many(store.repository(Priced3).table, [row])
+        with pytest.raises(syncline.IntegrityError, match="length"):
+            store.repository(Priced3).update(1, title="five!")
+        assert sorted(store.repository(Priced3).all(), key=lambda p: p.id) == [
+            Priced3(1, "ok", 2.0), Priced3(2, "fine", 1.0)]
+
     def test_recreate_all_views(self, open_at: StoreFactory, store_url: str) -> None:
         self.require_url(store_url, "sql")
         old_view = View("titles", "SELECT id, title FROM todos")

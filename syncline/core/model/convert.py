@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import cattrs
 
+from syncline.core.model.checks import checker
 from syncline.core.model.errors import SerializationError
 from syncline.core.model.schema import EntitySpec, FieldSpec, TypeRegistry, is_internal, is_json
 from syncline.core.model.values import (
@@ -388,6 +389,13 @@ class RowCodec:
                 enc_parts.append(f"(h{i}({attr}) if {attr} is not None else _not_null())")
                 dec_row.append(f"{f.alias}=d{i}(r[{key}])")
                 dec_tuple.append(f"{f.alias}=d{i}(r[{i}])")
+        #: per field with declared checks, the function testing its stored values
+        self._checks: dict[str, Hook] = {}
+        for i, f in enumerate(spec.fields):
+            declared = [c for c in spec.table.checks if c.column == f.name]
+            if declared:
+                self._checks[f.name] = ns[f"k{i}"] = checker(self.owner, f.name, declared)
+                enc_parts[i] = f"k{i}({enc_parts[i]})"
         keys = [repr(f.name) for f in spec.fields]
         src = (
             "def to_row(o):\n    return {"
@@ -479,7 +487,7 @@ class RowCodec:
     def _explain(self, obj: Any, exc: Exception) -> None:
         """Raise an error naming the field that failed (the fast path does not know it)."""
         for f in self.spec.fields:
-            self.encode(f.name, getattr(obj, f.name))
+            self.checked(f.name, self.encode(f.name, getattr(obj, f.name)))
         raise SerializationError(f"cannot store {describe(obj)}: {exc}") from exc
 
     def encode(self, field: str, value: Any) -> Any:
@@ -498,6 +506,12 @@ class RowCodec:
             with nested_payloads():
                 return enc(value)
         return enc(value)
+
+    def checked(self, field: str, stored: Any) -> Any:
+        """``stored`` (a value of ``field`` as :meth:`encode` made it) if it passes the field's
+        declared checks, else an :class:`IntegrityError` naming them (for partial updates)."""
+        check = self._checks.get(field)
+        return stored if check is None else check(stored)
 
     def decode(self, field: str, value: Any) -> Any:
         dec = self._decoders[field]

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 
 import attrs
 
+from syncline.core.model.checks import CheckSpec, field_checks
 from syncline.core.model.errors import EntityDefinitionError, NotFoundError
 
 Kind: TypeAlias = Literal[
@@ -82,6 +83,8 @@ class TableSpec:
     primary_key: str
     indexes: tuple[IndexSpec, ...] = ()
     foreign_keys: tuple[ForeignKeySpec, ...] = ()
+    #: CHECK constraints and length bounds declared with syncline.field()
+    checks: tuple[CheckSpec, ...] = ()
     column_names: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
@@ -378,8 +381,46 @@ def build_spec(
     )
     fks = tuple(_foreign_key(owner, names, col, target)
                 for col, target in (foreign_keys or {}).items())
-    spec = TableSpec(name, columns, primary_key, tuple(index_specs), fks)
+    checks = tuple(c for a, f in zip(attrs.fields(cls), fields, strict=True)
+                   for c in _declared_checks(owner, name, a, f))
+    spec = TableSpec(name, columns, primary_key, tuple(index_specs), fks, checks)
     return EntitySpec(cls, spec, tuple(fields), primary_key, syncs)
+
+
+#: the key of syncline's options in an attrs field's metadata
+METADATA_KEY = "syncline"
+
+
+def field(*, check: Any = None, min_length: int | None = None, max_length: int | None = None,
+          **kwargs: Any) -> Any:
+    """An attrs field with syncline options: ``title: str = syncline.field(max_length=80)``.
+
+    ``check`` is a comparison of the field with a value (``F.price >= 0``; several joined with
+    ``&``); ``min_length``/``max_length`` bound a str field's length in characters. Each becomes
+    a named CHECK constraint of the table, and every backend refuses a value breaking one with an
+    :class:`IntegrityError`. The other arguments are :func:`attrs.field`'s.
+    """
+    options = {"check": check, "min_length": min_length, "max_length": max_length}
+    metadata = dict(kwargs.pop("metadata", None) or {})
+    metadata[METADATA_KEY] = {k: v for k, v in options.items() if v is not None}
+    return attrs.field(metadata=metadata, **kwargs)
+
+
+def _declared_checks(owner: str, table: str, a: attrs.Attribute[Any],
+                     f: FieldSpec) -> list[CheckSpec]:
+    options = a.metadata.get(METADATA_KEY) or {}
+    unknown = set(options) - {"check", "min_length", "max_length"}
+    if unknown:
+        raise EntityDefinitionError(
+            f"{owner}.{a.name}: unknown syncline field options {sorted(unknown)}; "
+            f"use check, min_length or max_length")
+    if not options:
+        return []
+    if f.custom:
+        raise EntityDefinitionError(
+            f"{owner}.{a.name}: checks and length bounds apply to built-in field types, not "
+            f"the plugin type {f.python_type!r}")
+    return field_checks(owner, table, f.name, f.kind, enum=f.enum_type is not None, **options)
 
 
 @attrs.frozen

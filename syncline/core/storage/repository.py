@@ -378,7 +378,7 @@ class Repository(Generic[T]):
         out = {}
         for name, value in values.items():
             self._field(name)
-            out[name] = self.codec.encode(name, value)
+            out[name] = self.codec.checked(name, self.codec.encode(name, value))
         return out
 
     def __repr__(self) -> str:
