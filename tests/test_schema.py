@@ -186,3 +186,17 @@ def test_checks_are_named_per_table_and_field(reg: EntityRegistry) -> None:
     assert [(c.name, c.describe()) for c in checks] == [
         ("ck_shop_name_1", "length(name) >= 1"), ("ck_shop_name_2", "length(name) <= 20"),
         ("ck_shop_rating_1", "rating >= 0"), ("ck_shop_rating_2", "rating <= 5")]
+
+
+@pytest.mark.parametrize(("syncs", "name", "default", "words"), [
+    (False, "note", None, "a field of a syncing entity"),
+    (True, "id", None, "not its primary key"),
+    (True, "note", attrs.NOTHING, "has a default"),
+])
+def test_bad_local_fields_are_refused(reg: EntityRegistry, syncs: bool, name: str,
+                                      default: Any, words: str) -> None:
+    fields = {"id": attrs.field(type=str), "note": attrs.field(type=str | None, default=None)}
+    fields[name] = syncline.field(type=str | None, local=True, default=default)
+    with pytest.raises(syncline.EntityDefinitionError, match=rf"Bad\.{name}") as info:
+        reg.entity("bad", syncs=syncs)(attrs.make_class("Bad", fields))
+    assert words in str(info.value)

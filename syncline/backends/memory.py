@@ -24,6 +24,13 @@ from syncline.core.model.errors import IntegrityError, NotFoundError, StaleSchem
 from syncline.core.model.evaluate import evaluate, order_rows
 from syncline.core.model.query import Condition, Query
 from syncline.core.model.schema import IndexSpec, TableSpec
+from syncline.core.model.sync_fields import (
+    STATE_TABLE,
+    SYNC_FIELDS,
+    query_uses_sync,
+    state_key_prefix,
+    where_uses_sync,
+)
 from syncline.core.model.values import describe
 from syncline.core.spi.backend import Backend, Row
 from syncline.core.spi.helpers import is_json
@@ -392,9 +399,14 @@ class MemoryBackend(Backend):
             return [dict(rows[k]) for k in keys if k in rows]
 
     def _matching(self, table: TableSpec, where: Condition | None,
-                  query: Query | None = None) -> list[Row]:
-        """The rows matching ``where``; with ``query``, in its order and window."""
+                  query: Query | None = None, joined: bool = False) -> list[Row]:
+        """The rows matching ``where``; with ``query``, in its order and window; ``joined``:
+        with their records' sync state (scanned: the indexes do not hold it)."""
         t = self._table(table.name)
+        if joined:
+            rows = [r for r in self._with_sync_state(table, t.rows.values())
+                    if where is None or evaluate(where, r) is True]
+            return rows if query is None else self._window(rows, table, query)
         if where is not None:
             order = () if query is None else query.order_by
             try:
@@ -420,15 +432,34 @@ class MemoryBackend(Backend):
         end = None if query.limit is None else query.offset + query.limit
         return rows[query.offset:end]
 
+    def _with_sync_state(self, table: TableSpec, rows: Iterable[Row]) -> list[Row]:
+        """The rows with their records' sync state as extra fields, as SQL's LEFT JOIN gives
+        them (see :mod:`syncline.core.model.sync_fields`)."""
+        states = self.db.tables.get(STATE_TABLE)
+        found = states.rows if states is not None else {}
+        prefix = state_key_prefix(table.name)
+        pk = table.primary_key
+        out = []
+        for row in rows:
+            state = found.get(f"{prefix}{row[pk]}")
+            out.append({**row, **{name: None if state is None else state[column]
+                                  for name, (column, _) in SYNC_FIELDS.items()}})
+        return out
+
     def query(self, table: TableSpec, query: Query) -> list[Row]:
         with self.db.lock:
-            return [dict(r) for r in self._matching(table, query.where, query)]
+            joined = query_uses_sync(query)
+            rows = self._matching(table, query.where, query, joined)
+            if joined:  # leave the sync state out
+                names = table.column_names
+                return [{n: r[n] for n in names} for r in rows]
+            return [dict(r) for r in rows]
 
     def count(self, table: TableSpec, where: Condition | None = None) -> int:
         with self.db.lock:
             if where is None:
                 return len(self._table(table.name).rows)
-            return len(self._matching(table, where))
+            return len(self._matching(table, where, joined=where_uses_sync(where)))
 
     def insert_many(self, table: TableSpec, rows: Sequence[Row]) -> None:
         pk = table.primary_key

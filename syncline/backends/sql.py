@@ -28,6 +28,15 @@ from syncline.core.model.query import (
     tie_broken,
 )
 from syncline.core.model.schema import ColumnSpec, Kind, TableSpec
+from syncline.core.model.sync_fields import (
+    STATE_KEY,
+    STATE_TABLE,
+    SYNC_FIELDS,
+    query_uses_sync,
+    state_key_prefix,
+    where_uses_sync,
+    with_sync_columns,
+)
 
 Compiled = tuple[str, tuple[str, ...]]
 
@@ -250,39 +259,56 @@ class SQLBuilder:
             self._cache[key] = hit
         return hit
 
+    def _source(self, spec: TableSpec, joined: bool) -> tuple[TableSpec, Any]:
+        """The table, or with ``joined`` a subquery of it with its records' sync state as
+        extra columns (see :mod:`syncline.core.model.sync_fields`), and the spec of either."""
+        table = self.table(spec)
+        if not joined:
+            return spec, table
+        states = sa.table(STATE_TABLE, sa.column(STATE_KEY, sa.Text()), *[
+            sa.column(col, self.column_type(kind)) for col, kind in SYNC_FIELDS.values()])
+        prefix = "'" + state_key_prefix(spec.name).replace("'", "''") + "'"
+        on = states.c[STATE_KEY] == (sa.literal_column(prefix, sa.Text())
+                                     + table.c[spec.primary_key])
+        sub = sa.select(*table.c, *[states.c[col].label(name)
+                                    for name, (col, _) in SYNC_FIELDS.items()]
+                        ).select_from(table.outerjoin(states, on)).subquery("with_sync_state")
+        return with_sync_columns(spec), sub
+
     def select(self, spec: TableSpec, query: Query) -> tuple[str, list[Any]]:
         """SQL and positional parameters for ``query`` on ``spec``."""
         key = ("select", spec.name, self._shape(query.where), query.order_by,
                query.limit is not None or bool(query.offset))
+        joined = query_uses_sync(query)
 
         def build() -> sa.Select[Any]:
-            table = self.table(spec)
-            stmt = sa.select(*table.c)
-            clause = self.where(spec, query.where)
-            if clause is not None:
-                stmt = stmt.where(clause)
-            stmt = stmt.order_by(*self._ordering(spec, table, query.order_by))
+            source, table = self._source(spec, joined)
+            stmt = sa.select(*[table.c[n] for n in spec.column_names])
+            if query.where is not None:
+                stmt = stmt.where(self._clause(source, table, query.where, [0]))
+            stmt = stmt.order_by(*self._ordering(source, table, query.order_by))
             if query.limit is not None or query.offset:
                 stmt = stmt.limit(sa.bindparam("_limit", type_=sa.Integer))
                 stmt = stmt.offset(sa.bindparam("_offset", type_=sa.Integer))
             return stmt
 
         sql, names = self._cached(key, build)
-        values = self.bind_values(query.where, spec)
+        values = self.bind_values(query.where, with_sync_columns(spec) if joined else spec)
         values["_limit"] = self.no_limit if query.limit is None else query.limit
         values["_offset"] = query.offset
         return sql, [values[n] for n in names]
 
     def count(self, spec: TableSpec, where: Condition | None) -> tuple[str, list[Any]]:
         key = ("count", spec.name, self._shape(where))
+        joined = where_uses_sync(where)
 
         def build() -> sa.Select[Any]:
-            stmt = sa.select(sa.func.count()).select_from(self.table(spec))
-            clause = self.where(spec, where)
-            return stmt if clause is None else stmt.where(clause)
+            source, table = self._source(spec, joined)
+            stmt = sa.select(sa.func.count()).select_from(table)
+            return stmt if where is None else stmt.where(self._clause(source, table, where, [0]))
 
         sql, names = self._cached(key, build)
-        values = self.bind_values(where, spec)
+        values = self.bind_values(where, with_sync_columns(spec) if joined else spec)
         return sql, [values[n] for n in names]
 
     def delete(self, spec: TableSpec, where: Condition | None) -> tuple[str, list[Any]]:

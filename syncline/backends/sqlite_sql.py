@@ -24,6 +24,15 @@ from syncline.core.model.query import (
     tie_broken,
 )
 from syncline.core.model.schema import ColumnSpec, IndexSpec, Kind, TableSpec
+from syncline.core.model.sync_fields import (
+    STATE_KEY,
+    STATE_TABLE,
+    SYNC_FIELDS,
+    query_uses_sync,
+    state_key_prefix,
+    where_uses_sync,
+    with_sync_columns,
+)
 
 #: the column type of each storage kind (SQLAlchemy's types for migrations are made from it)
 TYPES: Mapping[str, str] = {
@@ -220,13 +229,28 @@ class SQLiteSQL:
     def _columns(self, spec: TableSpec) -> str:
         return ", ".join(q(c) for c in spec.column_names)
 
+    @staticmethod
+    def _source(spec: TableSpec, joined: bool) -> str:
+        """The table, or with ``joined`` the table with its records' sync state as columns
+        (see :mod:`syncline.core.model.sync_fields`; SQLite flattens the subquery)."""
+        if not joined:
+            return q(spec.name)
+        cols = ", ".join(f"s.{q(col)} AS {q(name)}" for name, (col, _) in SYNC_FIELDS.items())
+        return (f"(SELECT t.*, {cols} FROM {q(spec.name)} AS t LEFT JOIN {q(STATE_TABLE)} AS s "
+                f"ON s.{q(STATE_KEY)} = {literal(state_key_prefix(spec.name))} || "
+                f"t.{q(spec.primary_key)}) AS {q(spec.name)}")
+
     def select(self, spec: TableSpec, query: Query) -> tuple[str, list[Any]]:
         """SQL and positional parameters for ``query`` on ``spec``."""
         windowed = query.limit is not None or bool(query.offset)
+        joined = query_uses_sync(query)
         key = ("select", spec.name, self._shape(query.where), query.order_by, windowed, spec)
+        source = self._source(spec, joined)
+        columns = self._columns(spec)
+        spec = with_sync_columns(spec) if joined else spec
 
         def build() -> str:
-            sql = (f"SELECT {self._columns(spec)} FROM {q(spec.name)}"
+            sql = (f"SELECT {columns} FROM {source}"
                    f"{self._where(spec, query.where)} ORDER BY "
                    f"{self._ordering(spec, query.order_by)}")
             return sql + " LIMIT ? OFFSET ?" if windowed else sql
@@ -239,7 +263,10 @@ class SQLiteSQL:
 
     def count(self, spec: TableSpec, where: Condition | None) -> tuple[str, list[Any]]:
         key = ("count", spec.name, self._shape(where), spec)
-        sql = self._cached(key, lambda: f"SELECT count(*) FROM {q(spec.name)}"
+        joined = where_uses_sync(where)
+        source = self._source(spec, joined)
+        spec = with_sync_columns(spec) if joined else spec
+        sql = self._cached(key, lambda: f"SELECT count(*) FROM {source}"
                                         f"{self._where(spec, where)}")
         return sql, self.params(spec, where, [])
 

@@ -397,7 +397,7 @@ class SyncApp:
                 "name": spec.table.name, "primary_key": spec.primary_key,
                 "shared": spec.table.name in self.config.shared,
                 "fields": [{"name": f.name, "kind": f.kind, "nullable": f.nullable}
-                           for f in spec.fields],
+                           for f in spec.fields if not f.local],
             })
         config = self.config
         return {"entities": entities, "protocol": PROTOCOLS,

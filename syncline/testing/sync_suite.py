@@ -12,17 +12,22 @@ from syncline.testing.syncing.conflicts import ConflictSuite
 from syncline.testing.syncing.entities import NOTES as ENTITIES
 from syncline.testing.syncing.entities import Note, registry
 from syncline.testing.syncing.exchange import ExchangeSuite
+from syncline.testing.syncing.local_fields import LocalFieldSuite
 from syncline.testing.syncing.lookups import LookupSuite, WorkerSuite
 from syncline.testing.syncing.queue import QueueSuite
 from syncline.testing.syncing.retries import RetrySuite
+from syncline.testing.syncing.state_queries import SyncStateQuerySuite
 
 
-class SyncSuite(QueueSuite, ExchangeSuite, RetrySuite, ConflictSuite, LookupSuite, WorkerSuite):
+class SyncSuite(QueueSuite, ExchangeSuite, RetrySuite, ConflictSuite, LookupSuite, WorkerSuite,
+                LocalFieldSuite, SyncStateQuerySuite):
     """Subclass and provide a ``store_url`` fixture to run the sync suite on a backend."""
 
 
 __all__ = [
-    "ENTITIES", "ClientFactory", "ConflictSuite", "ExchangeSuite", "LookupSuite", "Note",
-    "QueueSuite", "RetrySuite", "SyncFixtures", "SyncSuite", "WorkerSuite", "clients",
+    "ENTITIES", "ClientFactory", "ConflictSuite", "ExchangeSuite", "LocalFieldSuite",
+    "LookupSuite", "Note",
+    "QueueSuite", "RetrySuite", "SyncFixtures", "SyncStateQuerySuite", "SyncSuite",
+    "WorkerSuite", "clients",
     "registry",
 ]

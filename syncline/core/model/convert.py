@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from syncline.core.model.checks import checker
 from syncline.core.model.errors import SerializationError
@@ -594,6 +595,22 @@ def make_wire_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
         return structure
 
     wire.register_structure_hook_factory(is_json, json_factory)
+
+    # Entities with local-only fields travel without them; structured, those get their default.
+    def local_fields(tp: Any) -> tuple[str, ...]:
+        spec = getattr(tp, "__syncline_entity__", None)
+        return spec.local_fields if isinstance(spec, EntitySpec) and spec.cls is tp else ()
+
+    def without_local(tp: Any) -> dict[str, Any]:
+        return {name: override(omit=True) for name in local_fields(tp)}
+
+    wire.register_unstructure_hook_factory(
+        lambda tp: bool(local_fields(tp)),
+        lambda tp: make_dict_unstructure_fn(tp, wire, **without_local(tp)))
+    wire.register_structure_hook_factory(
+        lambda tp: bool(local_fields(tp)),
+        lambda tp: make_dict_structure_fn(tp, wire, _cattrs_forbid_extra_keys=True,
+                                          **without_local(tp)))
     return wire
 
 

@@ -189,6 +189,26 @@ def _as_list(name: str, values: Iterable[Any]) -> list[Any]:
     return list(values)
 
 
+class SyncField(Field):
+    """``F.sync``: a field named ``sync``, whose attributes are a syncing record's sync state:
+    ``F.sync.status`` (a ``SyncStatus`` or its value), ``F.sync.retry_count`` and
+    ``F.sync.modified_at`` (when it was last written locally)."""
+
+    __slots__ = ()
+
+    @property
+    def status(self) -> Field:
+        return Field("sync.status")
+
+    @property
+    def retry_count(self) -> Field:
+        return Field("sync.retry_count")
+
+    @property
+    def modified_at(self) -> Field:
+        return Field("sync.modified_at")
+
+
 class _FieldFactory:
     """``F.name`` is ``Field("name")``; ``F("name")`` works for names that are not identifiers."""
 
@@ -196,6 +216,11 @@ class _FieldFactory:
         if name.startswith("__"):
             raise AttributeError(name)
         return Field(name)
+
+    @property
+    def sync(self) -> SyncField:
+        """``F.sync.status``...: the sync state of a syncing entity's records."""
+        return SyncField("sync")
 
     def __call__(self, name: str) -> Field:
         return Field(name)

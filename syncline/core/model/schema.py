@@ -110,6 +110,7 @@ class FieldSpec:
     nullable: bool
     enum_type: type[enum.Enum] | None = None
     custom: bool = False  # a plugin-registered type
+    local: bool = False  # stored here, never synced (syncline.field(local=True))
 
 
 @attrs.frozen
@@ -119,6 +120,11 @@ class EntitySpec:
     fields: tuple[FieldSpec, ...]
     primary_key: str
     syncs: bool
+    #: the fields stored on this device only: never pushed, kept through pulls
+    local_fields: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "local_fields", tuple(f.name for f in self.fields if f.local))
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:
@@ -353,7 +359,14 @@ def build_spec(
             )
         if a.type is None:
             raise EntityDefinitionError(f"{owner}.{a.name}: the field needs a type annotation")
-        fields.append(attrs.evolve(classify(owner, a.name, a.type), alias=a.alias or a.name))
+        local = bool((a.metadata.get(METADATA_KEY) or {}).get("local"))
+        fields.append(attrs.evolve(classify(owner, a.name, a.type), alias=a.alias or a.name,
+                                   local=local))
+        if local and (not syncs or a.name == primary_key or a.default is attrs.NOTHING):
+            raise EntityDefinitionError(
+                f"{owner}.{a.name}: local=True marks a field of a syncing entity "
+                f"(syncs=True) that is not its primary key and has a default (a pulled new "
+                f"record gets it), e.g. syncline.field(local=True, default=None)")
     names = [f.name for f in fields]
     if primary_key not in names:
         raise EntityDefinitionError(
@@ -392,15 +405,20 @@ METADATA_KEY = "syncline"
 
 
 def field(*, check: Any = None, min_length: int | None = None, max_length: int | None = None,
-          **kwargs: Any) -> Any:
+          local: bool = False, **kwargs: Any) -> Any:
     """An attrs field with syncline options: ``title: str = syncline.field(max_length=80)``.
+
+    ``local=True`` (syncing entities): the field is stored on this device only: never pushed,
+    not in the wire format, kept when a pull changes the record, its default on a pulled new
+    record; queries use it like any field.
 
     ``check`` is a comparison of the field with a value (``F.price >= 0``; several joined with
     ``&``); ``min_length``/``max_length`` bound a str field's length in characters. Each becomes
     a named CHECK constraint of the table, and every backend refuses a value breaking one with an
     :class:`IntegrityError`. The other arguments are :func:`attrs.field`'s.
     """
-    options = {"check": check, "min_length": min_length, "max_length": max_length}
+    options = {"check": check, "min_length": min_length, "max_length": max_length,
+               "local": local or None}
     metadata = dict(kwargs.pop("metadata", None) or {})
     metadata[METADATA_KEY] = {k: v for k, v in options.items() if v is not None}
     return attrs.field(metadata=metadata, **kwargs)
@@ -408,12 +426,13 @@ def field(*, check: Any = None, min_length: int | None = None, max_length: int |
 
 def _declared_checks(owner: str, table: str, a: attrs.Attribute[Any],
                      f: FieldSpec) -> list[CheckSpec]:
-    options = a.metadata.get(METADATA_KEY) or {}
+    options = dict(a.metadata.get(METADATA_KEY) or {})
+    options.pop("local", None)
     unknown = set(options) - {"check", "min_length", "max_length"}
     if unknown:
         raise EntityDefinitionError(
             f"{owner}.{a.name}: unknown syncline field options {sorted(unknown)}; "
-            f"use check, min_length or max_length")
+            f"use check, min_length, max_length or local")
     if not options:
         return []
     if f.custom:

@@ -12,13 +12,16 @@ from syncline.core.model.query import (
     Compare,
     Condition,
     Not,
+    Order,
     OrderArg,
     Query,
     WhereArg,
     check_like_pattern,
+    condition_fields,
     normalize_where,
 )
 from syncline.core.model.schema import EntitySpec
+from syncline.core.model.sync_fields import STATE_TABLE, sync_fields_of
 from syncline.core.storage.watch import Watch
 
 if TYPE_CHECKING:
@@ -102,13 +105,21 @@ class Repository(Generic[T]):
         def run() -> list[T]:
             return [self._from_tuple(r) for r in self._backend.query_values(self.table, query)]
 
-        return self.store.watches.watch(frozenset({self.table.name}), run)
+        return self.store.watches.watch(self._watched(query.where, query.order_by), run)
 
     def watch_count(self, where: WhereArg = None) -> Watch[int]:
         """``count(where)`` now and after every commit that changes it."""
         cond = self._where(where)
-        return self.store.watches.watch(frozenset({self.table.name}),
+        return self.store.watches.watch(self._watched(cond),
                                         lambda: self._backend.count(self.table, cond))
+
+    def _watched(self, where: Condition | None, order_by: Iterable[Order] = ()) -> frozenset[str]:
+        """The tables a query reads: its own, and the record-state table for F.sync fields."""
+        names = {o.field for o in order_by} | (set() if where is None
+                                               else condition_fields(where))
+        if sync_fields_of(names):
+            return frozenset({self.table.name, STATE_TABLE})
+        return frozenset({self.table.name})
 
     def watch_one(self, key: Any) -> Watch[T | None]:
         """``get(key)`` now and after every commit that changes it."""
@@ -182,6 +193,7 @@ class Repository(Generic[T]):
         """
         encoded = self._values(values)
         stored_key = self._key(key)
+        syncs = self._queues(values)
 
         def write() -> Any:
             if not self._backend.update(self.table, stored_key, encoded):
@@ -192,7 +204,7 @@ class Repository(Generic[T]):
             row = self._backend.get(self.table, stored_key)
             assert row is not None  # just updated in this transaction
             obj = self._from_row(row)
-            if self._syncs:
+            if syncs:
                 self._track("update", [(stored_key, obj)])
             return obj
 
@@ -202,13 +214,14 @@ class Repository(Generic[T]):
         """Set the given fields on every entity matching ``where``; returns how many."""
         encoded = self._values(values)
         cond = self._where(where)
+        syncs = self._queues(values)
 
         def write() -> int:
-            keys = self._keys_where(cond) if self._syncs else []
+            keys = self._keys_where(cond) if syncs else []
             n = self._backend.update_where(self.table, cond, encoded)
             if n:
                 self.store.touched(self.table.name)
-            if self._syncs and keys:
+            if syncs and keys:
                 rows = self._backend.get_many(self.table, keys)
                 self._track("update", [(r[self._pk], self._from_row(r)) for r in rows])
             return n
@@ -298,6 +311,10 @@ class Repository(Generic[T]):
 
     def _keys_where(self, cond: Condition | None) -> list[Any]:
         return [r[self._pk] for r in self._backend.query(self.table, Query(cond))]
+
+    def _queues(self, values: dict[str, Any]) -> bool:
+        """Whether an update of ``values`` is queued: not when it sets local-only fields only."""
+        return self._syncs and not values.keys() <= set(self.spec.local_fields)
 
     def _track(self, action: str, records: list[tuple[Any, Any]]) -> None:
         self.store.written(self.spec, action, records)

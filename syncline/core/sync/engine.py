@@ -44,6 +44,7 @@ from syncline.core.spi.transport import (
     Transport,
     mutation_wire,
 )
+from syncline.core.sync.local_fields import keep_local_values
 from syncline.core.sync.lock import sync_lock
 from syncline.core.sync.outbox import (
     EntryState,
@@ -188,7 +189,8 @@ def apply_remote(store: SyncingStore, cls: type, record_id: str, obj: Any,
         if obj is None:
             store.backend.delete_many(table, [record_id])
         else:
-            store.backend.upsert_many(table, [codec.to_row(obj)])
+            kept = keep_local_values(store, cls, [obj])[0]
+            store.backend.upsert_many(table, [codec.to_row(kept)])
         store.touched(table.name)
         key = state_key(table.name, record_id)
         state = outbox.states.get(key) or RecordState(key, table.name, record_id)
@@ -1043,7 +1045,8 @@ class SyncEngine:
         for cls in sorted(puts, key=rank):
             table = spec_of(cls).table
             codec = self.store.codec(cls)
-            self.store.backend.upsert_values(table, [codec.to_tuple(o) for o in puts[cls]])
+            objs = keep_local_values(self.store, cls, puts[cls])
+            self.store.backend.upsert_values(table, [codec.to_tuple(o) for o in objs])
             self.store.touched(table.name)
         for cls in sorted(deletes, key=rank, reverse=True):
             table = spec_of(cls).table

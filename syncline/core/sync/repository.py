@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from syncline.core.model.convert import RowCodec
-from syncline.core.model.errors import NotFoundError, QueryError
-from syncline.core.model.query import F
-from syncline.core.model.schema import EntitySpec
+from syncline.core.model.errors import NotFoundError, QueryError, SerializationError
+from syncline.core.model.query import And, F, WhereArg, condition_fields, normalize_where
+from syncline.core.model.schema import EntitySpec, FieldSpec
+from syncline.core.model.sync_fields import SYNC_FIELDS, sync_fields_of
 from syncline.core.storage.repository import Repository
 from syncline.core.sync.outbox import Outbox, RecordState, SyncStatus
 
@@ -30,6 +31,48 @@ class SyncRepository(Repository[T]):
     @property
     def outbox(self) -> Outbox:
         return self.store.outbox
+
+    # -- sync state in queries (F.sync.status, F.sync.retry_count, F.sync.modified_at) --------
+
+    def _field(self, name: str) -> Any:
+        if name not in SYNC_FIELDS:
+            return super()._field(name)
+        if not self._syncs:
+            raise QueryError(f"F.{name}: {self.spec.cls.__name__} does not sync, so its "
+                             f"records have no sync state to query")
+        kind = SYNC_FIELDS[name][1]
+        return FieldSpec(name, name, RecordState, kind, True)
+
+    def _encode_query_value(self, field: str, value: Any) -> Any:
+        if field not in SYNC_FIELDS:
+            return super()._encode_query_value(field, value)
+        column = SYNC_FIELDS[field][0]
+        if field == "sync.status" and isinstance(value, str):
+            try:
+                value = SyncStatus(value)
+            except ValueError:
+                raise QueryError(
+                    f"F.{field}: {value!r} is no sync status; use one of "
+                    f"{', '.join(s.value for s in SyncStatus)}") from None
+        try:
+            return self.outbox.states.codec.encode(column, value)
+        except SerializationError as exc:
+            raise QueryError(f"bad value in a condition on F.{field}: {exc}") from exc
+
+    def update_where(self, where: WhereArg, **values: Any) -> int:
+        self._no_sync_fields(where, "update_where")
+        return super().update_where(where, **values)
+
+    def delete_where(self, where: WhereArg) -> int:
+        self._no_sync_fields(where, "delete_where")
+        return super().delete_where(where)
+
+    def _no_sync_fields(self, where: WhereArg, call: str) -> None:
+        used = sync_fields_of(condition_fields(normalize_where(where) or And(())))
+        if used:
+            raise QueryError(
+                f"{call}() cannot filter by {', '.join(f'F.{n}' for n in used)}; sync state "
+                f"filters reads only: find() the records, then write them by key")
 
     def pending(self) -> list[T]:
         """Records with local changes not yet accepted by the server, oldest change first."""

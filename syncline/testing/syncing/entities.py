@@ -23,6 +23,19 @@ class Note:
     tags: list[str] | None = None
 
 
+@registry.entity("sync_feed", syncs=True)
+@attrs.define
+class FeedPost:
+    """The seed's posts: the server's fields, and this device's own (never synced)."""
+
+    id: str
+    text: str
+    likes: int = 0
+    liked_by_me: bool = syncline.field(local=True, default=False)
+    image_paths: list[str] | None = syncline.field(local=True, default=None)
+    last_fetched: dt.datetime | None = syncline.field(local=True, default=None)
+
+
 @registry.entity("trust_posts", syncs=True)
 @attrs.define
 class Post:
@@ -40,7 +53,7 @@ class Comment:
 
 
 #: the sync suite's entities
-NOTES: list[type] = [Note]
+NOTES: list[type] = [Note, FeedPost]
 #: the trust suite's entities
 ENTITIES: list[type] = [Post, Comment]
 
