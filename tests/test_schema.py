@@ -200,3 +200,17 @@ def test_bad_local_fields_are_refused(reg: EntityRegistry, syncs: bool, name: st
     with pytest.raises(syncline.EntityDefinitionError, match=rf"Bad\.{name}") as info:
         reg.entity("bad", syncs=syncs)(attrs.make_class("Bad", fields))
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"id": syncline.field(type=int, column="key")}, "the primary key is stored under its"),
+    ({"a": syncline.field(type=int, column="b"), "b": attrs.field(type=int)},
+     "two fields are stored in column 'b'"),
+    ({"a": syncline.field(type=int, column="not a name")}, "must be an identifier"),
+    ({"a": syncline.field(type=int, column="_syncline_x")}, "must be an identifier"),
+])
+def test_bad_column_names_are_refused(reg: EntityRegistry, fields: dict[str, Any],
+                                      words: str) -> None:
+    with pytest.raises(syncline.EntityDefinitionError, match="Bad") as info:
+        reg.entity("bad")(attrs.make_class("Bad", {"id": attrs.field(type=int), **fields}))
+    assert words in str(info.value)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from syncline.testing.backend.base import T0, UTC, StoreSuite, make_everything, make_post
 from syncline.testing.backend.checks import CheckSuite
+from syncline.testing.backend.columns import ColumnNameSuite
 from syncline.testing.backend.crud import CrudSuite
 from syncline.testing.backend.field_types import FieldTypeSuite
 from syncline.testing.backend.lifecycle import (
@@ -44,7 +45,8 @@ from syncline.testing.stores import StoreFactory
 
 
 class BackendSuite(CrudSuite, QuerySuite, FieldTypeSuite, TransactionSuite, ConcurrencySuite,
-                   LifecycleSuite, ProcessSuite, ErrorClassSuite, ValueDomainSuite, CheckSuite):
+                   LifecycleSuite, ProcessSuite, ErrorClassSuite, ValueDomainSuite, CheckSuite,
+                   ColumnNameSuite):
     """Subclass and provide a ``store_url`` fixture (a fresh, empty store each time).
 
     The value-domain cases (:class:`ValueDomainSuite`) are part of it."""
@@ -52,8 +54,8 @@ class BackendSuite(CrudSuite, QuerySuite, FieldTypeSuite, TransactionSuite, Conc
 
 __all__ = [
     "EDGE_VALUES", "EXTRA_ORDERED", "ORDERED_FIELDS", "T0", "UTC", "BackendSuite",
-    "CheckSuite", "ConcurrencySuite", "CrudSuite", "ErrorClassSuite", "FieldTypeSuite",
-    "LifecycleSuite",
+    "CheckSuite", "ColumnNameSuite", "ConcurrencySuite", "CrudSuite", "ErrorClassSuite",
+    "FieldTypeSuite", "LifecycleSuite",
     "Mood", "ProcessSuite", "QuerySuite", "StoreFactory", "StoreSuite", "Strict",
     "TransactionSuite", "ValueDomainSuite", "Values", "in_another_process", "make_everything",
     "make_post", "other_process", "values_registry",

@@ -492,6 +492,38 @@ class MigrationSuite(SuiteBase):
         assert sorted(store.repository(Priced3).all(), key=lambda p: p.id) == [
             Priced3(1, "ok", 2.0), Priced3(2, "fine", 1.0)]
 
+    def test_renaming_a_field_with_its_old_column_needs_no_migration(
+            self, open_at: StoreFactory) -> None:
+        """``syncline.field(column="content")`` keeps the stored column: the store opens at the
+        same version, unchanged, and a later rebuild keeps the column name."""
+        reg1, reg2 = EntityRegistry(), EntityRegistry()
+
+        memo1: type = reg1.entity("memos", indexes=["content"])(attrs.make_class("Memo1", {
+            "id": attrs.field(type=int), "content": attrs.field(type=str)}))
+        @reg2.entity("memos", indexes=["body"])
+        @attrs.define
+        class Memo2:
+            id: int
+            body: str = syncline.field(column="content")
+            stars: int = syncline.field(default=0, column="rating")
+
+        store = open_at(1, [memo1])
+        store.repository(memo1).insert_many([memo1(i, f"memo {i}") for i in range(5)])
+        reg3 = EntityRegistry()
+        renamed: type = reg3.entity("memos", indexes=["body"])(attrs.make_class("Memo", {
+            "id": attrs.field(type=int),
+            "body": syncline.field(type=str, column="content")}))
+        store = open_at(1, [renamed])
+        assert self.differences(store) == []
+        memos: syncline.Repository[Any] = store.repository(renamed)
+        assert [m.body for m in memos.find(syncline.F.body >= "memo 3")] == ["memo 3", "memo 4"]
+        store = open_at(2, [Memo2], migration=MigrationStrategy(
+            on_upgrade=lambda m, o, n: m.alter_table(
+                TableMigration(Memo2, new_columns=["rating"]))))
+        assert self.differences(store) == []
+        assert store.backend.table_names().count("memos") == 1
+        assert store.repository(Memo2).get(4) == Memo2(4, "memo 4", 0)
+
     def test_recreate_all_views(self, open_at: StoreFactory, store_url: str) -> None:
         self.require_url(store_url, "sql")
         old_view = View("titles", "SELECT id, title FROM todos")

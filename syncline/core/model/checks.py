@@ -82,9 +82,11 @@ def _sql_literal(value: Any) -> str:
 
 def field_checks(owner: str, table: str, field: str, kind: str, *, check: Any = None,
                  min_length: int | None = None, max_length: int | None = None,
-                 enum: bool = False) -> list[CheckSpec]:
-    """The checks one field declares, or an :class:`EntityDefinitionError` naming it."""
+                 enum: bool = False, column: str | None = None) -> list[CheckSpec]:
+    """The checks one field (stored in ``column``, by default its name) declares, or an
+    :class:`EntityDefinitionError` naming it."""
     where = f"{owner}.{field}"
+    column = column or field
     out: list[CheckSpec] = []
     for op, bound in (("ge", min_length), ("le", max_length)):
         if bound is None:
@@ -95,14 +97,15 @@ def field_checks(owner: str, table: str, field: str, kind: str, *, check: Any = 
         if type(bound) is not int or bound < 0:
             raise EntityDefinitionError(
                 f"{where}: a length bound must be an int >= 0, got {describe(bound)}")
-        out.append(CheckSpec("", field, op, bound, length=True))
+        out.append(CheckSpec("", column, op, bound, length=True))
     if min_length is not None and max_length is not None and min_length > max_length:
         raise EntityDefinitionError(
             f"{where}: min_length={min_length} is above max_length={max_length}")
     if check is not None:
         items = check.items if isinstance(check, And) else (check,)
-        out += [_comparison(where, field, kind, enum, item) for item in items]
-    return [attrs.evolve(c, name=f"ck_{table}_{field}_{i}") for i, c in enumerate(out, 1)]
+        out += [attrs.evolve(_comparison(where, field, kind, enum, item), column=column)
+                for item in items]
+    return [attrs.evolve(c, name=f"ck_{table}_{column}_{i}") for i, c in enumerate(out, 1)]
 
 
 def _comparison(where: str, field: str, kind: str, enum: bool, cond: Condition) -> CheckSpec:

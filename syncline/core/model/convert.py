@@ -289,7 +289,7 @@ def _limit(spec: EntitySpec, f: FieldSpec) -> tuple[int, str] | None:
         return None  # syncline's own tables: keys made of limited ids
     if f.name == spec.primary_key:
         return MAX_ID_LENGTH, "chars"
-    if any(f.name in index.columns for index in spec.table.indexes):
+    if any(f.column in index.columns for index in spec.table.indexes):
         return MAX_INDEXED_BYTES, "bytes"
     return None
 
@@ -353,7 +353,7 @@ class RowCodec:
         dec_tuple: list[str] = []  # ... and from a tuple in column order
         for i, f in enumerate(spec.fields):
             attr = f"o.{f.name}"
-            key = repr(f.name)
+            key = repr(f.column)
             native = f.python_type in passthrough and f.enum_type is None and not f.custom
             if native:
                 limit = _limit(spec, f)
@@ -393,11 +393,11 @@ class RowCodec:
         #: per field with declared checks, the function testing its stored values
         self._checks: dict[str, Hook] = {}
         for i, f in enumerate(spec.fields):
-            declared = [c for c in spec.table.checks if c.column == f.name]
+            declared = [c for c in spec.table.checks if c.column == f.column]
             if declared:
                 self._checks[f.name] = ns[f"k{i}"] = checker(self.owner, f.name, declared)
                 enc_parts[i] = f"k{i}({enc_parts[i]})"
-        keys = [repr(f.name) for f in spec.fields]
+        keys = [repr(f.column) for f in spec.fields]
         src = (
             "def to_row(o):\n    return {"
             + ", ".join(f"{k}: {e}" for k, e in zip(keys, enc_parts, strict=True)) + "}\n"
@@ -417,7 +417,7 @@ class RowCodec:
     def _bad_read(self, row: Any, exc: Exception) -> None:
         """Raise an error naming the field whose stored value could not be read."""
         for i, f in enumerate(self.spec.fields):
-            value = row[f.name] if isinstance(row, Mapping) else row[i]
+            value = row[f.column] if isinstance(row, Mapping) else row[i]
             dec = self._decoders.get(f.name)
             if value is None or dec is None:
                 continue

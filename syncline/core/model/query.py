@@ -14,7 +14,7 @@ and orders NULLs first in ascending order and last in descending order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import attrs
@@ -270,6 +270,14 @@ class Query:
             return self
         return attrs.evolve(self, where=map_condition(self.where, encode))
 
+    def renamed(self, names: Mapping[str, str]) -> Query:
+        """A copy naming fields by ``names`` (field -> column; others unchanged)."""
+        if not names:
+            return self
+        where = None if self.where is None else rename_condition(self.where, names)
+        order = tuple(Order(names.get(o.field, o.field), o.descending) for o in self.order_by)
+        return attrs.evolve(self, where=where, order_by=order)
+
 
 def _window_int(value: Any) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool)
@@ -331,6 +339,15 @@ def condition_fields(cond: Condition) -> set[str]:
     for item in cond.items:
         out |= condition_fields(item)
     return out
+
+
+def rename_condition(cond: Condition, names: Mapping[str, str]) -> Condition:
+    """``cond`` with its fields named by ``names`` (field -> column; others unchanged)."""
+    if isinstance(cond, Compare):
+        return attrs.evolve(cond, field=names.get(cond.field, cond.field))
+    if isinstance(cond, Not):
+        return Not(rename_condition(cond.item, names))
+    return type(cond)(tuple(rename_condition(i, names) for i in cond.items))
 
 
 def map_condition(cond: Condition, encode: Callable[[str, Any], Any]) -> Condition:

@@ -111,6 +111,12 @@ class FieldSpec:
     enum_type: type[enum.Enum] | None = None
     custom: bool = False  # a plugin-registered type
     local: bool = False  # stored here, never synced (syncline.field(local=True))
+    #: the stored column's name: the field's own unless declared (syncline.field(column=...))
+    column: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.column:
+            object.__setattr__(self, "column", self.name)
 
 
 @attrs.frozen
@@ -122,9 +128,24 @@ class EntitySpec:
     syncs: bool
     #: the fields stored on this device only: never pushed, kept through pulls
     local_fields: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
+    #: field name -> column name, for the fields stored under another name (usually empty)
+    columns: dict[str, str] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "local_fields", tuple(f.name for f in self.fields if f.local))
+        object.__setattr__(self, "columns",
+                           {f.name: f.column for f in self.fields if f.column != f.name})
+
+    def column_of(self, field: str) -> str:
+        """The column storing ``field`` (its own name unless declared otherwise)."""
+        return self.columns.get(field, field)
+
+    def field_of_column(self, column: str) -> str:
+        """The field stored in ``column``."""
+        for f in self.fields:
+            if f.column == column:
+                return f.name
+        return column
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:
@@ -359,15 +380,23 @@ def build_spec(
             )
         if a.type is None:
             raise EntityDefinitionError(f"{owner}.{a.name}: the field needs a type annotation")
-        local = bool((a.metadata.get(METADATA_KEY) or {}).get("local"))
+        options = a.metadata.get(METADATA_KEY) or {}
+        local = bool(options.get("local"))
+        column = _column_name(owner, a.name, options.get("column"), a.name == primary_key)
         fields.append(attrs.evolve(classify(owner, a.name, a.type), alias=a.alias or a.name,
-                                   local=local))
+                                   local=local, column=column))
         if local and (not syncs or a.name == primary_key or a.default is attrs.NOTHING):
             raise EntityDefinitionError(
                 f"{owner}.{a.name}: local=True marks a field of a syncing entity "
                 f"(syncs=True) that is not its primary key and has a default (a pulled new "
                 f"record gets it), e.g. syncline.field(local=True, default=None)")
     names = [f.name for f in fields]
+    stored = [f.column for f in fields]
+    clash = sorted({c for c in stored if stored.count(c) > 1})
+    if clash:
+        raise EntityDefinitionError(
+            f"{owner}: two fields are stored in column {clash[0]!r}; give each its own "
+            f"column name (syncline.field(column=...))")
     if primary_key not in names:
         raise EntityDefinitionError(
             f"{owner}: primary key field {primary_key!r} does not exist; fields: "
@@ -384,15 +413,16 @@ def build_spec(
             f"{owner}.{primary_key}: a primary key must be a non-optional str, int, UUID or "
             f"similar scalar, not {pk.python_type!r}{' | None' if pk.nullable else ''}"
         )
-    index_specs = [_index(owner, name, names, cols, False) for cols in indexes]
-    index_specs += [_index(owner, name, names, cols, True) for cols in unique]
+    column_of = {f.name: f.column for f in fields}
+    index_specs = [_index(owner, name, column_of, cols, False) for cols in indexes]
+    index_specs += [_index(owner, name, column_of, cols, True) for cols in unique]
     defaults = {a.name: a.default for a in attrs.fields(cls)}
     columns = tuple(
-        ColumnSpec(f.name, f.kind, f.nullable, f.name == primary_key,
+        ColumnSpec(f.column, f.kind, f.nullable, f.name == primary_key,
                    _plain_default(defaults[f.name], f.kind))
         for f in fields
     )
-    fks = tuple(_foreign_key(owner, names, col, target)
+    fks = tuple(_foreign_key(owner, column_of, col, target)
                 for col, target in (foreign_keys or {}).items())
     checks = tuple(c for a, f in zip(attrs.fields(cls), fields, strict=True)
                    for c in _declared_checks(owner, name, a, f))
@@ -404,9 +434,15 @@ def build_spec(
 METADATA_KEY = "syncline"
 
 
-def field(*, check: Any = None, min_length: int | None = None, max_length: int | None = None,
-          local: bool = False, **kwargs: Any) -> Any:
+def field(*, column: str | None = None, check: Any = None, min_length: int | None = None,
+          max_length: int | None = None, local: bool = False, **kwargs: Any) -> Any:
     """An attrs field with syncline options: ``title: str = syncline.field(max_length=80)``.
+
+    ``column`` stores the field in a column of another name (Drift's ``.named()``): rename a
+    field in Python and keep ``column="its_old_name"``, and no migration is needed. Queries,
+    indexes, unique keys, foreign keys and checks name the field; the table, migrations
+    (``TableMigration``'s column names, SQL) and schema dumps the column; the wire format the
+    field. Not for the primary key.
 
     ``local=True`` (syncing entities): the field is stored on this device only: never pushed,
     not in the wire format, kept when a pull changes the record, its default on a pulled new
@@ -417,8 +453,8 @@ def field(*, check: Any = None, min_length: int | None = None, max_length: int |
     a named CHECK constraint of the table, and every backend refuses a value breaking one with an
     :class:`IntegrityError`. The other arguments are :func:`attrs.field`'s.
     """
-    options = {"check": check, "min_length": min_length, "max_length": max_length,
-               "local": local or None}
+    options = {"column": column, "check": check, "min_length": min_length,
+               "max_length": max_length, "local": local or None}
     metadata = dict(kwargs.pop("metadata", None) or {})
     metadata[METADATA_KEY] = {k: v for k, v in options.items() if v is not None}
     return attrs.field(metadata=metadata, **kwargs)
@@ -428,18 +464,35 @@ def _declared_checks(owner: str, table: str, a: attrs.Attribute[Any],
                      f: FieldSpec) -> list[CheckSpec]:
     options = dict(a.metadata.get(METADATA_KEY) or {})
     options.pop("local", None)
+    options.pop("column", None)
     unknown = set(options) - {"check", "min_length", "max_length"}
     if unknown:
         raise EntityDefinitionError(
             f"{owner}.{a.name}: unknown syncline field options {sorted(unknown)}; "
-            f"use check, min_length, max_length or local")
+            f"use column, check, min_length, max_length or local")
     if not options:
         return []
     if f.custom:
         raise EntityDefinitionError(
             f"{owner}.{a.name}: checks and length bounds apply to built-in field types, not "
             f"the plugin type {f.python_type!r}")
-    return field_checks(owner, table, f.name, f.kind, enum=f.enum_type is not None, **options)
+    return field_checks(owner, table, f.name, f.kind, enum=f.enum_type is not None,
+                        column=f.column, **options)
+
+
+def _column_name(owner: str, field: str, column: Any, primary_key: bool) -> str:
+    if column is None:
+        return field
+    if not isinstance(column, str) or not column.isidentifier() or column.startswith(
+            "_syncline"):
+        raise EntityDefinitionError(
+            f"{owner}.{field}: column={column!r} must be an identifier not starting with "
+            f"'_syncline'")
+    if primary_key and column != field:
+        raise EntityDefinitionError(
+            f"{owner}.{field}: the primary key is stored under its field name; drop "
+            f"column={column!r} (or name the field {column!r})")
+    return column
 
 
 @attrs.frozen
@@ -453,13 +506,14 @@ class ForeignKey:
 _ON_DELETE = ("cascade", "set null", "set default", "restrict", "no action")
 
 
-def _foreign_key(owner: str, names: list[str], column: str,
+def _foreign_key(owner: str, column_of: Mapping[str, str], column: str,
                  target: str | ForeignKey) -> ForeignKeySpec:
     ref = target if isinstance(target, ForeignKey) else ForeignKey(target)
     table, dot, ref_column = ref.target.partition(".")
-    if column not in names:
+    if column not in column_of:
         raise EntityDefinitionError(
-            f"{owner}: foreign key field {column!r} does not exist; fields: {', '.join(names)}")
+            f"{owner}: foreign key field {column!r} does not exist; fields: "
+            f"{', '.join(column_of)}")
     if not dot or not table or not ref_column:
         raise EntityDefinitionError(
             f"{owner}.{column}: foreign key target {ref.target!r} must look like 'table.column'")
@@ -467,7 +521,7 @@ def _foreign_key(owner: str, names: list[str], column: str,
     if on_delete is not None and on_delete not in _ON_DELETE:
         raise EntityDefinitionError(
             f"{owner}.{column}: on_delete={ref.on_delete!r}; use one of {', '.join(_ON_DELETE)}")
-    return ForeignKeySpec(column, table, ref_column, on_delete)
+    return ForeignKeySpec(column_of[column], table, ref_column, on_delete)
 
 
 _LITERAL_KINDS: dict[str, tuple[type, ...]] = {
@@ -483,15 +537,17 @@ def _plain_default(value: Any, kind: str) -> Any:
     return value if type(value) in _LITERAL_KINDS.get(kind, ()) else None
 
 
-def _index(owner: str, table: str, names: list[str], cols: IndexArg, unique: bool) -> IndexSpec:
-    columns = (cols,) if isinstance(cols, str) else tuple(cols)
-    if not columns:
+def _index(owner: str, table: str, column_of: Mapping[str, str], cols: IndexArg,
+           unique: bool) -> IndexSpec:
+    fields = (cols,) if isinstance(cols, str) else tuple(cols)
+    if not fields:
         raise EntityDefinitionError(f"{owner}: an index needs at least one field")
-    for col in columns:
-        if col not in names:
+    for col in fields:
+        if col not in column_of:
             raise EntityDefinitionError(
-                f"{owner}: index field {col!r} does not exist; fields: {', '.join(names)}"
+                f"{owner}: index field {col!r} does not exist; fields: {', '.join(column_of)}"
             )
+    columns = tuple(column_of[f] for f in fields)  # named by column: a field rename keeps it
     prefix = "uq" if unique else "ix"
     return IndexSpec(f"{prefix}_{table}_{'_'.join(columns)}", columns, unique)
 

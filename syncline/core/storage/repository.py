@@ -337,14 +337,14 @@ class Repository(Generic[T]):
                 )
         if query.where is not None:
             self._check(query.where)
-        return query.map_values(self._encode_query_value)
+        return query.map_values(self._encode_query_value).renamed(self.spec.columns)
 
     def _where(self, where: WhereArg) -> Condition | None:
         cond = normalize_where(where)
         if cond is None:
             return None
         self._check(cond)
-        return Query(cond).map_values(self._encode_query_value).where
+        return Query(cond).map_values(self._encode_query_value).renamed(self.spec.columns).where
 
     def _check(self, cond: Condition) -> None:
         if isinstance(cond, Compare):
@@ -395,7 +395,8 @@ class Repository(Generic[T]):
         out = {}
         for name, value in values.items():
             self._field(name)
-            out[name] = self.codec.checked(name, self.codec.encode(name, value))
+            column = self.spec.column_of(name)
+            out[column] = self.codec.checked(name, self.codec.encode(name, value))
         return out
 
     def __repr__(self) -> str:

@@ -546,7 +546,9 @@ class SyncEngine:
             for fk in spec.table.foreign_keys:
                 parent = specs.get(fk.ref_table)
                 if parent is not None and parent.syncs and fk.ref_column == parent.primary_key:
-                    keys.setdefault(name, []).append((fk.column, fk.ref_table))
+                    # payloads name fields: the field stored in the key's column
+                    keys.setdefault(name, []).append((spec.field_of_column(fk.column),
+                                                      fk.ref_table))
         return keys
 
     def _fold(self, group: list[OutboxEntry],

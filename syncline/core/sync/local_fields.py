@@ -28,10 +28,10 @@ def keep_local_values(store: LocalStore, cls: type, objs: Sequence[Any]) -> list
     pk = spec.primary_key
     keys = [codec.encode(pk, getattr(o, pk)) for o in objs]
     stored = {r[pk]: r for r in store.backend.get_many(spec.table, keys)}
-    aliases = {f.name: f.alias for f in spec.fields if f.local}
+    local = [f for f in spec.fields if f.local]
     out = []
     for obj, key in zip(objs, keys, strict=True):
         row = stored.get(key)
         out.append(obj if row is None else attrs.evolve(obj, **{
-            alias: codec.decode(name, row[name]) for name, alias in aliases.items()}))
+            f.alias: codec.decode(f.name, row[f.column]) for f in local}))
     return out

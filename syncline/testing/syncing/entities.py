@@ -29,7 +29,7 @@ class FeedPost:
     """The seed's posts: the server's fields, and this device's own (never synced)."""
 
     id: str
-    text: str
+    text: str = syncline.field(column="body")  # renamed in Python: the wire says "text"
     likes: int = 0
     liked_by_me: bool = syncline.field(local=True, default=False)
     image_paths: list[str] | None = syncline.field(local=True, default=None)

@@ -41,6 +41,23 @@ class LocalFieldSuite(NoteSuite):
                                   FeedPost)
         assert "liked_by_me" in repr(info.value.exceptions)
 
+    def test_the_wire_names_fields_not_columns(self, client: Store, other: Store) -> None:
+        """``text`` is stored in the column ``body``: payloads and pulls say ``text``."""
+        posts = client.repository(FeedPost)
+        posts.insert(mine(1))
+        [entry] = client.outbox.entries.all()
+        assert entry.payload is not None and entry.payload["text"] == "text 1"
+        assert "body" not in entry.payload
+        assert client.backend.get(posts.table, "f1")["body"] == "text 1"  # type: ignore[index]
+        client.sync()
+        other.sync()
+        theirs = other.repository(FeedPost)
+        assert theirs.find(F.text == "text 1") == [FeedPost("f1", "text 1", 1)]
+        theirs.update("f1", text="renamed")
+        other.sync()
+        client.sync()
+        assert posts.get("f1") == attrs.evolve(mine(1), text="renamed")
+
     def test_a_pulled_change_keeps_the_local_values(self, client: Store, other: Store) -> None:
         posts = client.repository(FeedPost)
         posts.insert_many([mine(1), mine(2)])
