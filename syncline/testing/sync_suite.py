@@ -16,18 +16,19 @@ from syncline.testing.syncing.local_fields import LocalFieldSuite
 from syncline.testing.syncing.lookups import LookupSuite, WorkerSuite
 from syncline.testing.syncing.queue import QueueSuite
 from syncline.testing.syncing.retries import RetrySuite
+from syncline.testing.syncing.server_data import ServerDataSuite
 from syncline.testing.syncing.state_queries import SyncStateQuerySuite
 
 
 class SyncSuite(QueueSuite, ExchangeSuite, RetrySuite, ConflictSuite, LookupSuite, WorkerSuite,
-                LocalFieldSuite, SyncStateQuerySuite):
+                LocalFieldSuite, SyncStateQuerySuite, ServerDataSuite):
     """Subclass and provide a ``store_url`` fixture to run the sync suite on a backend."""
 
 
 __all__ = [
     "ENTITIES", "ClientFactory", "ConflictSuite", "ExchangeSuite", "LocalFieldSuite",
     "LookupSuite", "Note",
-    "QueueSuite", "RetrySuite", "SyncFixtures", "SyncStateQuerySuite", "SyncSuite",
-    "WorkerSuite", "clients",
+    "QueueSuite", "RetrySuite", "ServerDataSuite", "SyncFixtures", "SyncStateQuerySuite",
+    "SyncSuite", "WorkerSuite", "clients",
     "registry",
 ]

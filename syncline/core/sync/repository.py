@@ -3,7 +3,10 @@ look-ups (``pending()``, ``failed()``, ``sync_state(id)``, ``by_local_id``...)."
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
 
 from syncline.core.model.convert import RowCodec
 from syncline.core.model.errors import NotFoundError, QueryError, SerializationError
@@ -11,7 +14,8 @@ from syncline.core.model.query import And, F, WhereArg, condition_fields, normal
 from syncline.core.model.schema import EntitySpec, FieldSpec
 from syncline.core.model.sync_fields import SYNC_FIELDS, sync_fields_of
 from syncline.core.storage.repository import Repository
-from syncline.core.sync.outbox import Outbox, RecordState, SyncStatus
+from syncline.core.sync.local_fields import keep_local_values
+from syncline.core.sync.outbox import EntryState, Outbox, RecordState, SyncStatus, state_key
 
 if TYPE_CHECKING:
     from syncline.core.sync.syncing import SyncingStore
@@ -133,6 +137,38 @@ class SyncRepository(Repository[T]):
         from syncline.core.sync.engine import apply_remote
 
         apply_remote(self.store, self.spec.cls, state.record_id, obj, version=None)
+
+    def upsert_from_server(self, objs: Iterable[T]) -> int:
+        """Write ``objs`` as the server's state of their records (the seed's ``upsertPosts``
+        from an API response), in one transaction, queueing nothing. Each record becomes
+        ``synced``, unless entries for it are still queued: then it stays ``pending`` and they
+        still go out. Local-only fields keep their stored values (new records get their
+        defaults); a record given twice is written as its last. Returns how many records were
+        written; a record the store refuses writes none of them."""
+        self._require_syncs()
+        pk = self.spec.primary_key
+        latest = {self.codec.encode(pk, getattr(o, pk)): o for o in objs}
+        if not latest:
+            return 0
+        name = self.table.name
+        ids = list(latest)
+
+        def work() -> None:
+            kept = keep_local_values(self.store, self.spec.cls, list(latest.values()))
+            self._backend.upsert_values(self.table, [self._to_tuple(o) for o in kept])
+            self.store.touched(name)
+            keys = [state_key(name, rid) for rid in ids]
+            found = {s.key: s for s in self.outbox.states.get_many(keys)}
+            queued = {e.record_id for e in self.outbox.entries.find(
+                (F.entity == name) & F.record_id.in_(ids) & (F.state == EntryState.PENDING))}
+            self.outbox.states.upsert_many([attrs.evolve(
+                found.get(key) or RecordState(key, name, rid),
+                status=SyncStatus.PENDING if rid in queued else SyncStatus.SYNCED,
+                error=None, retry_count=0, conflict_record=None, conflict_version=None,
+                deleted=False) for rid, key in zip(ids, keys, strict=True)])
+
+        self.store.atomic(work)
+        return len(ids)
 
     def _require_syncs(self) -> None:
         if not self._syncs:
