@@ -48,8 +48,8 @@ class Post:
 @attrs.define
 class Comment:
     id: str
-    post_id: str
-    text: str
+    post_id: str = syncline.field(column="post_ref")  # the key's column, the payload's field
+    text: str = ""
 
 
 #: the sync suite's entities
