@@ -245,18 +245,16 @@ class SQLiteSQL:
         windowed = query.limit is not None or bool(query.offset)
         joined = query_uses_sync(query)
         key = ("select", spec.name, self._shape(query.where), query.order_by, windowed, spec)
-        source = self._source(spec, joined)
-        columns = self._columns(spec)
-        spec = with_sync_columns(spec) if joined else spec
+        read = with_sync_columns(spec) if joined else spec
 
         def build() -> str:
-            sql = (f"SELECT {columns} FROM {source}"
-                   f"{self._where(spec, query.where)} ORDER BY "
-                   f"{self._ordering(spec, query.order_by)}")
+            sql = (f"SELECT {self._columns(spec)} FROM {self._source(spec, joined)}"
+                   f"{self._where(read, query.where)} ORDER BY "
+                   f"{self._ordering(read, query.order_by)}")
             return sql + " LIMIT ? OFFSET ?" if windowed else sql
 
         sql = self._cached(key, build)
-        params = self.params(spec, query.where, [])
+        params = self.params(read, query.where, [])
         if windowed:
             params += [-1 if query.limit is None else query.limit, query.offset]
         return sql, params
@@ -264,11 +262,10 @@ class SQLiteSQL:
     def count(self, spec: TableSpec, where: Condition | None) -> tuple[str, list[Any]]:
         key = ("count", spec.name, self._shape(where), spec)
         joined = where_uses_sync(where)
-        source = self._source(spec, joined)
-        spec = with_sync_columns(spec) if joined else spec
-        sql = self._cached(key, lambda: f"SELECT count(*) FROM {source}"
-                                        f"{self._where(spec, where)}")
-        return sql, self.params(spec, where, [])
+        read = with_sync_columns(spec) if joined else spec
+        sql = self._cached(key, lambda: f"SELECT count(*) FROM {self._source(spec, joined)}"
+                                        f"{self._where(read, where)}")
+        return sql, self.params(read, where, [])
 
     def delete(self, spec: TableSpec, where: Condition | None) -> tuple[str, list[Any]]:
         key = ("delete", spec.name, self._shape(where), spec)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from syncline.core.model.query import Condition, Query, condition_fields
+from syncline.core.model.query import Compare, Condition, Not, Query
 from syncline.core.model.schema import ColumnSpec, Kind, TableSpec
 
 #: syncline's record-state table (``RecordState`` in ``syncline.core.sync.outbox``)
@@ -38,12 +38,19 @@ def sync_fields_of(names: Iterable[str]) -> list[str]:
 
 
 def query_uses_sync(query: Query) -> bool:
-    """Whether ``query`` filters or orders by a sync field."""
-    return bool(sync_fields_of(query.fields()))
+    """Whether ``query`` filters or orders by a sync field (on every read: kept cheap)."""
+    return (any(o.field in SYNC_FIELDS for o in query.order_by)
+            or where_uses_sync(query.where))
 
 
 def where_uses_sync(where: Condition | None) -> bool:
-    return where is not None and bool(sync_fields_of(condition_fields(where)))
+    if where is None:
+        return False
+    if isinstance(where, Compare):
+        return where.field in SYNC_FIELDS
+    if isinstance(where, Not):
+        return where_uses_sync(where.item)
+    return any(where_uses_sync(item) for item in where.items)
 
 
 def with_sync_columns(spec: TableSpec) -> TableSpec:
