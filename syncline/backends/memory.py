@@ -404,9 +404,9 @@ class MemoryBackend(Backend):
         with their records' sync state (scanned: the indexes do not hold it)."""
         t = self._table(table.name)
         if joined:
-            rows = [r for r in self._with_sync_state(table, t.rows.values())
-                    if where is None or evaluate(where, r) is True]
-            return rows if query is None else self._window(rows, table, query)
+            joined_rows = [r for r in self._with_sync_state(table, t.rows.values())
+                           if where is None or evaluate(where, r) is True]
+            return joined_rows if query is None else self._window(joined_rows, table, query)
         if where is not None:
             order = () if query is None else query.order_by
             try:
