@@ -101,6 +101,19 @@ class SyncingStore(LocalStore):
             self._engine = SyncEngine(self, transport, **self.sync_options)
         return self._engine
 
+    def use_transport(self, transport: Transport) -> SyncEngine:
+        """Sync through ``transport`` (an instance, not a URL): the asyncio API gives the
+        engine its bridge to an async transport this way. Replaces the engine, once, before
+        the first sync."""
+        from syncline.core.sync.engine import SyncEngine
+
+        if self._engine is not None:
+            raise ConfigurationError(
+                "this store already has a sync engine; give the transport before the first "
+                "sync or worker")
+        self._engine = SyncEngine(self, transport, **self.sync_options)
+        return self._engine
+
     def sync(self) -> SyncReport:
         """Push queued changes, then pull the server's; see :class:`SyncReport`."""
         return self.sync_engine.sync()
