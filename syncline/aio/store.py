@@ -252,26 +252,21 @@ async def _open(url: str | None, kwargs: dict[str, Any]) -> AsyncStore:
     kwargs = dict(kwargs)
     given: AsyncTransport | None = kwargs.pop("async_transport", None)
     loop = asyncio.get_running_loop()
-    thread = StoreThread()
+    thread = await loop.run_in_executor(None, StoreThread)
     opening = asyncio.ensure_future(thread.call(lambda: open_store(url, **kwargs)))
     try:
         store = await finish(opening)
     except BaseException:
         thread.stop()
         raise
-    try:
-        transport = given
-        if transport is None and store.transport_url is not None:
-            cls = async_transport_class(scheme_of(store.transport_url))
-            if cls is not None:
-                # in a thread: an HTTP client loads its TLS certificates when made
-                transport = await asyncio.to_thread(cls, store.transport_url,
-                                                    store.transport_options)
-        if transport is not None:
-            bridge = LoopBridge(transport, loop)
-            await thread.call(lambda: store.use_transport(bridge))
-    except BaseException:
-        await finish(asyncio.ensure_future(thread.call(store.close)))
-        thread.stop()
-        raise
+    def bridge(url: str, options: dict[str, Any]) -> LoopBridge | None:
+        # Called on the store's thread when the engine is first needed, with the options of
+        # that moment (as the synchronous store reads them then).
+        cls = async_transport_class(scheme_of(url))
+        transport = given if given is not None else None if cls is None else cls(url, options)
+        return None if transport is None else LoopBridge(transport, loop)
+
+    store.transport_factory = bridge
+    if given is not None and store.transport_url is None:
+        store.transport_url = given.url
     return AsyncStore(store, thread)

@@ -138,6 +138,9 @@ class StoreThread:
     def __init__(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="syncline-aio")
+        # Started now, by whoever makes it: starting a thread waits for the OS to schedule it,
+        # which the loop must not do (syncline.aio.open makes it in the loop's executor).
+        self._executor.submit(lambda: None).result()
         self._open: set[Pinned] = set()
         self.stopped = False
 

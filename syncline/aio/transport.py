@@ -92,10 +92,9 @@ class LoopBridge(Transport):
         super().__init__(transport.url, transport.options)
         self.transport = transport
         self.loop = loop
-        self._loop_thread = threading.get_ident()  # made on the loop's thread
 
     def _wait(self, call: Coroutine[Any, Any, T]) -> T:
-        if threading.get_ident() == self._loop_thread:
+        if loop_thread(self.loop) == threading.get_ident():
             call.close()
             raise SynclineError(
                 "an asyncio store's sync ran on its event loop's thread; await store.sync() "
@@ -123,6 +122,11 @@ class LoopBridge(Transport):
     def close(self) -> None:
         with contextlib.suppress(RetryableTransportError):  # the loop is gone, and its
             self._wait(self.transport.aclose())  # connections with it
+
+
+def loop_thread(loop: asyncio.AbstractEventLoop) -> int | None:
+    """The id of the thread running ``loop`` (None when it is not running)."""
+    return getattr(loop, "_thread_id", None)
 
 
 def async_transport_class(scheme: str) -> type[AsyncTransport] | None:
