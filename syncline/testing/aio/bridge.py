@@ -323,3 +323,34 @@ class BlockingStore:
             object.__setattr__(self, name, value)
         else:  # transport_url, transport_options...
             setattr(self.aio.sync_store, name, value)
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """``asyncio.run(main())`` on a :class:`MeasuredLoop` in debug mode with slow-callback
+    detection at 10 ms; raises AssertionError when the ``asyncio`` logger warned."""
+    loop = MeasuredLoop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK
+    executor = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="aio-test")
+    ready = threading.Barrier(5)
+    for _ in range(4):  # started here: see LoopThread
+        executor.submit(ready.wait)
+    ready.wait()
+    loop.set_default_executor(executor)
+    capture = _Capture(loop)
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(capture)
+
+    async def run() -> T:
+        return await main()
+
+    try:
+        with asyncio.Runner(debug=True, loop_factory=lambda: loop) as runner:
+            result = runner.run(run())
+    finally:
+        logger.removeHandler(capture)
+    warnings = [*loop.warnings, *capture.elsewhere]
+    if warnings:
+        raise AssertionError(f"the event loop was held for more than "
+                             f"{SLOW_CALLBACK * 1000:.0f} ms or warned: {warnings}")
+    return result
