@@ -66,6 +66,7 @@ class AsyncStore:
         self._repos: dict[type, AsyncRepository[Any]] = {}
         self._worker: AsyncSyncWorker | None = None
         self._progress: set[asyncio.Queue[SyncReport]] = set()
+        self._last_report: SyncReport | None = None
         #: True while a sync round runs on the store's thread (its commits are its own)
         self.in_sync_round = False
 
@@ -103,6 +104,7 @@ class AsyncStore:
     async def sync(self) -> SyncReport:
         """Push queued changes, then pull the server's; see :class:`syncline.SyncReport`."""
         report = await self._thread.call(self._round)
+        self._last_report = report
         for listener in list(self._progress):
             listener.put_nowait(report)
         return report
@@ -131,12 +133,16 @@ class AsyncStore:
         """The pending count now and whenever it changes."""
         return AsyncWatch(self.sync_store.outbox.watch_pending_count(), self._thread)
 
+    async def progress(self) -> SyncProgress:
+        """The sync status now: what ``sync_status()`` yields first."""
+        return SyncProgress(await self.pending_count(), self._last_report)
+
     async def sync_status(self) -> AsyncIterator[SyncProgress]:
         """``async for progress in store.sync_status()``: the status now, then whenever the
         pending count changes or a sync round (``sync()`` or the worker's) ends."""
         reports: asyncio.Queue[SyncReport] = asyncio.Queue()
         counts: AsyncGenerator[int, None] = self.watch_pending_count().__aiter__()
-        last: SyncReport | None = self._worker.last_report if self._worker else None
+        last = self._last_report
         self._progress.add(reports)
         next_count = asyncio.ensure_future(anext(counts))
         next_report = asyncio.ensure_future(reports.get())
