@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -261,3 +262,40 @@ def test_the_suite_loop_reports_warnings() -> None:
     warnings, _ = loop.close()
     assert warnings == ["something is wrong"]
     assert threading.active_count() >= 1
+
+
+# The abandoned task's coroutine cannot run its `async with` exit when collected: expected here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_transaction_abandoned_with_its_loop_is_rolled_back(store_url: str) -> None:
+    loop = asyncio.new_event_loop()
+    inside = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def body(store: syncline.aio.AsyncStore) -> None:
+        async with store.transaction():
+            await store.repository(Post).insert(make_post(1))
+            inside.set()
+            await asyncio.Event().wait()
+
+    async def start() -> syncline.aio.AsyncStore:
+        store = await syncline.aio.open(store_url, entities=ENTITIES)
+        tasks.append(loop.create_task(body(store)))
+        await inside.wait()
+        return store
+
+    store = loop.run_until_complete(start())
+    loop.close()  # no cancellation: the task is simply gone (a crashed or killed loop)
+    try:
+        async def count() -> int:
+            return await store.repository(Post).count()
+
+        deadline = time.monotonic() + 30
+        while True:  # the store's thread notices, rolls back and is free again
+            try:
+                assert asyncio.run(asyncio.wait_for(count(), 1.0)) == 0
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline
+    finally:
+        store.sync_store.close()
+        store._thread.stop()

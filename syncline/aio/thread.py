@@ -78,21 +78,27 @@ class _Nested:
 
     def run(self, jobs: queue.SimpleQueue[Any]) -> None:
         try:
-            _hold(self.store, jobs, lambda: _settle(self.loop, self.started))
+            _hold(self.store, jobs, lambda: _settle(self.loop, self.started), self.loop)
         except Exception as exc:
             _settle(self.loop, self.done, exc=exc)
         else:
             _settle(self.loop, self.done)
 
 
-def _hold(store: LocalStore, jobs: queue.SimpleQueue[Any], started: Callable[[], None]) -> None:
+def _hold(store: LocalStore, jobs: queue.SimpleQueue[Any], started: Callable[[], None],
+          loop: asyncio.AbstractEventLoop) -> None:
     """On the store's thread: one transaction serving the jobs of its body until told to
-    commit (return) or roll back."""
+    commit (return) or roll back; rolled back too if its loop closes without a word."""
     try:
         with store.transaction():
             started()
             while True:
-                item = jobs.get()
+                try:
+                    item = jobs.get(timeout=1.0)
+                except queue.Empty:
+                    if loop.is_closed():
+                        raise _RolledBack from None
+                    continue
                 if item == _COMMIT:
                     break
                 if item == _ROLLBACK:
@@ -171,7 +177,7 @@ class StoreThread:
         done: asyncio.Future[None]
         if parent is None:
             done = loop.run_in_executor(self._executor, _hold, store, pinned.jobs,
-                                        lambda: _settle(loop, started))
+                                        lambda: _settle(loop, started), loop)
         else:
             done = loop.create_future()
             parent.jobs.put(_Nested(store, started, done, loop))
