@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import logging
 import queue
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -146,7 +147,8 @@ class StoreThread:
             max_workers=1, thread_name_prefix="syncline-aio")
         # Started now, by whoever makes it: starting a thread waits for the OS to schedule it,
         # which the loop must not do (syncline.aio.open makes it in the loop's executor).
-        self._executor.submit(lambda: None).result()
+        #: the thread's id (what runs there must not wait for the thread)
+        self.ident = self._executor.submit(threading.get_ident).result()
         self._open: set[Pinned] = set()
         self.stopped = False
 

@@ -257,6 +257,8 @@ class OnThread:
         aio = self._store.aio
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == aio._thread.ident:  # patched in, called by the store
+                return value(*args, **kwargs)
             return self._store.loop.call(lambda: aio.run(lambda _s: value(*args, **kwargs)))
 
         return call
@@ -266,6 +268,9 @@ class OnThread:
             object.__setattr__(self, name, value)
         else:
             setattr(self._obj, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._obj, name)
 
 
 class BlockingRepository:
