@@ -46,14 +46,16 @@ def _version(value: Any, default: int = 1) -> int:
     return value if type(value) is int else default
 
 
-class HTTPTransport(Transport):
-    """The sync protocol over HTTP(S) with httpx."""
+class HTTPCodec:
+    """What the sync and async HTTP transports share: headers, bodies, answers and errors."""
 
-    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
-        super().__init__(url, options)
+    url: str
+    options: dict[str, Any]
+
+    def _client_options(self) -> dict[str, Any]:
+        """The keyword arguments of the transport's httpx client (sync or async)."""
         import httpx
 
-        self._httpx = httpx
         token = self.options.get("token") or os.environ.get("SYNCLINE_SYNC_TOKEN")
         headers = {"Accept-Encoding": "gzip", "Content-Type": "application/json",
                    "Syncline-Protocol": str(PROTOCOL_VERSION)}
@@ -63,22 +65,26 @@ class HTTPTransport(Transport):
         if token:
             headers["Authorization"] = f"Bearer {token}"
         timeout = float(self.options.get("timeout", 30.0))
-        self.client = httpx.Client(base_url=url.rstrip("/") + "/", headers=headers,
-                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        return {"base_url": self.url.rstrip("/") + "/", "headers": headers,
+                "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    @staticmethod
+    def _encode(body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
         data = json.dumps(body, separators=(",", ":")).encode()
         headers = {}
         if len(data) >= GZIP_FROM:
             data = gzip.compress(data, compresslevel=5)
             headers["Content-Encoding"] = "gzip"
-        httpx = self._httpx
-        try:
-            response = self.client.post(path, content=data, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise RetryableTransportError(f"{self.url}: timed out ({exc})") from exc
-        except httpx.TransportError as exc:
-            raise RetryableTransportError(f"{self.url}: cannot reach the server ({exc})") from exc
+        return data, headers
+
+    def _unreachable(self, exc: Exception) -> RetryableTransportError:
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return RetryableTransportError(f"{self.url}: timed out ({exc})")
+        return RetryableTransportError(f"{self.url}: cannot reach the server ({exc})")
+
+    def _answer(self, path: str, response: Any) -> Any:
         if response.status_code == 200:
             try:
                 return response.json()
@@ -110,13 +116,7 @@ class HTTPTransport(Transport):
         except Exception:
             return None, str(response.text[:200])
 
-    def limits(self) -> PushLimits | None:
-        """Read from the server's ``GET v1/schema`` (``limits``)."""
-        httpx = self._httpx
-        try:
-            response = self.client.get("v1/schema")
-        except httpx.HTTPError as exc:
-            raise RetryableTransportError(f"{self.url}: cannot reach the server ({exc})") from exc
+    def _limits(self, response: Any) -> PushLimits | None:
         if response.status_code == 404:
             return None  # a server that does not publish them
         if response.status_code != 200:
@@ -138,23 +138,63 @@ class HTTPTransport(Transport):
                 f"{PROTOCOL_VERSION}; upgrade the older side")
         return found
 
-    def push(self, mutations: Sequence[Mutation]) -> PushResponse:
-        body = self._post("v1/push", {"mutations": [to_wire(m) for m in mutations]})
+    @staticmethod
+    def _push_body(mutations: Sequence[Mutation]) -> dict[str, Any]:
+        return {"mutations": [to_wire(m) for m in mutations]}
+
+    @staticmethod
+    def _pull_body(cursor: str | None, limit: int,
+                   entities: Sequence[str] | None) -> dict[str, Any]:
+        request: dict[str, Any] = {"cursor": cursor, "limit": limit}
+        if entities:
+            request["entities"] = list(entities)
+        return request
+
+    def _push_response(self, body: Any) -> PushResponse:
         try:
             return from_wire(body, PushResponse)
         except SerializationError as exc:
             raise PermanentTransportError(f"{self.url}: bad push answer: {exc}") from exc
 
-    def pull(self, cursor: str | None, limit: int,
-             entities: Sequence[str] | None = None) -> PullPage:
-        request: dict[str, Any] = {"cursor": cursor, "limit": limit}
-        if entities:
-            request["entities"] = list(entities)
-        body = self._post("v1/pull", request)
+    def _pull_page(self, body: Any) -> PullPage:
         try:
             return from_wire(body, PullPage)
         except SerializationError as exc:
             raise PermanentTransportError(f"{self.url}: bad pull answer: {exc}") from exc
+
+
+class HTTPTransport(HTTPCodec, Transport):
+    """The sync protocol over HTTP(S) with httpx."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        import httpx
+
+        self._httpx = httpx
+        self.client = httpx.Client(**self._client_options())
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        data, headers = self._encode(body)
+        try:
+            response = self.client.post(path, content=data, headers=headers)
+        except self._httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        return self._answer(path, response)
+
+    def limits(self) -> PushLimits | None:
+        """Read from the server's ``GET v1/schema`` (``limits``)."""
+        try:
+            response = self.client.get("v1/schema")
+        except self._httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        return self._limits(response)
+
+    def push(self, mutations: Sequence[Mutation]) -> PushResponse:
+        return self._push_response(self._post("v1/push", self._push_body(mutations)))
+
+    def pull(self, cursor: str | None, limit: int,
+             entities: Sequence[str] | None = None) -> PullPage:
+        return self._pull_page(self._post("v1/pull", self._pull_body(cursor, limit, entities)))
 
     def close(self) -> None:
         self.client.close()

@@ -33,15 +33,19 @@ _counter = itertools.count()
 
 
 @contextlib.contextmanager
-def opened_stores(url: str, **defaults: Any) -> Iterator[StoreFactory]:
+def opened_stores(url: str, *, opener: StoreFactory | None = None,
+                  **defaults: Any) -> Iterator[StoreFactory]:
     """A factory of stores on ``url`` opened with ``defaults`` (each call may override them
-    and give another URL first); every store it opened is closed on leaving."""
+    and give another URL first); every store it opened is closed on leaving. ``opener``
+    opens them instead of :func:`syncline.open` (the asyncio suite's goes through
+    ``syncline.aio``)."""
     import syncline
 
     opened: list[Store] = []
+    open_one: StoreFactory = opener or syncline.open
 
     def factory(other_url: str | None = None, /, **kwargs: Any) -> Store:
-        store = syncline.open(other_url or url, **{**defaults, **kwargs})
+        store = open_one(other_url or url, **{**defaults, **kwargs})
         opened.append(store)
         return store
 

@@ -58,6 +58,9 @@ class SyncingStore(LocalStore):
         self.transport_url: str | None = None
         self.transport_options: dict[str, Any] = {}
         self.sync_options: dict[str, Any] = {}
+        #: ``factory(url, options)`` makes the engine's transport, or returns None for the
+        #: plugin registered for the URL's scheme (the asyncio API puts its bridge here)
+        self.transport_factory: Callable[[str, dict[str, Any]], Transport | None] | None = None
         self._engine: SyncEngine | None = None
         self._worker: SyncWorker | None = None
         self._outbox = Outbox(self)
@@ -92,10 +95,15 @@ class SyncingStore(LocalStore):
                     "syncline.open(..., transport='mock://name' or 'http://host:port/') or set "
                     "[sync] transport in syncline.toml"
                 )
-            transport_cls = self._transports(scheme_of(self.transport_url))
             # the schema version goes with every request (HTTP: Syncline-Schema)
             options = {"schema_version": self.schema_version, **self.transport_options}
-            transport = transport_cls(self.transport_url, options)
+            made = None
+            if self.transport_factory is not None:
+                made = self.transport_factory(self.transport_url, options)
+            if made is None:
+                transport_cls = self._transports(scheme_of(self.transport_url))
+                made = transport_cls(self.transport_url, options)
+            transport = made
             from syncline.core.sync.engine import SyncEngine  # here: opening needs no engine
 
             self._engine = SyncEngine(self, transport, **self.sync_options)

@@ -42,6 +42,15 @@ class SyncWorker:
         self._key = self._path or f"{id(self.store.backend)}"
 
     def start(self) -> SyncWorker:
+        self.claim()
+        self._thread = threading.Thread(target=self._run, name="syncline-sync", daemon=True)
+        self._thread.start()
+        return self
+
+    def claim(self) -> None:
+        """Become the store's one sync worker (in this process and, beside a SQLite file, on
+        the machine) and hear its commits; :meth:`release` undoes it. ``start`` calls it; the
+        asyncio worker (``syncline.aio``) claims the same way and syncs from a task."""
         with _workers_lock:
             if self._key in _workers:
                 raise SynclineError(f"a sync worker already runs for {self.store.backend.url}")
@@ -55,9 +64,6 @@ class SyncWorker:
                     f"another process runs a sync worker for {self.store.backend.url}")
             self._file = file_lock
         self._undo = self.store.on_commit(self._on_commit)
-        self._thread = threading.Thread(target=self._run, name="syncline-sync", daemon=True)
-        self._thread.start()
-        return self
 
     def _on_commit(self, tables: frozenset[str]) -> None:
         # The worker's own commits (dequeuing what it pushed) are no reason to sync again.
@@ -68,7 +74,7 @@ class SyncWorker:
         """Sync now rather than at the next interval."""
         self._wake.set()
 
-    def _next_timeout(self) -> float:
+    def next_timeout(self) -> float:
         """Until the next thing to do: the end of the backoff while backing off, else the
         next retry of a mutation that failed alone, else the interval."""
         now = self.store.clock.now()
@@ -95,7 +101,7 @@ class SyncWorker:
             try:
                 self.last_report = self.engine.sync()
                 self.rounds += 1
-                timeout = self._next_timeout()
+                timeout = self.next_timeout()
             except Exception:
                 log.exception("background sync failed")
                 timeout = min(self.interval, 5.0)
@@ -107,6 +113,10 @@ class SyncWorker:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.release()
+
+    def release(self) -> None:
+        """Stop hearing commits and let another worker claim the store."""
         if self._undo is not None:
             self._undo()
             self._undo = None

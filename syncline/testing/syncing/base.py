@@ -26,11 +26,13 @@ ClientFactory = Callable[..., Store]
 
 
 def clients(store_url: str, server: MockServer, clock: FakeClock,
-            entities: Sequence[type]) -> Iterator[ClientFactory]:
+            entities: Sequence[type], opener: ClientFactory | None = None,
+            ) -> Iterator[ClientFactory]:
     """A factory of client stores syncing with ``server`` (``factory(url=None,
-    **sync_options)``), all closed after the test: the suites' ``client_factory``."""
-    with opened_stores(store_url, entities=list(entities), transport=f"mock://{server.name}",
-                       clock=clock) as open_store:
+    **sync_options)``), all closed after the test: the suites' ``client_factory``
+    (``opener``: see :func:`opened_stores`)."""
+    with opened_stores(store_url, opener=opener, entities=list(entities),
+                       transport=f"mock://{server.name}", clock=clock) as open_store:
 
         def factory(url: str | None = None, **sync_options: Any) -> Store:
             sync_options.setdefault("backoff", Backoff(base=1.0, cap=60.0))

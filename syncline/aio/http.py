@@ -1,0 +1,60 @@
+"""``http://`` and ``https://`` for asyncio stores: the sync protocol over httpx's async
+client, with the synchronous transport's headers, bodies and error mapping (``HTTPCodec``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from syncline.aio.transport import AsyncTransport
+from syncline.core.spi.transport import Mutation, PullPage, PushLimits, PushResponse
+from syncline.plugins.http import HTTPCodec
+
+T = TypeVar("T")
+
+
+class AsyncHTTPTransport(HTTPCodec, AsyncTransport):
+    """The sync protocol over HTTP(S) with ``httpx.AsyncClient``.
+
+    ``options["httpx_transport"]`` (an ``httpx.AsyncBaseTransport``, such as
+    ``httpx.ASGITransport(app)``) replaces the network, for tests and in-process servers."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        kwargs = self._client_options()
+        if self.options.get("httpx_transport") is not None:
+            kwargs["transport"] = self.options["httpx_transport"]
+        self.client = httpx.AsyncClient(**kwargs)
+
+    async def _post(self, path: str, body: Callable[[], dict[str, Any]],
+                    parse: Callable[[Any], T]) -> T:
+        # Encoding, gzip and parsing run in a thread: a large batch or page would hold the
+        # loop for longer than a callback should take.
+        data, headers = await asyncio.to_thread(lambda: self._encode(body()))
+        try:
+            response = await self.client.post(path, content=data, headers=headers)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        return await asyncio.to_thread(lambda: parse(self._answer(path, response)))
+
+    async def limits(self) -> PushLimits | None:
+        try:
+            response = await self.client.get("v1/schema")
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        return self._limits(response)
+
+    async def push(self, mutations: Sequence[Mutation]) -> PushResponse:
+        return await self._post("v1/push", lambda: self._push_body(mutations),
+                                self._push_response)
+
+    async def pull(self, cursor: str | None, limit: int,
+                   entities: Sequence[str] | None = None) -> PullPage:
+        return await self._post("v1/pull", lambda: self._pull_body(cursor, limit, entities),
+                                self._pull_page)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,1 @@
+"""The shared suites' cases through ``syncline.aio``: see :mod:`syncline.testing.aio.suite`."""
