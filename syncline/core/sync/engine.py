@@ -319,11 +319,6 @@ class SyncEngine:
                 return report
             mutations = [m for m, _ in planned]
             try:
-                self.store.sync_hooks.before_push(self.store, mutations)
-            except BaseException:
-                self._unsent(planned)  # a failing plugin leaves nothing half-sent
-                raise
-            try:
                 response = self.transport.push(mutations)
             except RetryableTransportError as exc:
                 if exc.status in _SPLIT_ON and self._isolate(planned, exc, report):
@@ -504,6 +499,8 @@ class SyncEngine:
                 break
             size += one
             planned.append((mutation, group))
+        if planned:  # before the batch is marked: a failing plugin rolls the planning back
+            self.store.sync_hooks.before_push(self.store, [m for m, _ in planned])
         # one write for the batch's entries (their group id, kept until answered) and one for
         # their records' states, not one per mutation
         self.outbox.entries.update_values(["group_id", "last_attempt"], [
