@@ -4,8 +4,10 @@ syncing store hands out repositories with the sync look-ups."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -100,3 +102,29 @@ def test_a_syncing_store_hands_out_sync_repositories() -> None:
         assert state is not None and state.status is syncline.SyncStatus.PENDING
         assert [t.id for t in tasks.pending()] == ["t1"]
         assert store.outbox.pending_count() == 1
+
+
+WRITES = {"insert_values", "upsert_values", "insert_many", "upsert_many", "update",
+          "update_where", "delete_many", "delete_where", "increment"}
+
+
+def test_only_the_writer_writes_rows_and_records_touched_tables() -> None:
+    """Watchers hear of every internal write because none bypasses ``store.writer``: no
+    module but the writer calls a backend's write methods or ``touched()`` (backends and
+    their migration code excepted: they are the backend)."""
+    root = Path(syncline.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(("backends/", "testing/")) or rel == "core/storage/writer.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            target = node.func.value
+            owner = target.attr if isinstance(target, ast.Attribute) else getattr(
+                target, "id", "")
+            if node.func.attr == "touched" or (
+                    node.func.attr in WRITES and owner in ("backend", "_backend")):
+                found.append(f"{rel}:{node.lineno} {owner}.{node.func.attr}()")
+    assert found == []

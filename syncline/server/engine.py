@@ -326,15 +326,12 @@ class SyncServer:
         table = spec_of(cls).table
         values = [self.store.codec(cls).to_tuple(obj)]
         if insert:
-            self.store.backend.insert_values(table, values)
+            self.store.writer.insert_values(table, values)
         else:
-            self.store.backend.upsert_values(table, values)
-        self.store.touched(table.name)
+            self.store.writer.upsert_values(table, values)
 
     def _remove(self, cls: type, key: Any) -> None:
-        table = spec_of(cls).table
-        self.store.backend.delete_many(table, [key])
-        self.store.touched(table.name)
+        self.store.writer.delete_many(spec_of(cls).table, [key])
 
     def _apply(self, m: Mutation, owner: str) -> MutationResult:
         reason = invalid_mutation(m)
@@ -777,7 +774,7 @@ class _Batch:
 
     def flush(self) -> None:
         store = self.store
-        backend = store.backend
+        writer = store.writer
 
         def tuples(cls: type, objs: Sequence[Any]) -> list[Any]:
             to_tuple = store.codec(cls).to_tuple
@@ -788,12 +785,11 @@ class _Batch:
             gone = [rid for rid, row in final.items() if row is None]
             kept = [row for row in final.values() if row is not None]
             if gone:
-                backend.delete_many(spec.table, gone)
+                writer.delete_many(spec.table, gone)
             if kept:
-                backend.upsert_values(spec.table, kept)
-            store.touched(entity)
+                writer.upsert_values(spec.table, kept)
         if self.obsolete:
-            backend.delete_many(spec_of(ChangeEntry).table, sorted(self.obsolete))
+            writer.delete_many(spec_of(ChangeEntry).table, sorted(self.obsolete))
         written = set(self.changes)
         records = [r for key, r in self.records.items() if key in written and r is not None]
         for cls, objs, insert in ((ChangeEntry, list(self.changes.values()), True),
@@ -803,7 +799,6 @@ class _Batch:
                 continue
             table = spec_of(cls).table
             if insert:
-                backend.insert_values(table, tuples(cls, objs))
+                writer.insert_values(table, tuples(cls, objs))
             else:
-                backend.upsert_values(table, tuples(cls, objs))
-            store.touched(table.name)
+                writer.upsert_values(table, tuples(cls, objs))

@@ -40,6 +40,7 @@ class Repository(Generic[T]):
         self.table = spec.table
         self.codec = codec
         self._backend = store.backend
+        self._writer = store.writer
         self._pk = spec.primary_key
         self._from_row = codec.from_row
         self._from_tuple = codec.from_tuple
@@ -133,8 +134,7 @@ class Repository(Generic[T]):
         pk = self._pk_index
 
         def write() -> None:
-            self._backend.insert_values(self.table, rows)
-            self.store.touched(self.table.name)
+            self._writer.insert_values(self.table, rows)
             if self._syncs:
                 self._track("create", [(r[pk], o) for r, o in zip(rows, objs, strict=True)])
 
@@ -166,8 +166,7 @@ class Repository(Generic[T]):
             if self._syncs:
                 keys = [r[pk] for r in rows]
                 existed = {r[pk] for r in self._backend.get_many_values(self.table, keys)}
-            self._backend.upsert_values(self.table, rows)
-            self.store.touched(self.table.name)
+            self._writer.upsert_values(self.table, rows)
             if self._syncs:
                 pairs = [(r[pk], o) for r, o in zip(rows, objs, strict=True)]
                 self._track("create", [p for p in pairs if p[0] not in existed])
@@ -184,11 +183,10 @@ class Repository(Generic[T]):
         stored_key = self._key(key)
 
         def write() -> Any:
-            if not self._backend.update(self.table, stored_key, encoded):
+            if not self._writer.update(self.table, stored_key, encoded):
                 raise NotFoundError(
                     f"no {self.spec.cls.__name__} with {self._pk}={key!r} to update"
                 )
-            self.store.touched(self.table.name)
             row = self._backend.get(self.table, stored_key)
             assert row is not None  # just updated in this transaction
             obj = self._from_row(row)
@@ -205,9 +203,7 @@ class Repository(Generic[T]):
 
         def write() -> int:
             keys = self._keys_where(cond) if self._syncs else []
-            n = self._backend.update_where(self.table, cond, encoded)
-            if n:
-                self.store.touched(self.table.name)
+            n = self._writer.update_where(self.table, cond, encoded)
             if self._syncs and keys:
                 rows = self._backend.get_many(self.table, keys)
                 self._track("update", [(r[self._pk], self._from_row(r)) for r in rows])
@@ -258,9 +254,7 @@ class Repository(Generic[T]):
         def write() -> int:
             existed = ([r[self._pk] for r in self._backend.get_many(self.table, encoded)]
                        if self._syncs else [])
-            n = self._backend.delete_many(self.table, encoded)
-            if n:
-                self.store.touched(self.table.name)
+            n = self._writer.delete_many(self.table, encoded)
             self._track_deletes(existed)
             return n
 
@@ -274,9 +268,7 @@ class Repository(Generic[T]):
 
         def write() -> int:
             keys = self._keys_where(cond) if self._syncs else []
-            n = self._backend.delete_where(self.table, cond)
-            if n:
-                self.store.touched(self.table.name)
+            n = self._writer.delete_where(self.table, cond)
             self._track_deletes(keys)
             return n
 
@@ -287,8 +279,7 @@ class Repository(Generic[T]):
 
         def write() -> int:
             keys = self._keys_where(None) if self._syncs else []
-            n = self._backend.delete_where(self.table, None)
-            self.store.touched(self.table.name)
+            n = self._writer.delete_where(self.table, None)
             self._track_deletes(keys)
             return n
 

@@ -186,10 +186,9 @@ def apply_remote(store: SyncingStore, cls: type, record_id: str, obj: Any,
 
     def work() -> None:
         if obj is None:
-            store.backend.delete_many(table, [record_id])
+            store.writer.delete_many(table, [record_id])
         else:
-            store.backend.upsert_many(table, [codec.to_row(obj)])
-        store.touched(table.name)
+            store.writer.upsert_many(table, [codec.to_row(obj)])
         key = state_key(table.name, record_id)
         state = outbox.states.get(key) or RecordState(key, table.name, record_id)
         pending = outbox.has_pending(table.name, record_id)
@@ -684,10 +683,9 @@ class SyncEngine:
         def work() -> None:
             row = self.store.backend.get(spec.table, old_id)
             if row is not None:
-                self.store.backend.delete_many(spec.table, [old_id])
+                self.store.writer.delete_many(spec.table, [old_id])
                 row[spec.primary_key] = new_id
-                self.store.backend.upsert_many(spec.table, [row])
-                self.store.touched(spec.table.name)
+                self.store.writer.upsert_many(spec.table, [row])
             old = self.outbox.state(entity, old_id)
             if old is not None:
                 self.outbox.states.delete(old.key)
@@ -885,8 +883,7 @@ class SyncEngine:
                 cls = self.store.entity_for_table(state.entity)
             except SynclineError:
                 continue
-            self.store.backend.delete_many(spec_of(cls).table, [state.record_id])
-            self.store.touched(state.entity)
+            self.store.writer.delete_many(spec_of(cls).table, [state.record_id])
             self.outbox.states.delete(state.key)
         if gone:
             log.info("a pull from the start did not meet %d synced record(s): deleted on the "
@@ -913,8 +910,7 @@ class SyncEngine:
             if state.status is SyncStatus.SYNCED and not self.outbox.has_pending(
                     state.entity, state.record_id):
                 cls = self.store.entity_for_table(state.entity)
-                self.store.backend.delete_many(spec_of(cls).table, [state.record_id])
-                self.store.touched(state.entity)
+                self.store.writer.delete_many(spec_of(cls).table, [state.record_id])
                 self.outbox.states.delete(state.key)
             else:
                 self.outbox.states.update(state.key, server_version=None)
@@ -1040,12 +1036,9 @@ class SyncEngine:
         for cls in sorted(puts, key=rank):
             table = spec_of(cls).table
             codec = self.store.codec(cls)
-            self.store.backend.upsert_values(table, [codec.to_tuple(o) for o in puts[cls]])
-            self.store.touched(table.name)
+            self.store.writer.upsert_values(table, [codec.to_tuple(o) for o in puts[cls]])
         for cls in sorted(deletes, key=rank, reverse=True):
-            table = spec_of(cls).table
-            self.store.backend.delete_many(table, deletes[cls])
-            self.store.touched(table.name)
+            self.store.writer.delete_many(spec_of(cls).table, deletes[cls])
         self.outbox.states.upsert_many([s for _, _, _, s in items])
 
     def _apply_one(self, change: Change, report: SyncReport) -> None:
