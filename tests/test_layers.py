@@ -128,3 +128,103 @@ def test_only_the_writer_writes_rows_and_records_touched_tables() -> None:
                     node.func.attr in WRITES and owner in ("backend", "_backend")):
                 found.append(f"{rel}:{node.lineno} {owner}.{node.func.attr}()")
     assert found == []
+
+
+# -- import circles -------------------------------------------------------------------------
+
+#: old module paths kept for one release; they import their new places and nothing imports
+#: them (they go with the next release, docs/architecture.md)
+SHIMS = {"syncline.core.serverside"}
+#: the pytest plugin is the testing suites' face to pytest (entry point ``pytest11``); it
+#: counts with syncline.testing, whose fixtures and stores it hands out
+ROOM_OF = {"syncline.plugins.pytest_plugin": "syncline.testing"}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """syncline's modules -> the syncline modules they import: every import statement, at
+    module level, inside functions and under ``TYPE_CHECKING``."""
+    root = Path(syncline.__file__).parent
+    files: dict[str, Path] = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
+                           for a in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in files:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    found.add(target)
+        graph[name] = found
+    return {m: deps - SHIMS for m, deps in graph.items() if m not in SHIMS}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                dep = stack.pop()
+                component.append(dep)
+                if dep == node:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return out
+
+
+def room(module: str, graph: dict[str, set[str]]) -> str:
+    """The package a module is in; a module directly in ``syncline/`` (the CLI) is a room of
+    its own, and ``syncline`` is the public facade (``syncline/__init__.py``)."""
+    if module in ROOM_OF:
+        return ROOM_OF[module]
+    if module == "syncline" or any(m.startswith(module + ".") for m in graph):
+        return module
+    parent = module.rpartition(".")[0]
+    return module if parent == "syncline" else parent
+
+
+def test_no_file_circle_is_larger_than_three() -> None:
+    assert [c for c in circles(import_graph()) if len(c) > 3] == []
+
+
+def test_no_package_imports_its_way_back_to_itself() -> None:
+    graph = import_graph()
+    rooms: dict[str, set[str]] = {}
+    for module, deps in graph.items():
+        here = room(module, graph)
+        rooms.setdefault(here, set()).update(
+            room(d, graph) for d in deps if room(d, graph) != here)
+    assert circles(rooms) == []
