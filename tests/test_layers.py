@@ -104,7 +104,8 @@ def test_a_syncing_store_hands_out_sync_repositories() -> None:
         assert store.outbox.pending_count() == 1
 
 
-WRITES = {"insert_values", "upsert_values", "insert_many", "upsert_many", "update",
+WRITES = {"insert_values", "upsert_values", "update_values", "insert_many", "upsert_many",
+          "update",
           "update_where", "delete_many", "delete_where", "increment"}
 
 

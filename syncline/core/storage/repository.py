@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Generic, Protocol, TypeVar
 
 from syncline.core.model.convert import RowCodec
 from syncline.core.model.errors import NotFoundError, QueryError, SerializationError
@@ -19,12 +20,34 @@ from syncline.core.model.query import (
     normalize_where,
 )
 from syncline.core.model.schema import EntitySpec
-from syncline.core.storage.watch import Watch
-
-if TYPE_CHECKING:
-    from syncline.core.storage.local import LocalStore
+from syncline.core.spi.backend import Backend
+from syncline.core.storage.watch import Watch, WatchHub
+from syncline.core.storage.writer import Writer
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+class RepositoryStore(Protocol):
+    """What a repository uses of its store (a ``LocalStore``)."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def writer(self) -> Writer: ...
+
+    @property
+    def watches(self) -> WatchHub: ...
+
+    def atomic(self, work: Callable[[], R]) -> R: ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def written(self, spec: EntitySpec, action: str,
+                records: Sequence[tuple[Any, Any]]) -> None: ...
+
+    def repository(self, cls: type[R]) -> Repository[R]: ...
 
 
 class Repository(Generic[T]):
@@ -34,7 +57,7 @@ class Repository(Generic[T]):
     ``with store.transaction():`` block.
     """
 
-    def __init__(self, store: LocalStore, spec: EntitySpec, codec: RowCodec) -> None:
+    def __init__(self, store: RepositoryStore, spec: EntitySpec, codec: RowCodec) -> None:
         self.store = store
         self.spec = spec
         self.table = spec.table
@@ -234,9 +257,7 @@ class Repository(Generic[T]):
             return 0
 
         def write() -> int:
-            n = self._backend.update_values(self.table, columns, encoded)
-            if n:
-                self.store.touched(self.table.name)
+            n = self._writer.update_values(self.table, columns, encoded)
             if self._syncs and n:
                 found = self._backend.get_many(self.table, [r[0] for r in encoded])
                 self._track("update", [(r[self._pk], self._from_row(r)) for r in found])

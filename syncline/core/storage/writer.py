@@ -66,6 +66,11 @@ class Writer:
                      values: Mapping[str, Any]) -> int:
         return self._write(table, lambda: self.backend.update_where(table, where, values), bool)
 
+    def update_values(self, table: TableSpec, columns: Sequence[str],
+                      rows: Sequence[Sequence[Any]]) -> int:
+        return self._write(table, lambda: self.backend.update_values(table, columns, rows),
+                           bool)
+
     def delete_many(self, table: TableSpec, keys: Iterable[Any]) -> int:
         return self._write(table, lambda: self.backend.delete_many(table, keys), bool)
 
