@@ -21,6 +21,7 @@ from syncline.core.model.errors import AuthenticationError, PluginError
 from syncline.core.model.schema import TypeRegistry, use_custom_types
 from syncline.core.spi import hookspecs
 from syncline.core.spi.entry_points import EntryPoint, entry_points
+from syncline.core.spi.hookspecs import Store
 from syncline.core.spi.registries import DISABLE_ENV as DISABLE_ENV
 from syncline.core.spi.registries import BackendRegistry as BackendRegistry
 from syncline.core.spi.registries import CommandRegistry as CommandRegistry
@@ -30,7 +31,6 @@ from syncline.core.spi.registries import TransportRegistry as TransportRegistry
 if TYPE_CHECKING:
 
     from syncline.core.spi.backend import Backend
-    from syncline.core.store import Store
 
 log = logging.getLogger("syncline.plugins")
 GROUP = "syncline"
