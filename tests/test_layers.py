@@ -207,14 +207,21 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def room(module: str, graph: dict[str, set[str]]) -> str:
-    """The package a module is in; a module directly in ``syncline/`` (the CLI) is a room of
-    its own, and ``syncline`` is the public facade (``syncline/__init__.py``)."""
+    """The room a module is in: a top-level package or module of ``syncline/`` (``core``,
+    ``server``, ``testing``, the CLI's ``cli``...; a subpackage such as ``testing.syncing``
+    counts with its room), or one of core's layer packages (``core.model``...); ``syncline``
+    is the public facade (``syncline/__init__.py``, whose imports are lazy)."""
     if module in ROOM_OF:
         return ROOM_OF[module]
-    if module == "syncline" or any(m.startswith(module + ".") for m in graph):
+    parts = module.split(".")
+    if len(parts) == 1:
         return module
-    parent = module.rpartition(".")[0]
-    return module if parent == "syncline" else parent
+    if parts[1] == "core" and len(parts) > 3:
+        return ".".join(parts[:3])
+    if parts[1] == "core" and len(parts) == 3 and any(
+            m.startswith(module + ".") for m in graph):
+        return module
+    return ".".join(parts[:2])
 
 
 def test_no_file_circle_is_larger_than_three() -> None:
