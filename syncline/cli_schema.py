@@ -19,7 +19,7 @@ STORE_HELP = "Store URL (default: SYNCLINE_STORE_URL, then syncline.toml)."
 def load_schema(spec: str, version: int | None = None) -> Schema:
     """The :class:`syncline.Schema` a ``module:attr`` names (a list of entities: version 1,
     or ``version``)."""
-    from syncline.cli import load_entities
+    from syncline.cli_support import load_entities
 
     module_name, _, attr = spec.partition(":")
     try:
@@ -76,7 +76,7 @@ def migrate(store_url: str | None, schema_spec: str, server: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     import syncline
-    from syncline.cli import get_console
+    from syncline.cli_support import get_console
 
     console = get_console()
 
@@ -123,7 +123,7 @@ def schema() -> None:
 @click.argument("folder", type=click.Path(file_okay=False))
 def dump(schema_spec: str, version: int | None, folder: str) -> None:
     """Write the schema as syncline_schema_v<N>.json into FOLDER (for migration tests)."""
-    from syncline.cli import get_console
+    from syncline.cli_support import get_console
     from syncline.core.storage import schema_dump
 
     console = get_console()
@@ -141,7 +141,7 @@ def dump(schema_spec: str, version: int | None, folder: str) -> None:
 def verify(store_url: str | None, schema_spec: str, server: bool) -> None:
     """Compare a store with the declared schema without changing it; exit code 1 when they
     differ."""
-    from syncline.cli import get_console
+    from syncline.cli_support import get_console
     from syncline.core.plugins import plugin_manager
     from syncline.core.storage.schema_dump import differences
     from syncline.core.store import Store, scheme_of

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import syncline
 from syncline.cli import main
 from syncline.core import plugins
+from syncline.core.model.errors import AuthenticationError
 
 registry = syncline.EntityRegistry()
 
@@ -214,3 +215,81 @@ def test_plugin_cli_command(fresh_plugins: Path) -> None:
     result = CliRunner().invoke(main, ["hello"])
     assert result.output.strip() == "hello from a plugin"
     assert "hello" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_a_misspelt_hook_fails_naming_it_and_the_known_ones(fresh_plugins: Path) -> None:
+    class Typo:
+        @syncline.hookimpl
+        def syncline_register_backend(self, registry: object) -> None:
+            raise AssertionError("never called")
+
+    with pytest.raises(syncline.PluginError) as caught:
+        plugins.register_plugin(Typo(), "typo")
+    message = str(caught.value)
+    assert "syncline_register_backend " in message
+    assert "did you mean syncline_register_backends?" in message
+    assert "syncline_after_commit" in message  # the known hooks are listed
+    assert plugins.plugin_manager().pm.get_plugin("typo") is None  # not left half-registered
+
+
+def test_registration_hooks_are_called_by_pluggy_for_their_plugin_only(
+        fresh_plugins: Path) -> None:
+    calls: list[str] = []
+
+    class One:
+        @syncline.hookimpl
+        def syncline_register_backends(self, registry: object) -> None:
+            calls.append("one")
+
+    class Two:
+        @syncline.hookimpl
+        def syncline_register_backends(self, registry: object) -> None:
+            calls.append("two")
+
+    plugins.register_plugin(One(), "one")
+    plugins.register_plugin(Two(), "two")
+    assert calls == ["one", "two"]
+
+    class Bad:
+        @syncline.hookimpl
+        def syncline_register_backends(self, registry: object, extra: object) -> None:
+            raise AssertionError("never called")
+
+    with pytest.raises(syncline.PluginError, match="'bad' cannot be registered"):
+        plugins.register_plugin(Bad(), "bad")
+
+
+def test_after_hooks_log_a_failure_and_the_others_still_run(
+        fresh_plugins: Path, caplog: pytest.LogCaptureFixture) -> None:
+    heard: list[str] = []
+
+    class Failing:
+        @syncline.hookimpl
+        def syncline_after_pull(self, changes: list[object]) -> None:
+            raise RuntimeError("broken plugin")
+
+    class Listener:
+        @syncline.hookimpl
+        def syncline_after_pull(self, changes: list[object]) -> None:
+            heard.append("listener")
+
+    plugins.register_plugin(Listener(), "listener")
+    plugins.register_plugin(Failing(), "failing")  # pluggy calls the last registered first
+    hooks = plugins.plugin_manager().hooks
+    with caplog.at_level("ERROR", logger="syncline.plugins"):
+        hooks.after_pull(None, [])
+        hooks.after_pull(None, [])
+    assert heard == ["listener", "listener"]
+    assert [r.message for r in caplog.records] == ["plugin 'failing' failed in "
+                                                   "syncline_after_pull"] * 2
+
+
+def test_a_failing_authentication_plugin_lets_nobody_in(fresh_plugins: Path) -> None:
+    class Broken:
+        @syncline.hookimpl
+        def syncline_authenticate(self, headers: dict[str, str]) -> object:
+            raise KeyError("authorization")
+
+    plugins.register_plugin(Broken(), "broken-auth")
+    with pytest.raises(AuthenticationError, match="authentication plugin failed"):
+        plugins.plugin_manager().hooks.authenticate({}, None)

@@ -9,7 +9,6 @@ you passed in or got back never changes the store.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import cattrs
 
 from syncline.backends.memory_index import OrderedIndex, candidates
-from syncline.core.model.convert import dumps_json, json_is_native, structure_hook
 from syncline.core.model.errors import IntegrityError, NotFoundError, StaleSchemaError
 from syncline.core.model.evaluate import evaluate, order_rows
 from syncline.core.model.query import Condition, Query
@@ -33,7 +31,7 @@ from syncline.core.model.sync_fields import (
 )
 from syncline.core.model.values import describe
 from syncline.core.spi.backend import Backend, Row
-from syncline.core.spi.helpers import is_json
+from syncline.core.spi.helpers import store_json_as_text
 from syncline.core.spi.hookspecs import hookimpl
 from syncline.core.spi.options import ISOLATION, Option
 from syncline.core.spi.registries import BackendRegistry
@@ -232,19 +230,7 @@ class MemoryBackend(Backend):
 
     def make_converter(self, base: cattrs.Converter) -> cattrs.Converter:
         conv = base.copy()
-
-        def json_unstructure(tp: Any) -> Any:
-            inner = base.get_unstructure_hook(tp)
-            return lambda value: dumps_json(inner(value))
-
-        def json_structure(tp: Any) -> Any:
-            if json_is_native(tp):
-                return structure_hook(json.loads)
-            inner = base.get_structure_hook(tp)
-            return lambda value, _t: inner(json.loads(value), tp)
-
-        conv.register_unstructure_hook_factory(is_json, json_unstructure)
-        conv.register_structure_hook_factory(is_json, json_structure)
+        store_json_as_text(conv, base)
         return conv
 
     @property

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import json
 import logging
 import sqlite3
 import threading
@@ -27,7 +26,7 @@ import cattrs
 
 from syncline.backends.sqlite_sql import SQLiteSQL, q
 from syncline.backends.tuple_rows import TupleRowsMixin
-from syncline.core.model.convert import dumps_json, json_is_native, structure_hook, utc_datetime
+from syncline.core.model.convert import structure_hook, utc_datetime
 from syncline.core.model.errors import (
     BackendError,
     BackendUnavailableError,
@@ -40,7 +39,7 @@ from syncline.core.model.errors import (
 from syncline.core.model.query import Compare, Condition, Query
 from syncline.core.model.schema import IndexSpec, TableSpec
 from syncline.core.spi.backend import Backend
-from syncline.core.spi.helpers import is_json, url_path
+from syncline.core.spi.helpers import store_json_as_text, url_path
 from syncline.core.spi.hookspecs import hookimpl
 from syncline.core.spi.options import ISOLATION, Option
 from syncline.core.spi.registries import BackendRegistry
@@ -366,19 +365,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
             decimal.Decimal, lambda v: str(base.unstructure(v, decimal.Decimal))
         )
         conv.register_structure_hook(bool, structure_hook(bool))
-
-        def json_unstructure(tp: Any) -> Any:
-            inner = base.get_unstructure_hook(tp)
-            return lambda value: dumps_json(inner(value))
-
-        def json_structure(tp: Any) -> Any:
-            if json_is_native(tp):
-                return structure_hook(json.loads)
-            inner = base.get_structure_hook(tp)
-            return lambda value, _t: inner(json.loads(value), tp)
-
-        conv.register_unstructure_hook_factory(is_json, json_unstructure)
-        conv.register_structure_hook_factory(is_json, json_structure)
+        store_json_as_text(conv, base)
         return conv
 
     # -- transactions ------------------------------------------------------------------------

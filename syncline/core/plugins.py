@@ -7,6 +7,7 @@ that this project's own ``pyproject.toml`` declares.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import threading
@@ -16,10 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import pluggy
 
-from syncline.core.model.errors import PluginError
+from syncline.core.model.errors import AuthenticationError, PluginError
 from syncline.core.model.schema import TypeRegistry, use_custom_types
 from syncline.core.spi import hookspecs
 from syncline.core.spi.entry_points import EntryPoint, entry_points
+from syncline.core.spi.hookspecs import Store
 from syncline.core.spi.registries import DISABLE_ENV as DISABLE_ENV
 from syncline.core.spi.registries import BackendRegistry as BackendRegistry
 from syncline.core.spi.registries import CommandRegistry as CommandRegistry
@@ -29,7 +31,6 @@ from syncline.core.spi.registries import TransportRegistry as TransportRegistry
 if TYPE_CHECKING:
 
     from syncline.core.spi.backend import Backend
-    from syncline.core.store import Store
 
 log = logging.getLogger("syncline.plugins")
 GROUP = "syncline"
@@ -98,9 +99,13 @@ class PluginManager:
     def register(self, plugin: object, name: str | None = None,
                  distribution: str | None = None, version: str | None = None) -> str:
         """Register a plugin object and run its registration hooks at once."""
-        registered = self.pm.register(plugin, name=name)
+        try:
+            registered = self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:  # a known hook with unknown arguments
+            raise PluginError(f"plugin {name or plugin!r} cannot be registered: {exc}") from exc
         if registered is None:  # blocked or already registered
             return name or ""
+        self._check_hook_names(plugin, registered)
         hooks = tuple(sorted(
             impl_name for impl_name in dir(self.pm.hook)
             if not impl_name.startswith("_")
@@ -111,7 +116,27 @@ class PluginManager:
         self._call_registration(plugin, registered)
         return registered
 
+    def _check_hook_names(self, plugin: object, name: str) -> None:
+        """pluggy's ``check_pending``: a hook implementation no spec knows is a PluginError
+        (the plugin is unregistered again), not a function never called."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            unknown = sorted(
+                n for n in dir(self.pm.hook) if not n.startswith("_")
+                and getattr(self.pm.hook, n).spec is None
+                and any(i.plugin is plugin for i in getattr(self.pm.hook, n).get_hookimpls()))
+            self.pm.unregister(plugin)
+            known = sorted(n for n in dir(hookspecs) if n.startswith("syncline_"))
+            named = ", ".join(
+                n + "".join(f" (did you mean {c}?)" for c in difflib.get_close_matches(
+                    n, known, n=1)) for n in unknown)
+            raise PluginError(
+                f"plugin {name!r} implements hooks syncline does not have: {named or exc}; "
+                f"syncline's hooks are: {', '.join(known)}") from exc
+
     def _call_registration(self, plugin: object, name: str) -> None:
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
         calls: list[tuple[str, Any]] = [
             ("syncline_register_backends", self.backends._bound(name)),
             ("syncline_register_transports", self.transports._bound(name)),
@@ -119,16 +144,14 @@ class PluginManager:
             ("syncline_register_commands", self.commands._bound(name)),
         ]
         for hook_name, registry in calls:
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                if impl.plugin is plugin:
-                    try:
-                        impl.function(registry=registry)
-                    except PluginError:
-                        raise
-                    except Exception as exc:
-                        raise PluginError(
-                            f"plugin {name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
-                        ) from exc
+            try:  # this plugin's implementation only, called by pluggy
+                self.pm.subset_hook_caller(hook_name, others)(registry=registry)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
+                ) from exc
 
     def backend_class(self, scheme: str) -> type[Backend]:
         return self.backends.get(scheme)
@@ -144,36 +167,48 @@ class PluginManager:
 
 
 class Hooks:
-    """The typed way the rest of syncline calls event hooks."""
+    """The typed way the rest of syncline calls event hooks, each with its error policy
+    (docs/plugins.md): ``before_*`` hooks raise, stopping the sync before anything changed;
+    ``after_*`` hooks are told of what is done, so an exception is logged and the other
+    implementations still run."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
+        self._pm = pm
         self._hook = pm.hook
+        #: hook name -> (the implementations, one caller for each of them alone)
+        self._alone: dict[str, tuple[tuple[Any, ...], list[tuple[str, Any]]]] = {}
 
-    def _safe(self, name: str, **kwargs: Any) -> None:
-        caller = getattr(self._hook, name)
-        for impl in reversed(caller.get_hookimpls()):
+    def _logged(self, name: str, **kwargs: Any) -> None:
+        """Call every implementation of ``name``; an exception is logged, not raised."""
+        impls = tuple(getattr(self._hook, name).get_hookimpls())
+        if not impls:
+            return
+        cached = self._alone.get(name)
+        if cached is None or cached[0] != impls:
+            callers = [(impl.plugin_name, self._pm.subset_hook_caller(
+                name, [other.plugin for other in impls if other is not impl]))
+                for impl in reversed(impls)]
+            cached = self._alone[name] = (impls, callers)
+        for plugin_name, caller in cached[1]:
             try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+                caller(**kwargs)
             except Exception:
-                log.exception("plugin %r failed in %s", impl.plugin_name, name)
-
-    def has(self, name: str) -> bool:
-        return bool(getattr(self._hook, name).get_hookimpls())
+                log.exception("plugin %r failed in %s", plugin_name, name)
 
     def after_commit(self, store: Store, tables: frozenset[str]) -> None:
-        self._safe("syncline_after_commit", store=store, tables=tables)
+        self._logged("syncline_after_commit", store=store, tables=tables)
 
     def before_push(self, store: Store, mutations: list[Any]) -> None:
         self._hook.syncline_before_push(store=store, mutations=mutations)
 
     def after_push(self, store: Store, mutations: list[Any], results: list[Any]) -> None:
-        self._hook.syncline_after_push(store=store, mutations=mutations, results=results)
+        self._logged("syncline_after_push", store=store, mutations=mutations, results=results)
 
     def before_pull(self, store: Store, cursor: str | None) -> None:
         self._hook.syncline_before_pull(store=store, cursor=cursor)
 
     def after_pull(self, store: Store, changes: list[Any]) -> None:
-        self._hook.syncline_after_pull(store=store, changes=changes)
+        self._logged("syncline_after_pull", store=store, changes=changes)
 
     def resolve_conflict(self, store: Store, conflict: Any) -> Any | None:
         return self._hook.syncline_resolve_conflict(store=store, conflict=conflict)
@@ -185,7 +220,15 @@ class Hooks:
         return result
 
     def authenticate(self, headers: dict[str, str], config: Any) -> Any | None:
-        return self._hook.syncline_authenticate(headers=headers, config=config)
+        try:
+            return self._hook.syncline_authenticate(headers=headers, config=config)
+        except AuthenticationError:
+            raise
+        except Exception as exc:  # fail closed: a broken plugin lets nobody in
+            log.exception("an authentication plugin failed")
+            raise AuthenticationError(
+                "the server could not check these credentials (an authentication plugin "
+                "failed; see the server's log)") from exc
 
 
 _manager: PluginManager | None = None

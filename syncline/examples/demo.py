@@ -22,7 +22,7 @@ from syncline.core.sync.engine import Backoff, SyncReport
 from syncline.core.sync.outbox import EntryState
 from syncline.examples.social import ENTITIES, Message, MessagesDao, Post, PostsDao
 from syncline.server.app import ServerConfig
-from syncline.testing.server import LiveServer
+from syncline.server.live import LiveServer
 
 
 def _queue_table(store: syncline.Store, title: str) -> Table:

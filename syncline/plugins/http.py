@@ -203,5 +203,4 @@ class HTTPTransport(HTTPCodec, Transport):
 @hookimpl
 def syncline_register_transports(registry: TransportRegistry) -> None:
     for scheme in ("http", "https"):
-        registry.register(scheme, HTTPTransport, description="a syncline server over HTTP",
-                          requires="syncline[http]")
+        registry.register(scheme, HTTPTransport, description="a syncline server over HTTP")

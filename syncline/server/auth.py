@@ -8,14 +8,36 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
 from syncline.core.model.errors import AuthenticationError
 
-if TYPE_CHECKING:
-    from syncline.server.app import ServerConfig
+
+class AuthConfig(Protocol):
+    """The settings authentication reads (a ``syncline.server.app.ServerConfig``)."""
+
+    @property
+    def tokens(self) -> dict[str, str]: ...
+
+    @property
+    def jwt_key(self) -> str | None: ...
+
+    @property
+    def jwt_algorithms(self) -> list[str]: ...
+
+    @property
+    def jwt_audience(self) -> str | None: ...
+
+    @property
+    def jwt_issuer(self) -> str | None: ...
+
+    @property
+    def jwt_leeway(self) -> float: ...
+
+    @property
+    def allow_anonymous(self) -> bool: ...
 
 log = logging.getLogger("syncline.server.auth")
 
@@ -42,7 +64,7 @@ def bearer_token(headers: dict[str, str]) -> str | None:
     return token.strip()
 
 
-def authenticate(headers: dict[str, str], config: ServerConfig, plugin_answer: Any) -> Principal:
+def authenticate(headers: dict[str, str], config: AuthConfig, plugin_answer: Any) -> Principal:
     """The request's principal, or :class:`AuthenticationError` saying why not."""
     try:
         return checked(_authenticate(headers, config, plugin_answer))
@@ -73,7 +95,7 @@ def checked(principal: Principal) -> Principal:
     return principal
 
 
-def _authenticate(headers: dict[str, str], config: ServerConfig,
+def _authenticate(headers: dict[str, str], config: AuthConfig,
                   plugin_answer: Any) -> Principal:
     if plugin_answer is not None:
         return plugin_answer if isinstance(plugin_answer, Principal) else Principal(
@@ -90,7 +112,7 @@ def _authenticate(headers: dict[str, str], config: ServerConfig,
     raise AuthenticationError("unknown or invalid token")
 
 
-def _verify_jwt(token: str, config: ServerConfig) -> str:
+def _verify_jwt(token: str, config: AuthConfig) -> str:
     import jwt
 
     algorithms = [a for a in config.jwt_algorithms if a in ALLOWED_ALGORITHMS]

@@ -74,6 +74,7 @@ from syncline.server.tables import (
     ChangeEntry,
     ServerMeta,
     ServerRecord,
+    record_key,
 )
 from syncline.server.wire import skipped
 
@@ -93,6 +94,19 @@ SHARED = "*"
 
 
 _ACTIONS = ("create", "update", "delete", "command")
+
+
+def _seen_before(m: Mutation, print_: str, applied: AppliedMutation) -> MutationResult:
+    """The answer to a mutation whose id was applied before: the first answer again (as a
+    duplicate), or a rejection when the id now carries a different change."""
+    if applied.fingerprint != print_:
+        return MutationResult(m.id, "rejected", reason=(
+            "this mutation id was already used for a different change; "
+            "mutation ids must be unique"))
+    first = from_wire(applied.result, MutationResult)
+    if first.status in ("applied", "duplicate"):
+        first = attrs.evolve(first, status="duplicate")
+    return first
 
 
 def invalid_mutation(m: Mutation) -> str | None:
@@ -246,7 +260,7 @@ class SyncServer:
             spec = self._specs.get(m.entity) if type(m.entity) is str else None
             if spec is not None and type(m.record_id) is str:
                 owner = SHARED if spec.table.name in self.shared else principal
-                keys.append(f"{owner}/{spec.table.name}/{m.record_id}")
+                keys.append(record_key(owner, spec.table.name, m.record_id))
         return keys
 
     def _log(self, owner: str, entity: str, record_id: str, op: str,
@@ -257,7 +271,7 @@ class SyncServer:
         if seq is None:
             txid, seq = self._take()
         now = self.now()
-        key = f"{owner}/{entity}/{record_id}"
+        key = record_key(owner, entity, record_id)
         if previous is None:
             previous = self.records.get(key)
         if previous is not None:
@@ -326,15 +340,12 @@ class SyncServer:
         table = spec_of(cls).table
         values = [self.store.codec(cls).to_tuple(obj)]
         if insert:
-            self.store.backend.insert_values(table, values)
+            self.store.writer.insert_values(table, values)
         else:
-            self.store.backend.upsert_values(table, values)
-        self.store.touched(table.name)
+            self.store.writer.upsert_values(table, values)
 
     def _remove(self, cls: type, key: Any) -> None:
-        table = spec_of(cls).table
-        self.store.backend.delete_many(table, [key])
-        self.store.touched(table.name)
+        self.store.writer.delete_many(spec_of(cls).table, [key])
 
     def _apply(self, m: Mutation, owner: str) -> MutationResult:
         reason = invalid_mutation(m)
@@ -345,14 +356,7 @@ class SyncServer:
         print_ = fingerprint(m)
         seen = self.applied.get(key)
         if seen is not None:
-            if seen.fingerprint != print_:
-                return MutationResult(m.id, "rejected", reason=(
-                    "this mutation id was already used for a different change; "
-                    "mutation ids must be unique"))
-            first = from_wire(seen.result, MutationResult)
-            if first.status in ("applied", "duplicate"):
-                first = attrs.evolve(first, status="duplicate")
-            return first
+            return _seen_before(m, print_, seen)
         try:
             with self.store.transaction():
                 result = self._effect(m, owner, seq, txid)
@@ -380,7 +384,7 @@ class SyncServer:
             raise ValueError(f"{m.action} of {m.entity} needs a record_id")
         if spec.table.name in self.shared:
             owner = SHARED
-        meta = self.records.get(f"{owner}/{spec.table.name}/{m.record_id}")
+        meta = self.records.get(record_key(owner, spec.table.name, m.record_id))
         repo: Any = self.store.repository(spec.cls)
         obj = None if meta is None or meta.deleted else repo.get(m.record_id)
         result, write = self.decide(spec, m, seq, meta, obj,
@@ -471,7 +475,7 @@ class SyncServer:
         record_id = getattr(obj, spec.primary_key)
 
         def work() -> int:
-            self.order.lock([f"{principal}/{spec.table.name}/{record_id}"])
+            self.order.lock([record_key(principal, spec.table.name, record_id)])
             txid, seq = self._take()
             self.store.repository(spec.cls).upsert(obj)
             return self._log(principal, spec.table.name, record_id, "upsert",
@@ -485,7 +489,7 @@ class SyncServer:
             principal = SHARED
 
         def work() -> int:
-            self.order.lock([f"{principal}/{spec.table.name}/{record_id}"])
+            self.order.lock([record_key(principal, spec.table.name, record_id)])
             txid, seq = self._take()
             self.store.repository(cls).delete(record_id)
             return self._log(principal, spec.table.name, record_id, "delete", None, seq=seq,
@@ -625,7 +629,7 @@ class SyncServer:
                                   order_by="seq", limit=chunk)
         if not found:
             return 0
-        keys = {f"{c.owner}/{c.entity}/{c.record_id}": c for c in found}
+        keys = {record_key(c.owner, c.entity, c.record_id): c for c in found}
         # The records' locks, then look again: a writer may have re-created one meanwhile.
         self.order.lock([*keys, "horizon"])
         current = {c.seq: c for c in self.changes.get_many([c.seq for c in found])}
@@ -634,7 +638,7 @@ class SyncServer:
             return len(found)
         seqs = [c.seq for c in gone]
         self.changes.delete_many(seqs)
-        self.records.delete_where(F.key.in_([f"{c.owner}/{c.entity}/{c.record_id}"
+        self.records.delete_where(F.key.in_([record_key(c.owner, c.entity, c.record_id)
                                              for c in gone]) & F.version.in_(seqs))
         top = max((c.txid, c.seq) for c in gone)
         horizon = self.horizon()
@@ -684,7 +688,7 @@ class _Batch:
             spec = self.server._specs[entity]
             owner = self.owner(spec)
             ordered = sorted(rids)
-            keys += [f"{owner}/{entity}/{rid}" for rid in ordered]
+            keys += [record_key(owner, entity, rid) for rid in ordered]
             repo: Any = self.store.repository(spec.cls)
             found = {getattr(o, spec.primary_key): o for o in repo.get_many(ordered)}
             for rid in ordered:
@@ -715,15 +719,7 @@ class _Batch:
             print_ = fingerprint(m)
             before = seen.get(key) or self.applied.get(key)
             if before is not None:
-                if before.fingerprint != print_:
-                    results.append(MutationResult(m.id, "rejected", reason=(
-                        "this mutation id was already used for a different change; "
-                        "mutation ids must be unique")))
-                    continue
-                first = from_wire(before.result, MutationResult)
-                if first.status in ("applied", "duplicate"):
-                    first = attrs.evolve(first, status="duplicate")
-                results.append(first)
+                results.append(_seen_before(m, print_, before))
                 continue
             try:
                 result = self.effect(m, seq)
@@ -742,7 +738,7 @@ class _Batch:
             raise ValueError(f"{m.action} of {m.entity} needs a record_id")
         owner = self.owner(spec)
         entity = spec.table.name
-        meta = self.records.get(f"{owner}/{entity}/{m.record_id}")
+        meta = self.records.get(record_key(owner, entity, m.record_id))
         encoded: list[tuple[Any, ...]] = []
         result, write = server.decide(
             spec, m, seq, meta, self.rows.get((entity, m.record_id)),
@@ -762,7 +758,7 @@ class _Batch:
         if obj is not None and row is None:
             row = self.store.codec(spec.cls).to_tuple(obj)
         self.writes.setdefault(entity, {})[record_id] = row
-        key = f"{owner}/{entity}/{record_id}"
+        key = record_key(owner, entity, record_id)
         previous = self.records.get(key)
         created_by = m.id if m.action == "create" else None
         if previous is not None:
@@ -777,7 +773,7 @@ class _Batch:
 
     def flush(self) -> None:
         store = self.store
-        backend = store.backend
+        writer = store.writer
 
         def tuples(cls: type, objs: Sequence[Any]) -> list[Any]:
             to_tuple = store.codec(cls).to_tuple
@@ -788,12 +784,11 @@ class _Batch:
             gone = [rid for rid, row in final.items() if row is None]
             kept = [row for row in final.values() if row is not None]
             if gone:
-                backend.delete_many(spec.table, gone)
+                writer.delete_many(spec.table, gone)
             if kept:
-                backend.upsert_values(spec.table, kept)
-            store.touched(entity)
+                writer.upsert_values(spec.table, kept)
         if self.obsolete:
-            backend.delete_many(spec_of(ChangeEntry).table, sorted(self.obsolete))
+            writer.delete_many(spec_of(ChangeEntry).table, sorted(self.obsolete))
         written = set(self.changes)
         records = [r for key, r in self.records.items() if key in written and r is not None]
         for cls, objs, insert in ((ChangeEntry, list(self.changes.values()), True),
@@ -803,7 +798,6 @@ class _Batch:
                 continue
             table = spec_of(cls).table
             if insert:
-                backend.insert_values(table, tuples(cls, objs))
+                writer.insert_values(table, tuples(cls, objs))
             else:
-                backend.upsert_values(table, tuples(cls, objs))
-            store.touched(table.name)
+                writer.upsert_values(table, tuples(cls, objs))

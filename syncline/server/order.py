@@ -81,8 +81,7 @@ class CounterOrder(LogOrder):
 
     def take(self, n: int) -> tuple[int, list[int]]:
         meta = self.store.repository(ServerMeta)
-        last = self.store.backend.increment(meta.table, "seq", "value", by=n)
-        self.store.touched(meta.table.name)
+        last = self.store.writer.increment(meta.table, "seq", "value", by=n)
         return 0, list(range(last - n + 1, last + 1))
 
     def committed(self) -> Position:

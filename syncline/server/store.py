@@ -18,7 +18,13 @@ from syncline.core.storage.local import LocalStore
 from syncline.core.storage.opening import MigrationListener, MigrationStrategy
 from syncline.core.store import Store, open_store
 from syncline.server.order import POSITION_INDEX, SEQUENCE
-from syncline.server.tables import SERVER_ENTITIES, AppliedMutation, ChangeEntry, ServerRecord
+from syncline.server.tables import (
+    SERVER_ENTITIES,
+    AppliedMutation,
+    ChangeEntry,
+    ServerRecord,
+    record_key,
+)
 
 
 def open_server_store(url: str | None = None, entities: Iterable[type] = (),
@@ -117,7 +123,7 @@ class ServerTablesFollow(MigrationListener):
         found = records.find(F.entity == old)
         if found:
             records.delete_many([r.key for r in found])
-            records.insert_many([attrs.evolve(r, key=f"{r.owner}/{new}/{r.record_id}",
+            records.insert_many([attrs.evolve(r, key=record_key(r.owner, new, r.record_id),
                                               entity=new) for r in found])
 
     def after_upgrade(self, store: LocalStore, from_version: int, to_version: int) -> None:

@@ -19,6 +19,12 @@ from syncline.core.model.schema import EntityRegistry, internal_entity
 tables = EntityRegistry()
 
 
+def record_key(owner: str, entity: str, record_id: str) -> str:
+    """A :class:`ServerRecord`'s key: the record ``record_id`` of ``entity`` that ``owner``
+    (a principal, or the shared owner) holds."""
+    return f"{owner}/{entity}/{record_id}"
+
+
 @internal_entity(tables, "_syncline_server_records", primary_key="key",
                  indexes=[("owner", "entity")])
 @attrs.define

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from syncline.backends.sql import SQLBuilder, TupleRowsMixin
-from syncline.core.model.convert import dumps_jsonb, json_is_native, structure_hook, utc_datetime
+from syncline.core.model.convert import dumps_jsonb, structure_hook, utc_datetime
 from syncline.core.model.errors import (
     BackendError,
     BackendUnavailableError,
@@ -45,7 +45,7 @@ from syncline.core.model.errors import (
 from syncline.core.model.query import Compare, Condition, Query
 from syncline.core.model.schema import IndexSpec, Kind, TableSpec
 from syncline.core.spi.backend import Backend
-from syncline.core.spi.helpers import is_json
+from syncline.core.spi.helpers import store_json
 from syncline.core.spi.options import ISOLATION, Option
 
 if TYPE_CHECKING:
@@ -325,20 +325,9 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
         conv = base.copy()
         conv.register_structure_hook(dt.datetime, structure_hook(utc_datetime))
-
-        def json_unstructure(tp: Any) -> Any:
-            inner = base.get_unstructure_hook(tp)
-            # dumps_jsonb: floats from 1e16 up come back floats (jsonb keeps digits only)
-            return lambda value: Jsonb(inner(value), dumps=dumps_jsonb)
-
-        def json_structure(tp: Any) -> Any:
-            if json_is_native(tp):
-                return structure_hook(lambda value: value)
-            inner = base.get_structure_hook(tp)
-            return lambda value, _t: inner(value, tp)
-
-        conv.register_unstructure_hook_factory(is_json, json_unstructure)
-        conv.register_structure_hook_factory(is_json, json_structure)
+        # dumps_jsonb: floats from 1e16 up come back floats (jsonb keeps digits only)
+        store_json(conv, base, dump=lambda value: Jsonb(value, dumps=dumps_jsonb),
+                   load=lambda value: value)
         return conv
 
     # -- transactions ------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
@@ -231,6 +230,30 @@ def json_is_native(tp: Any) -> bool:
 
 
 _json_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
+
+
+def store_json(conv: cattrs.Converter, base: cattrs.Converter, *,
+               dump: Callable[[Any], Any], load: Callable[[Any], Any]) -> None:
+    """Make ``conv`` (a copy of ``base``) store JSON fields in a backend's own form: ``dump``
+    turns a field's canonical JSON-able value into it, ``load`` turns it back."""
+
+    def unstructure(tp: Any) -> Any:
+        inner = base.get_unstructure_hook(tp)
+        return lambda value: dump(inner(value))
+
+    def structure(tp: Any) -> Any:
+        if json_is_native(tp):
+            return structure_hook(load)
+        inner = base.get_structure_hook(tp)
+        return lambda value, _t: inner(load(value), tp)
+
+    conv.register_unstructure_hook_factory(is_json, unstructure)
+    conv.register_structure_hook_factory(is_json, structure)
+
+
+def store_json_as_text(conv: cattrs.Converter, base: cattrs.Converter) -> None:
+    """:func:`store_json` as text (:func:`dumps_json`), for backends without a JSON type."""
+    store_json(conv, base, dump=dumps_json, load=json.loads)
 
 
 def dumps_json(value: Any) -> str:
@@ -519,10 +542,6 @@ class RowCodec:
         return value if dec is None or value is None else dec(value)
 
 
-def attrs_field_names(cls: type) -> tuple[str, ...]:
-    return tuple(a.name for a in attrs.fields(cls))
-
-
 def make_wire_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
     """Entities <-> JSON-able dicts for the sync protocol.
 
@@ -614,21 +633,23 @@ def make_wire_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
     return wire
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line saying what was wrong with a structured value, naming the field at fault."""
+def _explain(err: BaseException, tp: Any) -> str:
+    if isinstance(err, SerializationError):
+        return str(err)
+    if isinstance(err, KeyError):
+        return "required field missing"
+    if isinstance(err, cattrs.ForbiddenExtraKeysError):
+        return f"unknown field(s) {', '.join(sorted(err.extra_fields))}"
+    expected = f" (expected {getattr(tp, '__name__', tp)})" if tp is not None else ""
+    return f"{type(err).__name__}: {err}{expected}"
+
+
+def describe_error(exc: BaseException, path: str = "payload") -> str:
+    """One line saying what was wrong with a structured value, naming the field at fault
+    (``path`` names the whole value: ``payload.title``, ``config.store.url``)."""
     if isinstance(exc, cattrs.BaseValidationError):
-
-        def fmt(err: BaseException, _tp: Any) -> str:
-            if isinstance(err, SerializationError):
-                return str(err)
-            if isinstance(err, KeyError):
-                return "required field missing"
-            if isinstance(err, cattrs.ForbiddenExtraKeysError):
-                return f"unknown field(s) {', '.join(sorted(err.extra_fields))}"
-            return f"{type(err).__name__}: {err}"
-
         try:
-            return "; ".join(cattrs.transform_error(exc, path="payload", format_exception=fmt))
+            return "; ".join(cattrs.transform_error(exc, path=path, format_exception=_explain))
         except RecursionError:
             pass
     return str(exc)[:1000]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -191,10 +191,6 @@ class Backend(abc.ABC):
         Rows equal on every ordering term are ordered by primary key, so results (and pages)
         are the same on every backend.
         """
-
-    def iter_query(self, table: TableSpec, query: Query) -> Iterator[Row]:
-        """Like :meth:`query` but may stream; the default reads everything first."""
-        return iter(self.query(table, query))
 
     def increment(self, table: TableSpec, key: Any, column: str, by: int = 1) -> int:
         """Add ``by`` to an integer column of one row (created with ``by`` if missing; its other

@@ -9,6 +9,11 @@ the ones below; a distribution exposes it through the entry-point group ``syncli
 Hooks do two things only. *Registration* hooks receive a registry object and call
 ``register(...)`` on it; they run once, when syncline first needs its plugins. *Event* hooks
 carry cross-cutting events; record operations never go through hooks.
+
+A function marked :data:`hookimpl` whose name is not one of these hooks is a PluginError when
+the plugin loads. Each event hook states what an exception raised in it does: ``before_*``
+hooks stop the sync before anything changed; ``after_*`` hooks are told of what is done, so
+their exceptions are logged (``syncline.plugins``) and the other implementations still run.
 """
 
 from __future__ import annotations
@@ -98,22 +103,37 @@ def syncline_after_commit(store: Store, tables: frozenset[str]) -> None:
 
 @hookspec
 def syncline_before_push(store: Store, mutations: list[Any]) -> None:
-    """Called before the sync engine pushes a batch of ``mutations`` from ``store``."""
+    """Called before the sync engine pushes a batch of ``mutations`` from ``store``.
+
+    It runs inside the transaction that plans the batch, before the batch's entries and
+    records are marked as being sent. An exception raised here rolls that planning back and
+    propagates out of ``sync()``: nothing was sent and nothing changed (the records stay
+    pending), so the next sync plans the same batch again.
+    """
 
 
 @hookspec
 def syncline_after_push(store: Store, mutations: list[Any], results: list[Any]) -> None:
-    """Called after a push, with each mutation and the server's result for it."""
+    """Called after a push, with each mutation and the server's result for it.
+
+    The results are recorded by then; an exception raised here is logged and the sync goes on.
+    """
 
 
 @hookspec
 def syncline_before_pull(store: Store, cursor: str | None) -> None:
-    """Called before the sync engine pulls changes after ``cursor`` (None: from the start)."""
+    """Called before the sync engine pulls changes after ``cursor`` (None: from the start).
+
+    An exception raised here propagates out of ``sync()`` before the page is asked for.
+    """
 
 
 @hookspec
 def syncline_after_pull(store: Store, changes: list[Any]) -> None:
-    """Called after a page of pulled ``changes`` has been applied and committed."""
+    """Called after a page of pulled ``changes`` has been applied and committed.
+
+    An exception raised here is logged and the sync goes on.
+    """
 
 
 @hookspec(firstresult=True)
@@ -122,7 +142,9 @@ def syncline_resolve_conflict(store: Store, conflict: Any) -> Any | None:
 
     ``conflict`` carries the entity, the local and the server versions of the record. Return
     the resolution (see the sync documentation) or None to leave the decision to the next
-    plugin and finally to the store's configured strategy.
+    plugin and finally to the store's configured strategy. It runs inside the transaction
+    that records a push's results or applies a pulled page: an exception rolls that back and
+    propagates out of ``sync()``; the next sync meets the conflict and asks again.
     """
 
 
@@ -133,7 +155,8 @@ def syncline_authenticate(headers: dict[str, str], config: Any) -> Any | None:
     ``headers`` are the request's headers (lower-case names). Return the principal (an object
     with at least an ``id``) when the plugin recognises the credentials, raise
     :class:`syncline.core.model.errors.AuthenticationError` when it recognises them as invalid, or
-    return None to let other plugins try.
+    return None to let other plugins try. Any other exception is logged and the request is
+    refused as unauthenticated (401): a broken plugin lets nobody in.
     """
 
 
@@ -147,5 +170,6 @@ def syncline_handle_command(server: Any, principal: str, name: str,
     JSON-able dict (sent back to the client as the command's result; ``{}`` is fine) when the
     plugin handles ``name``, or None to let another plugin try. Raise
     :class:`syncline.core.model.errors.ConflictError` or ``ValueError`` to reject the command with
-    that message. A command no plugin handles is rejected as unknown.
+    that message. A command no plugin handles is rejected as unknown. Any other exception
+    rolls the command back and fails the push (the client sends it again later).
     """

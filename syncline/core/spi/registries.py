@@ -101,7 +101,6 @@ class BackendRegistry(_SchemeRegistry[Backend]):
 
 class TransportRegistry(_SchemeRegistry[Any]):
     role = "transport"
-    hint = " (for HTTP: pip install 'syncline[http]')"
 
 
 class CommandRegistry:

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import attrs
 import cattrs
 
+from syncline.core.model.convert import describe_error
 from syncline.core.model.errors import SerializationError, TransportError
 
 Action = Literal["create", "update", "delete", "command"]
@@ -244,19 +245,10 @@ def mutation_wire(m: Mutation) -> dict[str, Any]:
             "payload": m.payload, "base_version": m.base_version, "command": m.command}
 
 
-def _explain(exc: BaseException, tp: Any) -> str:
-    if isinstance(exc, SerializationError):
-        return str(exc)
-    if isinstance(exc, KeyError):
-        return "required field missing"
-    return f"{exc} (expected {tp!r})" if tp is not None else str(exc)
-
-
 def from_wire(data: Any, cls: type[M]) -> M:
     """Parse a JSON-able dict into a message, naming the field at fault."""
     try:
         return _wire.structure(data, cls)
     except Exception as exc:
-        detail = ("; ".join(cattrs.transform_error(exc, format_exception=_explain))
-                  if isinstance(exc, cattrs.BaseValidationError) else str(exc))
-        raise SerializationError(f"invalid {cls.__name__}: {detail}") from exc
+        raise SerializationError(
+            f"invalid {cls.__name__}: {describe_error(exc, path='$')}") from exc

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import cattrs
 
+from syncline.core.model.convert import describe_error
 from syncline.core.model.errors import ConfigurationError
 
 # Backend options live in the SPI now; config re-exports them under their old names.
@@ -68,12 +69,6 @@ def _structure_int(value: Any, _: Any) -> int:
 _converter.register_structure_hook(int, _structure_int)
 
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc, path="config"))
-    return str(exc)
-
-
 def structure(data: dict[str, Any], source: str) -> Config:
     """Build a :class:`Config` from a mapping, naming ``source`` in any error."""
     try:
@@ -84,7 +79,8 @@ def structure(data: dict[str, Any], source: str) -> Config:
             "sync": [a.name for a in attrs.fields(SyncConfig)],
         }
         raise ConfigurationError(
-            f"invalid configuration in {source}: {_describe(exc)}. Expected sections and keys: "
+            f"invalid configuration in {source}: {describe_error(exc, path='config')}. "
+            "Expected sections and keys: "
             + "; ".join(f"[{k}] {', '.join(v)}" for k, v in expected.items())
         ) from exc
 

@@ -36,6 +36,7 @@ from syncline.core.storage.opening import (
 )
 from syncline.core.storage.repository import Repository
 from syncline.core.storage.watch import WatchHub
+from syncline.core.storage.writer import Writer
 
 log = logging.getLogger("syncline.store")
 T = TypeVar("T")
@@ -83,6 +84,8 @@ class LocalStore:
         self._codecs: dict[type, RowCodec] = {}
         self._repos: dict[type, Repository[Any]] = {}
         self._tx = _TxState()
+        #: the one way syncline writes rows: each write records its table as touched
+        self.writer = Writer(backend, self)
         self._listeners: list[CommitListener] = []
         self._write_listeners: list[WriteListener] = []
         #: subscribers of watched queries (see Repository.watch)
@@ -266,8 +269,7 @@ class LocalStore:
         """Delete every row of every table, sync queue and sync state included (logout)."""
         with self.transaction():
             for table in self.tables():
-                self.backend.delete_where(table, None)
-                self.touched(table.name)
+                self.writer.delete_where(table, None)
 
     def close(self) -> None:
         if not self._closed:

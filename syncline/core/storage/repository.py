@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Generic, Protocol, TypeVar
 
 from syncline.core.model.convert import RowCodec
 from syncline.core.model.errors import NotFoundError, QueryError, SerializationError
@@ -22,12 +23,34 @@ from syncline.core.model.query import (
 )
 from syncline.core.model.schema import EntitySpec
 from syncline.core.model.sync_fields import STATE_TABLE, sync_fields_of
-from syncline.core.storage.watch import Watch
-
-if TYPE_CHECKING:
-    from syncline.core.storage.local import LocalStore
+from syncline.core.spi.backend import Backend
+from syncline.core.storage.watch import Watch, WatchHub
+from syncline.core.storage.writer import Writer
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+class RepositoryStore(Protocol):
+    """What a repository uses of its store (a ``LocalStore``)."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def writer(self) -> Writer: ...
+
+    @property
+    def watches(self) -> WatchHub: ...
+
+    def atomic(self, work: Callable[[], R]) -> R: ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def written(self, spec: EntitySpec, action: str,
+                records: Sequence[tuple[Any, Any]]) -> None: ...
+
+    def repository(self, cls: type[R]) -> Repository[R]: ...
 
 
 class Repository(Generic[T]):
@@ -37,12 +60,13 @@ class Repository(Generic[T]):
     ``with store.transaction():`` block.
     """
 
-    def __init__(self, store: LocalStore, spec: EntitySpec, codec: RowCodec) -> None:
+    def __init__(self, store: RepositoryStore, spec: EntitySpec, codec: RowCodec) -> None:
         self.store = store
         self.spec = spec
         self.table = spec.table
         self.codec = codec
         self._backend = store.backend
+        self._writer = store.writer
         self._pk = spec.primary_key
         self._from_row = codec.from_row
         self._from_tuple = codec.from_tuple
@@ -144,8 +168,7 @@ class Repository(Generic[T]):
         pk = self._pk_index
 
         def write() -> None:
-            self._backend.insert_values(self.table, rows)
-            self.store.touched(self.table.name)
+            self._writer.insert_values(self.table, rows)
             if self._syncs:
                 self._track("create", [(r[pk], o) for r, o in zip(rows, objs, strict=True)])
 
@@ -177,8 +200,7 @@ class Repository(Generic[T]):
             if self._syncs:
                 keys = [r[pk] for r in rows]
                 existed = {r[pk] for r in self._backend.get_many_values(self.table, keys)}
-            self._backend.upsert_values(self.table, rows)
-            self.store.touched(self.table.name)
+            self._writer.upsert_values(self.table, rows)
             if self._syncs:
                 pairs = [(r[pk], o) for r, o in zip(rows, objs, strict=True)]
                 self._track("create", [p for p in pairs if p[0] not in existed])
@@ -196,11 +218,10 @@ class Repository(Generic[T]):
         syncs = self._queues(values)
 
         def write() -> Any:
-            if not self._backend.update(self.table, stored_key, encoded):
+            if not self._writer.update(self.table, stored_key, encoded):
                 raise NotFoundError(
                     f"no {self.spec.cls.__name__} with {self._pk}={key!r} to update"
                 )
-            self.store.touched(self.table.name)
             row = self._backend.get(self.table, stored_key)
             assert row is not None  # just updated in this transaction
             obj = self._from_row(row)
@@ -218,9 +239,7 @@ class Repository(Generic[T]):
 
         def write() -> int:
             keys = self._keys_where(cond) if syncs else []
-            n = self._backend.update_where(self.table, cond, encoded)
-            if n:
-                self.store.touched(self.table.name)
+            n = self._writer.update_where(self.table, cond, encoded)
             if syncs and keys:
                 rows = self._backend.get_many(self.table, keys)
                 self._track("update", [(r[self._pk], self._from_row(r)) for r in rows])
@@ -251,9 +270,7 @@ class Repository(Generic[T]):
             return 0
 
         def write() -> int:
-            n = self._backend.update_values(self.table, columns, encoded)
-            if n:
-                self.store.touched(self.table.name)
+            n = self._writer.update_values(self.table, columns, encoded)
             if self._syncs and n:
                 found = self._backend.get_many(self.table, [r[0] for r in encoded])
                 self._track("update", [(r[self._pk], self._from_row(r)) for r in found])
@@ -271,9 +288,7 @@ class Repository(Generic[T]):
         def write() -> int:
             existed = ([r[self._pk] for r in self._backend.get_many(self.table, encoded)]
                        if self._syncs else [])
-            n = self._backend.delete_many(self.table, encoded)
-            if n:
-                self.store.touched(self.table.name)
+            n = self._writer.delete_many(self.table, encoded)
             self._track_deletes(existed)
             return n
 
@@ -287,9 +302,7 @@ class Repository(Generic[T]):
 
         def write() -> int:
             keys = self._keys_where(cond) if self._syncs else []
-            n = self._backend.delete_where(self.table, cond)
-            if n:
-                self.store.touched(self.table.name)
+            n = self._writer.delete_where(self.table, cond)
             self._track_deletes(keys)
             return n
 
@@ -300,8 +313,7 @@ class Repository(Generic[T]):
 
         def write() -> int:
             keys = self._keys_where(None) if self._syncs else []
-            n = self._backend.delete_where(self.table, None)
-            self.store.touched(self.table.name)
+            n = self._writer.delete_where(self.table, None)
             self._track_deletes(keys)
             return n
 

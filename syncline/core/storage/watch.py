@@ -18,10 +18,9 @@ import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from syncline.core.storage.local import LocalStore
+from syncline.core.spi.backend import Backend
 
 log = logging.getLogger("syncline.watch")
 R = TypeVar("R")
@@ -99,10 +98,20 @@ class Watch(Generic[R]):
             sub.unsubscribe()
 
 
+class Watched(Protocol):
+    """What a :class:`WatchHub` needs of its store (a ``LocalStore``)."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
 class WatchHub:
     """The store's subscribers and the thread that re-runs their queries after commits."""
 
-    def __init__(self, store: LocalStore) -> None:
+    def __init__(self, store: Watched) -> None:
         self.store = store
         self._subs: list[Subscription[Any]] = []
         self._watched: dict[str, int] = {}  # table -> number of subscriptions reading it

@@ -187,11 +187,10 @@ def apply_remote(store: SyncingStore, cls: type, record_id: str, obj: Any,
 
     def work() -> None:
         if obj is None:
-            store.backend.delete_many(table, [record_id])
+            store.writer.delete_many(table, [record_id])
         else:
             kept = keep_local_values(store, cls, [obj])[0]
-            store.backend.upsert_many(table, [codec.to_row(kept)])
-        store.touched(table.name)
+            store.writer.upsert_many(table, [codec.to_row(kept)])
         key = state_key(table.name, record_id)
         state = outbox.states.get(key) or RecordState(key, table.name, record_id)
         pending = outbox.has_pending(table.name, record_id)
@@ -320,11 +319,6 @@ class SyncEngine:
             if not planned:
                 return report
             mutations = [m for m, _ in planned]
-            try:
-                self.store.sync_hooks.before_push(self.store, mutations)
-            except BaseException:
-                self._unsent(planned)  # a failing plugin leaves nothing half-sent
-                raise
             try:
                 response = self.transport.push(mutations)
             except RetryableTransportError as exc:
@@ -506,6 +500,8 @@ class SyncEngine:
                 break
             size += one
             planned.append((mutation, group))
+        if planned:  # before the batch is marked: a failing plugin rolls the planning back
+            self.store.sync_hooks.before_push(self.store, [m for m, _ in planned])
         # one write for the batch's entries (their group id, kept until answered) and one for
         # their records' states, not one per mutation
         self.outbox.entries.update_values(["group_id", "last_attempt"], [
@@ -691,10 +687,9 @@ class SyncEngine:
         def work() -> None:
             row = self.store.backend.get(spec.table, old_id)
             if row is not None:
-                self.store.backend.delete_many(spec.table, [old_id])
+                self.store.writer.delete_many(spec.table, [old_id])
                 row[spec.primary_key] = new_id
-                self.store.backend.upsert_many(spec.table, [row])
-                self.store.touched(spec.table.name)
+                self.store.writer.upsert_many(spec.table, [row])
             old = self.outbox.state(entity, old_id)
             if old is not None:
                 self.outbox.states.delete(old.key)
@@ -892,8 +887,7 @@ class SyncEngine:
                 cls = self.store.entity_for_table(state.entity)
             except SynclineError:
                 continue
-            self.store.backend.delete_many(spec_of(cls).table, [state.record_id])
-            self.store.touched(state.entity)
+            self.store.writer.delete_many(spec_of(cls).table, [state.record_id])
             self.outbox.states.delete(state.key)
         if gone:
             log.info("a pull from the start did not meet %d synced record(s): deleted on the "
@@ -920,8 +914,7 @@ class SyncEngine:
             if state.status is SyncStatus.SYNCED and not self.outbox.has_pending(
                     state.entity, state.record_id):
                 cls = self.store.entity_for_table(state.entity)
-                self.store.backend.delete_many(spec_of(cls).table, [state.record_id])
-                self.store.touched(state.entity)
+                self.store.writer.delete_many(spec_of(cls).table, [state.record_id])
                 self.outbox.states.delete(state.key)
             else:
                 self.outbox.states.update(state.key, server_version=None)
@@ -1048,12 +1041,9 @@ class SyncEngine:
             table = spec_of(cls).table
             codec = self.store.codec(cls)
             objs = keep_local_values(self.store, cls, puts[cls])
-            self.store.backend.upsert_values(table, [codec.to_tuple(o) for o in objs])
-            self.store.touched(table.name)
+            self.store.writer.upsert_values(table, [codec.to_tuple(o) for o in objs])
         for cls in sorted(deletes, key=rank, reverse=True):
-            table = spec_of(cls).table
-            self.store.backend.delete_many(table, deletes[cls])
-            self.store.touched(table.name)
+            self.store.writer.delete_many(spec_of(cls).table, deletes[cls])
         self.outbox.states.upsert_many([s for _, _, _, s in items])
 
     def _apply_one(self, change: Change, report: SyncReport) -> None:

@@ -79,8 +79,7 @@ def _rewrite_queued_payloads(store: LocalStore, outbox: Outbox) -> None:
                     changed.append((*row[:payload_at], encode("payload", payload),
                                     *row[payload_at + 1:]))
         if changed:
-            backend.upsert_values(table, changed)
-    store.touched(table.name)
+            store.writer.upsert_values(table, changed)
 
 
 def _in_python(store: LocalStore, outbox: Outbox, syncing: dict[str, type]) -> dict[str, type]:

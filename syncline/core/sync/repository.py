@@ -155,8 +155,7 @@ class SyncRepository(Repository[T]):
 
         def work() -> None:
             kept = keep_local_values(self.store, self.spec.cls, list(latest.values()))
-            self._backend.upsert_values(self.table, [self._to_tuple(o) for o in kept])
-            self.store.touched(name)
+            self._writer.upsert_values(self.table, [self._to_tuple(o) for o in kept])
             keys = [state_key(name, rid) for rid in ids]
             found = {s.key: s for s in self.outbox.states.get_many(keys)}
             queued = {e.record_id for e in self.outbox.entries.find(

@@ -4,18 +4,45 @@ process from running another."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from syncline.core.model.clock import Clock
 from syncline.core.model.errors import SynclineError
 from syncline.core.model.query import F
+from syncline.core.spi.backend import Backend
 from syncline.core.spi.locks import FileLock
-from syncline.core.sync.outbox import EntryState
+from syncline.core.sync.outbox import EntryState, Outbox
 
-if TYPE_CHECKING:
-    from syncline.core.sync.engine import SyncEngine, SyncReport
+
+class WorkerStore(Protocol):
+    """What a worker needs of the store it syncs (a ``SyncingStore``)."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    def on_commit(self, listener: Callable[[frozenset[str]], None]) -> Callable[[], None]: ...
+
+
+class Syncer(Protocol):
+    """What a worker needs of its engine (a ``SyncEngine``)."""
+
+    @property
+    def store(self) -> WorkerStore: ...
+
+    @property
+    def not_before(self) -> dt.datetime | None: ...
+
+    def sync(self) -> Any: ...
 
 log = logging.getLogger("syncline.worker")
 _workers: set[str] = set()
@@ -25,13 +52,14 @@ _workers_lock = threading.Lock()
 class SyncWorker:
     """Runs ``engine.sync()`` in a daemon thread until :meth:`stop`."""
 
-    def __init__(self, engine: SyncEngine, *, interval: float = 30.0,
+    def __init__(self, engine: Syncer, *, interval: float = 30.0,
                  debounce: float = 0.1) -> None:
         self.engine = engine
         self.store = engine.store
         self.interval = interval
         self.debounce = debounce
-        self.last_report: SyncReport | None = None
+        #: the last round's ``SyncReport``
+        self.last_report: Any = None
         self.rounds = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()

@@ -4,7 +4,7 @@ breaking one, names the field, the check and the value, and leaves the stored da
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -12,6 +12,7 @@ import pytest
 import syncline
 from syncline import F
 from syncline.core.model.schema import EntityRegistry
+from syncline.core.storage.local import LocalStore
 from syncline.core.storage.schema_dump import differences
 from syncline.core.store import Store
 from syncline.testing.backend.base import StoreSuite
@@ -97,4 +98,4 @@ class CheckSuite(StoreSuite):
         assert names == ["ck_suite_checked_title_1", "ck_suite_checked_title_2",
                          "ck_suite_checked_price_1", "ck_suite_checked_price_2",
                          "ck_suite_checked_stock_1", "ck_suite_checked_state_1"]
-        assert differences(checked.store) == []
+        assert differences(cast(LocalStore, checked.store)) == []

@@ -3,7 +3,7 @@ columns, the application the fields, and every query, index, key and check names
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -11,6 +11,7 @@ import pytest
 import syncline
 from syncline import F
 from syncline.core.model.schema import EntityRegistry
+from syncline.core.storage.local import LocalStore
 from syncline.core.storage.schema_dump import differences
 from syncline.core.store import Store
 from syncline.testing.backend.base import StoreSuite
@@ -64,7 +65,7 @@ class ColumnNameSuite(StoreSuite):
         row = books.store.backend.get(table, "b1")
         assert row == {"id": "b1", "headline": "Dune", "legacy_code": "D-1", "cost": 9.5,
                        "shelf_id": "s1"}
-        assert differences(books.store) == []
+        assert differences(cast(LocalStore, books.store)) == []
 
     def test_queries_and_writes_name_the_fields(self, books: syncline.Repository[Book]) -> None:
         assert books.get("b2") == BOOKS[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import pytest
 
 import syncline
 from syncline.core.plugins import register_plugin, unregister_plugin
@@ -112,3 +113,30 @@ class ConflictSuite(NoteSuite):
             unregister_plugin("suite-merge")
         assert len(asked) == 1 and events == asked
         assert server.server.store.repository(Note).get("c") == Note("c", "me", "merged", 1)
+
+    def test_a_failing_before_push_changes_nothing(self, client: Store,
+                                                   server: MockServer) -> None:
+        notes = client.repository(Note)
+        notes.insert(Note("v", "me", "vetoed"))
+        [before] = client.outbox.next_batch()
+        seen: list[Any] = []
+
+        class Veto:
+            @syncline.hookimpl
+            def syncline_before_push(self, store: Store, mutations: list[Any]) -> None:
+                seen.append(notes.sync_state("v").status)  # type: ignore[union-attr]
+                raise RuntimeError("not now")
+
+        register_plugin(Veto(), "suite-veto")
+        try:
+            with pytest.raises(RuntimeError, match="not now"):
+                client.sync()
+        finally:
+            unregister_plugin("suite-veto")
+        assert seen == [SyncStatus.PENDING]  # fired before the batch was marked
+        assert client.outbox.next_batch() == [before]  # no group, no attempt recorded
+        assert notes.sync_state("v").status is SyncStatus.PENDING  # type: ignore[union-attr]
+        assert server.server.store.repository(Note).get("v") is None
+        client.sync()
+        assert notes.sync_state("v").status is SyncStatus.SYNCED  # type: ignore[union-attr]
+        assert server.server.store.repository(Note).get("v") == Note("v", "me", "vetoed")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import attrs
 import pytest
 
+from syncline.core.model.clock import FakeClock
+from syncline.core.model.schema import spec_of
+from syncline.core.spi.transport import Mutation
 from syncline.core.store import Store
 from syncline.core.sync.outbox import SyncStatus, new_id
 from syncline.plugins.mock import MockServer
+from syncline.server.engine import SyncServer
+from syncline.server.store import open_server_store
+from syncline.server.tables import ChangeEntry
 from syncline.testing.syncing.base import ClientFactory, NoteSuite
-from syncline.testing.syncing.entities import Note
+from syncline.testing.syncing.entities import NOTES, Note
 
 
 class ExchangeSuite(NoteSuite):
@@ -197,6 +204,28 @@ class ExchangeSuite(NoteSuite):
         report = client.sync()
         assert report.ok
         assert client.repository(Note).all() == [Note("stays", "me", "x again")]
+
+    def test_the_servers_writes_reach_watchers(self, store_url: str, clock: FakeClock) -> None:
+        store = open_server_store(store_url, NOTES, clock=clock)
+        try:
+            delivered = threading.Event()
+
+            def seen(note: Note | None) -> None:
+                if note is not None:
+                    delivered.set()
+
+            store.repository(Note).watch_one("w").subscribe(seen)
+            heard: list[frozenset[str]] = []
+            store.on_commit(heard.append)
+            [result] = SyncServer(store, purge_interval=None).push([Mutation(
+                new_id(), "sync_notes", "create", "w",
+                {"id": "w", "owner": "me", "text": "t", "likes": 0, "tags": None})]).results
+            assert result.status == "applied"
+            assert delivered.wait(60)  # the server writes through the store's writer
+            written = frozenset().union(*heard)
+            assert {"sync_notes", spec_of(ChangeEntry).table.name} <= written
+        finally:
+            store.close()
 
     def test_the_server_store_queues_nothing(self, client: Store, server: MockServer) -> None:
         client.repository(Note).insert(Note("s", "me", "x"))

@@ -46,7 +46,7 @@ class QueueSuite(NoteSuite):
         counts: dict[str, int] = {}
         depth = [0]
         names = ["get", "get_many", "get_values", "get_many_values", "query", "query_values",
-                 "iter_query", "count", "insert_many", "insert_values", "upsert_many",
+                 "count", "insert_many", "insert_values", "upsert_many",
                  "upsert_values", "update", "update_where", "update_values", "delete_many",
                  "delete_where"]
 
