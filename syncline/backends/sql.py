@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from syncline.backends.sql_conditions import bound, shape
 from syncline.backends.tuple_rows import Row as Row
 from syncline.backends.tuple_rows import TupleRowsMixin as TupleRowsMixin
 from syncline.core.model.errors import QueryError
@@ -138,16 +139,7 @@ class SQLBuilder:
         return column
 
     def _shape(self, cond: Condition | None) -> Any:
-        if cond is None:
-            return None
-        if isinstance(cond, Compare):
-            if cond.op in ("in", "not_in"):
-                many = len(cond.value) > self.many_values
-                return (cond.op, cond.field, "many" if many else len(cond.value))
-            return (cond.op, cond.field)
-        if isinstance(cond, Not):
-            return ("not", self._shape(cond.item))
-        return (type(cond).__name__, tuple(self._shape(i) for i in cond.items))
+        return shape(cond, self.many_values)
 
     def _clause(self, spec: TableSpec, table: sa.Table, cond: Condition,
                 names: list[int]) -> sa.ColumnElement[bool]:
@@ -200,33 +192,15 @@ class SQLBuilder:
         # Parameter names follow the order _clause numbers them: one number per compare.
         out: dict[str, Any] = {}
         kinds = {c.name: c.kind for c in spec.columns} if spec is not None else {}
-        counter = [0]
-
-        def walk(c: Condition | None) -> None:
-            if c is None:
-                return
-            if isinstance(c, Compare):
-                if c.op in ("is_null", "not_null"):
-                    return
-                n = counter[0]
-                counter[0] += 1
-                if c.op in ("in", "not_in"):
-                    if len(c.value) > self.many_values:
-                        kind: Kind = kinds.get(c.field, "text")
-                        out[f"p{n}"] = self.many_param(kind, c.value)
-                        return
-                    for j, v in enumerate(c.value):
-                        out[f"p{n}_{j}"] = v
-                else:
-                    out[f"p{n}"] = c.value
-                return
-            if isinstance(c, Not):
-                walk(c.item)
-                return
-            for item in c.items:
-                walk(item)
-
-        walk(cond)
+        for n, c in enumerate(bound(cond)):
+            if c.op not in ("in", "not_in"):
+                out[f"p{n}"] = c.value
+            elif len(c.value) > self.many_values:
+                kind: Kind = kinds.get(c.field, "text")
+                out[f"p{n}"] = self.many_param(kind, c.value)
+            else:
+                for j, v in enumerate(c.value):
+                    out[f"p{n}_{j}"] = v
         return out
 
     def where(self, spec: TableSpec, cond: Condition | None) -> sa.ColumnElement[bool] | None:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from syncline.backends.sql_conditions import bound, shape
 from syncline.core.model.errors import QueryError
 from syncline.core.model.query import (
     LIKE_ESCAPE,
@@ -114,16 +115,7 @@ class SQLiteSQL:
 
     @staticmethod
     def _shape(cond: Condition | None) -> Any:
-        if cond is None:
-            return None
-        if isinstance(cond, Compare):
-            if cond.op in ("in", "not_in"):
-                many = len(cond.value) > MANY_VALUES
-                return (cond.op, cond.field, "many" if many else len(cond.value))
-            return (cond.op, cond.field)
-        if isinstance(cond, Not):
-            return ("not", SQLiteSQL._shape(cond.item))
-        return (type(cond).__name__, tuple(SQLiteSQL._shape(i) for i in cond.items))
+        return shape(cond, MANY_VALUES)
 
     @staticmethod
     def _kind(spec: TableSpec, field: str) -> Kind:
@@ -181,24 +173,13 @@ class SQLiteSQL:
 
     def params(self, spec: TableSpec, cond: Condition | None, out: list[Any]) -> list[Any]:
         """Append the parameters of ``cond`` to ``out`` in the order its SQL binds them."""
-        if cond is None:
-            return out
-        if isinstance(cond, Compare):
-            op = cond.op
-            if op in ("is_null", "not_null"):
-                return out
-            if op in ("in", "not_in"):
-                if len(cond.value) > MANY_VALUES:
-                    out.append(self._many_param(self._kind(spec, cond.field), cond.value))
-                else:
-                    out.extend(cond.value)
+        for c in bound(cond):
+            if c.op not in ("in", "not_in"):
+                out.append(c.value)
+            elif len(c.value) > MANY_VALUES:
+                out.append(self._many_param(self._kind(spec, c.field), c.value))
             else:
-                out.append(cond.value)
-        elif isinstance(cond, Not):
-            self.params(spec, cond.item, out)
-        else:
-            for item in cond.items:
-                self.params(spec, item, out)
+                out.extend(c.value)
         return out
 
     def _where(self, spec: TableSpec, cond: Condition | None) -> str:
