@@ -6,10 +6,11 @@ the condition's comparisons appear; both rules must agree between the SQL and th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from syncline.core.model.query import Compare, Condition, Not
+from syncline.core.model.schema import TableSpec
 
 
 def shape(cond: Condition | None, many_values: int) -> Any:
@@ -39,3 +40,20 @@ def bound(cond: Condition | None) -> Iterator[Compare]:
     else:
         for item in cond.items:
             yield from bound(item)
+
+
+class _Updates(Protocol):
+    def update(self, spec: TableSpec, where: Condition | None,
+               values: Mapping[str, Any]) -> tuple[str, list[Any]]: ...
+
+
+def batch_update(sql: _Updates, table: TableSpec, columns: Sequence[str],
+                 rows: Sequence[Sequence[Any]]) -> tuple[str, list[list[Any]]]:
+    """One UPDATE by primary key for a batch of rows (each the key, then ``columns``' values)
+    and each row's parameters placed as that statement binds them."""
+    # Build with each column's place in a row as its "value", the key as -1, so the
+    # parameter order the builder reports says where each row's values go.
+    stmt, order = sql.update(table, Compare(table.primary_key, "eq", -1),
+                             {c: i for i, c in enumerate(columns, 1)})
+    places = [0 if p == -1 else p for p in order]
+    return stmt, [[r[i] for i in places] for r in rows]

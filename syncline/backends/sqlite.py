@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import cattrs
 
+from syncline.backends.sql_conditions import batch_update
 from syncline.backends.sqlite_sql import SQLiteSQL, q
 from syncline.backends.tuple_rows import TupleRowsMixin
 from syncline.core.model.convert import structure_hook, utc_datetime
@@ -570,11 +571,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
                       rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
-        # One statement for the batch, its parameters placed as the SQL binds them.
-        sql, order = self.sql.update(table, Compare(table.primary_key, "eq", -1),
-                                     {c: i for i, c in enumerate(columns, 1)})
-        places = [0 if p == -1 else p for p in order]
-        params = [[r[i] for i in places] for r in rows]
+        sql, params = batch_update(self.sql, table, columns, rows)
         with self._atomic(len(rows) > 1) as conn, self._errors(f"updating {table.name}"):
             return conn.executemany(sql, params).rowcount
 

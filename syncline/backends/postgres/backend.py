@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
 from syncline.backends.sql import SQLBuilder, TupleRowsMixin
+from syncline.backends.sql_conditions import batch_update
 from syncline.core.model.convert import dumps_jsonb, structure_hook, utc_datetime
 from syncline.core.model.errors import (
     BackendError,
@@ -743,12 +744,8 @@ class PostgresBackend(TupleRowsMixin, Backend):
                       rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
-        # One statement for the batch, its parameters placed as the SQL binds them; rows in
-        # key order, as every writer locks them (no deadlocks between batches).
-        sql, order = self.sql.update(table, Compare(table.primary_key, "eq", -1),
-                                     {c: i for i, c in enumerate(columns, 1)})
-        places = [0 if p == -1 else p for p in order]
-        params = [[r[i] for i in places] for r in sorted(rows, key=lambda r: r[0])]
+        # Rows in key order, as every writer locks them (no deadlocks between batches).
+        sql, params = batch_update(self.sql, table, columns, sorted(rows, key=lambda r: r[0]))
 
         def work() -> int:
             with self._connection() as conn, conn.cursor() as cur:
