@@ -112,6 +112,11 @@ class Fault(enum.Enum):
     DROP_RESPONSE = "drop_response"
 
 
+#: each direction's (cut, reset, drop) faults
+_REQUEST_FAULTS = (Fault.CUT_REQUEST, Fault.RESET_REQUEST, Fault.DROP_REQUEST)
+_RESPONSE_FAULTS = (Fault.CUT_RESPONSE, Fault.RESET_RESPONSE, Fault.DROP_RESPONSE)
+
+
 @attrs.define
 class Rates:
     """The probability of each fault per exchange (the rest pass), and their sizes."""
@@ -363,6 +368,26 @@ class ChaosProxy:
             if ready and not client.recv(65536):
                 return
 
+    def _ends(self, conn: int, exchange: int, fault: Fault, data: bytes, to: socket.socket,
+              client: socket.socket, upstream: socket.socket,
+              faults: tuple[Fault, Fault, Fault]) -> bool:
+        """Play ``fault`` if it is one of this direction's ``(cut, reset, drop)`` on ``data``
+        bound for ``to``; True when that ends the connection."""
+        cut, reset, drop = faults
+        if fault in (cut, reset):
+            n = self._cut_at(len(data))
+            to.sendall(data[:n])
+            self._event(conn, exchange, fault, f"after {n} bytes")
+            if fault is reset:
+                _reset(client)
+            return True
+        if fault is drop:
+            self._event(conn, exchange, fault)
+            _close(upstream)
+            self._hold(client)
+            return True
+        return False
+
     def _pump(self, client: socket.socket, upstream: socket.socket, conn: int) -> None:
         sel = selectors.DefaultSelector()
         sel.register(client, selectors.EVENT_READ, "client")
@@ -391,17 +416,8 @@ class ChaosProxy:
                             fault = self._next_fault()
                             if fault is Fault.DELAY:
                                 self._delay()
-                            if fault in (Fault.CUT_REQUEST, Fault.RESET_REQUEST):
-                                n = self._cut_at(len(data))
-                                upstream.sendall(data[:n])
-                                self._event(conn, exchange, fault, f"after {n} bytes")
-                                if fault is Fault.RESET_REQUEST:
-                                    _reset(client)
-                                return
-                            if fault is Fault.DROP_REQUEST:
-                                self._event(conn, exchange, fault)
-                                _close(upstream)
-                                self._hold(client)
+                            if self._ends(conn, exchange, fault, data, upstream, client,
+                                          upstream, _REQUEST_FAULTS):
                                 return
                         upstream.sendall(data)
                     else:
@@ -410,17 +426,8 @@ class ChaosProxy:
                             if fault is Fault.DELAY:
                                 self._delay()
                                 self._event(conn, exchange, fault)
-                            if fault in (Fault.CUT_RESPONSE, Fault.RESET_RESPONSE):
-                                n = self._cut_at(len(data))
-                                client.sendall(data[:n])
-                                self._event(conn, exchange, fault, f"after {n} bytes")
-                                if fault is Fault.RESET_RESPONSE:
-                                    _reset(client)
-                                return
-                            if fault is Fault.DROP_RESPONSE:
-                                self._event(conn, exchange, fault)
-                                _close(upstream)
-                                self._hold(client)
+                            if self._ends(conn, exchange, fault, data, client, client,
+                                          upstream, _RESPONSE_FAULTS):
                                 return
                             if fault is Fault.PASS:
                                 self._count("pass")
