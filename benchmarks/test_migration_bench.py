@@ -31,6 +31,7 @@ alternating round by round (a second opinion on a busy machine).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import shutil
@@ -186,6 +187,30 @@ def _remove(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+def bench_on_copies(benchmark: Any, template: Path, tmp_path: Path, name: str,
+                    migrate: Callable[[Path], Any], check: Callable[[Path], Any],
+                    rounds: int) -> list[Any]:
+    """Time ``migrate`` on a fresh copy of ``template`` each round; copying, closing what it
+    opened and ``check`` are not timed. Returns each round's check."""
+    paths = (tmp_path / f"{name}-{i}.db" for i in itertools.count())
+    opened: list[Any] = []  # the round's store or connection (teardown only gets the path)
+    checked: list[Any] = []
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        path = next(paths)
+        shutil.copy(template, path)
+        return (path,), {}
+
+    def teardown(path: Path) -> None:
+        opened.pop().close()
+        checked.append(check(path))
+        _remove(path)
+
+    benchmark.pedantic(lambda path: opened.append(migrate(path)), setup=setup,
+                       teardown=teardown, rounds=rounds, iterations=1)
+    return checked
+
+
 def check(path: Path) -> tuple[int, int, list[tuple[Any, str]], list[str]]:
     """(rows, user_version, (category, type) of the sample rows, index names) of ``items``."""
     conn = sqlite3.connect(str(path))
@@ -245,31 +270,12 @@ def test_migrate_1m_rows(benchmark: Any, side: str, tmp_path: Path, template: Pa
     """A fresh copy of the 1M-row version-1 file each round (copying not timed); timed: the
     open at version 2 that migrates it (syncline) or the hand-written rebuild (baseline)."""
     benchmark.group = GROUP_MIGRATE
-    paths = (tmp_path / f"{side}-{i}.db" for i in itertools.count())
-    opened: list[Any] = []  # the round's store or connection (teardown only gets the path)
-    checked: list[Any] = []
-
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        path = next(paths)
-        shutil.copy(template, path)
-        return (path,), {}
-
     if side == "baseline":
-        def run(path: Path) -> None:
-            opened.append(baseline_migrate(path))
+        migrate: Callable[[Path], Any] = baseline_migrate
     else:
-        transformer = TRANSFORMERS[side]
-
-        def run(path: Path) -> None:
-            opened.append(syncline_migrate(path, transformer))
-
-    def teardown(path: Path) -> None:
-        opened.pop().close()
-        checked.append(check(path))
-        _remove(path)
-
+        migrate = functools.partial(syncline_migrate, transformer=TRANSFORMERS[side])
     rounds = PYTHON_ROUNDS if side == "ref-python-transformer" else SQL_ROUNDS
-    benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=rounds, iterations=1)
+    checked = bench_on_copies(benchmark, template, tmp_path, side, migrate, check, rounds)
     assert checked == [expected()] * rounds
     stats = benchmark.stats.stats
     benchmark.extra_info["rows_per_s_mean"] = round(N_ROWS / stats.mean)
@@ -346,23 +352,8 @@ def test_migrate_1m_rows_python_and_using(benchmark: Any, group: str, side: str,
                                           tmp_path: Path, template: Path) -> None:
     """As M1: a fresh copy each round (not timed); timed: the migrating open or the rebuild."""
     benchmark.group = group
-    migrate = CASES[group][side]
-    paths = (tmp_path / f"{side}-{i}.db" for i in itertools.count())
-    opened: list[Any] = []
-    checked: list[Any] = []
-
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        path = next(paths)
-        shutil.copy(template, path)
-        return (path,), {}
-
-    def teardown(path: Path) -> None:
-        opened.pop().close()
-        checked.append(check(path))
-        _remove(path)
-
-    benchmark.pedantic(lambda path: opened.append(migrate(path)), setup=setup,
-                       teardown=teardown, rounds=PYTHON_ROUNDS, iterations=1)
+    checked = bench_on_copies(benchmark, template, tmp_path, side, CASES[group][side], check,
+                              PYTHON_ROUNDS)
     assert checked == [expected()] * PYTHON_ROUNDS
 
 
@@ -489,22 +480,8 @@ def test_migrate_1m_rows_with_1m_queued_changes(benchmark: Any, side: str, tmp_p
     """Timed: syncline's migrating open, queue rewrite included, beside the plain rebuild
     of the same table by hand (which leaves the queue alone)."""
     benchmark.group = GROUP_QUEUE
-    paths = (tmp_path / f"{side}-{i}.db" for i in itertools.count())
-    opened: list[Any] = []
-    checked: list[Any] = []
-
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        path = next(paths)
-        shutil.copy(queue_template, path)
-        return (path,), {}
-
-    def teardown(path: Path) -> None:
-        opened.pop().close()
-        checked.append(check_queue(path, N_ROWS))
-        _remove(path)
-
-    benchmark.pedantic(lambda path: opened.append(QUEUE_SIDES[side](path)), setup=setup,
-                       teardown=teardown, rounds=PYTHON_ROUNDS, iterations=1)
+    checked = bench_on_copies(benchmark, queue_template, tmp_path, side, QUEUE_SIDES[side],
+                              lambda path: check_queue(path, N_ROWS), PYTHON_ROUNDS)
     assert checked == [expected_queue(N_ROWS, side == "syncline")] * PYTHON_ROUNDS
 
 
