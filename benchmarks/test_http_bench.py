@@ -819,19 +819,32 @@ def test_bare_answers_are_the_same_size(push_env: PushEnv) -> None:
 
 # -- H1 push -------------------------------------------------------------------------------------
 
+def bench_push(benchmark: Any, wire: Any, side: str, batch: int,
+               push: Callable[[Any], list[str]], rounds: int) -> None:
+    """Time ``push`` of a fresh batch each round (made untimed: syncline's mutations for the
+    syncline side, their wire dicts for the others) after one untimed warm-up; every
+    mutation must come back applied."""
+    names = itertools.count()
+    statuses: list[list[str]] = []
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        mutations = create_mutations(
+            make_http_posts(batch, f"{side}-{batch}-{next(names)}-"), wire)
+        return ((mutations if side == "syncline" else [to_wire(m) for m in mutations]),), {}
+
+    def run(mutations: Any) -> None:
+        statuses.append(push(mutations))
+
+    run(*setup()[0])
+    benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1)
+    assert statuses == [["applied"] * batch] * (rounds + 1)
+
+
 @pytest.mark.parametrize("side", PUSH_SIDES)
 @pytest.mark.parametrize("batch", PUSH_BATCHES)
 def test_push(benchmark: Any, push_env: PushEnv, batch: int, side: str) -> None:
     env = push_env
     benchmark.group = GROUP_PUSH[batch]
-    rounds = itertools.count()
-    statuses: list[list[str]] = []
-
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        mutations = create_mutations(
-            make_http_posts(batch, f"{side}-{batch}-{next(rounds)}-"), env.wire)
-        return ((mutations if side == "syncline" else [to_wire(m) for m in mutations]),), {}
-
     runs: dict[str, Callable[[Any], list[str]]] = {
         "syncline": lambda ms: [r.status for r in env.transport.push(ms).results],
         "ref-http": lambda ms: [r["status"] for r in post_json(
@@ -842,14 +855,7 @@ def test_push(benchmark: Any, push_env: PushEnv, batch: int, side: str) -> None:
         "ref-storage-same-sql": lambda ms: [
             r["status"] for r in env.plain[side].push(ms, PRINCIPAL)],
     }
-    work = runs[side]
-
-    def run(mutations: Any) -> None:
-        statuses.append(work(mutations))
-
-    run(*setup()[0])  # warm-up (untimed)
-    benchmark.pedantic(run, setup=setup, rounds=PUSH_ROUNDS[batch], iterations=1)
-    assert statuses == [["applied"] * batch] * (PUSH_ROUNDS[batch] + 1)
+    bench_push(benchmark, env.wire, side, batch, runs[side], PUSH_ROUNDS[batch])
     _record(benchmark, f"push batch {batch}", side, batch)
 
 
@@ -860,23 +866,13 @@ def test_push_pg(benchmark: Any, pg_push_env: PgPushEnv, batch: int, side: str) 
     endpoint does not touch storage)."""
     env = pg_push_env
     benchmark.group = GROUP_PG_PUSH[batch]
-    rounds = itertools.count()
-    statuses: list[list[str]] = []
 
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        mutations = create_mutations(
-            make_http_posts(batch, f"{side}-{batch}-{next(rounds)}-"), env.wire)
-        return ((mutations if side == "syncline" else [to_wire(m) for m in mutations]),), {}
-
-    def run(mutations: Any) -> None:
+    def push(mutations: Any) -> list[str]:
         if side == "syncline":
-            statuses.append([r.status for r in env.transport.push(mutations).results])
-        else:
-            statuses.append([r["status"] for r in env.plain[side].push(mutations, PRINCIPAL)])
+            return [r.status for r in env.transport.push(mutations).results]
+        return [r["status"] for r in env.plain[side].push(mutations, PRINCIPAL)]
 
-    run(*setup()[0])  # warm-up (untimed)
-    benchmark.pedantic(run, setup=setup, rounds=PG_PUSH_ROUNDS[batch], iterations=1)
-    assert statuses == [["applied"] * batch] * (PG_PUSH_ROUNDS[batch] + 1)
+    bench_push(benchmark, env.wire, side, batch, push, PG_PUSH_ROUNDS[batch])
     _record(benchmark, f"push batch {batch} (postgresql)", side, batch)
 
 
