@@ -40,7 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +104,14 @@ REBUILD = (
 )
 
 
-def baseline_migrate(path: Path) -> sqlite3.Connection:
+def rebuild_by_hand(path: Path, statements: Sequence[str]) -> sqlite3.Connection:
     """What an application would write by hand: the 12-step rebuild in one transaction."""
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=OFF")
     try:
-        for stmt in REBUILD:
+        for stmt in statements:
             conn.execute(stmt)
         violations = conn.execute("PRAGMA foreign_key_check").fetchall()
         assert not violations, violations
@@ -124,6 +124,10 @@ def baseline_migrate(path: Path) -> sqlite3.Connection:
     finally:
         conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def baseline_migrate(path: Path) -> sqlite3.Connection:
+    return rebuild_by_hand(path, REBUILD)
 
 
 # -- the syncline sides ----------------------------------------------------------------------
@@ -421,19 +425,7 @@ def make_queue_template(path: Path, n: int = N_ROWS) -> Path:
 
 def baseline_rebuild_notes(path: Path) -> sqlite3.Connection:
     """The plain rebuild of ``notes`` by hand; the queue is left as it is."""
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=OFF")
-    try:
-        for stmt in NOTES_REBUILD:
-            conn.execute(stmt)
-        assert not conn.execute("PRAGMA foreign_key_check").fetchall()
-        conn.execute("PRAGMA user_version=2")
-        conn.execute("COMMIT")
-    finally:
-        conn.execute("PRAGMA foreign_keys=ON")
-    return conn
+    return rebuild_by_hand(path, NOTES_REBUILD)
 
 
 def syncline_migrate_notes(path: Path) -> syncline.Store:
