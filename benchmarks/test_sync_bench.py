@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ from bench_common import Post
 import syncline
 from syncline.core.model.clock import FakeClock
 from syncline.core.model.schema import spec_of
-from syncline.core.sync.engine import SyncReport
 from syncline.core.sync.outbox import SyncStatus
 from syncline.plugins.mock import MockServer
 from syncline.server.engine import ANONYMOUS
@@ -161,28 +160,47 @@ def _rate(benchmark: Any, n: int, unit: str) -> None:
     benchmark.extra_info[f"{unit}_per_s_best"] = round(n / stats.min)
 
 
-def _baseline(benchmark: Any, backend: str, tmp_path: Path, objs: list[PlainPost],
-              n_rounds: int) -> None:
-    """The raw write rate: ``upsert_many(objs)`` on a fresh non-syncing store (opening not
-    timed)."""
-    files = _Files(tmp_path, backend, "plain")
-    counts: list[int] = []
+def _on_fresh_stores(benchmark: Any, n_rounds: int,
+                     open_round: Callable[[], tuple[Any, ...]], run: Callable[..., Any],
+                     check: Callable[..., Any]) -> tuple[Any, list[Any]]:
+    """Time ``run(*opened)`` on what ``open_round`` opens each round: stores, then the SQLite
+    file or None (opening not timed). Untimed after each round: ``check(*opened)``, then the
+    stores are closed and the file removed. Returns the last run's result and the checks."""
+    checked: list[Any] = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        url, path = files.next()
-        return (syncline.open(url, entities=[PlainPost]), path), {}
+        return open_round(), {}
 
-    def run(store: syncline.Store, _path: Path | None) -> None:
-        store.repository(PlainPost).upsert_many(objs)
-
-    def teardown(store: syncline.Store, path: Path | None) -> None:
-        counts.append(store.repository(PlainPost).count())
-        store.close()
+    def teardown(*opened: Any) -> None:
+        checked.append(check(*opened))
+        *stores, path = opened
+        for store in stores:
+            store.close()
         if path is not None:
             _remove(path)
 
-    benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=n_rounds, iterations=1)
+    result = benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=n_rounds,
+                                iterations=1)
+    return result, checked
+
+
+def _baseline(benchmark: Any, backend: str, tmp_path: Path, objs: list[PlainPost],
+              unit: str) -> None:
+    """The raw write rate: ``upsert_many(objs)`` on a fresh non-syncing store (opening not
+    timed)."""
+    files = _Files(tmp_path, backend, "plain")
+
+    def open_round() -> tuple[Any, ...]:
+        url, path = files.next()
+        return syncline.open(url, entities=[PlainPost]), path
+
+    n_rounds = rounds(len(objs))
+    _, counts = _on_fresh_stores(
+        benchmark, n_rounds, open_round,
+        lambda store, _path: store.repository(PlainPost).upsert_many(objs),
+        lambda store, _path: store.repository(PlainPost).count())
     assert counts == [len(objs)] * n_rounds
+    _rate(benchmark, len(objs), unit)
 
 
 # -- sanity (not timed) ----------------------------------------------------------------------
@@ -225,35 +243,26 @@ def test_push(benchmark: Any, backend: str, side: str, n: int, tmp_path: Path,
     """N queued creates pushed to a fresh memory:// MockServer (setup not timed)."""
     benchmark.group = group_push(backend, n)
     if side == "baseline":
-        _baseline(benchmark, backend, tmp_path, plain_posts[:n], rounds(n))
-        _rate(benchmark, n, "mutations")
+        _baseline(benchmark, backend, tmp_path, plain_posts[:n], "mutations")
         return
     objs = sync_posts[:n]
     files = _Files(tmp_path, backend, "push")
-    checked: list[tuple[int, int, int]] = []
 
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def open_round() -> tuple[Any, ...]:
         server = MockServer(f"bench-push-{next(_names)}", entities=[SyncPost])
         url, path = files.next()
         client = syncline.open(url, entities=[SyncPost], transport=f"mock://{server.name}")
         client.repository(SyncPost).insert_many(objs)
         assert client.outbox.pending_count() == n
-        return (client, server, path), {}
+        return client, server, path
 
-    def run(client: syncline.Store, _server: MockServer, _path: Path | None) -> SyncReport:
-        return client.sync_engine.push()
+    def check(client: syncline.Store, server: MockServer, _path: Path | None) -> Any:
+        return (client.outbox.pending_count(), server.store.repository(SyncPost).count(),
+                server.server.changes.count())
 
-    def teardown(client: syncline.Store, server: MockServer, path: Path | None) -> None:
-        checked.append((client.outbox.pending_count(),
-                        server.store.repository(SyncPost).count(),
-                        server.server.changes.count()))
-        client.close()
-        server.close()
-        if path is not None:
-            _remove(path)
-
-    report = benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=rounds(n),
-                                iterations=1)
+    report, checked = _on_fresh_stores(
+        benchmark, rounds(n), open_round,
+        lambda client, _server, _path: client.sync_engine.push(), check)
     assert report.ok and report.pushed == n and not report.conflicts
     assert checked == [(0, n, n)] * rounds(n)
     _rate(benchmark, n, "mutations")
@@ -298,34 +307,27 @@ def test_pull(benchmark: Any, backend: str, side: str, n: int, tmp_path: Path,
     """N changes pulled into a fresh client, 1000 a page (opening the client not timed)."""
     benchmark.group = group_pull(backend, n)
     if side == "baseline":
-        _baseline(benchmark, backend, tmp_path, plain_posts[:n], rounds(n))
-        _rate(benchmark, n, "changes")
+        _baseline(benchmark, backend, tmp_path, plain_posts[:n], "changes")
         return
     server: MockServer = request.getfixturevalue("pull_servers")[n]
     files = _Files(tmp_path, backend, "pull")
     sample = sync_posts[:n:97]
-    checked: list[tuple[int, bool, bool]] = []
 
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def open_round() -> tuple[Any, ...]:
         url, path = files.next()
         client = syncline.open(url, entities=[SyncPost], transport=f"mock://{server.name}")
         client.sync_engine.page_size = PAGE_SIZE
-        return (client, path), {}
+        return client, path
 
-    def run(client: syncline.Store, _path: Path | None) -> SyncReport:
-        return client.sync_engine.pull()
-
-    def teardown(client: syncline.Store, path: Path | None) -> None:
+    def check(client: syncline.Store, _path: Path | None) -> Any:
         posts = client.repository(SyncPost)
         state = posts.sync_state(sample[-1].id)
-        checked.append((posts.count(), posts.get_many(p.id for p in sample) == sample,
-                        state is not None and state.status is SyncStatus.SYNCED))
-        client.close()
-        if path is not None:
-            _remove(path)
+        return (posts.count(), posts.get_many(p.id for p in sample) == sample,
+                state is not None and state.status is SyncStatus.SYNCED)
 
-    report = benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=rounds(n),
-                                iterations=1)
+    report, checked = _on_fresh_stores(
+        benchmark, rounds(n), open_round,
+        lambda client, _path: client.sync_engine.pull(), check)
     assert report.ok and report.pulled == n and not report.conflicts
     assert checked == [(n, True, True)] * rounds(n)
     _rate(benchmark, n, "changes")
