@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import bench_server
 import pytest
 import uvicorn
 from http_load import ENTITY, HttpPost, create_mutations, make_http_posts
@@ -71,7 +72,6 @@ from syncline.plugins.http import GZIP_FROM, HTTPTransport
 from syncline.server.app import ServerConfig, server_store_options
 from syncline.server.engine import SyncServer
 from syncline.server.store import open_server_store
-from syncline.server.tables import ChangeEntry, ServerMeta, ServerRecord
 from syncline.testing.server import LiveServer, free_port
 
 HERE = Path(__file__).parent
@@ -636,22 +636,9 @@ def pg_push_env(syncline_postgres_url: str) -> Iterator[PgPushEnv]:
 
 def prefill(store: syncline.Store, server: SyncServer, objs: list[HttpPost],
             owner: str) -> None:
-    """Write ``objs`` on the server as pushes of creates by ``owner`` would, in one
-    transaction (entity rows, change-log entries with a mutation id, server records, the
-    counter); ``test_prefill_matches_push`` checks it against ``SyncServer.push``."""
-    unstructure = store.wire.unstructure
-    now = server.now()
-    with store.transaction():
-        counter = server.meta.get("seq")
-        start = counter.value if counter else 0
-        store.repository(HttpPost).upsert_many(objs)
-        server.changes.insert_many(
-            ChangeEntry(start + i, owner, ENTITY, o.id, "upsert", now, unstructure(o),
-                        f"m-{o.id}") for i, o in enumerate(objs, 1))
-        server.records.upsert_many(
-            ServerRecord(f"{owner}/{ENTITY}/{o.id}", owner, ENTITY, o.id, start + i, now)
-            for i, o in enumerate(objs, 1))
-        server.meta.upsert(ServerMeta("seq", start + len(objs)))
+    """Write ``objs`` on the server as pushes of creates by ``owner`` would (mutation ids
+    included); ``test_prefill_matches_push`` checks it against ``SyncServer.push``."""
+    bench_server.prefill(store, server, HttpPost, objs, owner, mutation_ids=True)
 
 
 @attrs.define

@@ -31,16 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import bench_server
 import pytest
 from bench_common import Post
 
 import syncline
 from syncline.core.model.clock import FakeClock
-from syncline.core.model.schema import spec_of
 from syncline.core.sync.outbox import SyncStatus
 from syncline.plugins.mock import MockServer
 from syncline.server.engine import ANONYMOUS
-from syncline.server.tables import ChangeEntry, ServerMeta, ServerRecord
 
 SIDES = ["syncline", "baseline"]
 BACKENDS = ["sqlite", "memory"]
@@ -129,29 +128,8 @@ class _Files:
 
 
 def prefill(server: MockServer, objs: Sequence[SyncPost]) -> None:
-    """Write ``objs`` on the server as ``SyncServer.write`` would, in one transaction.
-
-    Each record gets what ``SyncServer._log`` writes for an upsert: the entity row, a
-    ``ChangeEntry`` with the next sequence number and the wire payload, a ``ServerRecord``
-    with that version; then the sequence counter is moved past them. (A server's store does
-    not queue its own writes, so the entity rows go through its repository.)
-    """
-    store, sync = server.store, server.server
-    assert not store.outbox.queues_writes
-    entity = spec_of(SyncPost).table.name
-    unstructure = store.wire.unstructure
-    now = sync.now()
-    with store.transaction():
-        counter = sync.meta.get("seq")
-        start = counter.value if counter else 0
-        store.repository(SyncPost).upsert_many(objs)
-        sync.changes.insert_many(
-            ChangeEntry(start + i, ANONYMOUS, entity, o.id, "upsert", now, unstructure(o))
-            for i, o in enumerate(objs, 1))
-        sync.records.upsert_many(
-            ServerRecord(f"{ANONYMOUS}/{entity}/{o.id}", ANONYMOUS, entity, o.id, start + i, now)
-            for i, o in enumerate(objs, 1))
-        sync.meta.upsert(ServerMeta("seq", start + len(objs)))
+    """Write ``objs`` on the server as ``SyncServer.write`` would, in one transaction."""
+    bench_server.prefill(server.store, server.server, SyncPost, objs, ANONYMOUS)
 
 
 def _rate(benchmark: Any, n: int, unit: str) -> None:
