@@ -40,19 +40,21 @@ class Note:
     id: str
     text: str
 """
-OPEN = APP + """
-store = syncline.open("sqlite:///" + sys.argv[1], entities=[Note])
-assert store.repository(Note).get("n1") is not None
-store.close()
-"""
-OPEN_BASELINE = """
+#: the baselines' Note: the same class without syncline
+PLAIN_APP = """
 import sys, sqlite3, attrs
 
 @attrs.define
 class Note:
     id: str
     text: str
-
+"""
+OPEN = APP + """
+store = syncline.open("sqlite:///" + sys.argv[1], entities=[Note])
+assert store.repository(Note).get("n1") is not None
+store.close()
+"""
+OPEN_BASELINE = PLAIN_APP + """
 conn = sqlite3.connect(sys.argv[1])
 row = conn.execute('SELECT "id", "text" FROM "notes" WHERE "id" = ?', ("n1",)).fetchone()
 assert Note(*row) is not None
@@ -62,14 +64,7 @@ CREATE = APP + """
 with syncline.open("sqlite:///" + sys.argv[1], entities=[Note]) as store:
     store.repository(Note).insert(Note(id="n1", text="hello"))
 """
-CREATE_BASELINE = """
-import sys, sqlite3, attrs
-
-@attrs.define
-class Note:
-    id: str
-    text: str
-
+CREATE_BASELINE = PLAIN_APP + """
 conn = sqlite3.connect(sys.argv[1])
 conn.execute('CREATE TABLE IF NOT EXISTS "notes" ("id" TEXT NOT NULL PRIMARY KEY, '
              '"text" TEXT NOT NULL)')
