@@ -104,15 +104,20 @@ REBUILD = (
 )
 
 
-def rebuild_by_hand(path: Path, statements: Sequence[str]) -> sqlite3.Connection:
-    """What an application would write by hand: the 12-step rebuild in one transaction."""
+def rebuild_by_hand(path: Path, steps: Sequence[str | Callable[[sqlite3.Connection], None]]
+                    ) -> sqlite3.Connection:
+    """What an application would write by hand: the 12-step rebuild in one transaction
+    (each step a statement, or a function run on the connection)."""
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=OFF")
     try:
-        for stmt in statements:
-            conn.execute(stmt)
+        for step in steps:
+            if isinstance(step, str):
+                conn.execute(step)
+            else:
+                step(conn)
         violations = conn.execute("PRAGMA foreign_key_check").fetchall()
         assert not violations, violations
         conn.execute("PRAGMA user_version=2")
@@ -297,29 +302,14 @@ bench_common.TARGETS.setdefault(GROUP_USING, 2.0)
 def baseline_python(path: Path) -> sqlite3.Connection:
     """The rebuild by hand with the same Python function: rows read as ``sqlite3.Row`` (so
     ``row["category"]`` works as in the transformer), computed, inserted by executemany."""
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=OFF")
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(NEW_TABLE)
+
+    def copy(conn: sqlite3.Connection) -> None:
         rows = conn.execute("SELECT id, title, body, category FROM items")
         rows.row_factory = sqlite3.Row
         conn.executemany("INSERT INTO _new_items (id, title, body, category) VALUES (?, ?, ?, ?)",
                          ((r[0], r[1], r[2], _python_category(r)) for r in rows))
-        for stmt in REBUILD[3:]:
-            conn.execute(stmt)
-        assert not conn.execute("PRAGMA foreign_key_check").fetchall()
-        conn.execute("PRAGMA user_version=2")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.execute("PRAGMA foreign_keys=ON")
-    return conn
+
+    return rebuild_by_hand(path, [*REBUILD[:2], copy, *REBUILD[3:]])
 
 
 def syncline_alter_using(path: Path) -> syncline.Store:
