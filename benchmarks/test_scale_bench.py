@@ -91,6 +91,24 @@ def stop(process: subprocess.Popen[Any]) -> None:
             process.wait(10)
 
 
+@contextlib.contextmanager
+def serving(store_url: str, n: int, folder: Path
+            ) -> Iterator[tuple[list[subprocess.Popen[bytes]], list[str]]]:
+    """``n`` servers over ``store_url``, started one after the other (the first creates the
+    tables): their processes and URLs, all stopped afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    try:
+        for i in range(n):
+            process, url = serve(store_url, folder / f"serve{i}.log")
+            procs.append(process)
+            urls.append(url)
+        yield procs, urls
+    finally:
+        for process in procs:
+            stop(process)
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds these processes used so far (Linux ``/proc``)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -276,23 +294,14 @@ def test_concurrent_clients(benchmark: Any, syncline_postgres_url: str, tmp_path
     benchmark.group = f"H3 http: {N_CLIENTS} clients, {servers} servers, postgresql"
     with schema_url(syncline_postgres_url, f"h3s{servers}x") as schema:
         store_url = f"{syncline_postgres_url}?schema={schema}"
-        procs: list[subprocess.Popen[bytes]] = []
         out: dict[str, Any] = {}
-        try:
-            urls = []
-            for i in range(servers):  # one after the other: the first creates the tables
-                process, url = serve(store_url, tmp_path / f"serve{i}.log")
-                procs.append(process)
-                urls.append(url)
+        with serving(store_url, servers, tmp_path) as (procs, urls):
 
             def run() -> None:
                 out.update(run_clients("load", urls, LOAD_BATCH, LOAD_SECONDS, tmp_path,
                                        procs, syncline_postgres_url))
 
             benchmark.pedantic(run, rounds=1, iterations=1)
-        finally:
-            for process in procs:
-                stop(process)
         out["verified"] = check_exactly_once(syncline_postgres_url, schema, out["clients_out"])
     report(f"H3 {servers} server(s)", out, benchmark)
 
@@ -408,14 +417,8 @@ def test_pushes_in_flight(benchmark: Any, syncline_postgres_url: str, tmp_path: 
     with schema_url(syncline_postgres_url, "h4flight") as schema, \
             LatencyProxy(port, FLIGHT_DELAY) as proxy:
         store_url = f"{via(syncline_postgres_url, proxy.port)}?schema={schema}"
-        procs: list[subprocess.Popen[bytes]] = []
         out: dict[str, Any] = {}
-        try:
-            urls = []
-            for i in range(2):
-                process, url = serve(store_url, tmp_path / f"serve{i}.log")
-                procs.append(process)
-                urls.append(url)
+        with serving(store_url, 2, tmp_path) as (procs, urls):
             t1 = single_push_seconds(urls[0])
 
             def run() -> None:
@@ -423,9 +426,6 @@ def test_pushes_in_flight(benchmark: Any, syncline_postgres_url: str, tmp_path: 
                                        procs, syncline_postgres_url))
 
             benchmark.pedantic(run, rounds=1, iterations=1)
-        finally:
-            for process in procs:
-                stop(process)
         clients = out["clients_out"]
         assert out["failed_pushes"] == 0, [c["failures"] for c in clients if c["failures"]]
         out["verified"] = check_exactly_once(syncline_postgres_url, schema, clients)
