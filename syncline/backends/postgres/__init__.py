@@ -32,6 +32,6 @@ def syncline_register_test_stores(registry: Any) -> None:
 
 def __getattr__(name: str) -> Any:
     # The backend's names, as before it moved to .backend (imported on first use).
-    if name.startswith("__"):
+    if name.startswith(("__", "syncline_")):  # pluggy probes plugins for hook names
         raise AttributeError(name)
     return getattr(importlib.import_module("syncline.backends.postgres.backend"), name)
