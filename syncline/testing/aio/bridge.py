@@ -286,6 +286,10 @@ class BlockingRepository:
             return getattr(self._repo.sync_repository, name)  # .table, .entity, .query...
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == self._repo._thread.ident:
+                # made by the store's own thread (a plugin hook during sync): awaiting the
+                # store from there would wait for itself
+                return getattr(self._repo.sync_repository, name)(*args, **kwargs)
             return self._loop.call(lambda: method(*args, **kwargs))
 
         return call
