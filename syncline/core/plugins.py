@@ -219,6 +219,22 @@ class Hooks:
             server=server, principal=principal, name=name, payload=payload)
         return result
 
+    def before_record_write(self, server: Any, principal: str, entity: str, action: str,
+                            record_id: str, before: dict[str, Any] | None,
+                            after: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The before-hooks' answers (fields to set), first registered first."""
+        answers: list[dict[str, Any] | None] = self._hook.syncline_before_record_write(
+            server=server, principal=principal, entity=entity, action=action,
+            record_id=record_id, before=before, after=after)
+        return [a for a in reversed(answers) if a]
+
+    def after_record_write(self, server: Any, principal: str, entity: str, action: str,
+                           record_id: str, before: dict[str, Any] | None,
+                           after: dict[str, Any] | None, version: int) -> None:
+        self._hook.syncline_after_record_write(
+            server=server, principal=principal, entity=entity, action=action,
+            record_id=record_id, before=before, after=after, version=version)
+
     def authenticate(self, headers: dict[str, str], config: Any) -> Any | None:
         try:
             return self._hook.syncline_authenticate(headers=headers, config=config)

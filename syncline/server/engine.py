@@ -302,8 +302,9 @@ class SyncServer:
 
     def _push(self, mutations: Sequence[Mutation], principal: str) -> PushResponse:
         results: list[MutationResult] | None = None
-        if mutations and all(m.action != "command" and not self._has_unique(m.entity)
-                             for m in mutations):
+        # Record hooks may write anything, as commands do: one by one.
+        if mutations and not self._record_hooks() and all(
+                m.action != "command" and not self._has_unique(m.entity) for m in mutations):
             try:
                 results = self.store.run_transaction(
                     lambda: _Batch(self, principal).apply(mutations))
@@ -324,6 +325,17 @@ class SyncServer:
 
             results = self.store.run_transaction(one_by_one)
         return PushResponse(results, self.now().isoformat())
+
+    def lock(self, *keys: str) -> None:
+        """Hold these keys until the current transaction ends: two hooks (or commands) that
+        read and write the same row (a counter) take its key first and run one after the
+        other. Keys are any strings; ``"users/alice"`` is a fine name for a row."""
+        self.order.lock([f"app:{k}" for k in keys])
+
+    def _record_hooks(self) -> bool:
+        hooks = self.store.plugins.hooks
+        return hooks.has("syncline_before_record_write") or hooks.has(
+            "syncline_after_record_write")
 
     def _has_unique(self, entity: str) -> bool:
         # A batch writes each record once, with its final value: the unique index would not
@@ -382,6 +394,7 @@ class SyncServer:
         spec = self._spec(m.entity)
         if not m.record_id:
             raise ValueError(f"{m.action} of {m.entity} needs a record_id")
+        principal = owner
         if spec.table.name in self.shared:
             owner = SHARED
         meta = self.records.get(record_key(owner, spec.table.name, m.record_id))
@@ -391,6 +404,10 @@ class SyncServer:
                                     lambda rid: repo.get(rid) is not None)
         if write is not None:
             record_id, new = write
+            hooked = self._record_hooks()
+            if hooked:
+                result, new, before = self._before_hooks(spec, m, principal, record_id, obj,
+                                                         new, result)
             created_by = m.id if m.action == "create" else None
             previous = meta if record_id == m.record_id else None
             if new is None:
@@ -402,7 +419,38 @@ class SyncServer:
                 self._log(owner, spec.table.name, record_id, "upsert",
                           self.store.wire.unstructure(new), m.id, seq, created_by, previous,
                           txid)
+            if hooked:
+                self.store.plugins.hooks.after_record_write(
+                    self, principal, spec.table.name, m.action, record_id, before,
+                    None if new is None else self.store.wire.unstructure(new), seq)
         return result
+
+    def _before_hooks(self, spec: EntitySpec, m: Mutation, principal: str, record_id: str,
+                      obj: Any, new: Any, result: MutationResult) -> tuple[
+                          MutationResult, Any, dict[str, Any] | None]:
+        """Run the before-hooks on a write: the result and record to store, and the record
+        before it. A hook that sets fields makes the result carry the stored record (the
+        client keeps it); one that raises rejects the mutation (the caller's savepoint)."""
+        wire = self.store.wire
+        before = None if obj is None or m.action == "create" else wire.unstructure(obj)
+        after = None if new is None else wire.unstructure(new)
+        answers = self.store.plugins.hooks.before_record_write(
+            self, principal, spec.table.name, m.action, record_id, before, after)
+        if after is None or not answers:
+            return result, new, before
+        merged = dict(after)
+        for fields in answers:
+            merged.update(fields)
+        merged[spec.primary_key] = record_id  # a hook never moves a record
+        if merged == after:
+            return result, new, before
+        try:
+            new = wire.structure(merged, spec.cls)
+        except Exception as exc:
+            raise SerializationError(
+                f"a record hook set invalid {m.entity} fields: {describe_error(exc)}") from None
+        self.store.codec(spec.cls).to_tuple(new)
+        return attrs.evolve(result, record=wire.unstructure(new)), new, before
 
     def decide(self, spec: EntitySpec, m: Mutation, seq: int, meta: ServerRecord | None,
                obj: Any, taken: Callable[[str], bool],

@@ -173,3 +173,32 @@ def syncline_handle_command(server: Any, principal: str, name: str,
     that message. A command no plugin handles is rejected as unknown. Any other exception
     rolls the command back and fails the push (the client sends it again later).
     """
+
+
+@hookspec
+def syncline_before_record_write(server: Any, principal: str, entity: str, action: str,
+                                 record_id: str, before: dict[str, Any] | None,
+                                 after: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Check or complete a pushed record write on the sync server, before it is applied.
+
+    Called inside the transaction (and savepoint) that applies the mutation, after the server
+    decided it applies (conflicts and invalid payloads never reach it). ``principal`` is the
+    pushing user, ``action`` ``create``, ``update`` or ``delete``, ``before`` the record as the
+    server holds it (None for a create), ``after`` the record as it will be stored (None for a
+    delete), both as wire payloads. Raise ``ValueError`` or
+    :class:`syncline.core.model.errors.ConflictError` to refuse it: the mutation is
+    ``rejected`` with that message and nothing of it is stored. Return a dict of fields to set
+    on the stored record (denormalised fields; ignored for a delete), or None.
+    """
+
+
+@hookspec
+def syncline_after_record_write(server: Any, principal: str, entity: str, action: str,
+                                record_id: str, before: dict[str, Any] | None,
+                                after: dict[str, Any] | None, version: int) -> None:
+    """React to a pushed record write on the sync server, in the same transaction.
+
+    The record is written (``version`` is its new version); writes made through
+    ``server.store`` or ``server.write(...)`` commit with it, and an exception (``ValueError``,
+    ``ConflictError``) rejects the mutation and undoes everything it did.
+    """

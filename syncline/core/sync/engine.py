@@ -619,7 +619,8 @@ class SyncEngine:
                 report.pushed += 1
                 if mutation.action == "command":
                     report.command_results[mutation.id] = result.record
-                elif result.server_id and result.server_id != mutation.record_id:
+                elif ((result.server_id and result.server_id != mutation.record_id)
+                      or result.record is not None):
                     self._applied(mutation, result,
                                   (mutation.entity, mutation.record_id) in still)
                 else:
@@ -672,6 +673,20 @@ class SyncEngine:
             return
         if pending is None:
             pending = self.outbox.has_pending(mutation.entity, record_id)
+        if (result.record is not None and mutation.action != "command" and not pending
+                and state.status is not SyncStatus.CONFLICT and (
+                    state.server_version is None or result.version is None
+                    or state.server_version <= result.version)):
+            # The server stored something else than sent (a record hook set fields): keep it.
+            try:
+                stored = self._entity(mutation.entity, result.record)
+            except SerializationError:
+                log.warning("the server's record for %s %r cannot be read here; keeping ours",
+                            mutation.entity, record_id)
+            else:
+                apply_remote(self.store, self.store.entity_for_table(mutation.entity),
+                             record_id, stored, result.version)
+                return
         values: dict[str, Any] = {"server_version": result.version, "error": None}
         if state.status is not SyncStatus.CONFLICT:
             values["status"] = SyncStatus.PENDING if pending else SyncStatus.SYNCED
