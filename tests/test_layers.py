@@ -76,7 +76,7 @@ def test_the_storage_layer_alone_queues_nothing_and_announces_writes() -> None:
 
     heard: list[tuple[str, str, list[Any]]] = []
 
-    def listener(spec: EntitySpec, action: str, records: Any) -> None:
+    def listener(spec: EntitySpec, action: str, records: Any, before: Any) -> None:
         heard.append((spec.table.name, action, [key for key, _ in records]))
 
     store = LocalStore(MemoryBackend("memory://"), [Task])

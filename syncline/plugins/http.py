@@ -51,14 +51,22 @@ class HTTPCodec:
 
     url: str
     options: dict[str, Any]
+    client: Any
+    protocol: int
+    #: the server's range was read (``_limits``): the protocol spoken is settled
+    _negotiated: bool
 
     def _client_options(self) -> dict[str, Any]:
         """The keyword arguments of the transport's httpx client (sync or async)."""
         import httpx
 
         token = self.options.get("token") or os.environ.get("SYNCLINE_SYNC_TOKEN")
+        # ``protocol`` pins an older version (tests of older clients); else the highest the
+        # server accepts, found with its limits
+        self.protocol = int(self.options.get("protocol", PROTOCOL_VERSION))
+        self._negotiated = False
         headers = {"Accept-Encoding": "gzip", "Content-Type": "application/json",
-                   "Syncline-Protocol": str(PROTOCOL_VERSION)}
+                   "Syncline-Protocol": str(self.protocol)}
         schema_version = self.options.get("schema_version")
         if schema_version is not None:
             headers["Syncline-Schema"] = str(int(schema_version))
@@ -117,8 +125,10 @@ class HTTPCodec:
             return None, str(response.text[:200])
 
     def _limits(self, response: Any) -> PushLimits | None:
+        self._negotiated = True
         if response.status_code == 404:
-            return None  # a server that does not publish them
+            self._speak(1)  # a server from before versions: protocol 1
+            return None  # and no limits published
         if response.status_code != 200:
             raise self._error("v1/schema", response)
         try:
@@ -128,15 +138,25 @@ class HTTPCodec:
                                max_bytes=int(limits["max_body_bytes"]))
         except (ValueError, KeyError, TypeError):
             return None
-        accepted = described.get("protocol")  # absent: a server from before negotiation
-        if isinstance(accepted, dict) and not (
-                _version(accepted.get("min")) <= PROTOCOL_VERSION
-                <= _version(accepted.get("max"), PROTOCOL_VERSION)):
+        accepted = described.get("protocol")  # absent: a server of protocol 1
+        low, high = ((_version(accepted.get("min")), _version(accepted.get("max")))
+                     if isinstance(accepted, dict) else (1, 1))
+        spoken = min(self.protocol, high)
+        if spoken < low:
             raise ProtocolMismatchError(
-                f"{self.url}: the server speaks the sync protocol versions "
-                f"{accepted.get('min')} to {accepted.get('max')}, this client "
-                f"{PROTOCOL_VERSION}; upgrade the older side")
+                f"{self.url}: the server speaks the sync protocol versions {low} to {high}, "
+                f"this client {self.protocol}; upgrade the older side")
+        self._speak(spoken)  # an older server: speak its version (whole records)
         return found
+
+    def _speak(self, version: int) -> None:
+        self.protocol = version
+        self.client.headers["Syncline-Protocol"] = str(version)
+
+    def _renegotiate(self, exc: TransportError) -> bool:
+        """Whether to read the server's range and send again: refused as a newer protocol
+        before the range was read (a pull before any push, to an older server)."""
+        return isinstance(exc, ProtocolMismatchError) and not self._negotiated
 
     @staticmethod
     def _push_body(mutations: Sequence[Mutation]) -> dict[str, Any]:
@@ -179,7 +199,13 @@ class HTTPTransport(HTTPCodec, Transport):
             response = self.client.post(path, content=data, headers=headers)
         except self._httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
-        return self._answer(path, response)
+        try:
+            return self._answer(path, response)
+        except TransportError as exc:
+            if not self._renegotiate(exc):
+                raise
+        self.limits()
+        return self._post(path, body)
 
     def limits(self) -> PushLimits | None:
         """Read from the server's ``GET v1/schema`` (``limits``)."""

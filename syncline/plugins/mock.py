@@ -39,6 +39,7 @@ from syncline.core.model.errors import (
 from syncline.core.spi.hookspecs import hookimpl
 from syncline.core.spi.registries import TransportRegistry
 from syncline.core.spi.transport import (
+    PROTOCOL_VERSION,
     CursorRejectedError,
     Mutation,
     MutationResult,
@@ -223,6 +224,8 @@ class MockTransport(Transport):
         super().__init__(url, options)
         self.name = url.partition("://")[2].strip("/") or "default"
         self.principal = _principal(self.options.get("principal"))
+        #: ``protocol=1`` plays a client of protocol 1 (whole records for updates)
+        self.protocol = int(self.options.get("protocol", PROTOCOL_VERSION))
 
     @property
     def server(self) -> MockServer:

@@ -208,7 +208,7 @@ def _deep_path(body: Any, limit: int) -> str:
 _ENVELOPE: dict[str, tuple[type, ...]] = {
     "id": (str,), "entity": (str,), "action": (str,), "record_id": (str, type(None)),
     "payload": (dict, type(None)), "base_version": (int, type(None)),
-    "command": (str, type(None)),
+    "command": (str, type(None)), "base": (dict, type(None)),
 }
 _JSON_NAMES = {str: "a string", int: "an integer", dict: "an object", type(None): "null"}
 
@@ -433,6 +433,8 @@ class SyncApp:
                 raise HTTPError(422, "invalid", f"mutations[{i}] must be an object",
                                 field=f"mutations[{i}]")
             problem = envelope_problem(item)
+            if problem is None and item.get("base") is not None and protocol_of(request) < 2:
+                problem = "base: a patch needs Syncline-Protocol 2 or later"
             if problem is not None:
                 raise HTTPError(422, "invalid", f"mutations[{i}].{problem}",
                                 field=f"mutations[{i}]")
@@ -531,6 +533,11 @@ CORS_HEADERS = ("Authorization", "Content-Type", "Content-Encoding", "Syncline-P
                 "Syncline-Schema")
 #: the protocol versions this server accepts (published in /v1/health and /v1/schema)
 PROTOCOLS = {"min": 1, "max": PROTOCOL_VERSION}
+
+
+def protocol_of(request: Request) -> int:
+    """The protocol version of a request :func:`negotiate` accepted."""
+    return int(request.headers.get("syncline-protocol", "1").strip())
 
 
 def negotiate(request: Request) -> None:

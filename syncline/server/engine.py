@@ -61,6 +61,7 @@ from syncline.core.spi.transport import (
     MutationResult,
     PullPage,
     PushResponse,
+    concurrent_fields,
     from_wire,
     mutation_wire,
     to_wire,
@@ -133,17 +134,21 @@ def invalid_mutation(m: Mutation) -> str | None:
             if type(m.command) is not str:
                 return f"command must be a string, got {describe(m.command)}"
             check_str(m.command)
-        if m.payload is not None:
-            if type(m.payload) is not dict:
-                return f"payload must be a JSON object, got {describe(m.payload)}"
-            for key, value in m.payload.items():
+        if m.base is not None and m.action != "update":
+            return f"base is for updates (a patch's base values), not for a {m.action}"
+        for name, obj in (("payload", m.payload), ("base", m.base)):
+            if obj is None:
+                continue
+            if type(obj) is not dict:
+                return f"{name} must be a JSON object, got {describe(obj)}"
+            for key, value in obj.items():
                 if type(key) is not str:
-                    return f"payload key {describe(key)} is not a string"
+                    return f"{name} key {describe(key)} is not a string"
                 try:
                     check_str(key)
                     check_json_any(value)
                 except SerializationError as exc:
-                    return f"payload field {key[:80]!r}: {exc}"
+                    return f"{name} field {key[:80]!r}: {exc}"
     except SerializationError as exc:
         return str(exc)
     return None
@@ -490,13 +495,30 @@ class SyncServer:
             if meta is None and taken(record_id):
                 raise ValueError(f"record id {record_id!r} is taken; create it with a new id")
         elif m.action == "update":
-            if not exists or m.base_version != meta.version:  # type: ignore[union-attr]
+            if not exists:
+                return conflict(), None
+            assert meta is not None
+            if m.base is None and m.base_version != meta.version:  # a whole record (v1)
                 return conflict(), None
             record_id = m.record_id
         else:
             raise ValueError(f"unknown action {m.action!r}; actions: create, update, delete, "
                              f"command")
+        merged = False
         payload = {**m.payload, spec.primary_key: record_id}
+        if m.base is not None:  # a patch (protocol 2): merged field by field
+            assert current is not None and meta is not None
+            unknown = sorted(set(m.payload) - set(current))
+            if unknown:
+                raise SerializationError(
+                    f"invalid {m.entity} patch: unknown field(s) {', '.join(unknown)[:200]}; "
+                    f"the fields are {', '.join(current)}")
+            if m.base_version != meta.version:
+                clash = concurrent_fields(m.payload, m.base, current)
+                if clash:
+                    return attrs.evolve(conflict(), fields=clash), None
+                merged = True
+            payload = {**current, **payload}
         if m.payload.get(spec.primary_key, m.record_id) != m.record_id:
             raise ValueError(f"payload {spec.primary_key} {m.payload.get(spec.primary_key)!r} "
                              f"differs from record_id {m.record_id!r}")
@@ -508,7 +530,9 @@ class SyncServer:
         row = self.store.codec(spec.cls).to_tuple(new)
         if encoded is not None:
             encoded.append(row)
-        return (MutationResult(m.id, "applied", server_id=record_id, version=seq),
+        # A merge with others' changes: the client gets the record as stored.
+        return (MutationResult(m.id, "applied", server_id=record_id, version=seq,
+                               record=self.store.wire.unstructure(new) if merged else None),
                 (record_id, new))
 
     # -- server-side writes (admin tools, tests, commands) -----------------------------------

@@ -49,9 +49,17 @@ def _record_mutation(name: str) -> dict[str, Any]:
                 "id": _ID, "entity": {"type": "string", "enum": [name]},
                 "action": {"type": "string", "enum": ["create", "update", "delete"]},
                 "record_id": {**_ID, "nullable": True},
-                "payload": {"nullable": True, "allOf": [_ref(f"Record_{name}")]},
+                "payload": {"nullable": True, "anyOf": [_ref(f"Record_{name}"),
+                                                         _ref(f"Patch_{name}")]},
                 "base_version": {"type": "integer", "nullable": True},
-                "command": _NULLABLE_STRING}}
+                "command": _NULLABLE_STRING,
+                "base": {"nullable": True, "allOf": [_ref(f"Patch_{name}")]}}}
+
+
+def _patch(entity: dict[str, Any]) -> dict[str, Any]:
+    """Protocol 2: an update's payload (the changed fields) and its base (their values at
+    ``base_version``), any subset of the record's fields."""
+    return {**_record(entity), "description": "any subset of the record's fields"}
 
 
 def _change(name: str) -> dict[str, Any]:
@@ -83,7 +91,8 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
                 "enum": ["applied", "duplicate", "conflict", "rejected", "retry"]},
         server_id=_NULLABLE_STRING, version={"type": "integer", "nullable": True},
         record={"type": "object", "nullable": True}, updated_at=_NULLABLE_STRING,
-        reason=_NULLABLE_STRING, retry_after={"type": "number", "nullable": True})
+        reason=_NULLABLE_STRING, retry_after={"type": "number", "nullable": True},
+        fields={"type": "array", "items": {"type": "string"}, "nullable": True})
     error = _object(error=_object(
         status={"type": "integer"}, code={"type": "string", "enum": list(ERROR_CODES)},
         message={"type": "string"}, field=_NULLABLE_STRING))
@@ -165,6 +174,7 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
                 **{f"Mutation_{n}": _record_mutation(n) for n in names},
                 **{f"Change_{n}": _change(n) for n in names},
                 **{f"Record_{e['name']}": _record(e) for e in schema["entities"]},
+                **{f"Patch_{e['name']}": _patch(e) for e in schema["entities"]},
             },
         },
         "x-syncline-limits": limits,

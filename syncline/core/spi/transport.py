@@ -27,7 +27,10 @@ M = TypeVar("M")
 
 #: the version of the sync protocol this syncline speaks; over HTTP a client sends it as the
 #: ``Syncline-Protocol`` header and the server publishes the range it accepts
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: fields a message carries only when set: a peer of an older protocol never sees them (its
+#: parser refuses unknown keys), and fingerprints of older messages stay as they were
+_NEWER_FIELDS = {"base", "fields"}
 
 
 @attrs.frozen
@@ -43,6 +46,9 @@ class Mutation:
     base_version: int | None = None
     #: The command's name when ``action == "command"``.
     command: str | None = None
+    #: Protocol 2, update: the payload is a patch (the changed fields only) and this holds
+    #: those fields' values at ``base_version`` (a field missing here: unknown base).
+    base: dict[str, Any] | None = None
 
 
 @attrs.frozen
@@ -63,6 +69,8 @@ class MutationResult:
     reason: str | None = None
     #: retry: seconds to wait before trying again.
     retry_after: float | None = None
+    #: conflict of a patch: the fields changed concurrently on the server (the others merge).
+    fields: list[str] | None = None
 
 
 @attrs.frozen
@@ -94,6 +102,16 @@ class PullPage:
     #: Changes when the server's data was reset; the client then pulls from the start again.
     epoch: str
     server_time: str | None = None
+
+
+def concurrent_fields(patch: dict[str, Any], base: dict[str, Any],
+                      current: dict[str, Any]) -> list[str]:
+    """The fields of ``patch`` changed in ``current`` since ``base``: those whose current
+    value is neither the base value (missing: unknown, so changed) nor the patch's. The
+    server decides a patch's conflict with it, the client a pulled change's."""
+    missing = object()
+    return sorted(f for f, value in patch.items()
+                  if current.get(f) != value and current.get(f) != base.get(f, missing))
 
 
 class RetryableTransportError(TransportError):
@@ -160,6 +178,10 @@ class Transport(abc.ABC):
     def pull(self, cursor: str | None, limit: int,
              entities: Sequence[str] | None = None) -> PullPage:
         """Changes after ``cursor`` (None: from the start), at most ``limit`` of them."""
+
+    #: the protocol version spoken with the server (a transport lowers it to the server's);
+    #: below 2 the engine sends whole records for updates instead of patches
+    protocol: int = PROTOCOL_VERSION
 
     def limits(self) -> PushLimits | None:
         """The server's push limits, when it publishes them (None: unknown, use defaults).
@@ -231,6 +253,18 @@ def _strict_converter() -> cattrs.Converter:
 _wire = _strict_converter()
 
 
+def _omit_newer_when_unset(conv: cattrs.Converter, *classes: type) -> None:
+    from cattrs.gen import make_dict_unstructure_fn, override
+
+    for cls in classes:
+        newer: dict[str, Any] = {f.name: override(omit_if_default=True)
+                                 for f in attrs.fields(cls) if f.name in _NEWER_FIELDS}
+        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **newer))
+
+
+_omit_newer_when_unset(_wire, Mutation, MutationResult)
+
+
 def to_wire(message: Any) -> dict[str, Any]:
     """A protocol message as a JSON-able dict."""
     out: dict[str, Any] = _wire.unstructure(message)
@@ -241,8 +275,11 @@ def mutation_wire(m: Mutation) -> dict[str, Any]:
     """``to_wire(m)`` for a mutation whose payload holds JSON values only (checked ones: the
     converter would copy them as they are), built without the converter: the push's hot
     path sizes and fingerprints every mutation."""
-    return {"id": m.id, "entity": m.entity, "action": m.action, "record_id": m.record_id,
+    wire = {"id": m.id, "entity": m.entity, "action": m.action, "record_id": m.record_id,
             "payload": m.payload, "base_version": m.base_version, "command": m.command}
+    if m.base is not None:  # as to_wire: set only (protocol 1 peers never see it)
+        wire["base"] = m.base
+    return wire
 
 
 def from_wire(data: Any, cls: type[M]) -> M:

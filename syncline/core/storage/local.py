@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Self, TypeVar
 
@@ -41,9 +41,11 @@ from syncline.core.storage.writer import Writer
 log = logging.getLogger("syncline.store")
 T = TypeVar("T")
 CommitListener = Callable[[frozenset[str]], None]
-#: ``listener(spec, action, records)``: ``action`` ("create", "update" or "delete") was written
-#: to ``records``, a list of ``(stored primary key, entity or None for deletes)``
-WriteListener = Callable[[EntitySpec, str, Sequence[tuple[Any, Any]]], None]
+#: ``listener(spec, action, records, before)``: ``action`` ("create", "update" or "delete") was
+#: written to ``records``, a list of ``(stored primary key, entity or None for deletes)``;
+#: ``before``: an update's previous rows (stored tuples) by key, or None
+WriteListener = Callable[[EntitySpec, str, Sequence[tuple[Any, Any]],
+                          Mapping[Any, tuple[Any, ...]] | None], None]
 
 
 class _TxState(threading.local):
@@ -256,12 +258,13 @@ class LocalStore:
         self._write_listeners.append(listener)
         return lambda: self._write_listeners.remove(listener)
 
-    def written(self, spec: EntitySpec, action: str,
-                records: Sequence[tuple[Any, Any]]) -> None:
-        """Announce a write of a syncing entity to the write listeners (repositories call it)."""
+    def written(self, spec: EntitySpec, action: str, records: Sequence[tuple[Any, Any]],
+                before: Mapping[Any, tuple[Any, ...]] | None = None) -> None:
+        """Announce a write of a syncing entity to the write listeners (repositories call it);
+        ``before`` holds an update's previous rows (stored tuples) by key, when read."""
         if records:
             for listener in list(self._write_listeners):
-                listener(spec, action, records)
+                listener(spec, action, records, before)
 
     # -- whole-store operations --------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -196,15 +196,15 @@ class Repository(Generic[T]):
             objs = [o for _, o in last.values()]
 
         def write() -> None:
-            existed: set[Any] = set()
+            existed: dict[Any, tuple[Any, ...]] = {}
             if self._syncs:
                 keys = [r[pk] for r in rows]
-                existed = {r[pk] for r in self._backend.get_many_values(self.table, keys)}
+                existed = {r[pk]: r for r in self._backend.get_many_values(self.table, keys)}
             self._writer.upsert_values(self.table, rows)
             if self._syncs:
                 pairs = [(r[pk], o) for r, o in zip(rows, objs, strict=True)]
                 self._track("create", [p for p in pairs if p[0] not in existed])
-                self._track("update", [p for p in pairs if p[0] in existed])
+                self._track("update", [p for p in pairs if p[0] in existed], existed)
 
         self.store.atomic(write)
 
@@ -218,6 +218,8 @@ class Repository(Generic[T]):
         syncs = self._queues(values)
 
         def write() -> Any:
+            before = {r[self._pk_index]: r for r in self._backend.get_many_values(
+                self.table, [stored_key])} if syncs else None
             if not self._writer.update(self.table, stored_key, encoded):
                 raise NotFoundError(
                     f"no {self.spec.cls.__name__} with {self._pk}={key!r} to update"
@@ -226,7 +228,7 @@ class Repository(Generic[T]):
             assert row is not None  # just updated in this transaction
             obj = self._from_row(row)
             if syncs:
-                self._track("update", [(stored_key, obj)])
+                self._track("update", [(stored_key, obj)], before)
             return obj
 
         return self.store.atomic(write)  # type: ignore[no-any-return]
@@ -239,10 +241,12 @@ class Repository(Generic[T]):
 
         def write() -> int:
             keys = self._keys_where(cond) if syncs else []
+            before = {r[self._pk_index]: r for r in self._backend.get_many_values(
+                self.table, keys)} if keys else {}
             n = self._writer.update_where(self.table, cond, encoded)
             if syncs and keys:
                 rows = self._backend.get_many(self.table, keys)
-                self._track("update", [(r[self._pk], self._from_row(r)) for r in rows])
+                self._track("update", [(r[self._pk], self._from_row(r)) for r in rows], before)
             return n
 
         return self.store.atomic(write)
@@ -270,10 +274,12 @@ class Repository(Generic[T]):
             return 0
 
         def write() -> int:
+            before = {r[self._pk_index]: r for r in self._backend.get_many_values(
+                self.table, [r[0] for r in encoded])} if self._syncs else None
             n = self._writer.update_values(self.table, columns, encoded)
             if self._syncs and n:
                 found = self._backend.get_many(self.table, [r[0] for r in encoded])
-                self._track("update", [(r[self._pk], self._from_row(r)) for r in found])
+                self._track("update", [(r[self._pk], self._from_row(r)) for r in found], before)
             return n
 
         return self.store.atomic(write)
@@ -328,8 +334,9 @@ class Repository(Generic[T]):
         """Whether an update of ``values`` is queued: not when it sets local-only fields only."""
         return self._syncs and not values.keys() <= set(self.spec.local_fields)
 
-    def _track(self, action: str, records: list[tuple[Any, Any]]) -> None:
-        self.store.written(self.spec, action, records)
+    def _track(self, action: str, records: list[tuple[Any, Any]],
+               before: Mapping[Any, tuple[Any, ...]] | None = None) -> None:
+        self.store.written(self.spec, action, records, before)
 
     def _track_deletes(self, keys: list[Any]) -> None:
         if self._syncs and keys:

@@ -42,12 +42,14 @@ from syncline.core.spi.transport import (
     PushLimits,
     RetryableTransportError,
     Transport,
+    concurrent_fields,
     mutation_wire,
 )
 from syncline.core.sync.local_fields import keep_local_values
 from syncline.core.sync.lock import sync_lock
 from syncline.core.sync.outbox import (
     EntryState,
+    OutboxBase,
     OutboxEntry,
     Quarantined,
     RecordState,
@@ -122,6 +124,10 @@ class Conflict:
     server_updated_at: dt.datetime | None
     local_modified_at: dt.datetime | None
     origin: str  # "push" or "pull"
+    #: a patch's conflict: the fields changed on both sides (the strategy decides these only)
+    fields: tuple[str, ...] | None = None
+    #: a patch's conflict: the fields the local change set (None: the whole record)
+    changed: tuple[str, ...] | None = None
 
 
 @attrs.frozen
@@ -205,6 +211,20 @@ def apply_remote(store: SyncingStore, cls: type, record_id: str, obj: Any,
         outbox.states.upsert(state)
 
     store.atomic(work)
+
+
+def patch_of(group: list[OutboxEntry], bases: dict[str, OutboxBase]) -> dict[str, Any] | None:
+    """A group of updates as a patch: the fields its last payload holds differently from
+    before its first update, with those before-values (None: a base is missing, send the
+    whole record)."""
+    if any(e.action != "update" or e.id not in bases for e in group):
+        return None
+    before: dict[str, Any] = {}
+    for e in group:
+        for name, value in bases[e.id].fields.items():
+            before.setdefault(name, value)  # the value before the first change of the field
+    final = group[-1].payload or {}
+    return {f: v for f, v in before.items() if f in final and final[f] != v}
 
 
 class SyncEngine:
@@ -482,10 +502,11 @@ class SyncEngine:
             page = min(4 * page, 5000)  # entries left behind: read further, faster
         groups = planner.plan.groups
         bases = self._bases(groups)
+        patch_bases = self._patch_bases(groups)
         planned: list[tuple[Mutation, list[OutboxEntry]]] = []
         size = 2 + len('{"mutations":[]}')
         for group in groups:
-            mutation = self._fold(group, bases)
+            mutation = self._fold(group, bases, patch_bases)
             if mutation is None:  # created and deleted before ever being sent
                 self.outbox.dequeue(e.id for e in group)
                 self._forget_if_unsent(group[0])
@@ -547,8 +568,15 @@ class SyncEngine:
                                                       fk.ref_table))
         return keys
 
-    def _fold(self, group: list[OutboxEntry],
-              bases: dict[str, int | None] | None = None) -> Mutation | None:
+    def _patch_bases(self, groups: list[list[OutboxEntry]]) -> dict[str, OutboxBase] | None:
+        """The kept bases of the groups' updates (None: the server takes no patches)."""
+        if self.transport.protocol < 2:
+            return None
+        ids = [e.id for g in groups for e in g if e.action == "update"]
+        return {b.id: b for b in self.outbox.bases.get_many(ids)} if ids else {}
+
+    def _fold(self, group: list[OutboxEntry], bases: dict[str, int | None] | None = None,
+              patch_bases: dict[str, OutboxBase] | None = None) -> Mutation | None:
         first = group[0]
         mid = group[-1].id if first.group_id is None else first.group_id
         if first.action == "command":
@@ -574,8 +602,12 @@ class SyncEngine:
         else:
             state = self.outbox.state(first.entity, first.record_id)
             base = state.server_version if state is not None else None
+        patch = (None if patch_bases is None or action != "update"
+                 else patch_of(group, patch_bases))
+        if patch is not None:  # protocol 2: the changed fields and their base values
+            payload = {f: payload[f] for f in patch}  # type: ignore[index]
         return Mutation(mid, first.entity, action, first.record_id,  # type: ignore[arg-type]
-                        payload, None if action == "create" else base)
+                        payload, None if action == "create" else base, base=patch)
 
     def _forget_if_unsent(self, entry: OutboxEntry) -> None:
         """A create and its delete folded into nothing: with nothing else queued, the record
@@ -633,7 +665,9 @@ class SyncEngine:
                 server = self._entity(mutation.entity, result.record)
                 conflict = Conflict(
                     mutation.entity, mutation.record_id or "", local, server, result.version,
-                    _parse_time(result.updated_at), self._modified_at(mutation), "push")
+                    _parse_time(result.updated_at), self._modified_at(mutation), "push",
+                    fields=None if result.fields is None else tuple(result.fields),
+                    changed=None if mutation.base is None else tuple(mutation.payload or ()))
                 self._settle(conflict, report)
             elif result.status == "rejected":
                 self._dead(mutation, group, result.reason or "rejected by the server", report)
@@ -775,7 +809,25 @@ class SyncEngine:
                 listener(conflict)
             except Exception:
                 log.exception("conflict listener %r failed", listener)
-        self.apply_resolution(conflict, self.decide(conflict))
+        self.apply_resolution(conflict, self.per_field(conflict, self.decide(conflict)))
+
+    def per_field(self, conflict: Conflict, resolution: Resolution) -> Resolution:
+        """A patch's conflict: the strategy's choice holds for the fields changed on both
+        sides; the local change's other fields and the server's other changes are kept."""
+        if (conflict.changed is None or conflict.local is None or conflict.server is None
+                or resolution.kind not in ("server", "client")):
+            return resolution
+        wire = self.store.wire
+        server = wire.unstructure(conflict.server)
+        local = wire.unstructure(conflict.local)
+        keep = set(conflict.changed)
+        if resolution.kind == "server":
+            keep -= set(conflict.fields or ())
+        merged = {**server, **{f: local[f] for f in keep if f in local}}
+        if merged == server:
+            return Resolution.server()
+        return Resolution.merge(wire.structure(merged, self.store.entity_for_table(
+            conflict.entity)))
 
     def apply_resolution(self, conflict: Conflict, resolution: Resolution) -> None:
         cls = self.store.entity_for_table(conflict.entity)
@@ -811,7 +863,10 @@ class SyncEngine:
             return
         action = ("delete" if local is None else
                   "update" if conflict.server is not None else "create")
-        outbox.track(spec, action, [(rid, local)])
+        # based on the server's record: the update goes as a patch of what differs from it
+        before = None if conflict.server is None else {
+            rid: self.store.codec(cls).to_tuple(conflict.server)}
+        outbox.track(spec, action, [(rid, local)], before)
         state = outbox.states.get(key)
         if state is not None:  # track() keeps the known base version
             outbox.states.update(key, server_version=conflict.server_version)
@@ -1151,9 +1206,33 @@ class SyncEngine:
             conflict = Conflict(change.entity, change.record_id, local, server, change.version,
                                 _parse_time(change.updated_at),
                                 state.local_modified_at if state else None, "pull")
+            if state is not None and state.status is not SyncStatus.CONFLICT:
+                conflict = self._pulled_patch(conflict)
+            if conflict.fields == ():  # different fields changed: both kept, no conflict
+                self.apply_resolution(conflict, self.per_field(conflict, Resolution.client()))
+                return
             self._settle(conflict, report)
             return
         apply_remote(self.store, cls, change.record_id, server, change.version)
+
+    def _pulled_patch(self, conflict: Conflict) -> Conflict:
+        """A pulled change meeting queued updates that all kept their base: which fields both
+        sides changed (the rest merge, as the server merges a patch)."""
+        if self.transport.protocol < 2 or conflict.server is None or conflict.local is None:
+            return conflict
+        queued = self.outbox.entries.find(
+            (F.entity == conflict.entity) & (F.record_id == conflict.record_id)
+            & (F.state == EntryState.PENDING), order_by="seq")
+        bases = {b.id: b for b in self.outbox.bases.get_many([e.id for e in queued])}
+        patch = patch_of(queued, bases) if queued else None
+        if patch is None:
+            return conflict
+        wire = self.store.wire
+        server = wire.unstructure(conflict.server)
+        local = wire.unstructure(conflict.local)
+        mine = {f: local.get(f) for f in patch}
+        return attrs.evolve(conflict, changed=tuple(patch),
+                            fields=tuple(concurrent_fields(mine, patch, server)))
 
     def _own(self, change: Change) -> bool:
         """A change made by a mutation of ours whose answer we never got: settle it as applied."""

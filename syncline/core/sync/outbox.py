@@ -10,7 +10,7 @@ import datetime as dt
 import enum
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -133,8 +133,22 @@ class ResyncSeen:
     key: str  # entity/record_id
 
 
+@internal_entity(internal, "_syncline_outbox_base", primary_key="id",
+                 indexes=[("entity", "record_id")])
+@attrs.define
+class OutboxBase:
+    """What a queued update changed: those fields' values before it (wire values), so that
+    the push sends a patch (docs/protocol.md, "Patches"). An update without one (queued
+    before syncline kept them) is sent as the whole record."""
+
+    id: str  # the update's entry id
+    entity: str
+    record_id: str
+    fields: dict[str, Any] = attrs.Factory(dict)
+
+
 INTERNAL_ENTITIES: list[type] = [RecordState, OutboxEntry, SyncMeta, CommandAfter, Quarantined,
-                                 ResyncSeen]
+                                 ResyncSeen, OutboxBase]
 
 
 def state_key(entity: str, record_id: str) -> str:
@@ -156,6 +170,7 @@ class Outbox:
         self.after: Repository[CommandAfter] = store.repository(CommandAfter)
         self.quarantine: Repository[Quarantined] = store.repository(Quarantined)
         self.resync_seen: Repository[ResyncSeen] = store.repository(ResyncSeen)
+        self.bases: Repository[OutboxBase] = store.repository(OutboxBase)
         #: False: writes to syncing entities queue nothing and keep no sync state, on a store
         #: that is itself the source of truth (its opener turns it off before any write)
         self.queues_writes = True
@@ -171,11 +186,15 @@ class Outbox:
 
     # -- tracking record writes (called inside the write's transaction) ----------------------
 
-    def track(self, spec: EntitySpec, action: str, records: Sequence[tuple[str, Any]]) -> None:
-        """Queue ``action`` for each ``(record_id, entity_or_None)`` and mark it pending."""
+    def track(self, spec: EntitySpec, action: str, records: Sequence[tuple[str, Any]],
+              before: Mapping[Any, tuple[Any, ...]] | None = None) -> None:
+        """Queue ``action`` for each ``(record_id, entity_or_None)`` and mark it pending;
+        ``before``: an update's previous rows by record id (the changed fields' old values are
+        kept with it, for a patch)."""
         if not records or not self.queues_writes:
             return
         wire = self.store.wire
+        bases: list[OutboxBase] = []
         now = self.now()
         name = spec.table.name
         keys = [state_key(name, rid) for rid, _ in records]
@@ -187,6 +206,11 @@ class Outbox:
             entries.append(OutboxEntry(
                 id=new_id(), entity=name, action=action, created_at=now, seq=self._next_seq(),
                 record_id=rid, payload=payload))
+            row = None if before is None else before.get(rid)
+            if row is not None and payload is not None:
+                old = wire.unstructure(self.store.codec(spec.cls).from_tuple(row))
+                bases.append(OutboxBase(entries[-1].id, name, rid, {
+                    f: old.get(f) for f, v in payload.items() if old.get(f) != v}))
             state = existing.get(key) or RecordState(key, name, rid, local_id=rid)
             if state.status is not SyncStatus.CONFLICT:
                 state.status = SyncStatus.PENDING
@@ -196,6 +220,8 @@ class Outbox:
             state.deleted = action == "delete"
             states.append(state)
         self.entries.insert_many(entries)
+        if bases:
+            self.bases.insert_many(bases)
         self.states.upsert_many(states)
 
     # -- the seed's queue operations ---------------------------------------------------------
@@ -267,6 +293,8 @@ class Outbox:
         return self.next_batch(limit=None, due_only=False)  # type: ignore[arg-type]
 
     def dequeue(self, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        self.bases.delete_many(ids)
         return self.entries.delete_many(ids)
 
     def mark_retry(self, ids: Sequence[str], error: str | None,
@@ -311,6 +339,7 @@ class Outbox:
         where: Condition = F.entity == entity
         if record_id is not None:
             where = where & (F.record_id == record_id)
+        self.bases.delete_where(where)
         return self.entries.delete_where(where)
 
     # -- dead letters ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ plugins' transports and hooks.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from syncline.core.model.convert import RowCodec
@@ -72,9 +72,9 @@ class SyncingStore(LocalStore):
         """The sync queue and per-record sync state."""
         return self._outbox
 
-    def _queue_write(self, spec: EntitySpec, action: str,
-                     records: Sequence[tuple[Any, Any]]) -> None:
-        self._outbox.track(spec, action, records)
+    def _queue_write(self, spec: EntitySpec, action: str, records: Sequence[tuple[Any, Any]],
+                     before: Mapping[Any, tuple[Any, ...]] | None) -> None:
+        self._outbox.track(spec, action, records, before)
 
     def repository(self, cls: type[T]) -> SyncRepository[T]:
         """The typed repository of entity ``cls`` (one per store and class)."""
