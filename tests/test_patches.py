@@ -51,6 +51,19 @@ def shared_note(server: MockServer, *stores: syncline.Store) -> Note:
     return note
 
 
+def spy_on(server: MockServer) -> list[Mutation]:
+    """The mutations the server receives from now on."""
+    sent: list[Mutation] = []
+    original = server.push
+
+    def spy(mutations: Any, principal: str | None = None) -> Any:
+        sent.extend(mutations)
+        return original(mutations, principal)
+
+    setattr(server, "push", spy)  # noqa: B010 - an instance attribute over the method
+    return sent
+
+
 def stored(server: MockServer) -> Note:
     note = server.store.repository(Note).get("n1")
     assert note is not None
@@ -77,14 +90,7 @@ def test_two_devices_editing_different_fields_both_keep_their_edits(
 def test_the_patch_sends_the_changed_fields_and_their_base(server: MockServer) -> None:
     phone = device(server)
     shared_note(server, phone)
-    sent: list[Mutation] = []
-    original = server.push
-
-    def spy(mutations: Any, principal: str) -> Any:
-        sent.extend(mutations)
-        return original(mutations, principal)
-
-    server.push = spy  # type: ignore[method-assign]
+    sent = spy_on(server)
     notes = phone.repository(Note)
     notes.upsert(Note("n1", "new title", "body", 5))
     notes.update("n1", count=6)
@@ -157,14 +163,7 @@ def test_a_protocol_1_client_sends_whole_records_and_keeps_working(server: MockS
     old = device(server, protocol=1)
     new = device(server)
     shared_note(server, old, new)
-    sent: list[Mutation] = []
-    original = server.push
-
-    def spy(mutations: Any, principal: str) -> Any:
-        sent.extend(mutations)
-        return original(mutations, principal)
-
-    server.push = spy  # type: ignore[method-assign]
+    sent = spy_on(server)
     old.repository(Note).update("n1", title="old client")
     assert old.sync().ok
     assert sent[-1].base is None and sent[-1].payload == {

@@ -79,14 +79,14 @@ def test_whoami_needs_credentials(server: LiveServer) -> None:
     assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthenticated"
 
 
-@pytest.mark.parametrize("sent", ["0", "2", "x", "1.0", "", "99999999999"])
+@pytest.mark.parametrize("sent", ["0", "3", "x", "1.0", "", "99999999999"])
 def test_a_protocol_version_outside_the_range_is_refused(server: LiveServer,
                                                           sent: str) -> None:
     answer = httpx.post(server.url + "v1/pull", json={}, headers={
         "Authorization": "Bearer alice-token", "Syncline-Protocol": sent})
     error = answer.json()["error"]
     assert answer.status_code == 400 and error["code"] == "unsupported_protocol"
-    assert error["field"] == "Syncline-Protocol" and "1 to 1" in error["message"]
+    assert error["field"] == "Syncline-Protocol" and "1 to 2" in error["message"]
 
 
 def test_a_client_without_the_header_is_taken_as_version_1(server: LiveServer) -> None:
@@ -97,7 +97,7 @@ def test_a_client_without_the_header_is_taken_as_version_1(server: LiveServer) -
 
 def test_a_client_outside_the_servers_range_gets_a_sync_error_and_keeps_its_queue(
         server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server_app, "PROTOCOLS", {"min": 2, "max": 3})
+    monkeypatch.setattr(server_app, "PROTOCOLS", {"min": 3, "max": 4})
     client = syncline.open("memory://", entities=[Note], transport=server.url,
                            transport_options={"token": "alice-token"})
     try:
@@ -111,7 +111,7 @@ def test_a_client_outside_the_servers_range_gets_a_sync_error_and_keeps_its_queu
     # and one that skips reading the range is refused by the server itself
     transport = HTTPTransport(server.url, {"token": "alice-token"})
     try:
-        with pytest.raises(ProtocolMismatchError, match="versions 2 to 3"):
+        with pytest.raises(ProtocolMismatchError, match="versions 3 to 4"):
             transport.pull(None, 10)
     finally:
         transport.close()
@@ -154,6 +154,10 @@ def test_the_openapi_document_is_valid_and_typed_per_entity(server: LiveServer) 
     validate(doc)
     schemas = doc["components"]["schemas"]
     assert schemas["Mutation_disc_notes"]["properties"]["entity"]["enum"] == ["disc_notes"]
+    assert schemas["Mutation_disc_notes"]["properties"]["base"]["allOf"] == [
+        {"$ref": "#/components/schemas/Patch_disc_notes"}]
+    assert schemas["Patch_disc_notes"]["properties"] == schemas["Record_disc_notes"][
+        "properties"]
     record = schemas["Record_disc_notes"]["properties"]
     assert record["stars"] == {"type": "integer", "nullable": True}
     codes = schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"]
@@ -180,15 +184,33 @@ def test_every_answer_of_a_session_matches_the_openapi_document(server: LiveServ
     stale = {"id": "oa-3", "entity": "disc_notes", "action": "update", "record_id": "oa-1",
              "base_version": made["version"], "payload": {"id": "oa-1", "text": "y"}}
     bad = {**note, "id": "oa-4", "record_id": "oa-4", "payload": {"id": "oa-4", "text": 1}}
+    # protocol 2: a patch merged with a later change (applied with the record), and one
+    # whose field changed concurrently (a conflict naming it)
+    other = {**note, "id": "oa-5", "record_id": "oa-5",
+             "payload": {"id": "oa-5", "text": "x", "stars": 1}}
+    first = httpx.post(server.url + "v1/push", json={"mutations": [other]},
+                       headers=headers).json()["results"][0]
+    moved = {"id": "oa-6", "entity": "disc_notes", "action": "update", "record_id": "oa-5",
+             "base_version": first["version"], "payload": {"text": "moved"},
+             "base": {"text": "x"}}
+    merged = {**moved, "id": "oa-7", "payload": {"stars": 3}, "base": {"stars": 1}}
+    clash = {**moved, "id": "oa-8", "payload": {"text": "clash"}}
     calls: list[tuple[str, str, Any]] = [
         ("/v1/push", "POST", {"mutations": [note, gone, stale, bad]}),   # every status
+        ("/v1/push", "POST", {"mutations": [moved, merged, clash]}),     # patches
         ("/v1/pull", "POST", {"cursor": start}),                          # with a tombstone
         ("/v1/pull", "POST", {"entities": ["nope"]}),                      # an error
         ("/v1/whoami", "GET", None), ("/v1/health", "GET", None), ("/v1/schema", "GET", None)]
     for path, method, body in calls:
         operation = schema[path][method]
         case = operation.Case(body=body) if body is not None else operation.Case()
-        answer = case.call(base_url=server.url.rstrip("/"), headers=headers)
+        answer = case.call(base_url=server.url.rstrip("/"),
+                           headers={**headers, "Syncline-Protocol": "2"})
         case.validate_response(answer, checks=[response_schema_conformance])
+        if body is not None and body.get("mutations", [{}])[0].get("base"):
+            results = answer.json()["results"]
+            assert [r["status"] for r in results] == ["applied", "applied", "conflict"]
+            assert results[1]["record"] == {"id": "oa-5", "text": "moved", "stars": 3}
+            assert results[2]["fields"] == ["text"]
         if body == {"cursor": start}:
             assert "delete" in [c["op"] for c in answer.json()["changes"]]
