@@ -27,6 +27,7 @@ class SyncStateFollows(MigrationListener):
         _rename_sync_state(self.outbox, old, new)
 
     def after_upgrade(self, store: LocalStore, from_version: int, to_version: int) -> None:
+        _drop_unsent_bases(store, self.outbox)
         _rewrite_queued_payloads(store, self.outbox)
 
 
@@ -114,8 +115,23 @@ def _payloads(store: LocalStore, cls: type, name: str, keys: set[Any]) -> dict[A
     return out
 
 
+def _drop_unsent_bases(store: LocalStore, outbox: Outbox) -> None:
+    """The kept bases of unsent updates name the old version's fields: drop them, so those
+    updates are sent as whole records (of the migrated row). A sent one keeps its own: its
+    retry must be the same mutation."""
+    syncing = sorted(_syncing(store))
+    if not syncing:
+        return
+    sent = sorted({e.id for e in outbox.entries.find(F.group_id.is_not_null())})
+    where = F.entity.in_(syncing)
+    if sent:
+        where = where & ~F.id.in_(sent)
+    outbox.bases.delete_where(where)
+
+
 def _rename_sync_state(outbox: Outbox, old: str, new: str) -> None:
     outbox.entries.update_where(F.entity == old, entity=new)
+    outbox.bases.update_where(F.entity == old, entity=new)
     states = outbox.states.find(F.entity == old)
     if states:
         outbox.states.delete_many([s.key for s in states])
