@@ -87,6 +87,29 @@ def test_two_devices_editing_different_fields_both_keep_their_edits(
     assert stored(server).count == 5
 
 
+def test_a_merge_answered_while_newer_edits_wait_reaches_the_device(
+        server: MockServer) -> None:
+    phone, laptop = device(server), device(server)
+    shared_note(server, phone, laptop)
+    laptop.repository(Note).update("n1", body="laptop's body")
+    assert laptop.sync().ok
+    original = server.push
+
+    def edit_meanwhile(mutations: Any, principal: str | None = None) -> Any:
+        phone.repository(Note).update("n1", count=7)  # queued while the push is out
+        setattr(server, "push", original)  # noqa: B010 - once
+        return original(mutations, principal)
+
+    setattr(server, "push", edit_meanwhile)  # noqa: B010 - an instance attribute
+    phone.repository(Note).update("n1", title="phone's title")
+    report = phone.sync()  # its patch merges with the laptop's body; count waits
+    assert report.conflicts == []
+    assert phone.sync().conflicts == []
+    both = Note("n1", "phone's title", "laptop's body", 7)
+    assert phone.repository(Note).get("n1") == stored(server) == both
+    assert laptop.sync().ok and laptop.repository(Note).get("n1") == both
+
+
 def test_the_patch_sends_the_changed_fields_and_their_base(server: MockServer) -> None:
     phone = device(server)
     shared_note(server, phone)

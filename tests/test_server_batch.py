@@ -54,6 +54,9 @@ mutations = st.builds(
         "slug": st.sampled_from([None, "s1", "s2"])}),
         st.just({"text": 5})),
     base_version=st.one_of(st.none(), st.integers(0, 6)),
+    # protocol 2: a patch's base values (None: a whole record)
+    base=st.one_of(st.none(), st.none(), st.just({}), st.fixed_dictionaries({
+        "text": st.sampled_from(["x", "y"])}), st.just({"slug": "s1"})),
 )
 
 

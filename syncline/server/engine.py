@@ -365,10 +365,12 @@ class SyncServer:
         self.store.writer.delete_many(spec_of(cls).table, [key])
 
     def _apply(self, m: Mutation, owner: str) -> MutationResult:
+        # SQLite: first, from here on this transaction is the writer; and a number for every
+        # mutation, as a batch takes them (the same versions either way)
+        txid, seq = self._take()
         reason = invalid_mutation(m)
         if reason is not None:
             return _rejected(m, reason)
-        txid, seq = self._take()  # SQLite: first, from here on this transaction is the writer
         key = f"{owner}/{m.id}"
         print_ = fingerprint(m)
         seen = self.applied.get(key)

@@ -707,11 +707,16 @@ class SyncEngine:
             return
         if pending is None:
             pending = self.outbox.has_pending(mutation.entity, record_id)
+        if (result.record is not None and mutation.action != "command" and pending
+                and self.transport.protocol >= 2 and state.status is not SyncStatus.CONFLICT):
+            # The server stored more than sent (a merge) and later local changes are queued:
+            # the pull brings that version and merges it with them field by field.
+            return
         if (result.record is not None and mutation.action != "command" and not pending
                 and state.status is not SyncStatus.CONFLICT and (
                     state.server_version is None or result.version is None
                     or state.server_version <= result.version)):
-            # The server stored something else than sent (a record hook set fields): keep it.
+            # The server stored more than sent (a merge, a hook's fields): keep its record.
             try:
                 stored = self._entity(mutation.entity, result.record)
             except SerializationError:
