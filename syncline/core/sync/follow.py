@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from syncline.core.model.errors import MigrationError, SynclineError
-from syncline.core.model.query import F, Query
+from syncline.core.model.query import Condition, F, Query
 from syncline.core.storage.opening import MigrationListener
 from syncline.core.sync.outbox import Outbox, state_key
 
@@ -123,7 +123,7 @@ def _drop_unsent_bases(store: LocalStore, outbox: Outbox) -> None:
     if not syncing:
         return
     sent = sorted({e.id for e in outbox.entries.find(F.group_id.is_not_null())})
-    where = F.entity.in_(syncing)
+    where: Condition = F.entity.in_(syncing)
     if sent:
         where = where & ~F.id.in_(sent)
     outbox.bases.delete_where(where)
