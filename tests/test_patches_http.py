@@ -3,6 +3,7 @@ client against one server, and a protocol 2 client against a protocol 1 server."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -117,3 +118,37 @@ def test_a_protocol_2_client_speaks_1_to_a_protocol_1_server(
         assert attrs.astuple(stored) == ("n1", "changed", "body", 5)
     finally:
         phone.close()
+
+
+def test_an_asyncio_client_sends_patches_and_speaks_1_to_a_protocol_1_server(
+        server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import syncline.aio
+    from syncline.testing.aio.bridge import run_async
+
+    first = client(server)
+    first.repository(Note).upsert(Note("n1", "title", "body", 5))
+    assert first.sync().ok
+    first.close()
+
+    async def edit(body: str) -> Any:
+        phone = await asyncio.to_thread(client, server)  # sync calls stay off the loop
+        try:
+            async with syncline.aio.open(
+                    "memory://", entities=[Note], transport=server.url,
+                    transport_options={"token": "alice-token"}) as store:
+                assert (await store.sync()).ok and (await asyncio.to_thread(phone.sync)).ok
+                await store.repository(Note).update("n1", body=body)
+                await asyncio.to_thread(phone.repository(Note).update, "n1",
+                                        title=f"title {body}")
+                assert (await asyncio.to_thread(phone.sync)).ok
+                report = await store.sync()  # a patch of body: merged with the title
+                assert report.ok
+                return report.conflicts, await store.repository(Note).get("n1")
+        finally:
+            await asyncio.to_thread(phone.close)
+
+    assert run_async(lambda: edit("async")) == ([], Note("n1", "title async", "async", 5))
+    monkeypatch.setattr(server_app, "PROTOCOLS", {"min": 1, "max": 1})
+    # protocol 1: whole records, so the same edits conflict (server wins)
+    conflicts, kept = run_async(lambda: edit("v1"))
+    assert len(conflicts) == 1 and kept == Note("n1", "title v1", "async", 5)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import httpx
 
 from syncline.aio.transport import AsyncTransport
+from syncline.core.model.errors import TransportError
 from syncline.core.spi.transport import Mutation, PullPage, PushLimits, PushResponse
 from syncline.plugins.http import HTTPCodec
 
@@ -38,7 +39,13 @@ class AsyncHTTPTransport(HTTPCodec, AsyncTransport):
             response = await self.client.post(path, content=data, headers=headers)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
-        return await asyncio.to_thread(lambda: parse(self._answer(path, response)))
+        try:
+            return await asyncio.to_thread(lambda: parse(self._answer(path, response)))
+        except TransportError as exc:
+            if not self._renegotiate(exc):
+                raise
+        await self.limits()
+        return await self._post(path, body, parse)
 
     async def limits(self) -> PushLimits | None:
         try:

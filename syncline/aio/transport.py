@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from syncline.core.model.errors import SynclineError
 from syncline.core.spi.transport import (
+    PROTOCOL_VERSION,
     Mutation,
     PullPage,
     PushLimits,
@@ -32,6 +33,9 @@ T = TypeVar("T")
 class AsyncTransport(abc.ABC):
     """The transport contract as coroutines: the same messages and the same errors as
     :class:`syncline.core.spi.transport.Transport`."""
+
+    #: the protocol version spoken with the server (see ``Transport.protocol``)
+    protocol: int = PROTOCOL_VERSION
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
@@ -60,6 +64,14 @@ class ThreadedTransport(AsyncTransport):
     def __init__(self, transport: Transport) -> None:
         super().__init__(transport.url, transport.options)
         self.transport = transport
+
+    @property
+    def protocol(self) -> int:
+        return self.transport.protocol
+
+    @protocol.setter
+    def protocol(self, version: int) -> None:
+        self.transport.protocol = version
 
     async def push(self, mutations: Sequence[Mutation]) -> PushResponse:
         return await asyncio.to_thread(self.transport.push, mutations)
@@ -92,6 +104,14 @@ class LoopBridge(Transport):
         super().__init__(transport.url, transport.options)
         self.transport = transport
         self.loop = loop
+
+    @property
+    def protocol(self) -> int:  # as the async transport negotiated it
+        return self.transport.protocol
+
+    @protocol.setter
+    def protocol(self, version: int) -> None:
+        self.transport.protocol = version
 
     def _wait(self, call: Coroutine[Any, Any, T]) -> T:
         if loop_thread(self.loop) == threading.get_ident():
