@@ -195,6 +195,10 @@ class Hooks:
             except Exception:
                 log.exception("plugin %r failed in %s", plugin_name, name)
 
+    def has(self, name: str) -> bool:
+        """Whether any plugin implements hook ``name``."""
+        return bool(getattr(self._hook, name).get_hookimpls())
+
     def after_commit(self, store: Store, tables: frozenset[str]) -> None:
         self._logged("syncline_after_commit", store=store, tables=tables)
 
