@@ -178,6 +178,15 @@ class Backoff:
         return max(computed, retry_after or 0.0)
 
 
+def _settled(mutation: Mutation, result: MutationResult) -> MutationResult:
+    """A delete the server answers with a conflict and no record: the record is not there,
+    which is what the delete asked for, so both sides agree and there is nothing to decide."""
+    if (result.status == "conflict" and mutation.action == "delete"
+            and result.record is None):
+        return attrs.evolve(result, status="applied")
+    return result
+
+
 def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
@@ -638,6 +647,7 @@ class SyncEngine:
         # A constant number of statements for the batch, not a few per record: one dequeue,
         # one "still pending?" query, one write of the new server versions and one per
         # resulting status.
+        results = [_settled(m, r) for (m, _), r in zip(planned, results, strict=True)]
         done = [(m, g) for (m, g), r in zip(planned, results, strict=True)
                 if r.status in ("applied", "duplicate")]
         self.outbox.dequeue(e.id for _, g in done for e in g)

@@ -114,6 +114,21 @@ class ConflictSuite(NoteSuite):
         assert len(asked) == 1 and events == asked
         assert server.server.store.repository(Note).get("c") == Note("c", "me", "merged", 1)
 
+    @pytest.mark.parametrize("strategy", ["server_wins", "client_wins", "manual"])
+    def test_deleting_what_the_server_does_not_have_is_no_conflict(
+            self, client_factory: Any, server: MockServer, strategy: str) -> None:
+        """The server answers a delete of a record it does not have with a conflict carrying
+        no record; both sides agree the record is gone, so there is nothing to decide."""
+        client = client_factory(strategy=strategy)
+        notes = client.repository(Note)
+        notes.upsert_from_server([Note("g", "me", "never pushed")])
+        notes.delete("g")
+        report = client.sync()
+        assert report.ok and report.conflicts == [], report
+        assert notes.get("g") is None and client.outbox.next_batch() == []
+        assert notes.sync_state("g").status is SyncStatus.SYNCED
+        assert server.server.store.repository(Note).get("g") is None
+
     def test_a_failing_before_push_changes_nothing(self, client: Store,
                                                    server: MockServer) -> None:
         notes = client.repository(Note)
