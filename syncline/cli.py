@@ -126,6 +126,11 @@ def plugins(as_json: bool) -> None:
               metavar="SECONDS", help="For the next piece of a request's body (else 408).")
 @click.option("--keep-alive-timeout", default=5.0, show_default=True, type=float,
               metavar="SECONDS", help="Before an idle connection is closed.")
+@click.option("--max-live-clients", default=1000, show_default=True, type=click.IntRange(0),
+              help="Live change streams (GET /v1/changes/live) one process holds; more: 503.")
+@click.option("--live-heartbeat", default=15.0, show_default=True,
+              type=click.FloatRange(0.1, 3600), metavar="SECONDS",
+              help="Between two heartbeats on a live stream.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Of the server's logs (syncline.server.*); debug shows every push and pull.")
@@ -135,7 +140,8 @@ def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, ho
           rate_limit: int, assign_ids: bool, shared: tuple[str, ...],
           tombstone_retention: float, mutation_retention: float, jwt_leeway: float,
           cors_origins: tuple[str, ...], header_timeout: float, body_timeout: float,
-          keep_alive_timeout: float, log_level: str) -> None:
+          keep_alive_timeout: float, max_live_clients: int, live_heartbeat: float,
+          log_level: str) -> None:
     """Run the reference sync server (uvicorn)."""
     import uvicorn
 
@@ -161,7 +167,8 @@ def serve(store_url: str, entities_spec: str | None, schema_spec: str | None, ho
                           schema=schema, tombstone_retention_days=tombstone_retention,
                           mutation_retention_days=mutation_retention, jwt_leeway=jwt_leeway,
                           cors_origins=list(cors_origins), header_timeout=header_timeout,
-                          body_timeout=body_timeout, keep_alive_timeout=keep_alive_timeout)
+                          body_timeout=body_timeout, keep_alive_timeout=keep_alive_timeout,
+                          max_live_clients=max_live_clients, live_heartbeat=live_heartbeat)
     config.timeouts().check()
     app = create_app(config, load_entities(entities_spec) if entities_spec else [])
     uvicorn.Server(uvicorn_config(app, host, port, config.timeouts(), log_level="info",

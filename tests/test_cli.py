@@ -78,8 +78,9 @@ def test_demo_end_to_end_as_a_process(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "syncline.cli", "demo"], capture_output=True,
                          text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    for step in ("1. Offline", "2. Online", "3. A conflict", "4. Summary"):
+    for step in ("1. Offline", "2. Online", "3. A conflict", "4. Live", "5. Summary"):
         assert step in out.stdout
+    assert out.stdout.count("laptop's watcher sees it") == 3
     assert "Edited on the phone, later" in out.stdout
     assert list((tmp_path / "tmp").iterdir()) == []  # it leaves nothing behind
 

@@ -253,4 +253,4 @@ def test_health_schema_and_openapi(server: LiveServer) -> None:
     assert schema["limits"]["max_mutations"] == 50
     doc = httpx.get(server.url + "v1/openapi.json").json()
     assert set(doc["paths"]) == {"/v1/health", "/v1/schema", "/v1/whoami", "/v1/push",
-                                 "/v1/pull"}
+                                 "/v1/pull", "/v1/changes/live"}

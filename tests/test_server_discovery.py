@@ -60,7 +60,8 @@ def test_limits_are_published(server: LiveServer) -> None:
     assert limits == {"max_body_bytes": 4 * 1024 * 1024, "max_mutations": 500,
                       "max_page": 1000, "max_depth": 100, "rate_limit": 1000,
                       "header_timeout": 10.0, "body_timeout": 30.0,
-                      "keep_alive_timeout": 5.0}
+                      "keep_alive_timeout": 5.0, "max_live_clients": 1000,
+                      "live_heartbeat": 15.0}
 
 
 @pytest.mark.parametrize(("token", "entities", "shared"), [

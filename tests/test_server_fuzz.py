@@ -57,6 +57,10 @@ schema = schemathesis.openapi.from_dict(openapi_document(
 schema.config.generation.update(modes=[GenerationMode.NEGATIVE], deterministic=True)
 # /v1/health and /v1/schema take no input: nothing of theirs can violate the schema
 schema = schema.exclude(path=["/v1/health", "/v1/schema"])
+# The live stream never ends by itself, so a request that happens to be valid would hold the
+# case forever (and in-process ASGI buffers whole answers): tests/test_live.py fuzzes its
+# parameters over a real server, reading each answer's head and first event only.
+schema = schema.exclude(path=["/v1/changes/live"])
 
 
 class Served:

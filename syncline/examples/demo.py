@@ -1,4 +1,5 @@
-"""``syncline demo``: offline writes, a real server coming online, sync, a conflict, a summary.
+"""``syncline demo``: offline writes, a real server coming online, sync, a conflict, the
+second device updating live, a summary.
 
 Everything happens in a temporary folder (removed at the end) with the reference server on
 127.0.0.1 on a free port; nothing needs configuring.
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+import threading
 import time
+from functools import partial
 from typing import Any
 
 import attrs
@@ -46,6 +49,41 @@ def _sync_with_progress(console: Console, store: syncline.Store, label: str) -> 
         watch.unsubscribe()
         progress.update(task, completed=max(total, 1))
     return report
+
+
+def _live(console: Console, phone: syncline.Store, laptop: syncline.Store) -> None:
+    """The laptop's worker polls only every hour; the server's live stream tells it of each
+    of the phone's pushes, and its watcher sees the post within milliseconds."""
+    worker = laptop.start_sync_worker(interval=3600)
+    deadline = time.monotonic() + 30
+    while not worker.streaming and time.monotonic() < deadline:
+        time.sleep(0.01)
+    arrived = threading.Condition()
+    seen: set[str] = set()
+
+    def watched(posts: list[Post]) -> None:
+        with arrived:
+            seen.update(p.id for p in posts)
+            arrived.notify_all()
+
+    watch = laptop.repository(Post).watch().subscribe(watched)
+    try:
+        for text in ("Live one", "Live two", "Live three"):
+            now = dt.datetime.now(dt.UTC)
+            post = Post(syncline.new_id(), "alice", text, now, now)
+            phone.repository(Post).insert(post)
+            pushed = time.perf_counter()
+            phone.sync()
+            with arrived:
+                shown = arrived.wait_for(partial(set.__contains__, seen, post.id), 30)
+            took = (time.perf_counter() - pushed) * 1000
+            console.print(f"phone posts {text!r} -> laptop's watcher "
+                          + (f"[green]sees it {took:.0f} ms later[/green]" if shown else
+                             "[red]did not see it[/red]")
+                          + " (it polls hourly: the live stream told it)")
+    finally:
+        watch.unsubscribe()
+        laptop.stop_sync_worker()
 
 
 class LikesOnTheServer:
@@ -123,7 +161,10 @@ def run(console: Console) -> None:
             assert settled is not None
             console.print(f"both devices now read: [green]{settled.content!r}[/green]")
 
-            console.rule("[bold]4. Summary")
+            console.rule("[bold]4. Live: the laptop updates as the phone writes")
+            _live(console, phone, laptop)
+
+            console.rule("[bold]5. Summary")
             table = Table(title="after sync")
             for column in ("", "posts", "messages", "queued", "dead letters"):
                 table.add_column(column)

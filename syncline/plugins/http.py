@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from syncline.core.model.errors import AuthenticationError, SerializationError, TransportError
@@ -21,6 +21,7 @@ from syncline.core.spi.transport import (
     PROTOCOL_VERSION,
     CursorRejectedError,
     Mutation,
+    Notifications,
     PermanentTransportError,
     ProtocolMismatchError,
     PullPage,
@@ -222,8 +223,71 @@ class HTTPTransport(HTTPCodec, Transport):
              entities: Sequence[str] | None = None) -> PullPage:
         return self._pull_page(self._post("v1/pull", self._pull_body(cursor, limit, entities)))
 
+    def notifications(self, entities: Sequence[str] | None = None) -> Notifications | None:
+        """``GET v1/changes/live`` (server-sent events); its own connection, with a read
+        timeout (``live_timeout``, default 45 s: three of the server's heartbeats) that
+        notices a dead connection."""
+        httpx = self._httpx
+        client = httpx.Client(base_url=self.client.base_url, headers=self.client.headers,
+                              timeout=httpx.Timeout(float(self.options.get("live_timeout", 45.0)),
+                                                    connect=10.0))
+        params = {"entities": ",".join(entities)} if entities else None
+        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
+        try:
+            response = client.send(client.build_request(
+                "GET", "v1/changes/live", params=params, headers=headers), stream=True)
+        except httpx.HTTPError as exc:
+            client.close()
+            raise RetryableTransportError(f"{self.url}: cannot open the live stream ({exc})") \
+                from exc
+        if response.status_code != 200:
+            response.read()
+            client.close()
+            if response.status_code == 404:
+                return None  # a server without live streams: poll
+            raise self._error("v1/changes/live", response)
+        return _EventStream(self.url, client, response)
+
     def close(self) -> None:
         self.client.close()
+
+
+class _EventStream(Notifications):
+    """Server-sent events as change numbers: ``ready`` and ``change`` events' ``seq``."""
+
+    def __init__(self, url: str, client: Any, response: Any) -> None:
+        self.url, self.client, self.response = url, client, response
+
+    def __iter__(self) -> Iterator[int]:
+        import httpx
+
+        event, data = "message", ""
+        try:
+            for line in self.response.iter_lines():
+                if line == "":
+                    if event in ("ready", "change"):
+                        yield _seq(data)
+                    event, data = "message", ""
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data += line[5:].strip()
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            raise RetryableTransportError(f"{self.url}: the live stream broke ({exc})") from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.response.close()
+        self.client.close()
+
+
+def _seq(data: str) -> int:
+    try:
+        seq = json.loads(data).get("seq", 0)
+    except (ValueError, AttributeError):
+        return 0
+    return seq if type(seq) is int else 0
 
 
 @hookimpl

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from syncline.core.model.errors import (
@@ -43,6 +43,7 @@ from syncline.core.spi.transport import (
     CursorRejectedError,
     Mutation,
     MutationResult,
+    Notifications,
     PermanentTransportError,
     PullPage,
     PushLimits,
@@ -81,6 +82,14 @@ class MockServer:
         self.store = store or open_server_store(
             store_url, entities, clock=clock, options={"isolation": "read committed"})
         self.server = SyncServer(self.store, assign_ids=assign_ids)
+        from syncline.server.notices import Notifier
+
+        #: live change notices to this process's clients (``MockTransport.notifications``)
+        self.live = Notifier(max_clients=100_000)
+        self.server.live = self.live
+        #: whether clients may open live streams (False: they poll, as with an old server)
+        self.live_enabled = True
+        self._streams = 0  # bumped by drop_live_streams: open streams break
         self.offline = False
         self.latency = 0.0
         self.repeat_pages = False
@@ -125,6 +134,10 @@ class MockServer:
     def retry_after_next(self, n: int = 1, *, seconds: float = 1.0) -> None:
         """Answer the next ``n`` mutations with "retry after ``seconds``"."""
         self._retry_after = (n, seconds)
+
+    def drop_live_streams(self) -> None:
+        """Break every open live stream (clients fall back to polling, then reconnect)."""
+        self._streams += 1
 
     def heal(self) -> None:
         """Stop every fault."""
@@ -256,6 +269,48 @@ class MockTransport(Transport):
     def limits(self) -> PushLimits | None:
         limits: PushLimits | None = getattr(self.server, "limits", None)
         return limits
+
+    def notifications(self, entities: Sequence[str] | None = None) -> Notifications | None:
+        server = self.server
+        if not server.live_enabled:
+            return None
+        if server.offline:
+            raise RetryableTransportError(f"{self.url}: the server is offline")
+        from syncline.server.notices import BlockingSubscription
+
+        names = frozenset(entities or server.server._specs)
+        sub = BlockingSubscription(self.principal, names)
+        if server.live.add(sub) is None:
+            raise RetryableTransportError(f"{self.url}: too many live streams", status=503)
+        return _MockNotices(self.url, server, sub)
+
+
+class _MockNotices(Notifications):
+    """A MockServer's live stream: ``ready`` at once, then each (coalesced) notice; breaks
+    when the server goes offline or drops its streams."""
+
+    def __init__(self, url: str, server: MockServer, sub: Any) -> None:
+        self.url, self.server, self.sub = url, server, sub
+        self.generation = server._streams
+        self._closed = threading.Event()
+
+    def __iter__(self) -> Iterator[int]:
+        try:
+            yield self.server.server.committed_seq()
+            while not self._closed.is_set():
+                if self.server.offline or self.server._streams != self.generation:
+                    raise RetryableTransportError(f"{self.url}: the live stream broke")
+                seq = self.sub.wait(0.05)
+                if self.sub.ended:
+                    return  # the server ended it
+                if seq is not None and not self._closed.is_set():
+                    yield seq
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.server.live.unsubscribe(self.sub)
 
 
 @hookimpl

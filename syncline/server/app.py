@@ -18,6 +18,7 @@ requests, clients that went away mid-request).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -37,7 +38,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 import syncline
@@ -65,6 +66,7 @@ from syncline.core.storage.migration import Schema
 from syncline.server.auth import Principal, authenticate
 from syncline.server.engine import SyncServer
 from syncline.server.http11 import Timeouts
+from syncline.server.notices import Notifier, Subscription, notifier_for
 from syncline.server.openapi import openapi_document
 from syncline.server.store import open_server_store
 from syncline.server.wire import sendable, to_json
@@ -122,6 +124,10 @@ class ServerConfig:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
+    #: live change streams (GET /v1/changes/live) one process holds at most; more: 503
+    max_live_clients: int = 1000
+    #: seconds between two heartbeats on a live stream (a dead connection shows in one)
+    live_heartbeat: float = 15.0
 
     def timeouts(self) -> Timeouts:
         return Timeouts(self.header_timeout, self.body_timeout, self.keep_alive_timeout)
@@ -273,6 +279,7 @@ class SyncApp:
         self.store: Any = None
         self.server: SyncServer | None = None
         self.limiter = RateLimiter(config.rate_limit)
+        self.live: Notifier | None = None
 
     def open(self) -> None:
         schema = self.config.schema
@@ -293,8 +300,14 @@ class SyncApp:
                                  max_page=config.max_page, shared=config.shared,
                                  tombstone_retention=days(config.tombstone_retention_days),
                                  mutation_retention=days(config.mutation_retention_days))
+        self.live = notifier_for(self.store, config.max_live_clients)
+        self.server.live = self.live
+        self.live.start()
 
     def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+            self.live = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -407,7 +420,9 @@ class SyncApp:
                     "max_depth": MAX_BODY_DEPTH, "rate_limit": config.rate_limit,
                     "header_timeout": config.header_timeout,
                     "body_timeout": config.body_timeout,
-                    "keep_alive_timeout": config.keep_alive_timeout}}
+                    "keep_alive_timeout": config.keep_alive_timeout,
+                    "max_live_clients": config.max_live_clients,
+                    "live_heartbeat": config.live_heartbeat}}
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document(self.describe()))
@@ -479,6 +494,40 @@ class SyncApp:
                      ", ".join(f"{n} {status}" for status, n in counts.items()),
                      seconds * 1000)
 
+    async def changes_live(self, request: Request) -> Response:
+        principal = self._principal(request)
+        known = [spec_of(c).table.name for c in self.entities]
+        raw = request.query_params.get("entities")
+        allowed = self.config.permissions.get(principal.id)
+        names = [n for n in raw.split(",") if n] if raw else [
+            n for n in known if allowed is None or "*" in allowed or n in allowed]
+        for name in names:
+            if name not in known:
+                raise HTTPError(422, "unknown_entity", f"entities: {unknown_entity(name, known)}",
+                                field="entities")
+        extra = set(request.query_params) - {"entities"}
+        if extra:
+            raise HTTPError(422, "invalid", f"unknown parameter {sorted(extra)[0][:40]!r}; "
+                            "the stream takes entities=a,b", field=sorted(extra)[0][:40])
+        self._allowed(principal, names)
+        live = self.live
+        sub = live.subscribe(principal.id, names) if live is not None else None
+        if live is None or sub is None:
+            raise HTTPError(503, "unavailable", f"this server process holds its maximum of "
+                            f"{self.config.max_live_clients} live streams; poll, and retry in "
+                            f"{UNAVAILABLE_RETRY_AFTER} s",
+                            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+        request.scope["syncline.live"] = True  # closed at shutdown (syncline.server.http11)
+        committed = await run_in_threadpool(self.committed_seq)
+        return StreamingResponse(
+            live_events(sub, live, committed, self.config.live_heartbeat),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    def committed_seq(self) -> int:
+        assert self.server is not None
+        return self.server.committed_seq()
+
     async def pull(self, request: Request) -> Response:
         started = time.perf_counter()
         principal = self._principal(request)
@@ -527,6 +576,35 @@ class SyncApp:
                        " (more)" if page.more else "", (time.perf_counter() - started) * 1000)
         return Response(content, media_type="application/json")
 
+
+def sse(event: str, seq: int, extra: str = "") -> bytes:
+    data = json.dumps({"seq": seq}, separators=(",", ":"))
+    return f"{extra}event: {event}\nid: {seq}\ndata: {data}\n\n".encode()
+
+
+async def live_events(sub: Subscription, live: Notifier, committed: int,
+                      heartbeat: float) -> AsyncIterator[bytes]:
+    """A live stream's events: ``ready`` at once (the client pulls, catching up on what it
+    missed while away), then ``change`` when the principal's data changed, and a comment
+    line every ``heartbeat`` seconds."""
+    try:
+        yield sse("ready", committed, f"retry: {LIVE_RETRY_MS}\n")
+        while True:
+            try:
+                await asyncio.wait_for(sub.event.wait(), heartbeat)
+            except TimeoutError:
+                yield b": heartbeat\n\n"
+                continue
+            if sub.ended:
+                return
+            seq = sub.take()
+            yield sse("change", seq)
+    finally:
+        live.unsubscribe(sub)
+
+
+#: milliseconds an EventSource waits before reconnecting (the SSE "retry" field)
+LIVE_RETRY_MS = 1000
 
 #: request headers a browser may send across origins (CORS)
 CORS_HEADERS = ("Authorization", "Content-Type", "Content-Encoding", "Syncline-Protocol",
@@ -673,6 +751,7 @@ def create_app(config: ServerConfig, entities: Sequence[type]) -> Starlette:
         Route("/v1/whoami", guarded(sync.whoami), methods=["GET"]),
         Route("/v1/push", guarded(sync.push), methods=["POST"]),
         Route("/v1/pull", guarded(sync.pull), methods=["POST"]),
+        Route("/v1/changes/live", guarded(sync.changes_live), methods=["GET"]),
     ]
     middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
     if config.cors_origins:

@@ -29,7 +29,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -81,6 +81,9 @@ from syncline.server.wire import skipped
 
 if TYPE_CHECKING:
     from syncline.core.store import Store
+    from syncline.server.notices import Notifier
+
+T = TypeVar("T")
 
 log = logging.getLogger("syncline.server.retention")
 
@@ -211,6 +214,8 @@ class SyncServer:
         self.mutation_retention = mutation_retention
         self.purge_interval = purge_interval
         self._purged_at: float | None = None
+        #: told of each change logged, to notify live clients (syncline.server.notices)
+        self.live: Notifier | None = None
         #: numbers the log's changes and bounds what pulls read (syncline.server.order)
         self.order = log_order(store)
         self.records = store.repository(ServerRecord)
@@ -283,6 +288,8 @@ class SyncServer:
             self._remove(ChangeEntry, previous.version)
             if created_by is None:
                 created_by = previous.created_by
+        if self.live is not None:
+            self.live.note(owner, entity, seq)
         self._put(ChangeEntry(seq, owner, entity, record_id, op, now, payload, mutation_id,
                               txid), insert=True)
         self._put(ServerRecord(key, owner, entity, record_id, seq, now,
@@ -311,7 +318,7 @@ class SyncServer:
         if mutations and not self._record_hooks() and all(
                 m.action != "command" and not self._has_unique(m.entity) for m in mutations):
             try:
-                results = self.store.run_transaction(
+                results = self._transaction(
                     lambda: _Batch(self, principal).apply(mutations))
             except IntegrityError:
                 results = None
@@ -328,7 +335,7 @@ class SyncServer:
                 self.order.lock(keys)  # first: these records are this transaction's
                 return [self._apply(m, principal) for m in mutations]
 
-            results = self.store.run_transaction(one_by_one)
+            results = self._transaction(one_by_one)
         return PushResponse(results, self.now().isoformat())
 
     def lock(self, *keys: str) -> None:
@@ -341,6 +348,22 @@ class SyncServer:
         hooks = self.store.plugins.hooks
         return hooks.has("syncline_before_record_write") or hooks.has(
             "syncline_after_record_write")
+
+    def _transaction(self, work: Callable[[], T]) -> T:
+        """``run_transaction(work)``, telling the live notifier what it logged."""
+        live = self.live
+        if live is None or self.store.in_transaction():  # the outer transaction tells
+            return self.store.run_transaction(work)
+
+        def run() -> T:
+            live.begin()
+            result = work()
+            live.before_commit(self.store)
+            return result
+
+        result = self.store.run_transaction(run)
+        live.committed()
+        return result
 
     def _has_unique(self, entity: str) -> bool:
         # A batch writes each record once, with its final value: the unique index would not
@@ -555,7 +578,7 @@ class SyncServer:
             return self._log(principal, spec.table.name, record_id, "upsert",
                              self.store.wire.unstructure(obj), seq=seq, txid=txid)[0]
 
-        return self.store.run_transaction(work)
+        return self._transaction(work)
 
     def delete(self, cls: type, record_id: str, principal: str = ANONYMOUS) -> int:
         spec = spec_of(cls)
@@ -569,7 +592,7 @@ class SyncServer:
             return self._log(principal, spec.table.name, record_id, "delete", None, seq=seq,
                              txid=txid)[0]
 
-        return self.store.run_transaction(work)
+        return self._transaction(work)
 
     def reset(self) -> None:
         """Forget everything and start a new epoch: clients pull from the start again."""
@@ -840,6 +863,8 @@ class _Batch:
                 self.obsolete.append(previous.version)
             if created_by is None:
                 created_by = previous.created_by
+        if self.server.live is not None:
+            self.server.live.note(owner, entity, seq)
         self.changes[key] = ChangeEntry(seq, owner, entity, record_id, op, now, payload, m.id,
                                         self.txid)
         self.records[key] = ServerRecord(key, owner, entity, record_id, seq, now,

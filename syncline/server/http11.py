@@ -104,6 +104,14 @@ class SynclineH11Protocol(H11Protocol):
             self._cancel()
             self._received = False
 
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete \
+                and cycle.scope.get("syncline.live"):
+            self._close()  # a live stream never ends by itself: close it (clients reconnect)
+            return
+        super().shutdown()
+
     def _head_too_large(self, data: bytes) -> bool:
         # h11 only limits a head that arrives in pieces; one read can hold a larger one
         pending = self.conn.trailing_data[0] + data

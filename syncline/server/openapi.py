@@ -162,6 +162,17 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
                     cursor={"type": "string"}, more={"type": "boolean"},
                     epoch={"type": "string"}, server_time=_NULLABLE_STRING),
                     "a page of changes"), **errors}}},
+            "/v1/changes/live": {"get": {
+                "operationId": "changesLive", "security": secured,
+                "description": "server-sent events: `ready` at once, then `change` when the "
+                               "principal's data changed (`data: {\"seq\": N}`: pull now), a "
+                               "comment line as a heartbeat; see docs/protocol.md",
+                "parameters": [*header, {
+                    "name": "entities", "in": "query", "required": False,
+                    "description": "comma-separated entity names (missing: all it may sync)",
+                    "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the stream", "content": {
+                    "text/event-stream": {"schema": {"type": "string"}}}}, **errors}}},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

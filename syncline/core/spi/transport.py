@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import attrs
@@ -163,6 +163,26 @@ class PushLimits:
     max_bytes: int = 10 * 1024 * 1024
 
 
+class Notifications(abc.ABC):
+    """A live stream of "pull now" notices from the server (see docs/sync.md, Live sync).
+
+    Iterating blocks until the next notice and yields the newest change number the server
+    knows of (a hint: the client pulls as usual, so nothing is skipped or repeated); the
+    first notice comes as soon as the stream is open, so a client catches up on what it
+    missed while away. The iteration ends or raises a :class:`TransportError` when the stream
+    breaks; :meth:`close` ends it from any thread. A thread worker consumes it directly; an
+    asyncio worker can run it in a thread or implement the same over an async client.
+    """
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[int]:
+        """Each notice's change number, as it arrives."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """End the stream (the iteration stops)."""
+
+
 class Transport(abc.ABC):
     """Moves sync messages between a client store and a server. Register by URL scheme."""
 
@@ -186,6 +206,12 @@ class Transport(abc.ABC):
     def limits(self) -> PushLimits | None:
         """The server's push limits, when it publishes them (None: unknown, use defaults).
         Called once per engine, before the first push; may raise a TransportError."""
+        return None
+
+    def notifications(self, entities: Sequence[str] | None = None) -> Notifications | None:
+        """Open a live stream of change notices for ``entities`` (None: all the principal
+        syncs); None when this transport has none (the worker then polls). May raise a
+        TransportError when the stream cannot be opened now."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional for transports without resources

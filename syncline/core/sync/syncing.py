@@ -135,12 +135,15 @@ class SyncingStore(LocalStore):
         later change of the same record that applies releases its entry."""
         return self.outbox.quarantine.find(order_by="at")
 
-    def start_sync_worker(self, interval: float = 30.0, debounce: float = 0.1) -> SyncWorker:
-        """Sync in a background thread: every ``interval`` seconds and soon after writes."""
+    def start_sync_worker(self, interval: float = 30.0, debounce: float = 0.1, *,
+                          live: bool = True, fallback: float = 5.0) -> SyncWorker:
+        """Sync in a background thread: every ``interval`` seconds, soon after writes, and as
+        soon as the server's live stream tells of changes (``live``; while the stream is down
+        it polls every ``fallback`` seconds)."""
         if self._worker is not None and self._worker.running:
             return self._worker
-        self._worker = SyncWorker(self.sync_engine, interval=interval,
-                                  debounce=debounce).start()
+        self._worker = SyncWorker(self.sync_engine, interval=interval, debounce=debounce,
+                                  live=live, fallback=fallback).start()
         return self._worker
 
     def stop_sync_worker(self) -> None:

@@ -1,6 +1,7 @@
-"""The background sync worker: syncs on an interval, soon after local writes, and when a
-failed push is due again. One per store: a lock file beside a SQLite store keeps a second
-process from running another."""
+"""The background sync worker: syncs on an interval, soon after local writes, when a
+failed push is due again, and as soon as the server's live stream says there is something to
+pull (polling every ``fallback`` seconds while that stream is down). One per store: a lock
+file beside a SQLite store keeps a second process from running another."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from syncline.core.model.errors import SynclineError
 from syncline.core.model.query import F
 from syncline.core.spi.backend import Backend
 from syncline.core.spi.locks import FileLock
+from syncline.core.spi.transport import Notifications, Transport
 from syncline.core.sync.outbox import EntryState, Outbox
 
 
@@ -42,7 +44,15 @@ class Syncer(Protocol):
     @property
     def not_before(self) -> dt.datetime | None: ...
 
+    @property
+    def transport(self) -> Transport: ...
+
+    @property
+    def entities(self) -> list[str]: ...
+
     def sync(self) -> Any: ...
+
+    def network_available(self) -> None: ...
 
 log = logging.getLogger("syncline.worker")
 _workers: set[str] = set()
@@ -53,8 +63,19 @@ class SyncWorker:
     """Runs ``engine.sync()`` in a daemon thread until :meth:`stop`."""
 
     def __init__(self, engine: Syncer, *, interval: float = 30.0,
-                 debounce: float = 0.1) -> None:
+                 debounce: float = 0.1, live: bool = True, fallback: float = 5.0) -> None:
         self.engine = engine
+        #: listen to the transport's live stream (if it has one) and pull when told
+        self.live = live
+        #: seconds between polls while the live stream is down (at most ``interval``)
+        self.fallback = fallback
+        #: whether the live stream is open now
+        self.streaming = False
+        #: how many times the live stream opened (reconnections show here)
+        self.opened = 0
+        self._told = threading.Event()
+        self._source: Notifications | None = None
+        self._listener: threading.Thread | None = None
         self.store = engine.store
         self.interval = interval
         self.debounce = debounce
@@ -73,7 +94,68 @@ class SyncWorker:
         self.claim()
         self._thread = threading.Thread(target=self._run, name="syncline-sync", daemon=True)
         self._thread.start()
+        if self.live:
+            self.listen()
         return self
+
+    def listen(self, told: Callable[[], None] | None = None) -> None:
+        """Listen to the transport's live stream in a thread and call ``told()`` (default:
+        sync now) on each notice; ``start`` does it. An asyncio worker can pass a ``told``
+        that wakes its task (``loop.call_soon_threadsafe(event.set)``)."""
+        self._listener = threading.Thread(target=self._listen, args=(told or self._notice,),
+                                          name="syncline-live", daemon=True)
+        self._listener.start()
+
+    def stop_listening(self, timeout: float = 10.0) -> None:
+        """Close the live stream and end its thread (``stop`` does it)."""
+        self._stopping.set()
+        source = self._source
+        if source is not None:
+            source.close()
+        if self._listener is not None:
+            self._listener.join(timeout)
+            self._listener = None
+
+    def _notice(self) -> None:
+        self._told.set()
+        self._wake.set()
+
+    def _listen(self, told: Callable[[], None]) -> None:
+        """Pull as soon as the server says so; reopen the stream when it breaks."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                source = self.engine.transport.notifications(self.engine.entities)
+            except Exception as exc:
+                source = None
+                log.debug("the live stream cannot be opened (%s); polling every %.0f s", exc,
+                          self.fallback)
+            else:
+                if source is None:
+                    self.live = False  # this transport (or server) has none: poll at interval
+                    return
+            if source is not None:
+                self._source = source
+                try:
+                    for _seq in source:
+                        if not self.streaming:  # the stream (re)opened: the server is there
+                            self.engine.network_available()
+                            self.opened += 1
+                        self.streaming = True
+                        delay = 0.5
+                        told()
+                        if self._stopping.is_set():
+                            break
+                except Exception as exc:
+                    log.info("the live stream broke (%s); polling every %.0f s until it is "
+                             "back", exc, self.fallback)
+                finally:
+                    self.streaming = False
+                    self._source = None
+                    source.close()
+                told()  # a poll at the fallback pace starts now
+            self._stopping.wait(delay)
+            delay = min(delay * 2, 30.0)
 
     def claim(self) -> None:
         """Become the store's one sync worker (in this process and, beside a SQLite file, on
@@ -112,10 +194,13 @@ class SyncWorker:
         entry = self.store.outbox.entries.first(
             (F.state == EntryState.PENDING) & (F.next_attempt_at > now),
             order_by="next_attempt_at")
+        interval = self.interval
+        if self.live and self._listener is not None and not self.streaming:
+            interval = min(interval, self.fallback)
         if entry is None or entry.next_attempt_at is None:
-            return self.interval
+            return interval
         due = (entry.next_attempt_at - now).total_seconds()
-        return max(0.0, min(self.interval, due))
+        return max(0.0, min(interval, due))
 
     def _run(self) -> None:
         timeout = 0.0
@@ -123,8 +208,9 @@ class SyncWorker:
             self._wake.wait(timeout)
             if self._stopping.is_set():
                 break
-            if self._wake.is_set() and self.debounce:
+            if self._wake.is_set() and self.debounce and not self._told.is_set():
                 self._stopping.wait(self.debounce)  # gather a burst of writes into one push
+            self._told.clear()  # before the pull: a notice arriving during it pulls again
             self._wake.clear()
             try:
                 self.last_report = self.engine.sync()
@@ -136,8 +222,8 @@ class SyncWorker:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the current round and stop the thread."""
-        self._stopping.set()
         self._wake.set()
+        self.stop_listening(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
