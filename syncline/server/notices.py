@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-log = logging.getLogger("syncline.server.live")
+log = logging.getLogger("syncline.server.notices")
 
 #: the owner of shared entities' records (as syncline.server.engine.SHARED)
 SHARED = "*"
