@@ -108,6 +108,9 @@ def test_refused_requests_change_nothing(server: LiveServer) -> None:
 EXAMPLES = 500 if os.environ.get("CI") == "true" else 60
 schema = schemathesis.openapi.from_dict(openapi_document(
     SyncApp(ServerConfig(), [Doc]).describe()))
+# The live stream never ends by itself: a valid request would hold its case forever (the
+# heartbeats keep the connection alive); tests/test_live.py fuzzes its parameters instead.
+schema = schema.exclude(path=["/v1/changes/live"])
 
 
 @schema.parametrize()
