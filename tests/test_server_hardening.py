@@ -460,7 +460,8 @@ def test_limits_are_published_and_enforced_with_413(sqlite_server: LiveServer) -
     limits = httpx.get(sqlite_server.url + "v1/schema").json()["limits"]
     assert limits == {"max_body_bytes": 256 * 1024, "max_mutations": 50, "max_page": 1000,
                       "max_depth": 100, "rate_limit": 0, "header_timeout": 10.0,
-                      "body_timeout": 30.0, "keep_alive_timeout": 5.0}
+                      "body_timeout": 30.0, "keep_alive_timeout": 5.0,
+                      "max_live_clients": 1000, "live_heartbeat": 15.0}
     many = {"mutations": [pin(f"m{i}", f"r{i}") for i in range(51)]}
     assert_error(post(sqlite_server, "v1/push", many), 413, "too_many")
     big = {"mutations": [pin("big", "big", text="x" * (256 * 1024))]}
