@@ -3,7 +3,7 @@ by the synchronous :class:`SyncRepository` (same answers, same errors)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from syncline.aio.thread import StoreThread
@@ -134,8 +134,16 @@ class AsyncRepository(Generic[T]):
     async def by_local_id(self, local_id: str) -> T | None:
         return await self._thread.call(lambda: self.sync_repository.by_local_id(local_id))
 
-    async def update_from_server(self, local_id: str, obj: T) -> None:
-        await self._thread.call(lambda: self.sync_repository.update_from_server(local_id, obj))
+    async def update_from_server(self, local_id: str, obj: T,
+                                 version: int | None = None) -> None:
+        await self._thread.call(lambda: self.sync_repository.update_from_server(
+            local_id, obj, version=version))
+
+    async def upsert_from_server(self, objs: Iterable[T],
+                                 versions: Mapping[Any, int] | None = None) -> int:
+        batch = list(objs)
+        return await self._thread.call(lambda: self.sync_repository.upsert_from_server(
+            batch, versions=versions))
 
     def __repr__(self) -> str:
         return f"<AsyncRepository {self.sync_repository!r}>"

@@ -3,7 +3,7 @@ look-ups (``pending()``, ``failed()``, ``sync_state(id)``, ``by_local_id``...)."
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -124,11 +124,14 @@ class SyncRepository(Repository[T]):
             (F.entity == self.table.name) & (F.local_id == local_id))
         return None if state is None else self.get(state.record_id)
 
-    def update_from_server(self, local_id: str, obj: T) -> None:
+    def update_from_server(self, local_id: str, obj: T, version: int | None = None) -> None:
         """Store the server's version of a record created locally as ``local_id`` (the seed's
         ``updateFromServer``), without queueing anything. The record is ``synced`` unless
-        entries for it are still queued (then it stays ``pending``)."""
+        entries for it are still queued (then it stays ``pending``). ``version``, the record's
+        server version when the app knows it, becomes the base of the record's next change."""
         self._require_syncs()
+        if version is not None:
+            check_version(self.spec, getattr(obj, self.spec.primary_key), version)
         state = self.outbox.states.first(
             (F.entity == self.table.name) & (F.local_id == local_id))
         if state is None:
@@ -136,18 +139,25 @@ class SyncRepository(Repository[T]):
                                 f"{local_id!r}")
         from syncline.core.sync.engine import apply_remote
 
-        apply_remote(self.store, self.spec.cls, state.record_id, obj, version=None)
+        apply_remote(self.store, self.spec.cls, state.record_id, obj, version=version)
 
-    def upsert_from_server(self, objs: Iterable[T]) -> int:
+    def upsert_from_server(self, objs: Iterable[T],
+                           versions: Mapping[Any, int] | None = None) -> int:
         """Write ``objs`` as the server's state of their records (the seed's ``upsertPosts``
         from an API response), in one transaction, queueing nothing. Each record becomes
         ``synced``, unless entries for it are still queued: then it stays ``pending`` and they
         still go out. Local-only fields keep their stored values (new records get their
-        defaults); a record given twice is written as its last. Returns how many records were
-        written; a record the store refuses writes none of them."""
+        defaults); a record given twice is written as its last. ``versions`` maps record ids
+        to their server versions when the API answer carries them: each becomes the base of
+        the record's next change (without one, a record keeps the version it had). Returns
+        how many records were written; a record the store refuses writes none of them."""
         self._require_syncs()
         pk = self.spec.primary_key
         latest = {self.codec.encode(pk, getattr(o, pk)): o for o in objs}
+        known: dict[Any, int] = {}
+        for key, version in (versions or {}).items():
+            check_version(self.spec, key, version)
+            known[self.codec.encode(pk, key)] = version
         if not latest:
             return 0
         name = self.table.name
@@ -160,11 +170,14 @@ class SyncRepository(Repository[T]):
             found = {s.key: s for s in self.outbox.states.get_many(keys)}
             queued = {e.record_id for e in self.outbox.entries.find(
                 (F.entity == name) & F.record_id.in_(ids) & (F.state == EntryState.PENDING))}
+            states = [found.get(key) or RecordState(key, name, rid)
+                      for rid, key in zip(ids, keys, strict=True)]
             self.outbox.states.upsert_many([attrs.evolve(
-                found.get(key) or RecordState(key, name, rid),
-                status=SyncStatus.PENDING if rid in queued else SyncStatus.SYNCED,
-                error=None, retry_count=0, conflict_record=None, conflict_version=None,
-                deleted=False) for rid, key in zip(ids, keys, strict=True)])
+                state, status=SyncStatus.PENDING if state.record_id in queued
+                else SyncStatus.SYNCED, error=None, retry_count=0, conflict_record=None,
+                conflict_version=None, deleted=False,
+                server_version=known.get(state.record_id, state.server_version))
+                for state in states])
 
         self.store.atomic(work)
         return len(ids)
@@ -173,3 +186,11 @@ class SyncRepository(Repository[T]):
         if not self._syncs:
             raise QueryError(f"{self.spec.cls.__name__} does not sync; declare it with "
                              f"@syncline.entity(..., syncs=True)")
+
+
+def check_version(spec: EntitySpec, record_id: Any, version: Any) -> None:
+    """Refuse a server version that is not a non-negative int (it would become a base)."""
+    if type(version) is not int or version < 0:
+        raise SerializationError(
+            f"the server version of {spec.cls.__name__} {record_id!r} must be a non-negative "
+            f"int (the version the server gave the record), got {version!r}")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import syncline
@@ -61,3 +63,55 @@ class ServerDataSuite(NoteSuite):
             notes.upsert_from_server([Note("k", "srv", "changed"), bad])
         assert notes.all() == [Note("k", "srv", "kept")]
         assert notes.sync_state("z") is None
+
+    @pytest.mark.parametrize("strategy", ["server_wins", "manual"])
+    def test_a_server_version_given_is_the_base_of_the_next_change(
+            self, client_factory: Any, other: Store, strategy: str) -> None:
+        """Records fetched with their versions are edited and pushed without a conflict
+        (without a version the server would see an update with no base)."""
+        theirs = other.repository(Note)
+        theirs.insert_many([Note("v", "srv", "first"), Note("w", "srv", "first")])
+        other.sync()
+        theirs.update("v", text="second")
+        other.sync()
+        versions = {rid: theirs.sync_state(rid).server_version  # type: ignore[union-attr]
+                    for rid in ("v", "w")}
+        client = client_factory(strategy=strategy)
+        notes = client.repository(Note)
+        notes.upsert_from_server([Note("v", "srv", "second"), Note("w", "srv", "first")],
+                                 versions=versions)
+        assert notes.sync_state("v").server_version == versions["v"]
+        notes.update("v", text="mine")
+        report = client.sync()
+        assert report.ok and report.conflicts == [] and report.pushed == 1, report
+        other.sync()
+        assert theirs.get("v") == Note("v", "srv", "mine")
+
+    def test_a_wrong_server_version_writes_nothing(self, client: Store) -> None:
+        notes = client.repository(Note)
+        for bad in (-1, "3", 2.0, None):
+            with pytest.raises(syncline.SerializationError, match="non-negative int"):
+                notes.upsert_from_server([Note("x", "srv", "t")], versions={"x": bad})  # type: ignore[dict-item]
+        assert notes.get("x") is None and notes.sync_state("x") is None
+
+    def test_update_from_server_takes_the_version_too(self, client: Store,
+                                                      other: Store) -> None:
+        notes = client.repository(Note)
+        notes.insert(Note("u", "me", "draft"))
+        client.sync()
+        state = notes.sync_state("u")
+        assert state is not None and state.local_id is not None
+        theirs = other.repository(Note)
+        other.sync()
+        theirs.update("u", text="edited elsewhere")
+        other.sync()
+        version = theirs.sync_state("u").server_version  # type: ignore[union-attr]
+        notes.update_from_server(state.local_id, Note("u", "me", "edited elsewhere"),
+                                 version=version)
+        assert notes.sync_state("u").server_version == version  # type: ignore[union-attr]
+        notes.update("u", text="mine")
+        report = client.sync()
+        assert report.ok and report.conflicts == [], report
+        with pytest.raises(syncline.SerializationError, match="non-negative int"):
+            notes.update_from_server(state.local_id, Note("u", "me", "x"), version=-2)
+        assert notes.get("u") == Note("u", "me", "mine")
