@@ -71,6 +71,9 @@ class Repository(Generic[T]):
         self._from_row = codec.from_row
         self._from_tuple = codec.from_tuple
         self._to_tuple = codec.to_tuple
+        local = {spec.column_of(name) for name in spec.local_fields}
+        self._synced_positions = tuple(
+            i for i, column in enumerate(spec.table.column_names) if column not in local)
         self._pk_index = spec.table.column_names.index(spec.primary_key)
         self._syncs = spec.syncs
 
@@ -202,9 +205,12 @@ class Repository(Generic[T]):
                 existed = {r[pk]: r for r in self._backend.get_many_values(self.table, keys)}
             self._writer.upsert_values(self.table, rows)
             if self._syncs:
-                pairs = [(r[pk], o) for r, o in zip(rows, objs, strict=True)]
-                self._track("create", [p for p in pairs if p[0] not in existed])
-                self._track("update", [p for p in pairs if p[0] in existed], existed)
+                made = [(r[pk], o) for r, o in zip(rows, objs, strict=True) if r[pk] not in existed]
+                # an upsert that leaves every synced field as it was has nothing to push
+                changed = [(r[pk], o) for r, o in zip(rows, objs, strict=True)
+                           if r[pk] in existed and self._synced_differ(existed[r[pk]], r)]
+                self._track("create", made)
+                self._track("update", changed, existed)
 
         self.store.atomic(write)
 
@@ -329,6 +335,10 @@ class Repository(Generic[T]):
 
     def _keys_where(self, cond: Condition | None) -> list[Any]:
         return [r[self._pk] for r in self._backend.query(self.table, Query(cond))]
+
+    def _synced_differ(self, before: tuple[Any, ...], after: tuple[Any, ...]) -> bool:
+        """Whether two stored rows differ in a field that syncs (not a local-only one)."""
+        return any(before[i] != after[i] for i in self._synced_positions)
 
     def _queues(self, values: dict[str, Any]) -> bool:
         """Whether an update of ``values`` is queued: not when it sets local-only fields only."""

@@ -86,6 +86,19 @@ class LocalFieldSuite(NoteSuite):
         assert entry.payload is not None and entry.payload["likes"] == 2
         assert not LOCAL & set(entry.payload)
 
+    def test_an_upsert_changing_only_local_fields_queues_nothing(self, client: Store) -> None:
+        posts = client.repository(FeedPost)
+        posts.insert(mine(1))
+        client.sync()
+        posts.upsert(attrs.evolve(mine(1), liked_by_me=False, image_paths=["/b.jpg"]))
+        posts.upsert_many([attrs.evolve(mine(1), liked_by_me=True), mine(2)])
+        [entry] = client.outbox.entries.all()  # the create of f2 only
+        assert entry.action == "create" and entry.record_id == "f2"
+        assert posts.get("f1") == attrs.evolve(mine(1), liked_by_me=True)
+        posts.upsert(attrs.evolve(mine(1), text="edited", liked_by_me=False))
+        assert {(e.action, e.record_id) for e in client.outbox.entries.all()} == {
+            ("create", "f2"), ("update", "f1")}
+
     def test_local_fields_are_usable_in_queries(self, client: Store) -> None:
         posts = client.repository(FeedPost)
         posts.insert_many([mine(i) for i in range(6)])
