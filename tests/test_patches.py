@@ -225,3 +225,49 @@ def test_bad_patches_are_rejected_and_store_nothing(server: MockServer) -> None:
     assert "base must be a JSON object" in (results[3].reason or "")
     assert stored(server) == version
     assert server.store.repository(Note).get("n2") is None
+
+
+class RefuseTitle:
+    """A server hook refusing one title (the update is rejected and dead-lettered)."""
+
+    @syncline.hookimpl
+    def syncline_after_record_write(self, entity: str, after: dict[str, Any] | None) -> None:
+        if entity == "patch_notes" and after is not None and after["title"] == "refused":
+            raise ValueError("not this title yet")
+
+
+def test_a_requeued_dead_letter_is_still_sent_as_a_patch(server: MockServer) -> None:
+    phone, laptop = device(server), device(server)
+    shared_note(server, phone, laptop)
+    register_plugin(RefuseTitle(), "patch-refuse-title")
+    try:
+        phone.repository(Note).update("n1", title="refused")
+        assert phone.sync().rejected
+    finally:
+        unregister_plugin("patch-refuse-title")
+    [dead] = phone.outbox.dead_letters()
+    assert [b.id for b in phone.outbox.bases.all()] == [dead.id]
+    laptop.repository(Note).update("n1", body="laptop's body")
+    assert laptop.sync().ok
+    sent = spy_on(server)
+    assert phone.outbox.requeue() == 1
+    report = phone.sync()
+    assert report.ok and report.conflicts == [], report
+    (m,) = sent
+    assert (m.payload, m.base) == ({"title": "refused"}, {"title": "title"})
+    assert stored(server) == Note("n1", "refused", "laptop's body", 5)
+    assert phone.outbox.bases.all() == []
+
+
+def test_purging_dead_letters_drops_their_bases(server: MockServer) -> None:
+    phone = device(server)
+    shared_note(server, phone)
+    register_plugin(RefuseTitle(), "patch-refuse-title")
+    try:
+        phone.repository(Note).update("n1", title="refused")
+        assert phone.sync().rejected
+    finally:
+        unregister_plugin("patch-refuse-title")
+    assert len(phone.outbox.bases.all()) == 1
+    assert phone.outbox.purge_dead() == 1
+    assert phone.outbox.bases.all() == [] and phone.outbox.dead_letters() == []

@@ -369,6 +369,11 @@ class Outbox:
                 e, id=new_id(), state=EntryState.PENDING, retry_count=0, next_attempt_at=None,
                 error=None, group_id=None, last_attempt=None) for e in dead]
             self.entries.insert_many(fresh)
+            # the updates' bases go with them, so a requeued update is still sent as a patch
+            bases = self.bases.get_many([e.id for e in dead])
+            renamed = {old.id: new.id for old, new in zip(dead, fresh, strict=True)}
+            self.bases.delete_many(b.id for b in bases)
+            self.bases.insert_many(attrs.evolve(b, id=renamed[b.id]) for b in bases)
             waits = {w.id: w for w in self.after.get_many([e.id for e in dead])}
             for old, new in zip(dead, fresh, strict=True):
                 if old.id in waits:
@@ -389,7 +394,13 @@ class Outbox:
         where: Condition = F.state == EntryState.DEAD
         if ids is not None:
             where = where & F.id.in_(list(ids))
-        return self.entries.delete_where(where)
+
+        def work() -> int:
+            dead = [e.id for e in self.entries.find(where)]
+            self.bases.delete_many(dead)
+            return self.entries.delete_many(dead)
+
+        return self.store.atomic(work)
 
     # -- meta --------------------------------------------------------------------------------
 
