@@ -35,6 +35,7 @@ _EXPORTS = {
     "MigrationStrategy": "syncline.core.storage.opening",
     "Migrator": "syncline.core.storage.migration",
     "OpeningDetails": "syncline.core.storage.opening",
+    "PreviousSchema": "syncline.core.storage.opening",
     "Schema": "syncline.core.storage.opening",
     "TableMigration": "syncline.core.storage.migration",
     "steps": "syncline.core.storage.migration",
@@ -77,6 +78,7 @@ __all__ = [
     "NotFoundError",
     "OpeningDetails",
     "PluginError",
+    "PreviousSchema",
     "Query",
     "QueryError",
     "Repository",
@@ -141,7 +143,12 @@ if TYPE_CHECKING:
     from syncline.core.spi.hookspecs import hookimpl
     from syncline.core.storage.config import Config, load_config
     from syncline.core.storage.migration import Migrator, TableMigration, steps
-    from syncline.core.storage.opening import MigrationStrategy, OpeningDetails, Schema
+    from syncline.core.storage.opening import (
+        MigrationStrategy,
+        OpeningDetails,
+        PreviousSchema,
+        Schema,
+    )
     from syncline.core.storage.repository import Repository
     from syncline.core.store import Dao, Store
     from syncline.core.store import open_store as open

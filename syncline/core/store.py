@@ -121,5 +121,6 @@ def open_store(
     if config.sync.token and "token" not in store.transport_options:
         store.transport_options["token"] = config.sync.token
     store.sync_options = dict(sync_options or {})
+    store.previous_schema = schema.previous if schema is not None else None
     store._open(migration_progress)
     return store

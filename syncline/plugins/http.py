@@ -29,6 +29,7 @@ from syncline.core.spi.transport import (
     PushResponse,
     RetryableTransportError,
     Transport,
+    UpgradeRequiredError,
     from_wire,
     to_wire,
 )
@@ -115,6 +116,8 @@ class HTTPCodec:
             return CursorRejectedError(text, status=status)
         if code == "unsupported_protocol":  # no mutation's fault: nothing is dead-lettered
             return ProtocolMismatchError(text)
+        if code == "upgrade_required":  # the app's schema version: nothing is dead-lettered
+            return UpgradeRequiredError(text, status=status)
         return PermanentTransportError(text, status=status)
 
     @staticmethod

@@ -183,8 +183,10 @@ class MockServer:
             f"mock://{self.name}: 500 the server failed: {type(exc).__name__}: {exc}",
             status=500)
 
-    def push(self, mutations: Sequence[Mutation], principal: str | None = None) -> PushResponse:
-        """Apply ``mutations`` for ``principal`` (None: the server's anonymous principal)."""
+    def push(self, mutations: Sequence[Mutation], principal: str | None = None,
+             schema: int | None = None) -> PushResponse:
+        """Apply ``mutations`` for ``principal`` (None: the server's anonymous principal), a
+        client of schema version ``schema`` (None: the server's)."""
         self._enter()
         if self.max_body_bytes is not None:
             body = json.dumps({"mutations": [to_wire(m) for m in mutations]},
@@ -206,7 +208,7 @@ class MockServer:
                     f"mock://{self.name}: {status} the server's store cannot hold "
                     f"{bad.action} {bad.entity} {bad.record_id}", status=status)
         try:
-            response = self.server.push(mutations, _principal(principal))
+            response = self.server.push(mutations, _principal(principal), schema)
         except BackendError as exc:
             raise self._server_error(exc) from exc
         with self._lock:
@@ -216,11 +218,11 @@ class MockServer:
         return response
 
     def pull(self, cursor: str | None, limit: int, entities: Sequence[str] | None = None,
-             principal: str | None = None) -> PullPage:
+             principal: str | None = None, schema: int | None = None) -> PullPage:
         self._enter()
         principal = _principal(principal)
         try:
-            page = self.server.pull(cursor, limit, entities, principal)
+            page = self.server.pull(cursor, limit, entities, principal, schema)
         except BackendError as exc:
             raise self._server_error(exc) from exc
         key = f"{cursor}|{principal}"
@@ -239,6 +241,9 @@ class MockTransport(Transport):
         self.principal = _principal(self.options.get("principal"))
         #: ``protocol=1`` plays a client of protocol 1 (whole records for updates)
         self.protocol = int(self.options.get("protocol", PROTOCOL_VERSION))
+        #: the client's schema version (the store's, given by the engine), as HTTP's header
+        version = self.options.get("schema_version")
+        self.schema: int | None = None if version is None else int(version)
 
     @property
     def server(self) -> MockServer:
@@ -253,14 +258,14 @@ class MockTransport(Transport):
 
     def push(self, mutations: Sequence[Mutation]) -> PushResponse:
         try:
-            return self.server.push(mutations, self.principal)
+            return self.server.push(mutations, self.principal, self.schema)
         except (SerializationError, NotFoundError) as exc:
             raise PermanentTransportError(str(exc), status=422) from exc
 
     def pull(self, cursor: str | None, limit: int,
              entities: Sequence[str] | None = None) -> PullPage:
         try:
-            return self.server.pull(cursor, limit, entities, self.principal)
+            return self.server.pull(cursor, limit, entities, self.principal, self.schema)
         except InvalidCursorError as exc:
             raise CursorRejectedError(str(exc), status=400) from exc
         except (SerializationError, NotFoundError) as exc:

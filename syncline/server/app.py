@@ -59,6 +59,7 @@ from syncline.core.spi.transport import (
     Mutation,
     PullPage,
     PushResponse,
+    UpgradeRequiredError,
     from_wire,
     to_wire,
 )
@@ -359,6 +360,11 @@ class SyncApp:
 
     def _principal(self, request: Request) -> Principal:
         negotiate(request)
+        if self.server is not None:
+            try:
+                self.server.versions.shape(schema_of(request))
+            except UpgradeRequiredError as exc:
+                raise upgrade_required(exc) from exc
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             answer = self.store.plugins.hooks.authenticate(headers, self.config)
@@ -369,6 +375,16 @@ class SyncApp:
         request.state.principal = principal.id
         self.limiter.check(principal.id)
         return principal
+
+    def _known(self, request: Request) -> set[str]:
+        """The entity names a request may name: the served ones, and for a client of the
+        schema version before, its own (the server refuses those it cannot translate)."""
+        known = {spec_of(c).table.name for c in self.entities}
+        assert self.server is not None
+        old = self.server.versions.old
+        if old is not None and schema_of(request) == old.version:
+            known |= {*old.entities, *old.gone}
+        return known
 
     def _allowed(self, principal: Principal, entities: Sequence[str]) -> None:
         allowed = self.config.permissions.get(principal.id)
@@ -385,7 +401,8 @@ class SyncApp:
         assert self.server is not None
         epoch = await run_in_threadpool(lambda: self.server.epoch)  # type: ignore[union-attr]
         return JSONResponse({"status": "ok", "epoch": epoch, "version": syncline.__version__,
-                             "protocol": PROTOCOLS, "schema_version": self.schema_version()})
+                             "protocol": PROTOCOLS, "schema_version": self.schema_version(),
+                             "schema": self.schemas()})
 
     async def schema(self, request: Request) -> Response:
         return JSONResponse(self.describe())
@@ -402,9 +419,16 @@ class SyncApp:
     def schema_version(self) -> int:
         return self.store.schema_version if self.store is not None else 1
 
-    def describe(self) -> dict[str, Any]:
+    def schemas(self) -> dict[str, int]:
+        """The schema versions of clients this server serves (``{"min", "max"}``)."""
+        if self.server is None:
+            version = self.schema_version()
+            return {"min": version, "max": version}
+        return self.server.versions.accepted
+
+    def _entities(self, classes: Sequence[type]) -> list[dict[str, Any]]:
         entities = []
-        for cls in self.entities:
+        for cls in classes:
             spec = spec_of(cls)
             entities.append({
                 "name": spec.table.name, "primary_key": spec.primary_key,
@@ -412,9 +436,23 @@ class SyncApp:
                 "fields": [{"name": f.name, "kind": f.kind, "nullable": f.nullable}
                            for f in spec.fields if not f.local],
             })
+        return entities
+
+    def describe_previous(self) -> dict[str, Any] | None:
+        """The entities of the schema version before, whose clients the server serves
+        (``{"version", "entities"}``), or None."""
+        previous = self.server.versions.previous if self.server is not None else None
+        if previous is None:
+            return None
+        return {"version": previous.version, "entities": self._entities(
+            [c for c in previous.entities if spec_of(c).syncs])}
+
+    def describe(self) -> dict[str, Any]:
+        entities = self._entities(self.entities)
         config = self.config
         return {"entities": entities, "protocol": PROTOCOLS,
-                "schema_version": self.schema_version(), "limits": {
+                "schema_version": self.schema_version(), "schema": self.schemas(),
+                "limits": {
                     "max_body_bytes": config.max_body_bytes,
                     "max_mutations": config.max_mutations, "max_page": config.max_page,
                     "max_depth": MAX_BODY_DEPTH, "rate_limit": config.rate_limit,
@@ -425,7 +463,7 @@ class SyncApp:
                     "live_heartbeat": config.live_heartbeat}}
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi_document(self.describe()))
+        return JSONResponse(openapi_document(self.describe(), self.describe_previous()))
 
     async def push(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -457,7 +495,7 @@ class SyncApp:
                 mutations.append(from_wire(item, Mutation))
             except SerializationError as exc:
                 raise HTTPError(422, "invalid", str(exc), field=f"mutations[{i}]") from exc
-        known = {spec_of(c).table.name for c in self.entities}
+        known = self._known(request)
         for i, m in enumerate(mutations):
             if m.action != "command" and m.entity not in known:
                 raise HTTPError(422, "unknown_entity", f"mutations[{i}].entity: "
@@ -470,7 +508,11 @@ class SyncApp:
         self._allowed(principal, [m.entity for m in mutations if m.action != "command"])
         server = self.server
         assert server is not None
-        response = await run_in_threadpool(server.push, mutations, principal.id)
+        try:
+            response = await run_in_threadpool(server.push, mutations, principal.id,
+                                               schema_of(request))
+        except UpgradeRequiredError as exc:
+            raise upgrade_required(exc) from exc
         self._log_push(principal, mutations, response, time.perf_counter() - started)
         return JSON(to_wire(response))
 
@@ -549,18 +591,21 @@ class SyncApp:
                                      not all(isinstance(e, str) for e in entities)):
             raise HTTPError(422, "invalid", "entities must be a list of names",
                             field="entities")
-        known = [spec_of(c).table.name for c in self.entities]
+        known = self._known(request)
         for name in entities or ():
             if name not in known:
                 raise HTTPError(422, "unknown_entity", f"entities: "
                                 f"{unknown_entity(name, known)}", field="entities")
-        names = entities or known
+        names = entities or [spec_of(c).table.name for c in self.entities]
         self._allowed(principal, names)
         server = self.server
         assert server is not None
         try:
             page: PullPage = await run_in_threadpool(
-                server.pull, cursor, min(limit, self.config.max_page), names, principal.id)
+                server.pull, cursor, min(limit, self.config.max_page), entities or None,
+                principal.id, schema_of(request))
+        except UpgradeRequiredError as exc:
+            raise upgrade_required(exc) from exc
         except InvalidCursorError as exc:
             raise HTTPError(400, "invalid_cursor", str(exc), field="cursor") from exc
         except SerializationError as exc:
@@ -633,6 +678,18 @@ def negotiate(request: Request) -> None:
                                    and len(schema) < 10):
         raise HTTPError(400, "invalid", f"Syncline-Schema must be the client's schema version "
                         f"(an integer), not {schema[:20]!r}", field="Syncline-Schema")
+
+
+def schema_of(request: Request) -> int | None:
+    """The client's schema version (``Syncline-Schema``, checked by :func:`negotiate`);
+    None when not sent: a client from before the header, served as the server's own."""
+    sent = request.headers.get("syncline-schema")
+    return None if sent is None else int(sent.strip())
+
+
+def upgrade_required(exc: UpgradeRequiredError) -> HTTPError:
+    """The answer to a client whose schema version the server does not serve."""
+    return HTTPError(409, "upgrade_required", str(exc), field="Syncline-Schema")
 
 
 def media_problem(media: str | None) -> bool:

@@ -77,6 +77,7 @@ from syncline.server.tables import (
     ServerRecord,
     record_key,
 )
+from syncline.server.versions import Versions
 from syncline.server.wire import skipped
 
 if TYPE_CHECKING:
@@ -229,6 +230,9 @@ class SyncServer:
             spec = spec_of(cls)
             if spec.syncs:
                 self._specs[spec.table.name] = spec
+        #: the schema versions served: the store's and the one before, when declared
+        self.versions = Versions(store.schema_version, self._specs, store.previous_schema,
+                                 store.wire)
         if self.meta.get("epoch") is None:
             self.meta.upsert(ServerMeta("epoch", 0, uuid.uuid4().hex))
             self.meta.upsert(ServerMeta("seq", 0))
@@ -298,8 +302,13 @@ class SyncServer:
 
     # -- push --------------------------------------------------------------------------------
 
-    def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
+    def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS,
+             schema: int | None = None) -> PushResponse:
         """Apply a batch in one transaction; one result each, as if applied one by one.
+
+        ``schema`` is the client's schema version (None: the server's): a client one version
+        behind is served in its shape (:mod:`syncline.server.versions`), one outside the
+        accepted range refused with ``UpgradeRequiredError`` before anything is applied.
 
         Record mutations are decided in Python over the batch's rows (read with one query per
         table) and written with one statement per table. A batch with commands (plugins may
@@ -307,7 +316,10 @@ class SyncServer:
         mutation by mutation instead, each in a savepoint of its own; so is one touching a table
         with a unique index (each intermediate state must pass it, as one by one).
         """
+        shape = self.versions.shape(schema)
         try:
+            if shape is not None:
+                return shape.push(mutations, lambda sent: self._push(sent, principal))
             return self._push(mutations, principal)
         finally:
             self._maybe_purge()
@@ -614,7 +626,17 @@ class SyncServer:
         return None if row is None else (int(row.text or 0), row.value)
 
     def pull(self, cursor: str | None, limit: int, entities: Sequence[str] | None = None,
-             principal: str = ANONYMOUS) -> PullPage:
+             principal: str = ANONYMOUS, schema: int | None = None) -> PullPage:
+        """A page of the principal's changes after ``cursor``, in the shape of the client's
+        schema version ``schema`` (None: the server's; see :meth:`push`)."""
+        shape = self.versions.shape(schema)
+        if shape is None:
+            return self._pull(cursor, limit, entities or list(self._specs), principal)
+        names = shape.pull_entities(entities, list(self._specs))
+        return shape.page(self._pull(cursor, limit, names, principal))
+
+    def _pull(self, cursor: str | None, limit: int, entities: Sequence[str] | None,
+              principal: str) -> PullPage:
         """A page of the principal's changes after ``cursor``.
 
         A pull from the start reads the current state: each live record's latest change,

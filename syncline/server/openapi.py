@@ -17,7 +17,7 @@ _KIND_SCHEMA: dict[str, dict[str, Any]] = {
 ERROR_CODES = ("bad_json", "bad_encoding", "bad_media_type", "bad_request", "invalid_cursor",
                "unauthenticated", "forbidden", "not_found", "duplicate_id", "too_large",
                "too_many", "invalid", "too_deep", "unknown_entity", "unsupported_protocol",
-               "rate_limited", "timeout", "internal", "unavailable")
+               "upgrade_required", "rate_limited", "timeout", "internal", "unavailable")
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 255}
 _NULLABLE_STRING = {"type": "string", "nullable": True}
@@ -43,17 +43,21 @@ def _record(entity: dict[str, Any]) -> dict[str, Any]:
         for f in entity["fields"]}}
 
 
-def _record_mutation(name: str) -> dict[str, Any]:
+def _record_mutation(name: str, old: int | None = None) -> dict[str, Any]:
+    records = [_ref(f"Record_{name}"), _ref(f"Patch_{name}")]
+    patches = [_ref(f"Patch_{name}")]
+    if old is not None:  # a client of the schema version before sends its own shape
+        records += [_ref(f"Record_{name}_v{old}"), _ref(f"Patch_{name}_v{old}")]
+        patches += [_ref(f"Patch_{name}_v{old}")]
     return {"type": "object", "required": ["id", "entity", "action"],
             "additionalProperties": False, "properties": {
                 "id": _ID, "entity": {"type": "string", "enum": [name]},
                 "action": {"type": "string", "enum": ["create", "update", "delete"]},
                 "record_id": {**_ID, "nullable": True},
-                "payload": {"nullable": True, "anyOf": [_ref(f"Record_{name}"),
-                                                         _ref(f"Patch_{name}")]},
+                "payload": {"nullable": True, "anyOf": records},
                 "base_version": {"type": "integer", "nullable": True},
                 "command": _NULLABLE_STRING,
-                "base": {"nullable": True, "allOf": [_ref(f"Patch_{name}")]}}}
+                "base": {"nullable": True, "anyOf" if old is not None else "allOf": patches}}}
 
 
 def _patch(entity: dict[str, Any]) -> dict[str, Any]:
@@ -62,20 +66,27 @@ def _patch(entity: dict[str, Any]) -> dict[str, Any]:
     return {**_record(entity), "description": "any subset of the record's fields"}
 
 
-def _change(name: str) -> dict[str, Any]:
+def _change(name: str, old: int | None = None) -> dict[str, Any]:
+    shapes = [_ref(f"Record_{name}")] + ([_ref(f"Record_{name}_v{old}")] if old else [])
     return _object(
         ["entity", "record_id", "op", "version"],
         entity={"type": "string", "enum": [name]}, record_id={"type": "string"},
         op={"type": "string", "enum": ["upsert", "delete"]}, version={"type": "integer"},
-        payload={"nullable": True, "allOf": [_ref(f"Record_{name}")]},
+        payload={"nullable": True, "anyOf" if old else "allOf": shapes},
         updated_at=_NULLABLE_STRING, mutation_id=_NULLABLE_STRING)
 
 
-def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI 3.0 document of a server described by ``SyncApp.describe()``."""
+def openapi_document(schema: dict[str, Any],
+                     previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of a server described by ``SyncApp.describe()``;
+    ``previous`` (``{"version", "entities"}``, described alike) adds the shapes of the schema
+    version before, which its clients send and receive (``Record_<entity>_v<version>``)."""
     limits = schema["limits"]
     protocol = schema["protocol"]
     names = [e["name"] for e in schema["entities"]]
+    old_entities = [e for e in (previous or {}).get("entities", ()) if e["name"] in names]
+    old = previous["version"] if previous is not None else None
+    shaped = {e["name"] for e in old_entities}
     command = {
         "type": "object", "required": ["id", "entity", "action", "command"],
         "additionalProperties": False, "properties": {
@@ -97,6 +108,7 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
         status={"type": "integer"}, code={"type": "string", "enum": list(ERROR_CODES)},
         message={"type": "string"}, field=_NULLABLE_STRING))
     versions = _object(min={"type": "integer"}, max={"type": "integer"})
+    schema_range = schema.get("schema", {"min": 1, "max": schema["schema_version"]})
     limit_schema = _object(None, **{
         key: {"type": "integer" if isinstance(value, int) else "number"}
         for key, value in limits.items()})
@@ -110,7 +122,12 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
     header = [{"name": "Syncline-Protocol", "in": "header", "required": False,
                "description": "the client's protocol version (missing: 1)",
                "schema": {"type": "integer", "minimum": protocol["min"],
-                          "maximum": protocol["max"]}}]
+                          "maximum": protocol["max"]}},
+              {"name": "Syncline-Schema", "in": "header", "required": False,
+               "description": "the client's schema version (missing: the server's); outside "
+                              "the published range: 409 upgrade_required",
+               "schema": {"type": "integer", "minimum": schema_range["min"],
+                          "maximum": schema_range["max"]}}]
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
 
     def body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -123,12 +140,14 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
             "/v1/health": {"get": {"operationId": "health", "security": [], "responses": {
                 "200": _json(_object(status={"type": "string", "enum": ["ok"]},
                                      epoch={"type": "string"}, version={"type": "string"},
-                                     protocol=versions, schema_version={"type": "integer"}),
+                                     protocol=versions, schema_version={"type": "integer"},
+                                     schema=versions),
                              "the server is up"), **errors}}},
             "/v1/schema": {"get": {"operationId": "schema", "security": [], "responses": {
                 "200": _json(_object(entities={"type": "array", "items": entity_schema},
                                      protocol=versions, schema_version={"type": "integer"},
-                                     limits=limit_schema), "entities and limits"),
+                                     schema=versions, limits=limit_schema),
+                             "entities and limits"),
                 **errors}}},
             "/v1/whoami": {"get": {
                 "operationId": "whoami", "security": secured, "parameters": header,
@@ -182,12 +201,16 @@ def openapi_document(schema: dict[str, Any]) -> dict[str, Any]:
                 "CommandMutation": command, "Result": result,
                 "Change": {"oneOf": [_ref(f"Change_{n}") for n in names]},
                 "Error": error,
-                **{f"Mutation_{n}": _record_mutation(n) for n in names},
-                **{f"Change_{n}": _change(n) for n in names},
+                **{f"Mutation_{n}": _record_mutation(n, old if n in shaped else None)
+                   for n in names},
+                **{f"Change_{n}": _change(n, old if n in shaped else None) for n in names},
+                **{f"Record_{e['name']}_v{old}": _record(e) for e in old_entities},
+                **{f"Patch_{e['name']}_v{old}": _patch(e) for e in old_entities},
                 **{f"Record_{e['name']}": _record(e) for e in schema["entities"]},
                 **{f"Patch_{e['name']}": _patch(e) for e in schema["entities"]},
             },
         },
         "x-syncline-limits": limits,
         "x-syncline-protocol": protocol,
+        "x-syncline-schema": schema_range,
     }

@@ -151,6 +151,12 @@ class ProtocolMismatchError(PermanentTransportError):
     side is upgraded."""
 
 
+class UpgradeRequiredError(ProtocolMismatchError):
+    """The server does not serve this client's schema version (older than the versions it
+    accepts, or a change it cannot give in the client's shape; HTTP: 409 ``upgrade_required``):
+    nothing was applied, the queue is kept and goes once the app is upgraded."""
+
+
 @attrs.frozen
 class PushLimits:
     """What the server accepts in one push, published by the server (HTTP: ``GET v1/limits``).

@@ -31,6 +31,7 @@ from syncline.core.storage.opening import (
     MigrationListener,
     MigrationStrategy,
     OpeningDetails,
+    PreviousSchema,
     Progress,
     open_schema,
 )
@@ -113,6 +114,8 @@ class LocalStore:
         self._codecs[cls] = RowCodec(spec, self.converter, self.backend.passthrough_types)
 
     _opened = False
+    #: the schema version before this one, when declared (a sync server serves its clients)
+    previous_schema: PreviousSchema | None = None
 
     def _open(self, progress: Progress | None = None) -> None:
         self.backend.open()

@@ -9,7 +9,7 @@ backend's migration operations), imported then. See docs/migrations.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
@@ -19,7 +19,7 @@ from syncline.core.model.schema import Trigger, View
 
 if TYPE_CHECKING:
     from syncline.core.storage.local import LocalStore
-    from syncline.core.storage.migration import Migrator
+    from syncline.core.storage.migration import Migrator, TableMigration
 
 Progress: TypeAlias = Callable[[int, int, str], None]
 
@@ -87,15 +87,56 @@ class MigrationStrategy:
     listeners: Sequence[MigrationListener] = attrs.field(default=(), converter=_as_tuple)
 
 
+#: a payload transform: a payload (a JSON object) of one version's shape -> the other's
+PayloadTransform: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _as_mapping(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+@attrs.frozen
+class PreviousSchema:
+    """The schema version just before a :class:`Schema`'s, whose clients a sync server keeps
+    serving (docs/migrations.md, "Clients one version behind").
+
+    ``entities`` are the entities as that version declared them (copies, in an
+    ``EntityRegistry`` of their own). How a payload changes shape is derived from both
+    declarations (a field added with a default or nullable, a field dropped) and from
+    ``renamed`` (table -> {new field: old field}) and the ``renamed`` columns of ``tables``
+    (the ``TableMigration`` objects of the step); ``upgrade_payload[table]`` (old shape -> new)
+    and ``downgrade_payload[table]`` (new -> old, None: no way back) declare the rest.
+    """
+
+    version: int
+    entities: Sequence[type] = attrs.field(converter=_as_tuple)
+    renamed: Mapping[str, Mapping[str, str]] = attrs.field(factory=dict, converter=_as_mapping)
+    tables: Sequence[TableMigration] = attrs.field(default=(), converter=_as_tuple)
+    upgrade_payload: Mapping[str, PayloadTransform] = attrs.field(factory=dict,
+                                                                  converter=_as_mapping)
+    downgrade_payload: Mapping[str, PayloadTransform | None] = attrs.field(
+        factory=dict, converter=_as_mapping)
+
+
 @attrs.frozen
 class Schema:
-    """Everything a store's schema is made of, with its version and how to migrate to it."""
+    """Everything a store's schema is made of, with its version and how to migrate to it.
+
+    ``previous`` describes the version before, for a sync server that keeps serving its
+    clients while they upgrade (see :class:`PreviousSchema`)."""
 
     version: int
     entities: Sequence[type] = attrs.field(converter=_as_tuple)
     views: Sequence[View] = attrs.field(default=(), converter=_as_tuple)
     triggers: Sequence[Trigger] = attrs.field(default=(), converter=_as_tuple)
     migration: MigrationStrategy | None = None
+    previous: PreviousSchema | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.previous is not None and self.previous.version != self.version - 1:
+            raise MigrationError(
+                f"Schema {self.version}: previous describes version {self.previous.version}; "
+                f"it must be the version just before, {self.version - 1}")
 
 
 # -- opening --------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from syncline.core.spi.transport import (
     PushLimits,
     RetryableTransportError,
     Transport,
+    UpgradeRequiredError,
     concurrent_fields,
     mutation_wire,
 )
@@ -364,6 +365,8 @@ class SyncEngine:
                 if exc.status in _ISOLATE_ON and self._isolate(planned, exc, report):
                     continue
                 self._unsent(planned)
+                if isinstance(exc, UpgradeRequiredError):
+                    self._never_sent(planned)
                 self._network_failed(exc, report, "push")
                 return report
             except TransportError as exc:
@@ -478,6 +481,15 @@ class SyncEngine:
             self.store.run_transaction(lambda: self.outbox.states.update_where(
                 F.key.in_(keys) & (F.status != SyncStatus.CONFLICT),
                 status=SyncStatus.PENDING, error=None))
+
+    def _never_sent(self, planned: list[tuple[Mutation, list[OutboxEntry]]]) -> None:
+        """The server refused the batch for the app's schema version, applying nothing: the
+        groups sent for the first time are unsent again, so an upgrade of the app rewrites
+        their payloads in its shape (one sent before keeps its id and payload)."""
+        fresh = [e.id for _, group in planned if group[0].group_id is None for e in group]
+        if fresh:
+            self.store.run_transaction(lambda: self.outbox.entries.update_values(
+                ["group_id", "last_attempt"], [(i, None, None) for i in fresh]))
 
     def _handle_in_transaction(self, planned: list[tuple[Mutation, list[OutboxEntry]]],
                                results: Sequence[MutationResult], report: SyncReport) -> None:
