@@ -201,6 +201,7 @@ ERROR_ROWS: list[tuple[str, dict[str, Any], int, str]] = [
      "invalid_cursor"),
     ("unknown protocol", {"Syncline-Protocol": "99"}, 400, "unsupported_protocol"),
     ("bad schema header", {"Syncline-Schema": "v2"}, 400, "invalid"),
+    ("schema version outside the range", {"Syncline-Schema": "9"}, 409, "upgrade_required"),
     ("no credentials", {"token": ""}, 401, "unauthenticated"),
     ("expired JWT", {"token": token(exp=time.time() - 1)}, 401, "unauthenticated"),
     ("JWT exp as a string", {"token": token(exp=str(int(time.time() + 3600)))}, 401,

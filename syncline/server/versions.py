@@ -35,10 +35,9 @@ def _default(spec: EntitySpec, f: FieldSpec) -> tuple[bool, Any]:
     """Whether field ``f`` has a value a record lacking it takes (its default, or None when
     nullable), and that value (as Python)."""
     attribute = attrs.fields_dict(spec.cls).get(f.name)
-    default = attribute.default if attribute is not None else attrs.NOTHING
+    default: Any = attribute.default if attribute is not None else attrs.NOTHING
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        return True, (default.factory(None) if default.takes_self  # type: ignore[attr-defined]
-                      else default.factory())  # type: ignore[attr-defined]
+        return True, default.factory(None) if default.takes_self else default.factory()
     if default is not attrs.NOTHING:
         return True, default
     return f.nullable, None
