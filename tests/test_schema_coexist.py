@@ -231,6 +231,25 @@ def test_a_client_older_than_the_range_is_told_to_upgrade_and_its_queue_goes_aft
         upgraded.close()
 
 
+def test_a_push_whose_answer_was_lost_before_the_app_upgraded_is_a_duplicate_after(
+        serve: Callable[[syncline.Schema], MockServer], tmp_path: Path) -> None:
+    server = serve(SCHEMA_2)
+    old = client(tmp_path, "old", SCHEMA_1)
+    old.repository(Note1).insert(Note1("n1", "applied, answer lost"))
+    server.lose_next_responses(1)
+    assert old.sync_engine.push().failures  # applied; the app never heard (nor pulled)
+    assert old.outbox.pending_count() == 1
+    old.close()
+    upgraded = client(tmp_path, "old", SCHEMA_2)  # the entry keeps its id and old payload
+    try:
+        report = upgraded.sync()
+        assert report.ok and report.pushed == 1 and not report.rejected, report
+        assert upgraded.outbox.dead_letters() == [] and upgraded.outbox.pending_count() == 0
+        assert server.store.repository(Note2).all() == [Note2("n1", "applied, answer lost")]
+    finally:
+        upgraded.close()
+
+
 def test_a_newer_client_than_the_server_is_told_to_upgrade_the_server(
         serve: Callable[[syncline.Schema], MockServer], tmp_path: Path) -> None:
     serve(SCHEMA_1)

@@ -319,19 +319,23 @@ class SyncServer:
         shape = self.versions.shape(schema)
         try:
             if shape is not None:
-                return shape.push(mutations, lambda sent: self._push(sent, principal))
+                return shape.push(mutations, lambda sent, prints: self._push(
+                    sent, principal, prints))
             return self._push(mutations, principal)
         finally:
             self._maybe_purge()
 
-    def _push(self, mutations: Sequence[Mutation], principal: str) -> PushResponse:
+    def _push(self, mutations: Sequence[Mutation], principal: str,
+              prints: Sequence[str | None] = ()) -> PushResponse:
+        # ``prints``: the mutations' fingerprints when they are not their own (a translated
+        # mutation keeps the print of what the client sent, for its replays in any version)
         results: list[MutationResult] | None = None
         # Record hooks may write anything, as commands do: one by one.
         if mutations and not self._record_hooks() and all(
                 m.action != "command" and not self._has_unique(m.entity) for m in mutations):
             try:
                 results = self._transaction(
-                    lambda: _Batch(self, principal).apply(mutations))
+                    lambda: _Batch(self, principal).apply(mutations, prints))
             except IntegrityError:
                 results = None
             except (BackendError, SerializationError) as exc:
@@ -345,7 +349,8 @@ class SyncServer:
 
             def one_by_one() -> list[MutationResult]:
                 self.order.lock(keys)  # first: these records are this transaction's
-                return [self._apply(m, principal) for m in mutations]
+                return [self._apply(m, principal, prints[i] if prints else None)
+                        for i, m in enumerate(mutations)]
 
             results = self._transaction(one_by_one)
         return PushResponse(results, self.now().isoformat())
@@ -399,7 +404,7 @@ class SyncServer:
     def _remove(self, cls: type, key: Any) -> None:
         self.store.writer.delete_many(spec_of(cls).table, [key])
 
-    def _apply(self, m: Mutation, owner: str) -> MutationResult:
+    def _apply(self, m: Mutation, owner: str, print_: str | None = None) -> MutationResult:
         # SQLite: first, from here on this transaction is the writer; and a number for every
         # mutation, as a batch takes them (the same versions either way)
         txid, seq = self._take()
@@ -407,7 +412,7 @@ class SyncServer:
         if reason is not None:
             return _rejected(m, reason)
         key = f"{owner}/{m.id}"
-        print_ = fingerprint(m)
+        print_ = print_ or fingerprint(m)
         seen = self.applied.get(key)
         if seen is not None:
             return _seen_before(m, print_, seen)
@@ -816,7 +821,8 @@ class _Batch:
         for record in self.server.records.get_many(keys):
             self.records[record.key] = record
 
-    def apply(self, mutations: Sequence[Mutation]) -> list[MutationResult]:
+    def apply(self, mutations: Sequence[Mutation],
+              prints: Sequence[str | None] = ()) -> list[MutationResult]:
         server = self.server
         n = len(mutations)
         # The numbers after the locks: versions grow per record.
@@ -835,7 +841,7 @@ class _Batch:
             if i in bad:
                 results.append(_rejected(m, bad[i]))
                 continue
-            print_ = fingerprint(m)
+            print_ = (prints[i] if prints else None) or fingerprint(m)
             before = seen.get(key) or self.applied.get(key)
             if before is not None:
                 results.append(_seen_before(m, print_, before))

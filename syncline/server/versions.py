@@ -123,6 +123,13 @@ def _shape(old: EntitySpec, new: EntitySpec, renamed: Mapping[str, str],
     return EntityShape(name, pairs, fill, up, down, no_upgrade, no_downgrade)
 
 
+def _print(m: Mutation) -> str | None:
+    """The fingerprint of ``m`` as sent (None: what the engine refuses anyway)."""
+    from syncline.server.engine import fingerprint, invalid_mutation
+
+    return None if invalid_mutation(m) is not None else fingerprint(m)
+
+
 class Versions:
     """The schema versions a server accepts: its own and, when its schema declares it
     (``Schema.previous``), the one before; the shapes of that one's entities."""
@@ -230,22 +237,30 @@ class OldShape:
     # -- push --------------------------------------------------------------------------------
 
     def push(self, mutations: Sequence[Mutation],
-             apply: Callable[[list[Mutation]], PushResponse]) -> PushResponse:
+             apply: Callable[[list[Mutation], list[str | None]], PushResponse]) -> PushResponse:
         """Upgrade ``mutations``, ``apply`` them, and answer in the client's shape. Nothing is
-        applied when one of them cannot be upgraded (UpgradeRequiredError)."""
+        applied when one of them cannot be upgraded (UpgradeRequiredError).
+
+        Each upgraded mutation is applied with the fingerprint of the mutation as sent, so a
+        replay of it is known whatever version the client is at by then (an app upgraded
+        while a push's answer was lost sends it again as it was, under its new version)."""
         shapes = [None if m.action == "command" or type(m.entity) is not str
                   else self.entity(m.entity, pushing=True) for m in mutations]
         sent: list[Mutation] = []
+        prints: list[str | None] = []
         answers: dict[int, MutationResult] = {}
         for i, (m, shape) in enumerate(zip(mutations, shapes, strict=True)):
             try:
-                sent.append(self._upgrade(m, shape))
+                upgraded, print_ = self._upgrade(m, shape), _print(m)
             except Exception as exc:  # the app's transform failed on this payload
                 answers[i] = MutationResult(m.id, "rejected", reason=(
                     f"this {m.entity} payload of schema version {self.version} cannot be "
                     f"upgraded to {self.current}: {type(exc).__name__}: {exc}"))
+                continue
+            sent.append(upgraded)
+            prints.append(print_)
         self._served(f"{len(mutations)} mutation(s) pushed, upgraded")
-        response = apply(sent) if sent else PushResponse([])
+        response = apply(sent, prints) if sent else PushResponse([])
         applied = iter(response.results)
         results = []
         for i, (m, shape) in enumerate(zip(mutations, shapes, strict=True)):
