@@ -207,6 +207,23 @@ def test_a_conflict_is_answered_in_the_old_clients_shape(
         new.close()
 
 
+def test_a_payload_the_declared_transform_cannot_upgrade_is_rejected_alone(
+        serve: Callable[[syncline.Schema], MockServer], tmp_path: Path) -> None:
+    server = serve(SCHEMA_2)
+    old = client(tmp_path, "old", SCHEMA_1)
+    try:
+        old.repository(Task1).insert(Task1("t1", "fine", "1"))
+        old.repository(Task1).insert(Task1("t2", "not a number", "high"))
+        report = old.sync()
+        assert report.pushed == 1
+        [rejected] = report.rejected
+        assert "t2" in rejected and "cannot be upgraded to 2" in rejected
+        assert "ValueError" in rejected
+        assert [t.id for t in server.store.repository(Task2).all()] == ["t1"]
+    finally:
+        old.close()
+
+
 def test_a_client_older_than_the_range_is_told_to_upgrade_and_its_queue_goes_after(
         serve: Callable[[syncline.Schema], MockServer], tmp_path: Path) -> None:
     server = serve(ONLY_2)

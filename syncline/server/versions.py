@@ -307,8 +307,8 @@ class OldShape:
         """``page`` in the client's shape."""
         changes = []
         for change in page.changes:
-            shape = self.entities[change.entity]
-            if isinstance(change.payload, dict):
+            shape = self.entities.get(change.entity)  # None: one it asked for by name that
+            if shape is not None and isinstance(change.payload, dict):  # is new: as it is
                 change = attrs.evolve(change, payload=shape.downgrade(change.payload))
             changes.append(change)
         self._served(f"{len(changes)} change(s) pulled, downgraded")
