@@ -18,6 +18,7 @@ import syncline
 from syncline.core.spi.transport import Mutation
 from syncline.core.storage.migration import execute
 from syncline.core.store import Store
+from syncline.plugins.mock import MockServer
 from syncline.server.engine import SyncServer, _Batch
 from syncline.server.order import PostgresOrder
 from syncline.server.store import open_server_store
@@ -119,6 +120,8 @@ def test_a_transaction_held_open_holds_pulls_back_until_it_commits(store: Store)
     assert page.changes == [] and not page.more
     fresh = server.pull(None, 100)
     assert [c.record_id for c in fresh.changes] == ["before"]
+    # both tell the client that committed changes wait behind the open transaction
+    assert not page.settled and not fresh.settled and first.settled
     release.set()
     thread.join(60)
     assert [r.status for r in held_result] == ["applied"]
@@ -131,7 +134,7 @@ def test_a_transaction_held_open_holds_pulls_back_until_it_commits(store: Store)
         if not page.more:
             break
     assert sorted(got) == sorted(["held", *(f"later{i}" for i in range(1, 6))])
-    assert len(got) == len(set(got))
+    assert len(got) == len(set(got)) and page.settled
 
 
 def _hold_create(server: SyncServer, store: Store) -> tuple[threading.Thread, threading.Event]:
@@ -202,3 +205,35 @@ def test_a_writer_waiting_for_a_record_holds_no_txid_and_no_numbers(store: Store
     held = server.records.get("anonymous/log_items/busy")
     assert [r.status for r in same] == ["applied"] and held is not None
     assert same[0].version == held.version and held.version > drawn
+
+
+def test_a_first_pull_behind_an_open_transaction_keeps_what_the_device_pushed(
+        store: Store) -> None:
+    """A device's first sync pushes, then pulls from the start, which takes the synced records
+    it does not meet for deleted on the server. Behind another writer's open transaction the
+    device's own committed creates are not readable yet: they must be kept (they were removed,
+    and a delete made before the next pull was lost), and a record deleted meanwhile is
+    still removed once the server's answer is settled."""
+    server = MockServer(f"held-{next(_n)}", entities=[Item], store=store)
+    phone = syncline.open("memory://", entities=[Item], transport=f"mock://{server.name}")
+    laptop = syncline.open("memory://", entities=[Item], transport=f"mock://{server.name}")
+    laptop.repository(Item).insert(Item("gone", 0))
+    assert laptop.sync().ok
+    phone.repository(Item).upsert_from_server([Item("gone", 0)])  # synced, about to vanish
+    laptop.repository(Item).delete("gone")
+    assert laptop.sync().ok
+    thread, release = _hold_create(server.server, store)
+    try:
+        items = phone.repository(Item)
+        items.insert_many([Item("a", 1), Item("b", 2)])
+        report = phone.sync()
+        assert report.ok and report.pushed == 2, report
+        assert {i.id for i in items.all()} == {"a", "b", "gone"}  # nothing decided yet
+        items.delete("a")  # made while the server holds changes back: it must go out
+    finally:
+        release.set()
+        thread.join(60)
+    assert phone.sync().ok
+    assert {i.id for i in items.all()} == {"b", "busy"}  # "gone" swept once settled
+    assert {i.id for i in store.repository(Item).all()} == {"b", "busy"}
+    assert phone.outbox.get_meta("resync") is None

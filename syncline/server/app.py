@@ -613,13 +613,21 @@ class SyncApp:
         except NotFoundError as exc:
             raise HTTPError(422, "unknown_entity", str(exc), field="entities") from exc
         try:
-            content = to_json(to_wire(page))
+            content = to_json(pull_body(page, request))
         except Exception:  # one stored change that cannot be sent
             page = sendable(page)  # leaves out (and logs) what JSON cannot carry
-            content = to_json(to_wire(page))
+            content = to_json(pull_body(page, request))
         pull_log.debug("pull by %r: %d changes%s in %.1f ms", principal.id, len(page.changes),
                        " (more)" if page.more else "", (time.perf_counter() - started) * 1000)
         return Response(content, media_type="application/json")
+
+
+def pull_body(page: PullPage, request: Request) -> dict[str, Any]:
+    """A pull's answer; ``settled`` is protocol 2 (a protocol 1 client refuses unknown keys)."""
+    body = to_wire(page)
+    if protocol_of(request) < 2:
+        del body["settled"]
+    return body
 
 
 def sse(event: str, seq: int, extra: str = "") -> bytes:

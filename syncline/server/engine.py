@@ -670,9 +670,12 @@ class SyncServer:
                 self._spec(name)
         table = self.changes.table
         columns = table.column_names
+        owners = [principal, SHARED]
+        below: int | None = None
         if isinstance(self.order, PostgresOrder):
-            raw = self.order.read([principal, SHARED], list(entities) if entities else None,
-                                  at.pos, self.order.watermark(), at.bound, limit + 1)
+            below = self.order.watermark()
+            raw = self.order.read(owners, list(entities) if entities else None,
+                                  at.pos, below, at.bound, limit + 1)
         else:
             where = F.owner.in_([principal, SHARED]) & (F.seq > at.pos[1])
             if at.bound is not None:
@@ -707,10 +710,13 @@ class SyncServer:
             changes.append(Change(r.entity, r.record_id, "delete" if r.op == "delete" else
                                   "upsert", r.seq, r.payload, r.updated_at.isoformat(),
                                   r.mutation_id))
+        # A last page tells whether committed changes wait behind the watermark: a client
+        # must not take what it did not get for deleted until they came (docs/protocol.md).
+        settled = more or below is None or not self.order.held_back(owners, below)
         # The snapshot's bound goes with the cursor until the pass reaches the end.
         return PullPage(changes, encode_cursor(epoch, last, principal,
                                                at.bound if more else None),
-                        more, epoch, self.now().isoformat())
+                        more, epoch, self.now().isoformat(), settled)
 
     # -- retention ---------------------------------------------------------------------------
 

@@ -61,6 +61,11 @@ class LogOrder:
         self.lock(keys)
         return self.take(n)
 
+    def held_back(self, owners: list[str], below: int) -> bool:
+        """Whether committed entries of ``owners`` wait at or above the watermark ``below``;
+        never without a watermark."""
+        return False
+
     def committed(self) -> Position:
         """A position no entry and no cursor this server issued in this epoch is beyond (in
         txid and in seq): a cursor beyond it was not issued here."""
@@ -164,6 +169,17 @@ class PostgresOrder(LogOrder):
 
     def snapshot_bound(self) -> Position:
         return (self.watermark(), 0)
+
+    def held_back(self, owners: list[str], below: int) -> bool:
+        """Whether committed entries of ``owners`` wait at or above the watermark ``below``
+        (a pull stopping there has not returned every change committed before it)."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM _syncline_changes "
+                "WHERE owner = ANY(%s) AND txid >= %s)", (owners, below),
+                prepare=True).fetchone()
+        assert row is not None
+        return bool(row[0])
 
     def read(self, owners: list[str], entities: list[str] | None, after: Position,
              below: int, skip_tombstones_below: Position | None, limit: int) -> list[Any]:

@@ -102,6 +102,10 @@ class PullPage:
     #: Changes when the server's data was reset; the client then pulls from the start again.
     epoch: str
     server_time: str | None = None
+    #: False on a last page when changes committed before it are still held back behind a
+    #: running transaction (PostgreSQL's watermark): a later pull brings them, so what this
+    #: pull did not return may still exist. Servers that never hold changes back say True.
+    settled: bool = True
 
 
 def concurrent_fields(patch: dict[str, Any], base: dict[str, Any],

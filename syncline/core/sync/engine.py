@@ -958,8 +958,12 @@ class SyncEngine:
             if not page.more:
                 if self._quarantine_live:
                     self._retry_quarantined(report)
-                if resync:
+                if resync and page.settled:
                     self.store.run_transaction(self._finish_resync)
+                elif resync:  # what we did not meet may still come: decide after a later pull
+                    log.info("a pull from the start ended while the server still holds back "
+                             "committed changes; synced records it did not meet are kept "
+                             "until a later pull")
                 return report
         return report
 
