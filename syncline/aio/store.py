@@ -1,8 +1,9 @@
 """AsyncStore: a syncline store for asyncio applications.
 
 ``store = await syncline.aio.open(url, entities=[...])`` (or ``async with``) opens the same
-store as :func:`syncline.open` on a thread of its own; every operation runs there, awaited
-from the event loop. See docs/async.md.
+store as :func:`syncline.open`; every operation is the synchronous store's, run on a thread of
+its own (memory, SQLite) or, for backends whose I/O awaits on the loop (PostgreSQL), in a
+greenlet on the loop itself. See docs/async.md.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Any, TypeVar
 
 import attrs
 
+from syncline.aio.loop import LoopRunner
 from syncline.aio.repository import AsyncRepository
-from syncline.aio.thread import Pinned, StoreThread, finish
+from syncline.aio.thread import Runner, StoreThread, finish
 from syncline.aio.transport import AsyncTransport, LoopBridge, async_transport_class
 from syncline.aio.watch import AsyncWatch
 from syncline.aio.worker import AsyncSyncWorker
+from syncline.core.plugins import plugin_manager
 from syncline.core.spi.options import scheme_of
 from syncline.core.store import Store, open_store
 from syncline.core.sync.engine import SyncReport
@@ -44,7 +47,7 @@ class AsyncTransaction:
 
     def __init__(self, store: AsyncStore) -> None:
         self._store = store
-        self._pinned: Pinned | None = None
+        self._pinned: Any = None
 
     async def __aenter__(self) -> None:
         self._pinned = await self._store._thread.begin(self._store.sync_store)
@@ -59,7 +62,7 @@ class AsyncStore:
     """An open store for asyncio; the synchronous :class:`syncline.Store` does the work on
     the store's thread (:attr:`sync_store`), so answers and errors are the same."""
 
-    def __init__(self, store: Store, thread: StoreThread) -> None:
+    def __init__(self, store: Store, thread: Runner) -> None:
         #: the synchronous store (use it only through :meth:`run` from the loop)
         self.sync_store = store
         self._thread = thread
@@ -208,9 +211,8 @@ class AsyncStore:
         if self._thread.stopped:
             return
         await self.stop_sync_worker()
-        closing = asyncio.ensure_future(self._thread.call(self.sync_store.close))
         try:
-            await finish(closing)
+            await self._thread.close_store(self.sync_store)
         finally:
             self._thread.stop()
 
@@ -258,13 +260,26 @@ async def _open(url: str | None, kwargs: dict[str, Any]) -> AsyncStore:
     kwargs = dict(kwargs)
     given: AsyncTransport | None = kwargs.pop("async_transport", None)
     loop = asyncio.get_running_loop()
-    thread = await loop.run_in_executor(None, StoreThread)
-    opening = asyncio.ensure_future(thread.call(lambda: open_store(url, **kwargs)))
-    try:
-        store = await finish(opening)
-    except BaseException:
-        thread.stop()
-        raise
+    thread: Runner
+    if await asyncio.to_thread(_loop_io, url):  # (imports the backend's module)
+        # Opened (tables, migrations) in the loop's executor; then its calls run on the loop.
+        def opening() -> Store:
+            store = open_store(url, **kwargs)
+            store.backend.prepare_loop_io()
+            return store
+
+        store = await finish(asyncio.ensure_future(asyncio.to_thread(opening)))
+        thread = LoopRunner()
+    else:
+        started = await loop.run_in_executor(None, StoreThread)
+        opening = asyncio.ensure_future(started.call(lambda: open_store(url, **kwargs)))
+        try:
+            store = await finish(opening)
+        except BaseException:
+            started.stop()
+            raise
+        thread = started
+
     def bridge(url: str, options: dict[str, Any]) -> LoopBridge | None:
         # Called on the store's thread when the engine is first needed, with the options of
         # that moment (as the synchronous store reads them then).
@@ -276,3 +291,15 @@ async def _open(url: str | None, kwargs: dict[str, Any]) -> AsyncStore:
     if given is not None and store.transport_url is None:
         store.transport_url = given.url
     return AsyncStore(store, thread)
+
+
+def _loop_io(url: str | None) -> bool:
+    """Whether ``url``'s backend awaits its I/O on the loop (``event_loop_io``): then its
+    calls run in greenlets on the loop, with no thread of their own."""
+    if url is None:
+        return False  # the configured store: on its thread
+    try:
+        cls = plugin_manager().backend_class(scheme_of(url))
+    except Exception:
+        return False  # open_store says what is wrong with the URL
+    return "event_loop_io" in cls.capabilities
