@@ -63,12 +63,21 @@ class LoopRunner:
     def __init__(self) -> None:
         #: the loop's thread, where the calls run
         self.ident = threading.get_ident()
+        self._loop = asyncio.get_running_loop()  # its connections belong to it
         self._lock = asyncio.Lock()  # one call or transaction of the store at a time
         self.stopped = False
 
     def inside(self) -> bool:
         """True when called by one of the store's own calls (a hook the store runs)."""
         return threading.get_ident() == self.ident and in_loop_greenlet()
+
+    def _check(self) -> None:
+        if self.stopped:
+            raise TransactionError("the asyncio store is closed")
+        if asyncio.get_running_loop() is not self._loop:
+            raise TransactionError(
+                "this asyncio store belongs to the event loop it was opened on (its "
+                "PostgreSQL connections do); open a store on each loop")
 
     def _current(self) -> Held | None:
         held = _held.get().get(id(self))
@@ -77,15 +86,14 @@ class LoopRunner:
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` in a greenlet on the loop (inside the task's transaction, if any)."""
         held = self._current()
-        if held is None and self.stopped:
-            raise TransactionError("the asyncio store is closed")
+        if held is None:
+            self._check()
         async with held.lock if held is not None else self._lock:
             return await _spawn(fn)  # cancelled before this: it never ran
 
     async def begin(self, store: LocalStore) -> Held:
         """Begin a transaction (a savepoint inside another) and hold the store for it."""
-        if self.stopped:
-            raise TransactionError("the asyncio store is closed")
+        self._check()
         parent = self._current()
         outer = parent.lock if parent is not None else self._lock
         held = Held(store.transaction(), parent.lock if parent is not None else asyncio.Lock(),

@@ -72,6 +72,8 @@ class AsyncStore:
         self._last_report: SyncReport | None = None
         #: True while a sync round runs on the store's thread (its commits are its own)
         self.in_sync_round = False
+        self._engine_ready = False
+        self._engine_lock = asyncio.Lock()
 
     # -- records -----------------------------------------------------------------------------
 
@@ -104,8 +106,20 @@ class AsyncStore:
         finally:
             self.in_sync_round = False
 
+    async def _make_engine(self) -> None:
+        """Build the sync engine and its transport (imports, a TLS context: Python work of
+        tens of milliseconds) in a thread, once, before the loop's first sync call."""
+        if self._engine_ready:
+            return
+        async with self._engine_lock:
+            if not self._engine_ready:
+                with contextlib.suppress(Exception):  # the call itself says what is wrong
+                    await asyncio.to_thread(lambda: self.sync_store.sync_engine)
+                self._engine_ready = True
+
     async def sync(self) -> SyncReport:
         """Push queued changes, then pull the server's; see :class:`syncline.SyncReport`."""
+        await self._make_engine()
         report = await self._thread.call(self._round)
         self._last_report = report
         for listener in list(self._progress):
@@ -122,6 +136,7 @@ class AsyncStore:
 
     async def network_available(self) -> None:
         """Tell the sync engine the network is back: stop backing off and sync soon."""
+        await self._make_engine()
         await self._thread.call(self.sync_store.network_available)
         if self._worker is not None:
             self._worker.wake()
@@ -173,6 +188,7 @@ class AsyncStore:
 
     async def wait_synced(self, cls: type, record_id: str, timeout: float = 10.0) -> bool:
         """Wait until the record's local changes have been pushed; False on timeout."""
+        await self._make_engine()
         engine = await self._thread.call(lambda: self.sync_store.sync_engine)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -190,6 +206,7 @@ class AsyncStore:
         """Sync in an asyncio task: every ``interval`` seconds and soon after writes."""
         if self._worker is not None and self._worker.running:
             return self._worker
+        await self._make_engine()
         self._worker = await AsyncSyncWorker(self, interval=interval,
                                              debounce=debounce).start()
         return self._worker
@@ -263,12 +280,16 @@ async def _open(url: str | None, kwargs: dict[str, Any]) -> AsyncStore:
     thread: Runner
     if await asyncio.to_thread(_loop_io, url):  # (imports the backend's module)
         # Opened (tables, migrations) in the loop's executor; then its calls run on the loop.
-        def opening() -> Store:
+        def open_ready() -> Store:
             store = open_store(url, **kwargs)
-            store.backend.prepare_loop_io()
+            try:
+                store.backend.prepare_loop_io()
+            except BaseException:
+                store.close()
+                raise
             return store
 
-        store = await finish(asyncio.ensure_future(asyncio.to_thread(opening)))
+        store = await finish(asyncio.ensure_future(asyncio.to_thread(open_ready)))
         thread = LoopRunner()
     else:
         started = await loop.run_in_executor(None, StoreThread)
