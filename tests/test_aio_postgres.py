@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import syncline
 import syncline.aio
 from syncline.aio.loop import LoopRunner
+from syncline.aio.thread import StoreThread
 from syncline.backends.postgres.on_loop import LoopConnection
 from syncline.testing.aio.bridge import run_async
 from syncline.testing.backend.base import make_post
@@ -152,5 +153,23 @@ def test_a_cancelled_statement_finishes_and_the_store_goes_on(pg_url: str) -> No
             assert await posts.count() == 0
             await posts.insert(make_post(2))
             assert [p.id for p in await posts.all()] == ["p002"]
+
+    run_async(main)
+
+
+def test_io_chooses_where_the_calls_run(pg_url: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with syncline.aio.open(pg_url, entities=ENTITIES, io="thread") as store:
+            assert isinstance(store._thread, StoreThread)
+            await store.repository(Post).insert(make_post(0))
+            names = await store.run(lambda s: threading.current_thread().name)
+            assert names.startswith("syncline-aio")
+        async with syncline.aio.open(pg_url, entities=ENTITIES, io="loop") as store:
+            assert isinstance(store._thread, LoopRunner)
+            assert await store.repository(Post).count() == 1
+        with pytest.raises(syncline.ConfigurationError, match="event_loop_io"):
+            await syncline.aio.open(f"sqlite:///{tmp_path}/a.db", entities=ENTITIES, io="loop")
+        with pytest.raises(syncline.ConfigurationError, match="io='fast'"):
+            syncline.aio.open(pg_url, io="fast")  # type: ignore[arg-type]
 
     run_async(main)

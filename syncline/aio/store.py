@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -21,6 +21,7 @@ from syncline.aio.thread import Runner, StoreThread, finish
 from syncline.aio.transport import AsyncTransport, LoopBridge, async_transport_class
 from syncline.aio.watch import AsyncWatch
 from syncline.aio.worker import AsyncSyncWorker
+from syncline.core.model.errors import ConfigurationError
 from syncline.core.plugins import plugin_manager
 from syncline.core.spi.options import scheme_of
 from syncline.core.store import Store, open_store
@@ -264,21 +265,32 @@ class Opening:
 
 
 def open(url: str | None = None, *, async_transport: AsyncTransport | None = None,
-         **kwargs: Any) -> Opening:
+         io: Literal["loop", "thread"] | None = None, **kwargs: Any) -> Opening:
     """Open a store for asyncio: ``store = await syncline.aio.open("sqlite:///app.db",
     entities=[Post], transport="http://host:8000/")`` or ``async with syncline.aio.open(...)
     as store``. Takes :func:`syncline.open`'s arguments; ``http``, ``https`` and ``mock``
     transports are async (their I/O on the loop), others run on the store's thread.
-    ``async_transport`` gives an :class:`AsyncTransport` instance instead of a URL."""
-    return Opening(url, {**kwargs, "async_transport": async_transport})
+    ``async_transport`` gives an :class:`AsyncTransport` instance instead of a URL.
+    ``io``: where the store's calls run; by default on the loop for backends that await their
+    I/O there (PostgreSQL), else on a thread of the store's own; ``"thread"`` for a thread
+    whatever the backend (bulk work: the store's Python work then leaves the loop too)."""
+    if io not in (None, "loop", "thread"):
+        raise ConfigurationError(f"io={io!r}: use 'loop', 'thread' or leave it out")
+    return Opening(url, {**kwargs, "async_transport": async_transport, "io": io})
 
 
 async def _open(url: str | None, kwargs: dict[str, Any]) -> AsyncStore:
     kwargs = dict(kwargs)
     given: AsyncTransport | None = kwargs.pop("async_transport", None)
+    io = kwargs.pop("io", None)
     loop = asyncio.get_running_loop()
     thread: Runner
-    if await asyncio.to_thread(_loop_io, url):  # (imports the backend's module)
+    on_loop = io != "thread" and await asyncio.to_thread(_loop_io, url)  # imports the backend
+    if io == "loop" and not on_loop:
+        raise ConfigurationError(
+            f"io='loop': the backend of {url!r} does not await its I/O on the event loop (no "
+            f"event_loop_io capability; PostgreSQL has it); leave io out to use a thread")
+    if on_loop:
         # Opened (tables, migrations) in the loop's executor; then its calls run on the loop.
         def open_ready() -> Store:
             store = open_store(url, **kwargs)
