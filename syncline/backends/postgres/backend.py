@@ -31,10 +31,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
-from syncline.backends.postgres.on_loop import blocking, pause, sync_view
+from syncline.backends.postgres.on_loop import blocking, sync_view
 from syncline.backends.sql import SQLBuilder, TupleRowsMixin
 from syncline.backends.sql_conditions import batch_update
 from syncline.core.model.convert import dumps_jsonb, structure_hook, utc_datetime
+from syncline.core.model.cooperate import pause
 from syncline.core.model.errors import (
     BackendError,
     BackendUnavailableError,

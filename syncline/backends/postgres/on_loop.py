@@ -13,7 +13,6 @@ retries stay one copy; only where the bytes wait differs.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -37,14 +36,6 @@ def blocking(fn: Callable[[], T]) -> T:
         result: T = wait(asyncio.to_thread(fn))
         return result
     return fn()
-
-
-def pause(seconds: float) -> None:
-    """Sleep before a retry, without holding the loop when on it."""
-    if in_loop_greenlet():
-        wait(asyncio.sleep(seconds))
-    else:
-        time.sleep(seconds)
 
 
 #: list parameters longer than this are dumped in a thread (see _lightened)

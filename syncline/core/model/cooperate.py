@@ -9,6 +9,7 @@ check per call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -38,6 +39,19 @@ def yield_to_loop() -> None:
     await_only(asyncio.sleep(0))
 
 
+def pause(seconds: float) -> None:
+    """Sleep (before a retry): awaited when in a loop greenlet, which the loop must not
+    spend asleep."""
+    if in_loop_greenlet():
+        import asyncio
+
+        from sqlalchemy.util import await_only
+
+        await_only(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
+
+
 def chunked(fn: Callable[[T], R], values: Sequence[T]) -> list[R]:
     """``[fn(v) for v in values]``, giving the loop a turn every :data:`CHUNK` values when
     running in a loop greenlet."""
@@ -50,4 +64,4 @@ def chunked(fn: Callable[[T], R], values: Sequence[T]) -> list[R]:
     return out
 
 
-__all__ = ["CHUNK", "chunked", "in_loop_greenlet", "yield_to_loop"]
+__all__ = ["CHUNK", "chunked", "in_loop_greenlet", "pause", "yield_to_loop"]
