@@ -19,10 +19,12 @@ import syncline.aio
 from syncline.aio.loop import LoopRunner
 from syncline.aio.thread import StoreThread
 from syncline.backends.postgres.on_loop import LoopConnection
+from syncline.plugins.mock import MockServer
 from syncline.testing.aio.bridge import run_async
 from syncline.testing.backend.base import make_post
 from syncline.testing.entities import ENTITIES, Post
 from syncline.testing.stores import postgres_url
+from syncline.testing.syncing.entities import NOTES, Note
 
 
 @pytest.fixture
@@ -173,3 +175,22 @@ def test_io_chooses_where_the_calls_run(pg_url: str, tmp_path: Path) -> None:
             syncline.aio.open(pg_url, io="fast")  # type: ignore[arg-type]
 
     run_async(main)
+
+
+def test_two_stores_of_one_database_sync_at_once(pg_url: str) -> None:
+    """Their rounds take the same process lock on the same loop: the second waits without
+    blocking the loop, so the first (pushing meanwhile) finishes."""
+    with MockServer("aio-pg-two", entities=NOTES) as server:
+        server.latency = 0.1
+
+        async def main() -> None:
+            url = f"mock://{server.name}"
+            async with syncline.aio.open(pg_url, entities=NOTES, transport=url) as a, \
+                    syncline.aio.open(pg_url, entities=NOTES, transport=url) as b:
+                await a.repository(Note).insert(Note("n1", "me", "from a"))
+                reports = await asyncio.wait_for(asyncio.gather(a.sync(), b.sync()), 60)
+                assert all(r.ok for r in reports)
+                assert await a.pending_count() == 0
+
+        run_async(main)
+        assert server.server.store.repository(Note).get("n1") == Note("n1", "me", "from a")
