@@ -12,4 +12,3 @@ from syncline.core.spi.options import url_path as url_path
 
 __all__ = ["in_loop_greenlet", "is_json", "scheme_of", "split_url", "store_json",
            "store_json_as_text", "url_path"]
-
