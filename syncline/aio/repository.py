@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from syncline.aio.thread import StoreThread
+from syncline.aio.thread import Runner
 from syncline.aio.watch import AsyncWatch
 from syncline.core.model.query import OrderArg, WhereArg
 from syncline.core.sync.outbox import RecordState, SyncStatus, state_key
@@ -19,7 +19,7 @@ class AsyncRepository(Generic[T]):
     """``await store.repository(Post).get("p1")``: see :class:`syncline.Repository` for what
     each method does; here each is awaited and never blocks the event loop."""
 
-    def __init__(self, repo: SyncRepository[T], thread: StoreThread) -> None:
+    def __init__(self, repo: SyncRepository[T], thread: Runner) -> None:
         #: the synchronous repository doing the work
         self.sync_repository = repo
         self._thread = thread

@@ -1,8 +1,9 @@
 """AsyncStore: a syncline store for asyncio applications.
 
 ``store = await syncline.aio.open(url, entities=[...])`` (or ``async with``) opens the same
-store as :func:`syncline.open` on a thread of its own; every operation runs there, awaited
-from the event loop. See docs/async.md.
+store as :func:`syncline.open`; every operation is the synchronous store's, run on a thread of
+its own (memory, SQLite) or, for backends whose I/O awaits on the loop (PostgreSQL), in a
+greenlet on the loop itself. See docs/async.md.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 
+from syncline.aio.loop import LoopRunner
 from syncline.aio.repository import AsyncRepository
-from syncline.aio.thread import Pinned, StoreThread, finish
+from syncline.aio.thread import Runner, StoreThread, finish
 from syncline.aio.transport import AsyncTransport, LoopBridge, async_transport_class
 from syncline.aio.watch import AsyncWatch
 from syncline.aio.worker import AsyncSyncWorker
+from syncline.core.model.errors import ConfigurationError
+from syncline.core.plugins import plugin_manager
 from syncline.core.spi.options import scheme_of
 from syncline.core.store import Store, open_store
 from syncline.core.sync.engine import SyncReport
@@ -44,7 +48,7 @@ class AsyncTransaction:
 
     def __init__(self, store: AsyncStore) -> None:
         self._store = store
-        self._pinned: Pinned | None = None
+        self._pinned: Any = None
 
     async def __aenter__(self) -> None:
         self._pinned = await self._store._thread.begin(self._store.sync_store)
@@ -59,7 +63,7 @@ class AsyncStore:
     """An open store for asyncio; the synchronous :class:`syncline.Store` does the work on
     the store's thread (:attr:`sync_store`), so answers and errors are the same."""
 
-    def __init__(self, store: Store, thread: StoreThread) -> None:
+    def __init__(self, store: Store, thread: Runner) -> None:
         #: the synchronous store (use it only through :meth:`run` from the loop)
         self.sync_store = store
         self._thread = thread
@@ -69,6 +73,8 @@ class AsyncStore:
         self._last_report: SyncReport | None = None
         #: True while a sync round runs on the store's thread (its commits are its own)
         self.in_sync_round = False
+        self._engine_ready = False
+        self._engine_lock = asyncio.Lock()
 
     # -- records -----------------------------------------------------------------------------
 
@@ -101,8 +107,20 @@ class AsyncStore:
         finally:
             self.in_sync_round = False
 
+    async def _make_engine(self) -> None:
+        """Build the sync engine and its transport (imports, a TLS context: Python work of
+        tens of milliseconds) in a thread, once, before the loop's first sync call."""
+        if self._engine_ready:
+            return
+        async with self._engine_lock:
+            if not self._engine_ready:
+                with contextlib.suppress(Exception):  # the call itself says what is wrong
+                    await asyncio.to_thread(lambda: self.sync_store.sync_engine)
+                self._engine_ready = True
+
     async def sync(self) -> SyncReport:
         """Push queued changes, then pull the server's; see :class:`syncline.SyncReport`."""
+        await self._make_engine()
         report = await self._thread.call(self._round)
         self._last_report = report
         for listener in list(self._progress):
@@ -119,6 +137,7 @@ class AsyncStore:
 
     async def network_available(self) -> None:
         """Tell the sync engine the network is back: stop backing off and sync soon."""
+        await self._make_engine()
         await self._thread.call(self.sync_store.network_available)
         if self._worker is not None:
             self._worker.wake()
@@ -170,6 +189,7 @@ class AsyncStore:
 
     async def wait_synced(self, cls: type, record_id: str, timeout: float = 10.0) -> bool:
         """Wait until the record's local changes have been pushed; False on timeout."""
+        await self._make_engine()
         engine = await self._thread.call(lambda: self.sync_store.sync_engine)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -187,6 +207,7 @@ class AsyncStore:
         """Sync in an asyncio task: every ``interval`` seconds and soon after writes."""
         if self._worker is not None and self._worker.running:
             return self._worker
+        await self._make_engine()
         self._worker = await AsyncSyncWorker(self, interval=interval,
                                              debounce=debounce).start()
         return self._worker
@@ -208,9 +229,8 @@ class AsyncStore:
         if self._thread.stopped:
             return
         await self.stop_sync_worker()
-        closing = asyncio.ensure_future(self._thread.call(self.sync_store.close))
         try:
-            await finish(closing)
+            await self._thread.close_store(self.sync_store)
         finally:
             self._thread.stop()
 
@@ -245,26 +265,54 @@ class Opening:
 
 
 def open(url: str | None = None, *, async_transport: AsyncTransport | None = None,
-         **kwargs: Any) -> Opening:
+         io: Literal["loop", "thread"] | None = None, **kwargs: Any) -> Opening:
     """Open a store for asyncio: ``store = await syncline.aio.open("sqlite:///app.db",
     entities=[Post], transport="http://host:8000/")`` or ``async with syncline.aio.open(...)
     as store``. Takes :func:`syncline.open`'s arguments; ``http``, ``https`` and ``mock``
     transports are async (their I/O on the loop), others run on the store's thread.
-    ``async_transport`` gives an :class:`AsyncTransport` instance instead of a URL."""
-    return Opening(url, {**kwargs, "async_transport": async_transport})
+    ``async_transport`` gives an :class:`AsyncTransport` instance instead of a URL.
+    ``io``: where the store's calls run; by default on the loop for backends that await their
+    I/O there (PostgreSQL), else on a thread of the store's own; ``"thread"`` for a thread
+    whatever the backend (bulk work: the store's Python work then leaves the loop too)."""
+    if io not in (None, "loop", "thread"):
+        raise ConfigurationError(f"io={io!r}: use 'loop', 'thread' or leave it out")
+    return Opening(url, {**kwargs, "async_transport": async_transport, "io": io})
 
 
 async def _open(url: str | None, kwargs: dict[str, Any]) -> AsyncStore:
     kwargs = dict(kwargs)
     given: AsyncTransport | None = kwargs.pop("async_transport", None)
+    io = kwargs.pop("io", None)
     loop = asyncio.get_running_loop()
-    thread = await loop.run_in_executor(None, StoreThread)
-    opening = asyncio.ensure_future(thread.call(lambda: open_store(url, **kwargs)))
-    try:
-        store = await finish(opening)
-    except BaseException:
-        thread.stop()
-        raise
+    thread: Runner
+    on_loop = io != "thread" and await asyncio.to_thread(_loop_io, url)  # imports the backend
+    if io == "loop" and not on_loop:
+        raise ConfigurationError(
+            f"io='loop': the backend of {url!r} does not await its I/O on the event loop (no "
+            f"event_loop_io capability; PostgreSQL has it); leave io out to use a thread")
+    if on_loop:
+        # Opened (tables, migrations) in the loop's executor; then its calls run on the loop.
+        def open_ready() -> Store:
+            store = open_store(url, **kwargs)
+            try:
+                store.backend.prepare_loop_io()
+            except BaseException:
+                store.close()
+                raise
+            return store
+
+        store = await finish(asyncio.ensure_future(asyncio.to_thread(open_ready)))
+        thread = LoopRunner()
+    else:
+        started = await loop.run_in_executor(None, StoreThread)
+        opening = asyncio.ensure_future(started.call(lambda: open_store(url, **kwargs)))
+        try:
+            store = await finish(opening)
+        except BaseException:
+            started.stop()
+            raise
+        thread = started
+
     def bridge(url: str, options: dict[str, Any]) -> LoopBridge | None:
         # Called on the store's thread when the engine is first needed, with the options of
         # that moment (as the synchronous store reads them then).
@@ -276,3 +324,15 @@ async def _open(url: str | None, kwargs: dict[str, Any]) -> AsyncStore:
     if given is not None and store.transport_url is None:
         store.transport_url = given.url
     return AsyncStore(store, thread)
+
+
+def _loop_io(url: str | None) -> bool:
+    """Whether ``url``'s backend awaits its I/O on the loop (``event_loop_io``): then its
+    calls run in greenlets on the loop, with no thread of their own."""
+    if url is None:
+        return False  # the configured store: on its thread
+    try:
+        cls = plugin_manager().backend_class(scheme_of(url))
+    except Exception:
+        return False  # open_store says what is wrong with the URL
+    return "event_loop_io" in cls.capabilities

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from syncline.core.model.errors import TransactionError
 from syncline.core.storage.local import LocalStore
@@ -139,6 +139,27 @@ async def finish(fut: asyncio.Future[T]) -> T:
     return fut.result()
 
 
+class Runner(Protocol):
+    """Where an asyncio store's calls run: :class:`StoreThread`, or the event loop itself
+    for backends whose I/O awaits there (:class:`syncline.aio.loop.LoopRunner`)."""
+
+    stopped: bool
+
+    def inside(self) -> bool:
+        """True when called by one of the store's own calls (a hook the store runs)."""
+        ...
+
+    async def call(self, fn: Callable[[], T]) -> T: ...
+
+    async def begin(self, store: LocalStore) -> Any: ...
+
+    async def end(self, pinned: Any, commit: bool) -> None: ...
+
+    async def close_store(self, store: LocalStore) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class StoreThread:
     """One bounded worker thread for one store, and the transactions pinning it."""
 
@@ -151,6 +172,9 @@ class StoreThread:
         self.ident = self._executor.submit(threading.get_ident).result()
         self._open: set[Pinned] = set()
         self.stopped = False
+
+    def inside(self) -> bool:
+        return threading.get_ident() == self.ident
 
     def _current(self) -> Pinned | None:
         pinned = _pinned.get().get(id(self))
@@ -205,6 +229,10 @@ class StoreThread:
             _pinned.reset(pinned.token)
         pinned.jobs.put(_COMMIT if commit else _ROLLBACK)
         await finish(pinned.done)
+
+    async def close_store(self, store: LocalStore) -> None:
+        """Close the store on its thread (even when cancelled meanwhile)."""
+        await finish(asyncio.ensure_future(self.call(store.close)))
 
     def stop(self) -> None:
         """Roll back what is still pinned (its task is gone) and let the thread end."""

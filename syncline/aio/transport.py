@@ -17,6 +17,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from syncline.core.model.errors import SynclineError
+from syncline.core.spi.helpers import in_loop_greenlet
 from syncline.core.spi.transport import (
     PROTOCOL_VERSION,
     Mutation,
@@ -115,6 +116,11 @@ class LoopBridge(Transport):
 
     def _wait(self, call: Coroutine[Any, Any, T]) -> T:
         if loop_thread(self.loop) == threading.get_ident():
+            if in_loop_greenlet():  # the engine runs on the loop (PostgreSQL): await it there
+                from sqlalchemy.util import await_only
+
+                result: T = await_only(call)
+                return result
             call.close()
             raise SynclineError(
                 "an asyncio store's sync ran on its event loop's thread; await store.sync() "

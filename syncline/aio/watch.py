@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Generic, TypeVar
 
-from syncline.aio.thread import StoreThread
+from syncline.aio.thread import Runner
 from syncline.core.storage.watch import Subscription, Watch
 
 R = TypeVar("R")
@@ -21,7 +21,7 @@ class AsyncWatch(Generic[R]):
     the store, as for :class:`syncline.core.storage.watch.Watch`; the loop only receives them.
     """
 
-    def __init__(self, watch: Watch[R], thread: StoreThread) -> None:
+    def __init__(self, watch: Watch[R], thread: Runner) -> None:
         self.watch = watch
         self._thread = thread
 

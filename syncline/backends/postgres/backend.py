@@ -11,6 +11,7 @@ a transaction retry on their own. Batch upserts go through COPY into a temporary
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import decimal
 import hashlib
@@ -30,9 +31,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
+from syncline.backends.postgres.on_loop import blocking, sync_view
 from syncline.backends.sql import SQLBuilder, TupleRowsMixin
 from syncline.backends.sql_conditions import batch_update
 from syncline.core.model.convert import dumps_jsonb, structure_hook, utc_datetime
+from syncline.core.model.cooperate import pause
 from syncline.core.model.errors import (
     BackendError,
     BackendUnavailableError,
@@ -46,7 +49,7 @@ from syncline.core.model.errors import (
 from syncline.core.model.query import Compare, Condition, Query
 from syncline.core.model.schema import IndexSpec, Kind, TableSpec
 from syncline.core.spi.backend import Backend
-from syncline.core.spi.helpers import store_json
+from syncline.core.spi.helpers import in_loop_greenlet, store_json
 from syncline.core.spi.options import ISOLATION, Option
 
 if TYPE_CHECKING:
@@ -63,6 +66,18 @@ _META = "_syncline_meta"
 #: the listener's first and longest pause between two reconnection attempts (seconds)
 _LISTEN_BACKOFF = (0.05, 5.0)
 _LEVELS = ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
+
+
+class _Statements(dict[Any, str]):
+    """A dict of compiled SQL by (table, kind) that starts over past a bound size."""
+
+    def __setitem__(self, key: Any, value: str) -> None:
+        if len(self) >= 20_000:
+            self.clear()
+        super().__setitem__(key, value)
+
+
+_STATEMENTS = _Statements()
 
 
 class PostgresBuilder(SQLBuilder):
@@ -128,7 +143,8 @@ class PostgresBackend(TupleRowsMixin, Backend):
     """PostgreSQL through SQLAlchemy-compiled SQL on pooled psycopg 3 connections."""
 
     capabilities = frozenset({"persistent", "multi_process", "sql", "savepoints", "foreign_keys",
-                              "concurrent_writers", "exact_decimals", "external_changes"})
+                              "concurrent_writers", "exact_decimals", "external_changes",
+                              "event_loop_io"})
     passthrough_types = frozenset({str, int, float, bool, bytes, dt.date, uuid.UUID,
                                    decimal.Decimal})
     options_spec: ClassVar[Mapping[str, Option] | None] = {
@@ -162,34 +178,20 @@ class PostgresBackend(TupleRowsMixin, Backend):
         self.sql = PostgresBuilder(
             pg_dialect.dialect(paramstyle="format"))  # type: ignore[no-untyped-call]
         self.isolation = str(self.options["isolation"]).upper()  # one of the choices
-        self._engine: sa.Engine | None = None
+        self._opened = False
+        #: the pool of synchronous connections, and the async one used on the event loop
+        #: (psycopg's AsyncConnection; see on_loop.py), each made when first needed
+        self._engines: dict[bool, sa.Engine] = {}
         self._local = _Local()
-        self._statements: dict[Any, str] = {}
+        #: compiled statements, shared by every store of the process (the same dialect
+        #: compiles a table's statements the same way; compiling a 60-row INSERT costs ms)
+        self._statements = _STATEMENTS
 
     # -- connections -------------------------------------------------------------------------
 
     def open(self) -> None:
         _import_psycopg()
-        self._engine = sa.create_engine(
-            self.sa_url,
-            pool_size=self.options["pool_size"],
-            max_overflow=self.options["max_overflow"],
-            pool_pre_ping=False,  # see _ping_if_idle
-            # Autocommit connections; every transaction ends in our COMMIT or ROLLBACK.
-            pool_reset_on_return=None,
-            connect_args={"connect_timeout": self.options["connect_timeout"],
-                          "options": "-c timezone=UTC",
-                          # Statements outside a transaction need no BEGIN/COMMIT round trips;
-                          # transactions send their own BEGIN with the isolation level.
-                          "autocommit": True},
-        )
-        if self.schema:
-            sa.event.listen(self._engine, "connect", _set_search_path(self.schema))
-        if self.options["pre_ping"]:
-            idle = self.options["ping_after"]
-            sa.event.listen(self._engine, "checkout", _ping_if_idle(idle))
-            sa.event.listen(self._engine, "checkin", _mark_used)
-            sa.event.listen(self._engine, "connect", _mark_used)
+        self._opened = True
         try:
             with self._connection() as conn:
                 # Look before creating: an open of an existing store takes no lock, and
@@ -206,11 +208,70 @@ class PostgresBackend(TupleRowsMixin, Backend):
             self.close()
             raise
 
+    def _engine(self) -> sa.Engine:
+        """The pool for where the caller runs: async connections inside a greenlet on the
+        event loop (``syncline.aio``), synchronous ones elsewhere."""
+        if not self._opened:
+            raise TransactionError(f"the PostgreSQL store {self.where} is closed")
+        loop_io = in_loop_greenlet()
+        engine = self._engines.get(loop_io)
+        if engine is None:
+            engine = self._engines[loop_io] = self._make_engine(loop_io)
+        return engine
+
+    def _make_engine(self, loop_io: bool) -> sa.Engine:
+        options: dict[str, Any] = dict(
+            pool_size=self.options["pool_size"],
+            max_overflow=self.options["max_overflow"],
+            pool_pre_ping=False,  # see _ping_if_idle
+            # Autocommit connections; every transaction ends in our COMMIT or ROLLBACK.
+            pool_reset_on_return=None,
+            connect_args={"connect_timeout": self.options["connect_timeout"],
+                          "options": "-c timezone=UTC",
+                          # Statements outside a transaction need no BEGIN/COMMIT round trips;
+                          # transactions send their own BEGIN with the isolation level.
+                          "autocommit": True},
+        )
+        if loop_io:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            engine = create_async_engine(
+                self.sa_url.set(drivername="postgresql+psycopg_async"), **options).sync_engine
+        else:
+            engine = sa.create_engine(self.sa_url, **options)
+        if self.schema:
+            sa.event.listen(engine, "connect", _set_search_path(self.schema))
+        if self.options["pre_ping"]:
+            idle = self.options["ping_after"]
+            sa.event.listen(engine, "checkout", _ping_if_idle(idle))
+            sa.event.listen(engine, "checkin", _mark_used)
+            sa.event.listen(engine, "connect", _mark_used)
+        return engine
+
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        self._opened = False
+        self.close_loop_io()
+        sync_engine = self._engines.pop(False, None)
+        if sync_engine is not None:
+            blocking(sync_engine.dispose)
         self._local = _Local()
+
+    def prepare_loop_io(self) -> None:
+        if True in self._engines:
+            return
+        from sqlalchemy.util import greenlet_spawn
+
+        engine = self._engines[True] = self._make_engine(loop_io=True)
+        # The dialect's first-connection set-up (server version, type look-ups: CPU and round
+        # trips) on a loop of this thread's own; the loop's calls then find it done.
+        asyncio.run(greenlet_spawn(_first_connection, engine))
+
+    def close_loop_io(self) -> None:
+        """Close the async connections: on the loop, in a greenlet, where they await. (Off
+        the loop they cannot be; they are left to close with their loop.)"""
+        engine = self._engines.pop(True, None)
+        if engine is not None and in_loop_greenlet():
+            engine.dispose()
 
     @classmethod
     def init_storage(cls, url: str) -> str:
@@ -236,7 +297,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
         got = False
         try:
             try:
-                with conn.cursor() as cur:
+                with sync_view(conn.driver_connection).cursor() as cur:
                     verb = "pg_advisory_lock" if blocking else "pg_try_advisory_lock"
                     cur.execute(f"SELECT {verb}(hashtextextended(%s, 0))", (key,))
                     row = cur.fetchone()
@@ -247,7 +308,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
         finally:
             try:
                 if got:
-                    with conn.cursor() as cur:
+                    with sync_view(conn.driver_connection).cursor() as cur:
                         cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
                                     (key,))
             except Exception:
@@ -262,10 +323,9 @@ class PostgresBackend(TupleRowsMixin, Backend):
         return self._session_lock(name, blocking)
 
     def _raw(self) -> Any:
-        if self._engine is None:
-            raise TransactionError(f"the PostgreSQL store {self.where} is closed")
+        engine = self._engine()
         try:
-            return self._engine.raw_connection()
+            return engine.raw_connection()
         except Exception as exc:
             raise translate(exc, "connecting", self.where) from exc
 
@@ -284,12 +344,12 @@ class PostgresBackend(TupleRowsMixin, Backend):
         local = self._local
         if local.depth > 0:  # the transaction's context rolls back on errors
             with self._errors("running a statement"):
-                yield local.conn.driver_connection
+                yield sync_view(local.conn.driver_connection)
             return
         proxy = self._raw()
         try:
             with self._errors("running a statement", proxy):
-                conn = proxy.driver_connection
+                conn = sync_view(proxy.driver_connection)
                 yield conn
         finally:
             proxy.close()
@@ -311,7 +371,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
                 # on a connection that is fine: not a connectivity problem.
                 err = BackendError(f"{what}: {str(exc).strip().splitlines()[0]}")
             if proxy is not None:
-                conn = proxy.driver_connection
+                conn = sync_view(proxy.driver_connection)
                 if conn is None or conn.closed or conn.broken:
                     proxy.invalidate()  # a killed connection never goes back to the pool
                 elif conn.info.transaction_status != 0:  # not idle: end the failed transaction
@@ -368,10 +428,11 @@ class PostgresBackend(TupleRowsMixin, Backend):
                     if level not in _LEVELS:
                         raise TransactionError(f"isolation {level!r}: use one of {_LEVELS}")
                     with self._errors("beginning a transaction", proxy):
-                        stored = self._begin(proxy.driver_connection, level, check_version)
+                        stored = self._begin(sync_view(proxy.driver_connection), level,
+                                             check_version)
                     if stored is not None:
                         with self._errors("ending a refused transaction", proxy):
-                            proxy.driver_connection.execute("ROLLBACK")
+                            sync_view(proxy.driver_connection).execute("ROLLBACK")
                         raise StaleSchemaError(self.url, stored, self.code_schema_version or 0)
                     break
                 except BackendUnavailableError:
@@ -385,7 +446,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
                     proxy.close()
                     raise
         proxy = local.conn
-        conn = proxy.driver_connection
+        conn = sync_view(proxy.driver_connection)
         name = f"sp{depth}"
         local.depth = depth + 1
         try:
@@ -483,7 +544,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
         ``pg_terminate_backend``), reconnect with a growing pause (``_LISTEN_BACKOFF``) and
         then call ``callback(None)``: commits made meanwhile were not heard."""
         try:
-            first = self._listener()
+            first = blocking(self._listener)  # a synchronous connection of its own
         except Exception as exc:
             raise translate(exc, "listening for changes", self.where) from exc
         stop = threading.Event()
@@ -546,7 +607,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
                 if attempt >= _RETRIES and time.monotonic() - started >= _RETRY_FOR:
                     raise
                 attempt += 1
-                time.sleep(random.uniform(0, min(0.5, 0.002 * 2**attempt)))
+                pause(random.uniform(0, min(0.5, 0.002 * 2**attempt)))
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -620,15 +681,19 @@ class PostgresBackend(TupleRowsMixin, Backend):
         key = (table, f"{kind}*{n}")
         sql = self._statements.get(key)
         if sql is None:
-            t = self.sql.table(table)
-            cols = list(t.c)
-            rows = [{c.name: sa.bindparam(f"{c.name}_{i}", type_=c.type) for c in cols}
-                    for i in range(n)]
-            stmt: Any = pg_insert(t).values(rows)
-            if kind == "upsert":
-                stmt = self._on_conflict(stmt, table, cols)
-            sql = self.sql.compile(stmt)[0]
-            self._statements[key] = sql
+            # Compiling n rows' statement is milliseconds of Python: off the loop when on it.
+            sql = self._statements[key] = blocking(lambda: self._compile_multi(table, kind, n))
+        return sql
+
+    def _compile_multi(self, table: TableSpec, kind: str, n: int) -> str:
+        t = self.sql.table(table)
+        cols = list(t.c)
+        rows = [{c.name: sa.bindparam(f"{c.name}_{i}", type_=c.type) for c in cols}
+                for i in range(n)]
+        stmt: Any = pg_insert(t).values(rows)
+        if kind == "upsert":
+            stmt = self._on_conflict(stmt, table, cols)
+        sql: str = self.sql.compile(stmt)[0]
         return sql
 
     def _stmt(self, table: TableSpec, kind: str) -> str:
@@ -788,6 +853,11 @@ class PostgresBackend(TupleRowsMixin, Backend):
         return int(self._retrying(work))
 
 
+def _first_connection(engine: sa.Engine) -> None:
+    engine.raw_connection().close()
+    engine.dispose()  # its connection belonged to the loop that made it
+
+
 def _sql() -> Any:
     from psycopg import sql
 
@@ -838,7 +908,7 @@ def _set_search_path(schema: str) -> Callable[[Any, Any], None]:
     """A pool connect hook: the store's schema first on the search path, quoted by psycopg."""
 
     def connect(dbapi_conn: Any, record: Any) -> None:
-        dbapi_conn.execute(_sql().SQL("SET search_path TO {}").format(
+        sync_view(record.driver_connection).execute(_sql().SQL("SET search_path TO {}").format(
             _sql().Identifier(schema)))
 
     return connect
@@ -870,7 +940,7 @@ def _ping_if_idle(idle: float) -> Callable[[Any, Any, Any], None]:
         if time.monotonic() - record.info.get("used_at", 0.0) < idle:
             return
         try:
-            dbapi_conn.execute("SELECT 1")
+            sync_view(record.driver_connection).execute("SELECT 1")
         except Exception as exc:  # the pool replaces the connection and tries again
             raise sa.exc.DisconnectionError(str(exc)) from exc
         record.info["used_at"] = time.monotonic()

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
+from syncline.core.model.cooperate import chunked
 from syncline.core.model.errors import QueryError
 from syncline.core.model.values import describe
 
@@ -355,7 +356,8 @@ def map_condition(cond: Condition, encode: Callable[[str, Any], Any]) -> Conditi
         if cond.op in ("is_null", "not_null"):
             return cond
         if cond.op in ("in", "not_in"):
-            return Compare(cond.field, cond.op, [encode(cond.field, v) for v in cond.value])
+            field = cond.field
+            return Compare(field, cond.op, chunked(lambda v: encode(field, v), list(cond.value)))
         return Compare(cond.field, cond.op, encode(cond.field, cond.value))
     if isinstance(cond, Not):
         return Not(map_condition(cond.item, encode))

@@ -48,6 +48,8 @@ CAPABILITIES = {
     "exact_decimals": "Decimal comparisons and ordering are exact beyond float precision",
     "external_changes": "watchers see commits made by other connections or processes",
     "foreign_keys": "foreign keys declared on entities are enforced",
+    "event_loop_io": "called inside SQLAlchemy's greenlet_spawn on an event loop, the backend "
+                     "awaits its I/O there (syncline.aio then runs it without a thread)",
 }
 
 
@@ -99,6 +101,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release every connection and thread. Calling it twice is harmless."""
+
+    def prepare_loop_io(self) -> None:  # noqa: B027 - only event_loop_io backends have any
+        """Make ready, off the loop, what calls on the event loop will use (``event_loop_io``
+        backends: their async pool, its modules imported), so the loop never waits for it."""
+
+    def close_loop_io(self) -> None:  # noqa: B027 - only event_loop_io backends have any
+        """Release what was opened on the event loop (``event_loop_io`` backends: their async
+        connections); called in a greenlet on the loop before the store closes elsewhere."""
 
     @classmethod
     def init_storage(cls, url: str) -> str:

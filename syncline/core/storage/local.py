@@ -19,6 +19,7 @@ from typing import Any, Self, TypeVar
 
 from syncline.core.model.clock import Clock, SystemClock
 from syncline.core.model.convert import RowCodec, make_converter, make_wire_converter
+from syncline.core.model.cooperate import pause
 from syncline.core.model.errors import (
     EntityDefinitionError,
     NotFoundError,
@@ -218,7 +219,7 @@ class LocalStore:
                         attempt >= retries and time.monotonic() - started >= within):
                     raise
                 attempt += 1
-                time.sleep(random.uniform(0, min(0.5, 0.002 * 2**attempt)))
+                pause(random.uniform(0, min(0.5, 0.002 * 2**attempt)))
 
     def atomic(self, work: Callable[[], T]) -> T:
         """Run one write: a savepoint inside a transaction, else a retried transaction."""

@@ -8,6 +8,7 @@ import weakref
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
+from syncline.core.model.cooperate import in_loop_greenlet, pause
 from syncline.core.model.errors import SynclineError
 from syncline.core.spi.locks import FileLock
 
@@ -49,7 +50,7 @@ class sync_lock:
         self._lock = lock.lock
 
     def __enter__(self) -> sync_lock:
-        if not self._lock.acquire(blocking=self.blocking):
+        if not self._acquire():
             raise SynclineError(f"another thread is syncing {self.store.backend.url}")
         try:
             self._cross_process()
@@ -57,6 +58,15 @@ class sync_lock:
             self._lock.release()
             raise
         return self
+
+    def _acquire(self) -> bool:
+        if not (self.blocking and in_loop_greenlet()):
+            return self._lock.acquire(blocking=self.blocking)
+        # On the event loop (syncline.aio, PostgreSQL): the holder may be another store's
+        # round on this same loop, which can only finish if the loop is not blocked here.
+        while not self._lock.acquire(blocking=False):
+            pause(0.01)
+        return True
 
     def _cross_process(self) -> None:
         advisory = self.store.backend.advisory_lock("sync", blocking=self.blocking)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from syncline.aio.repository import AsyncRepository
 from syncline.aio.store import AsyncStore
 from syncline.core.model.errors import SynclineError
+from syncline.core.spi.helpers import in_loop_greenlet
 from syncline.core.storage.repository import Repository
 
 T = TypeVar("T")
@@ -101,7 +102,10 @@ class _Capture(logging.Handler):
 
 def guard_backend(backend: Any, loop: asyncio.AbstractEventLoop) -> None:
     """Make every public method of ``backend`` fail when called on ``loop``'s thread: storage
-    I/O there would block the loop, however fast it happens to be in a test."""
+    I/O there would block the loop, however fast it happens to be in a test. Backends that
+    await their I/O on the loop (``event_loop_io``) may be called there inside a greenlet of
+    ``syncline.aio``, and nowhere else on it."""
+    loop_io = "event_loop_io" in backend.capabilities
     for name in dir(type(backend)):
         if name.startswith("_") or not callable(getattr(type(backend), name, None)):
             continue
@@ -109,7 +113,8 @@ def guard_backend(backend: Any, loop: asyncio.AbstractEventLoop) -> None:
 
         def guarded(*args: Any, _method: Any = method, _name: str = name,
                     **kwargs: Any) -> Any:
-            if threading.get_ident() == getattr(loop, "_thread_id", None):
+            if threading.get_ident() == getattr(loop, "_thread_id", None) and not (
+                    loop_io and in_loop_greenlet()):
                 raise AssertionError(f"backend.{_name}() ran on the event loop's thread")
             return _method(*args, **kwargs)
 
@@ -257,7 +262,7 @@ class OnThread:
         aio = self._store.aio
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            if threading.get_ident() == aio._thread.ident:  # patched in, called by the store
+            if aio._thread.inside():  # patched in, called by the store
                 return value(*args, **kwargs)
             return self._store.loop.call(lambda: aio.run(lambda _s: value(*args, **kwargs)))
 
@@ -286,8 +291,8 @@ class BlockingRepository:
             return getattr(self._repo.sync_repository, name)  # .table, .entity, .query...
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            if threading.get_ident() == self._repo._thread.ident:
-                # made by the store's own thread (a plugin hook during sync): awaiting the
+            if self._repo._thread.inside():
+                # made by the store's own call (a plugin hook during sync): awaiting the
                 # store from there would wait for itself
                 return getattr(self._repo.sync_repository, name)(*args, **kwargs)
             return self._loop.call(lambda: method(*args, **kwargs))
