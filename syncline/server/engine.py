@@ -22,6 +22,7 @@ run it every ``purge_interval``), and a cursor older than a dropped tombstone is
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -46,7 +47,7 @@ from syncline.core.model.errors import (
     TransactionConflictError,
 )
 from syncline.core.model.query import F
-from syncline.core.model.schema import EntitySpec, spec_of
+from syncline.core.model.schema import EntitySpec, TableSpec, spec_of
 from syncline.core.model.values import (
     INT64_MAX,
     INT64_MIN,
@@ -804,42 +805,60 @@ class _Batch:
         self.applied: dict[str, AppliedMutation] = {}
         #: table -> record id -> the entity to write (its stored values), or None to delete
         self.writes: dict[str, dict[str, tuple[Any, ...] | None]] = {}
+        #: the entity tables :meth:`reads` asked for, with their record ids in read order
+        self._loading: list[tuple[EntitySpec, list[str]]] = []
 
     def owner(self, spec: EntitySpec) -> str:
         return SHARED if spec.table.name in self.server.shared else self.principal
 
-    def load(self, mutations: Sequence[Mutation]) -> None:
+    def reads(self, mutations: Sequence[Mutation]) -> list[tuple[TableSpec, list[Any]]]:
+        """What the batch reads (after its claim): the rows of its records in each entity's
+        table, then their server records (the last read)."""
         ids: dict[str, set[str]] = {}
         for m in mutations:
             if m.entity in self.server._specs and m.record_id:
                 ids.setdefault(m.entity, set()).add(m.record_id)
         keys: list[str] = []
+        reads: list[tuple[TableSpec, list[Any]]] = []
+        self._loading = []
         for entity, rids in ids.items():
             spec = self.server._specs[entity]
             owner = self.owner(spec)
             ordered = sorted(rids)
             keys += [record_key(owner, entity, rid) for rid in ordered]
-            repo: Any = self.store.repository(spec.cls)
-            found = {getattr(o, spec.primary_key): o for o in repo.get_many(ordered)}
-            for rid in ordered:
-                self.rows[(entity, rid)] = found.get(rid)
+            encode = self.store.codec(spec.cls).encode
+            reads.append((spec.table, [encode(spec.primary_key, rid) for rid in ordered]))
+            self._loading.append((spec, ordered))
         self.records = dict.fromkeys(keys)
-        for record in self.server.records.get_many(keys):
+        reads.append((self.server.records.table, keys))
+        return reads
+
+    def load(self, rows: Sequence[Sequence[tuple[Any, ...]]]) -> None:
+        """Take the rows of :meth:`reads`, in its order."""
+        for (spec, ordered), found_rows in zip(self._loading, rows, strict=False):
+            from_tuple = self.store.codec(spec.cls).from_tuple
+            found = {getattr(o, spec.primary_key): o for o in map(from_tuple, found_rows)}
+            for rid in ordered:
+                self.rows[(spec.table.name, rid)] = found.get(rid)
+        for record in map(self.server.records.codec.from_tuple, rows[-1]):
             self.records[record.key] = record
 
     def apply(self, mutations: Sequence[Mutation],
               prints: Sequence[str | None] = ()) -> list[MutationResult]:
         server = self.server
         n = len(mutations)
-        # The numbers after the locks: versions grow per record.
-        self.txid, seqs = server.order.claim(server._record_keys(mutations, self.principal), n)
-        self.first_seq = seqs[0]
         bad = {i: reason for i, m in enumerate(mutations)
                if (reason := invalid_mutation(m)) is not None}
         keys = [f"{self.principal}/{m.id}" for m in mutations]
-        seen = {a.key: a for a in server.applied.get_many(
-            sorted({k for i, k in enumerate(keys) if i not in bad}))}
-        self.load([m for i, m in enumerate(mutations) if i not in bad])
+        reads = [(server.applied.table, sorted({k for i, k in enumerate(keys) if i not in bad})),
+                 *self.reads([m for i, m in enumerate(mutations) if i not in bad])]
+        # The numbers after the locks: versions grow per record; the reads after them too
+        # (one round trip on PostgreSQL).
+        self.txid, seqs, rows = server.order.claim(
+            server._record_keys(mutations, self.principal), n, reads)
+        self.first_seq = seqs[0]
+        seen = {a.key: a for a in map(server.applied.codec.from_tuple, rows[0])}
+        self.load(rows[1:])
         results = []
         now = self.now = server.now()
         for i, (m, key) in enumerate(zip(mutations, keys, strict=True)):
@@ -905,32 +924,33 @@ class _Batch:
                                          deleted=obj is None, created_by=created_by)
 
     def flush(self) -> None:
+        """Write the batch's effects: one statement per table, sent together."""
         store = self.store
         writer = store.writer
-
-        def tuples(cls: type, objs: Sequence[Any]) -> list[Any]:
-            to_tuple = store.codec(cls).to_tuple
-            return [to_tuple(o) for o in objs]
-
+        writes: list[Callable[[], Any]] = []
         for entity, final in self.writes.items():
-            spec = self.server._specs[entity]
+            table = self.server._specs[entity].table
             gone = [rid for rid, row in final.items() if row is None]
             kept = [row for row in final.values() if row is not None]
             if gone:
-                writer.delete_many(spec.table, gone)
+                writes.append(functools.partial(writer.delete_many, table, gone))
             if kept:
-                writer.upsert_values(spec.table, kept)
+                writes.append(functools.partial(writer.upsert_values, table, kept))
         if self.obsolete:
-            writer.delete_many(spec_of(ChangeEntry).table, sorted(self.obsolete))
+            writes.append(functools.partial(writer.delete_many, spec_of(ChangeEntry).table,
+                                            sorted(self.obsolete)))
         written = set(self.changes)
         records = [r for key, r in self.records.items() if key in written and r is not None]
-        for cls, objs, insert in ((ChangeEntry, list(self.changes.values()), True),
-                                  (ServerRecord, records, False),
-                                  (AppliedMutation, list(self.applied.values()), True)):
-            if not objs:
-                continue
-            table = spec_of(cls).table
-            if insert:
-                writer.insert_values(table, tuples(cls, objs))
-            else:
-                writer.upsert_values(table, tuples(cls, objs))
+        for cls, objs, write in ((ChangeEntry, list(self.changes.values()), writer.insert_values),
+                                 (ServerRecord, records, writer.upsert_values),
+                                 (AppliedMutation, list(self.applied.values()),
+                                  writer.insert_values)):
+            if objs:
+                # The server's own rows hold values checked on the way in (invalid_mutation,
+                # the entity's structure and codec in decide) or made here: not checked again.
+                to_tuple = store.codec(cls).to_tuple_trusted
+                writes.append(functools.partial(write, spec_of(cls).table,
+                                                [to_tuple(o) for o in objs]))
+        with self.server.order.together():
+            for send in writes:
+                send()

@@ -21,11 +21,11 @@ returned. Two ways keep that free of skips:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from syncline.core.model.schema import spec_of
+from syncline.core.model.schema import TableSpec, spec_of
 from syncline.server.tables import ChangeEntry, ServerMeta
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ SEQUENCE = "_syncline_change_seq"
 POSITION_INDEX = "ix__syncline_changes_owner_txid_seq"
 
 Position = tuple[int, int]
+#: what a claim gives: the transaction's txid, its numbers, the rows of each read
+Claim = tuple[int, list[int], list[list[tuple[Any, ...]]]]
 
 
 class LogOrder:
@@ -55,11 +57,20 @@ class LogOrder:
         """This transaction's txid and ``n`` new sequence numbers, in increasing order."""
         raise NotImplementedError
 
-    def claim(self, keys: Iterable[str], n: int) -> tuple[int, list[int]]:
+    def claim(self, keys: Iterable[str], n: int,
+              reads: Sequence[tuple[TableSpec, Sequence[Any]]] = ()) -> Claim:
         """:meth:`lock` then :meth:`take`: the numbers are taken once the locks are held, so
-        a record's versions grow in the order its writers commit."""
+        a record's versions grow in the order its writers commit. Then the rows of each
+        ``(table, keys)`` of ``reads`` (as ``get_many_values``), read after the locks."""
         self.lock(keys)
-        return self.take(n)
+        txid, seqs = self.take(n)
+        backend = self.store.backend
+        return txid, seqs, [backend.get_many_values(t, k) for t, k in reads]
+
+    def together(self) -> AbstractContextManager[None]:
+        """The writes of the block sent together (where the store can: one round trip on
+        PostgreSQL); their errors may come out at the end of the block."""
+        return nullcontext()
 
     def held_back(self, owners: list[str], below: int) -> bool:
         """Whether committed entries of ``owners`` wait at or above the watermark ``below``;
@@ -137,20 +148,26 @@ class PostgresOrder(LogOrder):
         assert row is not None
         return int(row[0]), sorted(int(s) for s in row[1])
 
-    def claim(self, keys: Iterable[str], n: int) -> tuple[int, list[int]]:
+    def claim(self, keys: Iterable[str], n: int,
+              reads: Sequence[tuple[TableSpec, Sequence[Any]]] = ()) -> Claim:
         # One round trip. The locks are an uncorrelated subquery in the numbers' WHERE: a
         # one-time filter, run to completion before the first number is drawn; the txid
         # comes after them in the target list (as with lock() then take(): a writer waiting
-        # for a lock holds no txid, so it does not hold the watermark back).
+        # for a lock holds no txid, so it does not hold the watermark back). The reads are
+        # pipelined behind it: separate statements, each with a snapshot taken after the
+        # claim returned, so they see what the locks' previous holders committed.
         ids = sorted({lock_key(self.backend.schema, k) for k in keys})
-        with self._conn() as conn:
-            row = conn.execute(
-                f"SELECT ARRAY(SELECT nextval('{SEQUENCE}') FROM generate_series(1, %s) "
-                "WHERE (SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) "
-                "WITH ORDINALITY AS t(k, i)) >= 0), pg_current_xact_id()::text::bigint",
-                (n, ids), prepare=True).fetchone()
+        row, rows = self.backend.get_many_after((
+            f"SELECT ARRAY(SELECT nextval('{SEQUENCE}') FROM generate_series(1, %s) "
+            "WHERE (SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) "
+            "WITH ORDINALITY AS t(k, i)) >= 0), pg_current_xact_id()::text::bigint",
+            (n, ids)), reads)
         assert row is not None
-        return int(row[1]), sorted(int(s) for s in row[0])
+        return int(row[1]), sorted(int(s) for s in row[0]), rows
+
+    def together(self) -> AbstractContextManager[None]:
+        pipeline: AbstractContextManager[None] = self.backend.pipeline()
+        return pipeline
 
     def committed(self) -> Position:
         with self._conn() as conn:

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 
-from syncline.backends.postgres.on_loop import blocking, sync_view
+from syncline.backends.postgres.on_loop import blocking, raw_cursor, sync_view
 from syncline.backends.sql import SQLBuilder, TupleRowsMixin
 from syncline.backends.sql_conditions import batch_update
 from syncline.core.model.convert import dumps_jsonb, structure_hook, utc_datetime
@@ -66,6 +66,8 @@ _META = "_syncline_meta"
 #: the listener's first and longest pause between two reconnection attempts (seconds)
 _LISTEN_BACKOFF = (0.05, 5.0)
 _LEVELS = ("READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
+#: statements with PostgreSQL's own placeholders ($1, $2...), for psycopg's RawCursor
+_NUMBERED = pg_dialect.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
 class _Statements(dict[Any, str]):
@@ -693,7 +695,9 @@ class PostgresBackend(TupleRowsMixin, Backend):
         stmt: Any = pg_insert(t).values(rows)
         if kind == "upsert":
             stmt = self._on_conflict(stmt, table, cols)
-        sql: str = self.sql.compile(stmt)[0]
+        # $1, $2...: sent as is by a RawCursor (psycopg re-parses a %s statement of more
+        # than 50 parameters on every call, about half of the statement's client CPU)
+        sql: str = str(stmt.compile(dialect=_NUMBERED))
         return sql
 
     def _stmt(self, table: TableSpec, kind: str) -> str:
@@ -741,15 +745,49 @@ class PostgresBackend(TupleRowsMixin, Backend):
             row: tuple[Any, ...] | None = conn.execute(sql, (key,), prepare=True).fetchone()
         return row
 
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """Send the writes of the block together, in one round trip at its end (psycopg's
+        pipeline mode), inside the open transaction: their errors come out at the end of the
+        block, as syncline's exceptions, and the transaction is then aborted. Writes in the
+        block report ``-1`` rows changed (not known before the end)."""
+        with self._connection() as conn, conn.pipeline():
+            yield
+
     def get_many_values(self, table: TableSpec, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
-        if not keys:
-            return []
-        pk_index = table.column_names.index(table.primary_key)
+        return self.get_many_after(None, [(table, keys)])[1][0]
+
+    def get_many_after(self, first: tuple[str, Sequence[Any]] | None,
+                       reads: Sequence[tuple[TableSpec, Sequence[Any]]]
+                       ) -> tuple[tuple[Any, ...] | None, list[list[tuple[Any, ...]]]]:
+        """The statement ``first`` (SQL and parameters; None: none), then
+        :meth:`get_many_values` of each ``(table, keys)`` of ``reads``, run in this order in
+        one round trip (psycopg's pipeline mode): ``first``'s row and each read's rows. Each
+        statement sees what committed before it ran, so reads sent after ``first`` takes locks
+        see what the locks' previous holders committed (the sync server's claim and reads)."""
+        reads = [(t, list(k)) for t, k in reads]
+        if first is None and not any(k for _, k in reads):
+            return None, [[] for _ in reads]
         with self._connection() as conn:
-            rows = conn.execute(self._stmt(table, "get_many"), (list(keys),),
-                                prepare=True).fetchall()
-        found = {r[pk_index]: r for r in rows}
-        return [found[k] for k in keys if k in found]
+            statements = [] if first is None else [first]
+            statements += [(self._stmt(t, "get_many"), (k,)) for t, k in reads if k]
+            if len(statements) == 1:
+                cursors = [conn.execute(*statements[0], prepare=True)]
+            else:
+                with conn.pipeline():
+                    cursors = [conn.execute(sql, params, prepare=True)
+                               for sql, params in statements]
+            results = [c.fetchall() for c in cursors]
+        row = results.pop(0)[0] if first is not None else None
+        out: list[list[tuple[Any, ...]]] = []
+        for table, keys in reads:
+            if not keys:
+                out.append([])
+                continue
+            pk_index = table.column_names.index(table.primary_key)
+            found = {r[pk_index]: r for r in results.pop(0)}
+            out.append([found[k] for k in keys if k in found])
+        return row, out
 
     def query_values(self, table: TableSpec, query: Query) -> list[tuple[Any, ...]]:
         sql, params = self.sql.select(table, query)
@@ -779,7 +817,8 @@ class PostgresBackend(TupleRowsMixin, Backend):
                         if len(params) == 1:
                             cur.execute(self._stmt(table, kind), params[0], prepare=True)
                         elif (multi := self._multi_stmt(table, kind, params)) is not None:
-                            cur.execute(multi, [v for row in params for v in row])
+                            with raw_cursor(conn) as raw:
+                                raw.execute(multi, [v for row in params for v in row])
                         else:
                             cur.executemany(self._stmt(table, kind), params)
                     return

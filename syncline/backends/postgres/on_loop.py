@@ -135,6 +135,19 @@ class LoopConnection:
     def cursor(self) -> LoopCursor:
         return LoopCursor(self.async_connection.cursor())
 
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """psycopg's pipeline mode (``AsyncConnection.pipeline``) for the block."""
+        manager = self.async_connection.pipeline()
+        wait(manager.__aenter__())
+        try:
+            yield
+        except BaseException as exc:
+            if not wait(manager.__aexit__(type(exc), exc, exc.__traceback__)):
+                raise
+        else:
+            wait(manager.__aexit__(None, None, None))
+
     @property
     def info(self) -> Any:
         return self.async_connection.info
@@ -154,3 +167,13 @@ def sync_view(conn: Any) -> Any:
     import psycopg
 
     return LoopConnection(conn) if isinstance(conn, psycopg.AsyncConnection) else conn
+
+
+def raw_cursor(conn: Any) -> Any:
+    """A psycopg ``RawCursor`` (PostgreSQL's ``$1`` placeholders, sent as they are) on the
+    connection :func:`sync_view` gave."""
+    import psycopg
+
+    if isinstance(conn, LoopConnection):
+        return LoopCursor(psycopg.AsyncRawCursor(conn.async_connection))
+    return psycopg.RawCursor(conn)

@@ -143,6 +143,18 @@ def structure_hook(func: Hook) -> Callable[[Any, Any], Any]:
     return hook
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+def trusting(hook: Hook, trusted: Hook) -> Hook:
+    """``hook`` (an unstructure hook that checks and converts), knowing ``trusted``: the same
+    conversion without the checks, for values already checked
+    (:attr:`RowCodec.to_tuple_trusted`)."""
+    hook.trusted = trusted  # type: ignore[attr-defined]
+    return hook
+
+
 def make_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
     """The library's converter: validating hooks to and from canonical storage values."""
     conv = cattrs.Converter()
@@ -165,7 +177,7 @@ def make_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
 
     def json_unstructure_factory(tp: Any) -> Hook:
         if json_native(tp):
-            return lambda value: check_json(value, tp)
+            return trusting(lambda value: check_json(value, tp), _same)
         # Elements of other types (attrs classes ...): their unstructured form must be JSON.
         container = _json_container(tp)
         base: Hook = (conv.gen_unstructure_iterable(tp) if container is list
@@ -179,7 +191,7 @@ def make_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
                 )
             return check_json_any(base(value))
 
-        return unstructure
+        return trusting(unstructure, base)
 
     conv.register_unstructure_hook_factory(is_json, json_unstructure_factory)
 
@@ -239,7 +251,9 @@ def store_json(conv: cattrs.Converter, base: cattrs.Converter, *,
 
     def unstructure(tp: Any) -> Any:
         inner = base.get_unstructure_hook(tp)
-        return lambda value: dump(inner(value))
+        hook: Hook = lambda value: dump(inner(value))  # noqa: E731
+        plain = getattr(inner, "trusted", None)
+        return hook if plain is None else trusting(hook, lambda value: dump(plain(value)))
 
     def structure(tp: Any) -> Any:
         if json_is_native(tp):
@@ -372,6 +386,7 @@ class RowCodec:
         ns: dict[str, Any] = {"cls": spec.cls, "_not_null": _not_null,
                               "_bad_read": self._bad_read}
         enc_parts: list[str] = []  # one expression per field, in column order
+        trusted_parts: list[str] = []  # ... the same without the domain checks
         dec_row: list[str] = []  # constructor arguments from a row dict
         dec_tuple: list[str] = []  # ... and from a tuple in column order
         for i, f in enumerate(spec.fields):
@@ -394,6 +409,7 @@ class RowCodec:
                 if f.nullable:
                     cond += f" or {attr} is None"
                 enc_parts.append(f"({attr} if {cond} else c{i}({attr}))")
+                trusted_parts.append(attr)
                 self._encoders[f.name] = coerce
                 self._decoders[f.name] = None
                 dec_row.append(f"{f.alias}=r[{key}]")
@@ -403,14 +419,17 @@ class RowCodec:
             dec = self._decoder(f, converter)
             ns[f"h{i}"] = hook  # errors are located and named by to_row's slow path
             ns[f"d{i}"] = dec
+            ns[f"u{i}"] = getattr(hook, "trusted", hook)
             self._encoders[f.name] = self._wrap(f, hook)
             self._decoders[f.name] = dec
             if f.nullable:
                 enc_parts.append(f"(None if {attr} is None else h{i}({attr}))")
+                trusted_parts.append(f"(None if {attr} is None else u{i}({attr}))")
                 dec_row.append(f"{f.alias}=(None if r[{key}] is None else d{i}(r[{key}]))")
                 dec_tuple.append(f"{f.alias}=(None if r[{i}] is None else d{i}(r[{i}]))")
             else:
                 enc_parts.append(f"(h{i}({attr}) if {attr} is not None else _not_null())")
+                trusted_parts.append(f"u{i}({attr})")
                 dec_row.append(f"{f.alias}=d{i}(r[{key}])")
                 dec_tuple.append(f"{f.alias}=d{i}(r[{i}])")
         #: per field with declared checks, the function testing its stored values
@@ -420,11 +439,13 @@ class RowCodec:
             if declared:
                 self._checks[f.name] = ns[f"k{i}"] = checker(self.owner, f.name, declared)
                 enc_parts[i] = f"k{i}({enc_parts[i]})"
+                trusted_parts[i] = f"k{i}({trusted_parts[i]})"
         keys = [repr(f.column) for f in spec.fields]
         src = (
             "def to_row(o):\n    return {"
             + ", ".join(f"{k}: {e}" for k, e in zip(keys, enc_parts, strict=True)) + "}\n"
             "def to_tuple(o):\n    return (" + ", ".join(enc_parts) + ",)\n"
+            "def to_tuple_trusted(o):\n    return (" + ", ".join(trusted_parts) + ",)\n"
             "def from_row(r):\n    try:\n        return cls(" + ", ".join(dec_row) + ")\n"
             "    except Exception as e:\n        _bad_read(r, e)\n"
             "def from_tuple(r):\n    try:\n        return cls(" + ", ".join(dec_tuple) + ")\n"
@@ -433,6 +454,10 @@ class RowCodec:
         exec(compile(src, f"<syncline codec {self.owner}>", "exec"), ns)
         self._to_row: Callable[[Any], Row] = ns["to_row"]
         self._to_tuple: Callable[[Any], tuple[Any, ...]] = ns["to_tuple"]
+        #: :meth:`to_tuple` of an entity whose values are known to be in the value domain:
+        #: the same stored values, no checks (the sync server's own rows, made of values it
+        #: checked on the way in); anything not proven so goes through :meth:`to_tuple`
+        self.to_tuple_trusted: Callable[[Any], tuple[Any, ...]] = ns["to_tuple_trusted"]
         self.from_row: Callable[[Mapping[str, Any]], Any] = ns["from_row"]
         #: an entity from a tuple of stored values in column order
         self.from_tuple: Callable[[Sequence[Any]], Any] = ns["from_tuple"]
