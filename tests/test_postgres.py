@@ -181,3 +181,25 @@ def test_bad_credentials(postgres_url: str) -> None:
             with open(hba[0], "w") as f:
                 f.write(original)
             admin.execute("SELECT pg_reload_conf()")
+
+
+def test_writes_in_a_pipeline_go_together_and_fail_together(store: Store) -> None:
+    """``PostgresBackend.pipeline()`` (the sync server's batch writes): writes of any size
+    (no COPY in pipeline mode), sent at the end of the block; a refused one aborts the
+    transaction with syncline's error and leaves nothing written."""
+    backend, table, repo = store.backend, store.repository(Row).table, store.repository(Row)
+    to_tuple = store.codec(Row).to_tuple
+    rows = [to_tuple(Row(f"r{i:03d}", i, i)) for i in range(200)]  # above the COPY threshold
+
+    def write(extra: list[tuple[object, ...]]) -> None:
+        with backend.pipeline():  # type: ignore[attr-defined]
+            store.writer.insert_values(table, rows[:100])
+            store.writer.upsert_values(table, rows[100:])
+            store.writer.insert_values(table, extra)
+
+    store.run_transaction(lambda: write([]))
+    assert repo.count() == 200
+    repo.clear()
+    with pytest.raises(syncline.IntegrityError):
+        store.run_transaction(lambda: write([rows[0]]))  # a key written twice
+    assert repo.count() == 0

@@ -194,3 +194,21 @@ def test_the_trusted_encoding_stores_what_the_checked_one_does(
             store.codec(ChangeEntry).to_tuple(bad)
     finally:
         store.close()
+
+
+def test_a_large_batch_is_applied_as_one(new_url: Callable[[], str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of 100 creates (beyond the size PostgreSQL writes with COPY, which its
+    pipelined writes cannot use) is applied as a batch, not one by one."""
+    server = _server(FakeClock(), False, new_url())
+    try:
+        def one_by_one(*args: Any) -> Any:
+            raise AssertionError("the batch fell back to one by one")
+
+        monkeypatch.setattr(server, "_apply", one_by_one)
+        pushed = server.push([Mutation(f"m{i}", "batch_notes", "create", f"n{i}",
+                                       {"id": f"n{i}", "text": "x"}) for i in range(100)])
+        assert [r.status for r in pushed.results] == ["applied"] * 100
+        assert server.store.repository(Note).count() == 100
+    finally:
+        server.store.close()

@@ -139,6 +139,7 @@ class _Local(threading.local):
         self.conn: Any = None  # the pooled connection held by an open transaction
         self.depth = 0
         self.notify: str | None = None  # tables to announce with the transaction's COMMIT
+        self.pipelined = False  # inside pipeline(): no COPY (pipeline mode has none)
 
 
 class PostgresBackend(TupleRowsMixin, Backend):
@@ -750,9 +751,15 @@ class PostgresBackend(TupleRowsMixin, Backend):
         """Send the writes of the block together, in one round trip at its end (psycopg's
         pipeline mode), inside the open transaction: their errors come out at the end of the
         block, as syncline's exceptions, and the transaction is then aborted. Writes in the
-        block report ``-1`` rows changed (not known before the end)."""
+        block report ``-1`` rows changed (not known before the end), and large ones go as
+        statements (pipeline mode has no COPY)."""
+        local = self._local
         with self._connection() as conn, conn.pipeline():
-            yield
+            local.pipelined = True
+            try:
+                yield
+            finally:
+                local.pipelined = False
 
     def get_many_values(self, table: TableSpec, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self.get_many_after(None, [(table, keys)])[1][0]
@@ -812,7 +819,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
 
         def work() -> None:
             with self._connection() as conn:
-                if len(params) < _COPY_THRESHOLD:
+                if len(params) < _COPY_THRESHOLD or self._local.pipelined:
                     with conn.cursor() as cur:
                         if len(params) == 1:
                             cur.execute(self._stmt(table, kind), params[0], prepare=True)
