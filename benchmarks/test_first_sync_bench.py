@@ -3,12 +3,14 @@ under steady updates.
 
 The server (``SyncServer`` over a SQLite file or a PostgreSQL schema) gets ``FIRST_SYNC_RECORDS``
 records (default 100,000; ``SYNCLINE_FIRST_SYNC_RECORDS`` lowers it for a quick run), each
-updated ``UPDATES`` times, then every other one deleted, all pushed as a client would (batches
-of 500, untimed). Timed: a new client's first sync (a SQLite client file, ``page_size`` 1000)
-from a ``LiveServer`` over that store: HTTP, the server's pages and the client's apply.
+updated ``UPDATES`` times, then every other one deleted (untimed): written by ``bulk_fill``
+through the store's bulk write path, exactly what pushing it as a client would (batches of 500,
+``fill``; ``SYNCLINE_FIRST_SYNC_FILL=push``) leaves but for the times. Timed: a new client's
+first sync (a SQLite client file, ``page_size`` 1000) from a ``LiveServer`` over that store:
+HTTP, the server's pages and the client's apply.
 Counted on the client's transport: changes and pages received, and each page's JSON bytes.
 Reported: changes transferred per live record (target <= 1.1), records applied, bytes, seconds,
-the change-log rows after each round of updates (it stays one per record, not one per change),
+the change-log rows after each round of updates (pushed fill only: it stays one per record),
 and the log and mutation-result rows once past every retention (``SyncServer.purge``): the log
 then holds the live records only.
 
