@@ -194,3 +194,32 @@ def test_two_stores_of_one_database_sync_at_once(pg_url: str) -> None:
 
         run_async(main)
         assert server.server.store.repository(Note).get("n1") == Note("n1", "me", "from a")
+
+
+def test_pipelined_reads_and_writes_on_the_loop(pg_url: str) -> None:
+    """What the sync server's push uses (``get_many_after``, ``pipeline()``, the multi-row
+    writes through a raw cursor) works on the loop's async connections too."""
+    async def main() -> None:
+        async with syncline.aio.open(pg_url, entities=ENTITIES) as store:
+            def work(sync_store: syncline.Store) -> tuple[Any, ...]:
+                backend: Any = sync_store.backend
+                table = sync_store.repository(Post).table
+                to_tuple = sync_store.codec(Post).to_tuple
+                rows = [to_tuple(make_post(i)) for i in range(100)]
+
+                def write() -> tuple[Any, ...]:
+                    with backend.pipeline():
+                        sync_store.writer.insert_values(table, rows[:10])  # multi-row
+                        sync_store.writer.insert_values(table, rows[10:])  # no COPY
+                    return backend.get_many_after(("SELECT 41 + 1", ()), [
+                        (table, ["p000", "p099", "nope"]), (table, [])])
+
+                row, found = sync_store.run_transaction(write)
+                with backend.connection() as conn:
+                    assert isinstance(conn, LoopConnection)
+                return row, [[r[0] for r in rs] for rs in found]
+
+            assert await store.run(work) == ((42,), [["p000", "p099"], []])
+            assert await store.repository(Post).count() == 100
+
+    run_async(main)
