@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+# Every thread's stack when pytest-timeout (configured in pyproject.toml) cannot stop a test.
+pytest_plugins = ["syncline.testing.hangs"]
+
 # The slow groups (several seconds each on an idle 2-core machine: processes, subprocess pytest
 # runs, crash and convergence loops, 100,000-row migrations), marked `slow` here as well as by
 # @pytest.mark.slow in the files: `pytest -m "not slow"` is the quick local loop, CI runs all.
@@ -23,6 +26,7 @@ SLOW: dict[str, frozenset[str] | None] = {
     "test_model.py": None,
     "test_postgres_server.py": None,  # starts servers of its own
     "test_suite_catches.py": None,  # the suites in a subprocess pytest, on two liar backends
+    "test_hangs.py": None,  # pytest -n 2 in a subprocess, waiting out timeouts
     "test_pytest_plugin.py": frozenset({  # pytest in a subprocess
         "test_backends_from_the_command_line", "test_backends_from_the_ini_file",
         "test_an_unknown_backend_is_a_usage_error",
