@@ -168,6 +168,7 @@ class MemoryBackend(Backend):
         {"savepoints", "concurrent_writers", "exact_decimals", "external_changes"}
     )
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bool, bytes})
+    shared_converter = True  # make_converter uses nothing of the instance
 
     options_spec: ClassVar[Mapping[str, Option] | None] = {
         "isolation": ISOLATION,

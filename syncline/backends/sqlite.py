@@ -99,6 +99,7 @@ class SQLiteBackend(TupleRowsMixin, Backend):
          "external_changes", "foreign_keys"}
     )
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
+    shared_converter = True  # make_converter uses nothing of the instance
     options_spec: ClassVar[Mapping[str, Option] | None] = {
         "busy_timeout": Option(float, 10.0, "seconds to wait for another connection's write "
                                "lock", minimum=0),

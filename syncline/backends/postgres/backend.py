@@ -150,6 +150,7 @@ class PostgresBackend(TupleRowsMixin, Backend):
                               "event_loop_io"})
     passthrough_types = frozenset({str, int, float, bool, bytes, dt.date, uuid.UUID,
                                    decimal.Decimal})
+    shared_converter = True  # make_converter uses nothing of the instance
     options_spec: ClassVar[Mapping[str, Option] | None] = {
         "schema": Option(str, None, "the schema holding the store's tables (created if "
                          "missing; any name, quoted as it is)"),

@@ -12,11 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import functools
 import json
 import re
+import threading
 import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from types import CodeType
 from typing import Any
 
 import cattrs
@@ -24,7 +27,14 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from syncline.core.model.checks import checker
 from syncline.core.model.errors import SerializationError
-from syncline.core.model.schema import EntitySpec, FieldSpec, TypeRegistry, is_internal, is_json
+from syncline.core.model.schema import (
+    CustomType,
+    EntitySpec,
+    FieldSpec,
+    TypeRegistry,
+    is_internal,
+    is_json,
+)
 from syncline.core.model.values import (
     INT64_MAX,
     INT64_MIN,
@@ -371,6 +381,13 @@ def _not_null() -> Any:
     raise SerializationError("None in a field that is not optional")
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(src: str, filename: str) -> CodeType:
+    """The code of a codec's source: stores opened with the same entities compile it once."""
+    code: CodeType = compile(src, filename, "exec")
+    return code
+
+
 class RowCodec:
     """Compiled conversion between one entity class and the rows of one backend."""
 
@@ -451,7 +468,7 @@ class RowCodec:
             "def from_tuple(r):\n    try:\n        return cls(" + ", ".join(dec_tuple) + ")\n"
             "    except Exception as e:\n        _bad_read(r, e)\n"
         )
-        exec(compile(src, f"<syncline codec {self.owner}>", "exec"), ns)
+        exec(_compiled(src, f"<syncline codec {self.owner}>"), ns)
         self._to_row: Callable[[Any], Row] = ns["to_row"]
         self._to_tuple: Callable[[Any], tuple[Any, ...]] = ns["to_tuple"]
         #: :meth:`to_tuple` of an entity whose values are known to be in the value domain:
@@ -656,6 +673,49 @@ def make_wire_converter(types: TypeRegistry | None = None) -> cattrs.Converter:
         lambda tp: make_dict_structure_fn(tp, wire, _cattrs_forbid_extra_keys=True,
                                           **without_local(tp)))
     return wire
+
+
+_SHARED_MAX = 256  # entries per cache below; the oldest go first
+_shared_lock = threading.Lock()
+_shared_converters: dict[tuple[CustomType, ...], tuple[cattrs.Converter, cattrs.Converter]] = {}
+_shared_codecs: dict[tuple[int, int, frozenset[type]],
+                     tuple[EntitySpec, cattrs.Converter, RowCodec]] = {}
+
+
+def _bounded(cache: dict[Any, Any]) -> None:
+    while len(cache) > _SHARED_MAX:
+        del cache[next(iter(cache))]
+
+
+def shared_converters(types: TypeRegistry | None = None) -> tuple[cattrs.Converter,
+                                                                   cattrs.Converter]:
+    """:func:`make_converter` and :func:`make_wire_converter` for ``types``, built once per set
+    of registered types and shared by the stores opened with it (opening a store is cheaper).
+    Never register hooks on them: ``.copy()`` first."""
+    key = tuple(types or ())  # CustomType is frozen: the same registrations share
+    with _shared_lock:
+        found = _shared_converters.get(key)
+        if found is None:
+            found = _shared_converters[key] = (make_converter(types), make_wire_converter(types))
+            _bounded(_shared_converters)
+        return found
+
+
+def shared_codec(spec: EntitySpec, converter: cattrs.Converter,
+                 passthrough: frozenset[type]) -> RowCodec:
+    """The :class:`RowCodec` of ``spec`` on a converter nobody changes any more (one shared
+    between stores), built once. A new spec (another entity class, a changed declaration) is
+    another entry: specs are frozen and looked up by identity."""
+    key = (id(spec), id(converter), passthrough)
+    with _shared_lock:
+        found = _shared_codecs.get(key)
+        if found is not None and found[0] is spec and found[1] is converter:
+            return found[2]
+    codec = RowCodec(spec, converter, passthrough)
+    with _shared_lock:  # the entry keeps spec and converter alive, so their ids stay theirs
+        _shared_codecs[key] = (spec, converter, codec)
+        _bounded(_shared_codecs)
+    return codec
 
 
 def _explain(err: BaseException, tp: Any) -> str:

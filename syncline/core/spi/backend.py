@@ -60,6 +60,10 @@ class Backend(abc.ABC):
     capabilities: frozenset[str] = frozenset()
     #: Python types the backend stores as they are: the row codec skips conversion for them.
     passthrough_types: ClassVar[frozenset[type]] = frozenset({str, int, float, bytes})
+    #: True when :meth:`make_converter` depends on the class alone (not on the URL, the options
+    #: or anything else of the instance): stores then build one converter and one row codec
+    #: per entity for the class and share them, so that opening a store again costs little.
+    shared_converter: ClassVar[bool] = False
 
     #: The options this backend takes (name -> :class:`syncline.core.spi.options.Option`), also
     #: accepted as URL query parameters. When declared, ``__init__`` checks them: an unknown
@@ -126,6 +130,7 @@ class Backend(abc.ABC):
 
         ``base`` turns fields into canonical values (aware UTC datetimes, ``date``, ``UUID``,
         ``Decimal``, enum values, JSON-able lists and dicts); override to store them otherwise.
+        ``base`` may be shared between stores: register hooks on the copy, never on ``base``.
         """
         return base.copy()
 

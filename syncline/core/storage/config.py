@@ -7,7 +7,9 @@ into :class:`Config` by cattrs; an unknown key or a wrong type names the key and
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +110,31 @@ def find_config_file(cwd: Path | None = None) -> tuple[Path, dict[str, Any]] | N
     return None
 
 
+#: (file text, pyproject) -> its syncline table: every store opened reads the file, and parsing
+#: it again was a good part of opening. Keyed by the text, so an edit is always read.
+_parsed_files: dict[tuple[str, bool], dict[str, Any]] = {}
+_parsed_lock = threading.Lock()
+
+
 def _read_toml(path: Path, pyproject: bool) -> dict[str, Any]:
     import tomllib  # only when a configuration file exists
 
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        with _parsed_lock:
+            cached = _parsed_files.get((text, pyproject))
+        if cached is not None:
+            return copy.deepcopy(cached)
+        data = tomllib.loads(text)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read configuration file {path}: {exc}") from exc
     if pyproject:
         table = data.get("tool", {}).get("syncline", {})
-        return table if isinstance(table, dict) else {}
+        data = table if isinstance(table, dict) else {}
+    with _parsed_lock:
+        _parsed_files[(text, pyproject)] = copy.deepcopy(data)
+        while len(_parsed_files) > 16:
+            del _parsed_files[next(iter(_parsed_files))]
     return data
 
 

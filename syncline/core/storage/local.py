@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Self, TypeVar
 
+import cattrs
+
 from syncline.core.model.clock import Clock, SystemClock
-from syncline.core.model.convert import RowCodec, make_converter, make_wire_converter
+from syncline.core.model.convert import RowCodec, shared_codec, shared_converters
 from syncline.core.model.cooperate import pause
 from syncline.core.model.errors import (
     EntityDefinitionError,
@@ -50,6 +52,22 @@ WriteListener = Callable[[EntitySpec, str, Sequence[tuple[Any, Any]],
                           Mapping[Any, tuple[Any, ...]] | None], None]
 
 
+_converters_lock = threading.Lock()
+_converters: dict[tuple[type, int], tuple[cattrs.Converter, cattrs.Converter]] = {}
+
+
+def _backend_converter(backend: Backend, base: cattrs.Converter) -> cattrs.Converter:
+    """The converter of a backend class with ``shared_converter``, built once per base."""
+    key = (type(backend), id(base))
+    with _converters_lock:
+        found = _converters.get(key)
+        if found is None or found[0] is not base:  # the entry keeps base alive: ids stay
+            found = _converters[key] = (base, backend.make_converter(base))
+            if len(_converters) > 256:
+                del _converters[next(iter(_converters))]
+        return found[1]
+
+
 class _TxState(threading.local):
     def __init__(self) -> None:
         self.depth = 0
@@ -78,9 +96,12 @@ class LocalStore:
         self.schema_version = schema_version
         self.clock: Clock = clock or SystemClock()
         types = types if types is not None else TypeRegistry()
-        self.converter = backend.make_converter(make_converter(types))
-        #: entities <-> JSON-able payloads for the sync protocol
-        self.wire = make_wire_converter(types)
+        base, wire = shared_converters(types)
+        self._shared_converter = backend.shared_converter
+        self.converter = (_backend_converter(backend, base) if self._shared_converter
+                          else backend.make_converter(base))
+        #: entities <-> JSON-able payloads for the sync protocol (shared: never changed)
+        self.wire = wire
         #: hear every migration first, before the strategy's own listeners
         self.migration_listeners: list[MigrationListener] = []
         self._internal_classes: set[type] = set()
@@ -112,7 +133,10 @@ class LocalStore:
                     f"{spec.table.name!r}; one store needs distinct table names"
                 )
         self._specs[cls] = spec
-        self._codecs[cls] = RowCodec(spec, self.converter, self.backend.passthrough_types)
+        passthrough = self.backend.passthrough_types
+        self._codecs[cls] = (shared_codec(spec, self.converter, passthrough)
+                             if self._shared_converter
+                             else RowCodec(spec, self.converter, passthrough))
 
     _opened = False
     #: the schema version before this one, when declared (a sync server serves its clients)
