@@ -23,6 +23,7 @@ from syncline.testing.backend.base import make_post
 from syncline.testing.entities import ENTITIES, Counter, Post
 from syncline.testing.requirements import SuiteBase, requires
 from syncline.testing.stores import opened_stores
+from syncline.testing.waits import wait_until
 
 
 class Collector:
@@ -153,8 +154,7 @@ class WatchDeliverySuite(WatchFixtures):
         store.repository(Post).watch().subscribe(lambda _: None)
         store.repository(Post).upsert(make_post(1))
         store.close()
-        time.sleep(0.05)
-        assert set(threading.enumerate()) <= before
+        wait_until(lambda: set(threading.enumerate()) <= before, "the store's threads to end")
 
     def test_subscribe_returns_current_result_at_once(self, store: Store) -> None:
         store.repository(Post).upsert_many([make_post(i) for i in range(3)])
@@ -187,9 +187,7 @@ class WatchAcrossStoresSuite(WatchFixtures):
             "    s.repository(Post).upsert(make_post(7))\n"
         )
         subprocess.run([sys.executable, "-c", code, store_url], check=True, timeout=60)
-        started = time.monotonic()
-        assert seen.wait_for(2)[-1] == 1
-        assert time.monotonic() - started < 1.0
+        assert seen.wait_for(2)[-1] == 1  # a deadline, not a speed: a busy machine is slow
 
     @requires("external_changes")
     def test_another_store_on_the_same_data_is_seen(self, store: Store,
