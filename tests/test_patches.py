@@ -28,13 +28,15 @@ class Note:
     count: int = 0
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[MockServer]:
-    kind = request.param
-    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/server.db"}.get(kind)
-    if url is None:
-        url = f"{request.getfixturevalue('postgres_url')}?schema=p{uuid.uuid4().hex[:12]}"
-    yield MockServer(f"patches-{uuid.uuid4().hex[:8]}", entities=[Note], store_url=url)
+# The server's store on each bundled backend, from the suites' test stores (store_url).
+pytestmark = pytest.mark.syncline_backends("memory", "sqlite", "postgresql")
+
+
+@pytest.fixture
+def server(store_url: str) -> Iterator[MockServer]:
+    mock = MockServer(f"patches-{uuid.uuid4().hex[:8]}", entities=[Note], store_url=store_url)
+    yield mock
+    mock.close()
 
 
 def device(server: MockServer, strategy: str = "server_wins", **options: Any) -> syncline.Store:

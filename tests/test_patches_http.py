@@ -4,7 +4,6 @@ client against one server, and a protocol 2 client against a protocol 1 server."
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,13 +33,13 @@ class Note:
     count: int = 0
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[LiveServer]:
-    kind = request.param
-    url = {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/server.db"}.get(kind)
-    if url is None:
-        url = f"{request.getfixturevalue('postgres_url')}?schema=hp{uuid.uuid4().hex[:12]}"
-    with LiveServer(ServerConfig(store=url, tokens=TOKENS), [Note]) as live:
+# The server's store on each bundled backend, from the suites' test stores (store_url).
+pytestmark = pytest.mark.syncline_backends("memory", "sqlite", "postgresql")
+
+
+@pytest.fixture
+def server(store_url: str) -> Iterator[LiveServer]:
+    with LiveServer(ServerConfig(store=store_url, tokens=TOKENS), [Note]) as live:
         yield live
 
 
