@@ -27,6 +27,12 @@ SLOW: dict[str, frozenset[str] | None] = {
     "test_postgres_server.py": None,  # starts servers of its own
     "test_suite_catches.py": None,  # the suites in a subprocess pytest, on two liar backends
     "test_hangs.py": None,  # pytest -n 2 in a subprocess, waiting out timeouts
+    "test_sync_machine.py": None,  # the sync state machine (hypothesis, many stores)
+    "test_live_processes.py": None,  # server processes, one of them killed
+    "test_chaos.py": frozenset({  # three device processes killed over a faulty network
+        "test_social_app_on_three_devices_survives_kills_and_a_bad_network"}),
+    "test_live.py": frozenset({  # fills a server with streams, waits out the polls
+        "test_a_server_full_of_streams_answers_503_and_the_client_polls"}),
     "test_pytest_plugin.py": frozenset({  # pytest in a subprocess
         "test_backends_from_the_command_line", "test_backends_from_the_ini_file",
         "test_an_unknown_backend_is_a_usage_error",
