@@ -33,6 +33,12 @@ SLOW: dict[str, frozenset[str] | None] = {
         "test_social_app_on_three_devices_survives_kills_and_a_bad_network"}),
     "test_live.py": frozenset({  # fills a server with streams, waits out the polls
         "test_a_server_full_of_streams_answers_503_and_the_client_polls"}),
+    "test_startup.py": None,  # a fresh interpreter per case
+    "test_sync_lock.py": frozenset({  # processes, one of them killed
+        "test_the_lock_of_a_killed_process_is_released",
+        "test_processes_syncing_one_postgres_store_lose_no_increment"}),
+    "test_postgres_hardening.py": frozenset({  # stores opened over and over beside writers
+        "test_stores_opening_over_and_over_while_threads_write"}),
     "test_pytest_plugin.py": frozenset({  # pytest in a subprocess
         "test_backends_from_the_command_line", "test_backends_from_the_ini_file",
         "test_an_unknown_backend_is_a_usage_error",
