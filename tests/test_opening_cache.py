@@ -4,6 +4,7 @@ a parsed configuration file), and never what another declaration or type registr
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,20 @@ def test_a_changed_configuration_file_is_read_again(
     loaded = load_config()
     loaded.store.options["changed"] = True  # a caller's change stays its own
     assert "changed" not in load_config().store.options
+
+
+def test_two_schemas_holding_different_declarations_of_a_table_each_get_their_own_sql(
+        postgres_url: str) -> None:
+    """PostgreSQL's DDL and statements are built once per table declaration and shared by every
+    store: two schemas with the same table name but different columns never mix them up."""
+    as_int, as_text = _declare(int, 0), _declare(str, "")
+    run = uuid.uuid4().hex[:8]
+    with syncline.open(f"{postgres_url}?schema=ints{run}", entities=[as_int]) as ints, \
+            syncline.open(f"{postgres_url}?schema=texts{run}", entities=[as_text]) as texts:
+        for i in range(3):  # in turns: each store's statements used after the other's
+            ints.repository(as_int).upsert_many([as_int(f"k{i}", i), as_int(f"l{i}", -i)])
+            texts.repository(as_text).upsert_many([as_text(f"k{i}", str(i))])
+        assert sorted(r.value for r in ints.repository(as_int).all()) == [-2, -1, 0, 0, 1, 2]
+        assert sorted(r.value for r in texts.repository(as_text).all()) == ["0", "1", "2"]
+        with pytest.raises(syncline.SerializationError, match="value"):
+            texts.repository(as_text).upsert(as_text("bad", 3))

@@ -53,6 +53,10 @@ def server_default(value: Any) -> Any:
     return sa.text(repr(value))
 
 
+_ddl: dict[Any, list[tuple[str, str]]] = {}
+_ddl_lock = threading.Lock()
+
+
 class SQLBuilder:
     """Builds and caches SQL for one dialect. Subclasses set column types per kind."""
 
@@ -124,6 +128,20 @@ class SQLBuilder:
 
     def named_ddl(self, spec: TableSpec) -> list[tuple[str, str]]:
         """(name, CREATE statement) of the table, then of each of its indexes."""
+        # A function of the spec (frozen, compared whole: a migrated table is another key) and
+        # the dialect: built once per process, not once per store opened.
+        key = (type(self), self.dialect.name, self.dialect.driver, self.dialect.paramstyle, spec)
+        with _ddl_lock:
+            found = _ddl.get(key)
+        if found is None:
+            found = self._build_ddl(spec)
+            with _ddl_lock:
+                _ddl[key] = found
+                while len(_ddl) > 1024:
+                    del _ddl[next(iter(_ddl))]
+        return list(found)
+
+    def _build_ddl(self, spec: TableSpec) -> list[tuple[str, str]]:
         table = self.table(spec)
         out = [(spec.name, str(sa.schema.CreateTable(table, if_not_exists=True)
                                .compile(dialect=self.dialect)))]
