@@ -84,8 +84,8 @@ def make_machine(urls: list[str], strategy: Strategy) -> type[RuleBasedStateMach
             sync_server = self.server.server
             push = sync_server.push
 
-            def recording_push(mutations: Any, principal: str = "anonymous") -> Any:
-                response = push(mutations, principal)
+            def recording_push(mutations: Any, *args: Any, **kwargs: Any) -> Any:
+                response = push(mutations, *args, **kwargs)  # principal, schema: as they come
                 for m, r in zip(mutations, response.results, strict=True):
                     if r.status == "applied":
                         self.applied.append((m.id, m.record_id, (m.payload or {}).get("text")))

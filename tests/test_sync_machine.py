@@ -52,7 +52,6 @@ from syncline.core.store import Store
 from syncline.core.sync.engine import Backoff, Conflict, SyncReport
 from syncline.core.sync.outbox import EntryState, OutboxEntry, SyncStatus
 from syncline.plugins.mock import MockServer
-from syncline.server.engine import ANONYMOUS
 
 CI = os.environ.get("CI") == "true"
 _names = itertools.count()
@@ -250,8 +249,8 @@ class SyncMachine(RuleBasedStateMachine):
         """Wrap the server's push to see, in order, every mutation it applies."""
         push = server.server.push
 
-        def recorded(mutations: Sequence[Mutation], principal: str = ANONYMOUS) -> PushResponse:
-            response = push(mutations, principal)
+        def recorded(mutations: Sequence[Mutation], *args: Any, **kwargs: Any) -> PushResponse:
+            response = push(mutations, *args, **kwargs)  # principal, schema: as they come
             for m, r in zip(mutations, response.results, strict=True):
                 if r.status == "applied" and m.action != "command":
                     self._saw_applied(m)
