@@ -4,15 +4,15 @@ client, with the synchronous transport's headers, bodies and error mapping (``HT
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 
-from syncline.aio.transport import AsyncTransport
+from syncline.aio.transport import AsyncNotifications, AsyncTransport
 from syncline.core.model.errors import TransportError
 from syncline.core.spi.transport import Mutation, PullPage, PushLimits, PushResponse
-from syncline.plugins.http import HTTPCodec
+from syncline.plugins.http import HTTPCodec, ServerEvents, broken
 
 T = TypeVar("T")
 
@@ -63,5 +63,45 @@ class AsyncHTTPTransport(HTTPCodec, AsyncTransport):
         return await self._post("v1/pull", lambda: self._pull_body(cursor, limit, entities),
                                 self._pull_page)
 
+    async def notifications(self, entities: Sequence[str] | None = None
+                            ) -> AsyncNotifications | None:
+        """``GET v1/changes/live`` streamed with the transport's client (a connection of its
+        own in the pool), with the read timeout ``live_timeout`` (default 45 s)."""
+        options = self._live_client_options()
+        request = self._live_request(self.client, entities)
+        request.extensions["timeout"] = options["timeout"].as_dict()
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._live_unreachable(exc) from exc
+        if response.status_code != 200:
+            await response.aread()
+            await response.aclose()
+            self._live_refused(response)
+            return None  # a server without live streams: poll
+        return _AsyncEventStream(self.url, response)
+
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+class _AsyncEventStream(AsyncNotifications):
+    """A live stream's response read on the loop: its events' change numbers."""
+
+    def __init__(self, url: str, response: httpx.Response) -> None:
+        self.url, self.response = url, response
+
+    async def __aiter__(self) -> AsyncIterator[int]:
+        events = ServerEvents()
+        try:
+            async for line in self.response.aiter_lines():
+                seq = events.line(line)
+                if seq is not None:
+                    yield seq
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            raise broken(self.url, exc) from exc
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.response.aclose()

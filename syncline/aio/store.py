@@ -202,14 +202,16 @@ class AsyncStore:
                 self._worker.wake()
             await asyncio.sleep(0.02)
 
-    async def start_sync_worker(self, interval: float = 30.0,
-                                debounce: float = 0.1) -> AsyncSyncWorker:
-        """Sync in an asyncio task: every ``interval`` seconds and soon after writes."""
+    async def start_sync_worker(self, interval: float = 30.0, debounce: float = 0.1, *,
+                                live: bool = True, fallback: float = 5.0) -> AsyncSyncWorker:
+        """Sync in an asyncio task: every ``interval`` seconds, soon after writes, and as
+        soon as the server's live stream tells (polling every ``fallback`` s while it is
+        down; ``live=False``: polling only)."""
         if self._worker is not None and self._worker.running:
             return self._worker
         await self._make_engine()
-        self._worker = await AsyncSyncWorker(self, interval=interval,
-                                             debounce=debounce).start()
+        self._worker = await AsyncSyncWorker(self, interval=interval, debounce=debounce,
+                                             live=live, fallback=fallback).start()
         return self._worker
 
     async def stop_sync_worker(self) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from syncline.core.model.errors import SynclineError
@@ -21,6 +21,7 @@ from syncline.core.spi.helpers import in_loop_greenlet
 from syncline.core.spi.transport import (
     PROTOCOL_VERSION,
     Mutation,
+    Notifications,
     PullPage,
     PushLimits,
     PushResponse,
@@ -29,6 +30,21 @@ from syncline.core.spi.transport import (
 )
 
 T = TypeVar("T")
+
+
+class AsyncNotifications(abc.ABC):
+    """A live stream of "pull now" notices, as :class:`Notifications` but awaited: ``async
+    for seq in stream`` yields each notice's change number (the first as soon as it opens),
+    ends or raises a ``TransportError`` when the stream breaks; cancelling the iterating task
+    or :meth:`aclose` ends it."""
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[int]:
+        """Each notice's change number, as it arrives."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """End the stream."""
 
 
 class AsyncTransport(abc.ABC):
@@ -53,6 +69,12 @@ class AsyncTransport(abc.ABC):
 
     async def limits(self) -> PushLimits | None:
         """The server's push limits, when it publishes them (None: use defaults)."""
+        return None
+
+    async def notifications(self, entities: Sequence[str] | None = None
+                            ) -> AsyncNotifications | None:
+        """Open a live stream of change notices (see ``Transport.notifications``); None when
+        this transport has none (the worker then polls)."""
         return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional for transports without resources
@@ -84,8 +106,55 @@ class ThreadedTransport(AsyncTransport):
     async def limits(self) -> PushLimits | None:
         return await asyncio.to_thread(self.transport.limits)
 
+    async def notifications(self, entities: Sequence[str] | None = None
+                            ) -> AsyncNotifications | None:
+        """The synchronous transport's stream, read in a thread of its own."""
+        loop = asyncio.get_running_loop()
+
+        def open_stream() -> ThreadedNotices | None:  # the thread starts here, off the loop
+            source = self.transport.notifications(entities)
+            return None if source is None else ThreadedNotices(source, loop)
+
+        return await asyncio.to_thread(open_stream)
+
     async def aclose(self) -> None:
         await asyncio.to_thread(self.transport.close)
+
+
+class ThreadedNotices(AsyncNotifications):
+    """A blocking :class:`Notifications` iterated in a daemon thread, its notices handed to
+    ``loop``."""
+
+    def __init__(self, source: Notifications, loop: asyncio.AbstractEventLoop) -> None:
+        self.source = source
+        self.loop = loop
+        self._queue: asyncio.Queue[tuple[int | None, Exception | None]] = asyncio.Queue()
+        threading.Thread(target=self._read, name="syncline-live", daemon=True).start()
+
+    def _put(self, item: tuple[int | None, Exception | None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+            self.loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def _read(self) -> None:
+        try:
+            for seq in self.source:
+                self._put((seq, None))
+        except Exception as exc:
+            self._put((None, exc))
+        else:
+            self._put((None, None))
+
+    async def __aiter__(self) -> AsyncIterator[int]:
+        while True:
+            seq, exc = await self._queue.get()
+            if exc is not None:
+                raise exc
+            if seq is None:
+                return
+            yield seq
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.source.close)
 
 
 class AsyncMockTransport(ThreadedTransport):

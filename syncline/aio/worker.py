@@ -1,5 +1,7 @@
 """The background sync worker as an asyncio task: the thread worker's schedule and claim
-(:class:`syncline.core.sync.worker.SyncWorker`), its rounds awaited on the store's thread."""
+(:class:`syncline.core.sync.worker.SyncWorker`), its rounds awaited on the store's thread, and
+the live stream read on the loop with the thread worker's decisions
+(:class:`syncline.core.sync.live.LiveState`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from syncline.aio.transport import AsyncTransport, LoopBridge, ThreadedTransport
 from syncline.core.sync.engine import SyncReport
+from syncline.core.sync.live import Listening, LiveState
 from syncline.core.sync.worker import SyncWorker
 
 if TYPE_CHECKING:
@@ -18,15 +22,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("syncline.worker")
 
 
-class AsyncSyncWorker:
-    """Syncs every ``interval`` seconds, soon after local writes, and when a failed push is
-    due again, until :meth:`stop` (which lets the round under way finish)."""
+class AsyncSyncWorker(Listening):
+    """Syncs every ``interval`` seconds, soon after local writes, when a failed push is due
+    again, and as soon as the server's live stream says there is something to pull (polling
+    every ``fallback`` seconds while that stream is down), until :meth:`stop` (which lets the
+    round under way finish)."""
 
-    def __init__(self, store: AsyncStore, *, interval: float = 30.0,
-                 debounce: float = 0.1) -> None:
+    def __init__(self, store: AsyncStore, *, interval: float = 30.0, debounce: float = 0.1,
+                 live: bool = True, fallback: float = 5.0) -> None:
         self.store = store
         self.interval = interval
         self.debounce = debounce
+        #: listen to the transport's live stream (if it has one) and pull when told
+        self.live = live
+        #: the live stream's state and backoff, as the thread worker's
+        self.state = LiveState(fallback)
+        self._told = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
         self.last_report: SyncReport | None = None
         self.rounds = 0
         self._wake = asyncio.Event()
@@ -43,6 +55,7 @@ class AsyncSyncWorker:
             worker = SyncWorker(sync_store.sync_engine, interval=self.interval,
                                 debounce=self.debounce)
             worker.claim()
+            worker.state = self.state  # its schedule polls at the fallback pace when down
             return worker
 
         self._claim = await self.store.run(lambda _store: claim())
@@ -55,11 +68,59 @@ class AsyncSyncWorker:
 
         self._undo_heard = sync_store.on_commit(heard)
         self._task = asyncio.create_task(self._run(), name="syncline-sync")
+        if self.live:
+            self.state.listening = True
+            self._listener = asyncio.create_task(self._listen(), name="syncline-live")
         return self
 
     def wake(self) -> None:
         """Sync now rather than at the next interval."""
         self._wake.set()
+
+    async def _source(self) -> AsyncTransport:
+        """Where the notices come from: the engine's async transport (or its synchronous
+        one, read in a thread)."""
+        transport = await self.store.run(lambda store: store.sync_engine.transport)
+        if isinstance(transport, LoopBridge):
+            return transport.transport
+        return ThreadedTransport(transport)
+
+    async def _listen(self) -> None:
+        """Pull as soon as the server says so; reopen the stream when it breaks."""
+        state = self.state
+        try:
+            transport = await self._source()
+            entities = await self.store.run(lambda store: store.sync_engine.entities)
+        except Exception as exc:  # no transport: the rounds report it
+            state.refused(exc)
+            state.absent()
+            return
+        while not self._stop.is_set():
+            try:
+                source = await transport.notifications(entities)
+            except Exception as exc:
+                source = None
+                state.refused(exc)
+            else:
+                if source is None:
+                    state.absent()  # this transport (or server) has none: poll at interval
+                    return
+            if source is not None:
+                broke: Exception | None = None
+                try:
+                    async for _seq in source:
+                        if state.heard():  # the stream (re)opened: the server is there
+                            await self.store.network_available()
+                        self._notice()
+                except Exception as exc:
+                    broke = exc
+                finally:
+                    state.broke(broke)
+                    with contextlib.suppress(Exception):
+                        await source.aclose()
+                self._notice()  # a poll at the fallback pace starts now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), state.backoff())
 
     async def _run(self) -> None:
         claim = self._claim
@@ -70,9 +131,10 @@ class AsyncSyncWorker:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             if self._stop.is_set():
                 break
-            if self._wake.is_set() and self.debounce:
+            if self._wake.is_set() and self.debounce and not self._told.is_set():
                 with contextlib.suppress(TimeoutError):  # gather a burst of writes
                     await asyncio.wait_for(self._stop.wait(), self.debounce)
+            self._told.clear()  # before the pull: a notice arriving during it pulls again
             self._wake.clear()
             try:
                 self.last_report = await self.store.sync()
@@ -86,6 +148,12 @@ class AsyncSyncWorker:
         """Finish the round under way and stop."""
         self._stop.set()
         self._wake.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        self.state.listening = False
         task, self._task = self._task, None
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -78,6 +78,30 @@ class HTTPCodec:
         return {"base_url": self.url.rstrip("/") + "/", "headers": headers,
                 "timeout": httpx.Timeout(timeout, connect=min(timeout, 10.0))}
 
+    def _live_client_options(self) -> dict[str, Any]:
+        """The live stream's own client: the transport's headers, a read timeout
+        (``live_timeout``) long enough for the server's heartbeats."""
+        import httpx
+
+        return {"base_url": self.client.base_url, "headers": self.client.headers,
+                "timeout": httpx.Timeout(float(self.options.get("live_timeout", 45.0)),
+                                         connect=10.0)}
+
+    @staticmethod
+    def _live_request(client: Any, entities: Sequence[str] | None) -> Any:
+        params = {"entities": ",".join(entities)} if entities else None
+        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
+        return client.build_request("GET", "v1/changes/live", params=params, headers=headers)
+
+    def _live_unreachable(self, exc: Exception) -> RetryableTransportError:
+        return RetryableTransportError(f"{self.url}: cannot open the live stream ({exc})")
+
+    def _live_refused(self, response: Any) -> None:
+        """A stream answered other than 200 (its body read): return for 404 (a server
+        without live streams: poll), else raise its error."""
+        if response.status_code != 404:
+            raise self._error("v1/changes/live", response)
+
     @staticmethod
     def _encode(body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
         data = json.dumps(body, separators=(",", ":")).encode()
@@ -231,32 +255,45 @@ class HTTPTransport(HTTPCodec, Transport):
         timeout (``live_timeout``, default 45 s: three of the server's heartbeats) that
         notices a dead connection."""
         httpx = self._httpx
-        client = httpx.Client(base_url=self.client.base_url, headers=self.client.headers,
-                              timeout=httpx.Timeout(float(self.options.get("live_timeout", 45.0)),
-                                                    connect=10.0))
-        params = {"entities": ",".join(entities)} if entities else None
-        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
+        client = httpx.Client(**self._live_client_options())
         try:
-            response = client.send(client.build_request(
-                "GET", "v1/changes/live", params=params, headers=headers), stream=True)
+            response = client.send(self._live_request(client, entities), stream=True)
         except httpx.HTTPError as exc:
             client.close()
-            raise RetryableTransportError(f"{self.url}: cannot open the live stream ({exc})") \
-                from exc
+            raise self._live_unreachable(exc) from exc
         if response.status_code != 200:
             response.read()
             client.close()
-            if response.status_code == 404:
-                return None  # a server without live streams: poll
-            raise self._error("v1/changes/live", response)
+            self._live_refused(response)
+            return None  # a server without live streams: poll
         return _EventStream(self.url, client, response)
 
     def close(self) -> None:
         self.client.close()
 
 
+class ServerEvents:
+    """Server-sent events, a line at a time, to change numbers: the ``seq`` of ``ready`` and
+    ``change`` events (heartbeats and other events tell nothing)."""
+
+    def __init__(self) -> None:
+        self.event, self.data = "message", ""
+
+    def line(self, line: str) -> int | None:
+        """The change number an event ends with on this line, if it does."""
+        if line == "":
+            event, data = self.event, self.data
+            self.event, self.data = "message", ""
+            return _seq(data) if event in ("ready", "change") else None
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+        elif line.startswith("data:"):
+            self.data += line[5:].strip()
+        return None
+
+
 class _EventStream(Notifications):
-    """Server-sent events as change numbers: ``ready`` and ``change`` events' ``seq``."""
+    """A live stream's response read in a thread: its events' change numbers."""
 
     def __init__(self, url: str, client: Any, response: Any) -> None:
         self.url, self.client, self.response = url, client, response
@@ -264,25 +301,24 @@ class _EventStream(Notifications):
     def __iter__(self) -> Iterator[int]:
         import httpx
 
-        event, data = "message", ""
+        events = ServerEvents()
         try:
             for line in self.response.iter_lines():
-                if line == "":
-                    if event in ("ready", "change"):
-                        yield _seq(data)
-                    event, data = "message", ""
-                elif line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip()
+                seq = events.line(line)
+                if seq is not None:
+                    yield seq
         except (httpx.HTTPError, OSError, ValueError) as exc:
-            raise RetryableTransportError(f"{self.url}: the live stream broke ({exc})") from exc
+            raise broken(self.url, exc) from exc
         finally:
             self.close()
 
     def close(self) -> None:
         self.response.close()
         self.client.close()
+
+
+def broken(url: str, exc: Exception) -> RetryableTransportError:
+    return RetryableTransportError(f"{url}: the live stream broke ({exc})")
 
 
 def _seq(data: str) -> int:

@@ -17,6 +17,7 @@ from syncline.core.model.query import F
 from syncline.core.spi.backend import Backend
 from syncline.core.spi.locks import FileLock
 from syncline.core.spi.transport import Notifications, Transport
+from syncline.core.sync.live import Listening, LiveState
 from syncline.core.sync.outbox import EntryState, Outbox
 
 
@@ -59,7 +60,7 @@ _workers: set[str] = set()
 _workers_lock = threading.Lock()
 
 
-class SyncWorker:
+class SyncWorker(Listening):
     """Runs ``engine.sync()`` in a daemon thread until :meth:`stop`."""
 
     def __init__(self, engine: Syncer, *, interval: float = 30.0,
@@ -67,12 +68,8 @@ class SyncWorker:
         self.engine = engine
         #: listen to the transport's live stream (if it has one) and pull when told
         self.live = live
-        #: seconds between polls while the live stream is down (at most ``interval``)
-        self.fallback = fallback
-        #: whether the live stream is open now
-        self.streaming = False
-        #: how many times the live stream opened (reconnections show here)
-        self.opened = 0
+        #: the live stream's state and backoff (shared with the asyncio worker)
+        self.state = LiveState(fallback)
         self._told = threading.Event()
         self._source: Notifications | None = None
         self._listener: threading.Thread | None = None
@@ -102,6 +99,7 @@ class SyncWorker:
         """Listen to the transport's live stream in a thread and call ``told()`` (default:
         sync now) on each notice; ``start`` does it. An asyncio worker can pass a ``told``
         that wakes its task (``loop.call_soon_threadsafe(event.set)``)."""
+        self.state.listening = True
         self._listener = threading.Thread(target=self._listen, args=(told or self._notice,),
                                           name="syncline-live", daemon=True)
         self._listener.start()
@@ -112,50 +110,42 @@ class SyncWorker:
         source = self._source
         if source is not None:
             source.close()
+        self.state.listening = False
         if self._listener is not None:
             self._listener.join(timeout)
             self._listener = None
 
-    def _notice(self) -> None:
-        self._told.set()
-        self._wake.set()
-
     def _listen(self, told: Callable[[], None]) -> None:
         """Pull as soon as the server says so; reopen the stream when it breaks."""
-        delay = 0.5
+        state = self.state
         while not self._stopping.is_set():
             try:
                 source = self.engine.transport.notifications(self.engine.entities)
             except Exception as exc:
                 source = None
-                log.debug("the live stream cannot be opened (%s); polling every %.0f s", exc,
-                          self.fallback)
+                state.refused(exc)
             else:
                 if source is None:
-                    self.live = False  # this transport (or server) has none: poll at interval
+                    state.absent()  # this transport (or server) has none: poll at interval
                     return
             if source is not None:
                 self._source = source
+                broke: Exception | None = None
                 try:
                     for _seq in source:
-                        if not self.streaming:  # the stream (re)opened: the server is there
+                        if state.heard():  # the stream (re)opened: the server is there
                             self.engine.network_available()
-                            self.opened += 1
-                        self.streaming = True
-                        delay = 0.5
                         told()
                         if self._stopping.is_set():
                             break
                 except Exception as exc:
-                    log.info("the live stream broke (%s); polling every %.0f s until it is "
-                             "back", exc, self.fallback)
+                    broke = exc
                 finally:
-                    self.streaming = False
+                    state.broke(broke)
                     self._source = None
                     source.close()
                 told()  # a poll at the fallback pace starts now
-            self._stopping.wait(delay)
-            delay = min(delay * 2, 30.0)
+            self._stopping.wait(state.backoff())
 
     def claim(self) -> None:
         """Become the store's one sync worker (in this process and, beside a SQLite file, on
@@ -194,9 +184,7 @@ class SyncWorker:
         entry = self.store.outbox.entries.first(
             (F.state == EntryState.PENDING) & (F.next_attempt_at > now),
             order_by="next_attempt_at")
-        interval = self.interval
-        if self.live and self._listener is not None and not self.streaming:
-            interval = min(interval, self.fallback)
+        interval = self.state.poll_every(self.interval)
         if entry is None or entry.next_attempt_at is None:
             return interval
         due = (entry.next_attempt_at - now).total_seconds()
