@@ -109,8 +109,9 @@ class AsyncLiveSuite(AsyncLoop):
     async def devices(self, store_url: str, url: str, loop: LoopThread,
                       **worker_options: Any) -> AsyncIterator[tuple[Writer, AsyncStore]]:
         """Device A (synchronous, pushing when the case says) and the asyncio device B."""
-        a = Writer(syncline.open("memory://", entities=ENTITIES, transport=url,
-                                 transport_options={"token": "alice-token"}))
+        a = Writer(await asyncio.to_thread(  # opening blocks: off the loop
+            lambda: syncline.open("memory://", entities=ENTITIES, transport=url,
+                                  transport_options={"token": "alice-token"})))
         try:
             b = await self.device(store_url, url, loop, **worker_options)
             try:
@@ -118,7 +119,7 @@ class AsyncLiveSuite(AsyncLoop):
             finally:
                 await b.close()
         finally:
-            a.store.close()
+            await asyncio.to_thread(a.store.close)
 
     def test_a_write_on_another_device_reaches_an_asyncio_watcher_without_polling(
             self, store_url: str, live: LiveServer, aio_loop: LoopThread) -> None:
@@ -175,7 +176,8 @@ class AsyncLiveSuite(AsyncLoop):
                 await a.write(Item("after", "3"))
                 await until(lambda: seen(b, "after"), "the stream to bring a later write")
                 assert worker(b).opened == 2
-                assert await b.repository(Item).all() == a.store.repository(Item).all()
+                assert await b.repository(Item).all() == await asyncio.to_thread(
+                    a.store.repository(Item).all)
                 assert await b.quarantined() == []
 
         aio_loop.call(case)
