@@ -114,6 +114,46 @@ def test_the_notifier_tells_owners_and_sharers_only() -> None:
     assert alice.wait(1.0) == 11 and alice.wait(0.0) is None
 
 
+def test_a_client_is_not_told_of_its_own_push_but_every_other_client_is() -> None:
+    live = Notifier()
+    own = BlockingSubscription("alice", frozenset({"posts"}), client="c1")
+    other = BlockingSubscription("alice", frozenset({"posts"}), client="c2")
+    anonymous = BlockingSubscription("alice", frozenset({"posts"}))  # sent no id
+    bob = BlockingSubscription("bob", frozenset({"posts"}), client="c1")  # same id, not alice
+    for sub in (own, other, anonymous, bob):
+        live.add(sub)
+    live.publish([(SHARED, "posts")], 3, origin=("alice", "c1"))
+    assert own.wait(0.0) is None
+    assert other.wait(1.0) == anonymous.wait(1.0) == bob.wait(1.0) == 3
+    live.publish([(SHARED, "posts")], 4, origin=("alice", "c2"))  # another device's push
+    assert own.wait(1.0) == 4
+
+
+def test_a_mock_worker_s_own_push_costs_no_second_pull(mock: MockServer) -> None:
+    a, b = _device(mock), _device(mock)
+    try:
+        wait_for(lambda: bool(a._worker and a._worker.streaming and b._worker and
+                              b._worker.streaming), "the streams")
+        pulls = {"n": 0}
+        pull = a.sync_engine.transport.pull
+
+        def counted(*args: object) -> object:
+            pulls["n"] += 1
+            return pull(*args)  # type: ignore[arg-type]
+
+        a.sync_engine.transport.pull = counted  # type: ignore[method-assign]
+        a.repository(Item).insert(Item("mine", "from A"))
+        wait_for(lambda: b.repository(Item).get("mine") is not None, "B to be told")
+        assert a.wait_synced(Item, "mine")
+        b.repository(Item).insert(Item("theirs", "from B"))  # A is told of B's push
+        wait_for(lambda: a.repository(Item).get("theirs") is not None, "A to be told")
+        # one round for A's own write (push, then pull) and one for B's: no third
+        assert pulls["n"] == 2
+    finally:
+        a.close()
+        b.close()
+
+
 def test_the_notifier_holds_at_most_max_clients() -> None:
     live = Notifier(max_clients=1)
     first = BlockingSubscription("a", frozenset({"posts"}))

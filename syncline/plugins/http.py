@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -67,8 +68,10 @@ class HTTPCodec:
         # server accepts, found with its limits
         self.protocol = int(self.options.get("protocol", PROTOCOL_VERSION))
         self._negotiated = False
+        # one id per transport: the server leaves this client's own pushes out of its live
+        # stream (it pulls right after pushing)
         headers = {"Accept-Encoding": "gzip", "Content-Type": "application/json",
-                   "Syncline-Protocol": str(self.protocol)}
+                   "Syncline-Protocol": str(self.protocol), "Syncline-Client": uuid.uuid4().hex}
         schema_version = self.options.get("schema_version")
         if schema_version is not None:
             headers["Syncline-Schema"] = str(int(schema_version))

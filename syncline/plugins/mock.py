@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -184,9 +185,10 @@ class MockServer:
             status=500)
 
     def push(self, mutations: Sequence[Mutation], principal: str | None = None,
-             schema: int | None = None) -> PushResponse:
+             schema: int | None = None, *, client: str | None = None) -> PushResponse:
         """Apply ``mutations`` for ``principal`` (None: the server's anonymous principal), a
-        client of schema version ``schema`` (None: the server's)."""
+        client of schema version ``schema`` (None: the server's); ``client`` (a transport's
+        id) is not told of them on its live stream."""
         self._enter()
         if self.max_body_bytes is not None:
             body = json.dumps({"mutations": [to_wire(m) for m in mutations]},
@@ -208,7 +210,8 @@ class MockServer:
                     f"mock://{self.name}: {status} the server's store cannot hold "
                     f"{bad.action} {bad.entity} {bad.record_id}", status=status)
         try:
-            response = self.server.push(mutations, _principal(principal), schema)
+            response = self.server.push(mutations, _principal(principal), schema,
+                                        client=client)
         except BackendError as exc:
             raise self._server_error(exc) from exc
         with self._lock:
@@ -239,6 +242,8 @@ class MockTransport(Transport):
         super().__init__(url, options)
         self.name = url.partition("://")[2].strip("/") or "default"
         self.principal = _principal(self.options.get("principal"))
+        #: this client's id: its own pushes are not told back on its live stream
+        self.client_id = uuid.uuid4().hex
         #: ``protocol=1`` plays a client of protocol 1 (whole records for updates)
         self.protocol = int(self.options.get("protocol", PROTOCOL_VERSION))
         #: the client's schema version (the store's, given by the engine), as HTTP's header
@@ -259,7 +264,8 @@ class MockTransport(Transport):
     def push(self, mutations: Sequence[Mutation]) -> PushResponse:
         try:
             server = self.server
-            return server.push(mutations, self.principal, *self._schema(server))
+            return server.push(mutations, self.principal, *self._schema(server),
+                               client=self.client_id)
         except (SerializationError, NotFoundError) as exc:
             raise PermanentTransportError(str(exc), status=422) from exc
 
@@ -293,7 +299,7 @@ class MockTransport(Transport):
         from syncline.server.notices import BlockingSubscription
 
         names = frozenset(entities or server.server._specs)
-        sub = BlockingSubscription(self.principal, names)
+        sub = BlockingSubscription(self.principal, names, self.client_id)
         if server.live.add(sub) is None:
             raise RetryableTransportError(f"{self.url}: too many live streams", status=503)
         return _MockNotices(self.url, server, sub)

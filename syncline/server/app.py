@@ -510,7 +510,7 @@ class SyncApp:
         assert server is not None
         try:
             response = await run_in_threadpool(server.push, mutations, principal.id,
-                                               schema_of(request))
+                                               schema_of(request), client=client_of(request))
         except UpgradeRequiredError as exc:
             raise upgrade_required(exc) from exc
         self._log_push(principal, mutations, response, time.perf_counter() - started)
@@ -553,7 +553,7 @@ class SyncApp:
                             "the stream takes entities=a,b", field=sorted(extra)[0][:40])
         self._allowed(principal, names)
         live = self.live
-        sub = live.subscribe(principal.id, names) if live is not None else None
+        sub = live.subscribe(principal.id, names, client_of(request)) if live else None
         if live is None or sub is None:
             raise HTTPError(503, "unavailable", f"this server process holds its maximum of "
                             f"{self.config.max_live_clients} live streams; poll, and retry in "
@@ -661,7 +661,7 @@ LIVE_RETRY_MS = 1000
 
 #: request headers a browser may send across origins (CORS)
 CORS_HEADERS = ("Authorization", "Content-Type", "Content-Encoding", "Syncline-Protocol",
-                "Syncline-Schema")
+                "Syncline-Schema", "Syncline-Client")
 #: the protocol versions this server accepts (published in /v1/health and /v1/schema)
 PROTOCOLS = {"min": 1, "max": PROTOCOL_VERSION}
 
@@ -686,6 +686,18 @@ def negotiate(request: Request) -> None:
                                    and len(schema) < 10):
         raise HTTPError(400, "invalid", f"Syncline-Schema must be the client's schema version "
                         f"(an integer), not {schema[:20]!r}", field="Syncline-Schema")
+    client = request.headers.get("syncline-client")
+    if client is not None and not (client.isascii() and 0 < len(client) <= 64 and all(
+            c.isalnum() or c in "-_.:" for c in client)):
+        raise HTTPError(400, "invalid", f"Syncline-Client must be the client's id (1 to 64 "
+                        f"letters, digits, '-', '_', '.' or ':'), not {client[:20]!r}",
+                        field="Syncline-Client")
+
+
+def client_of(request: Request) -> str | None:
+    """The client's id (``Syncline-Client``, checked by :func:`negotiate`), if it sent one:
+    its live stream is not told of its own pushes."""
+    return request.headers.get("syncline-client")
 
 
 def schema_of(request: Request) -> int | None:

@@ -21,6 +21,7 @@ run it every ``purge_interval``), and a cursor older than a dropped tombstone is
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -304,7 +305,7 @@ class SyncServer:
     # -- push --------------------------------------------------------------------------------
 
     def push(self, mutations: Sequence[Mutation], principal: str = ANONYMOUS,
-             schema: int | None = None) -> PushResponse:
+             schema: int | None = None, *, client: str | None = None) -> PushResponse:
         """Apply a batch in one transaction; one result each, as if applied one by one.
 
         ``schema`` is the client's schema version (None: the server's): a client one version
@@ -316,13 +317,18 @@ class SyncServer:
         write anything) or one the database refuses as a whole (a unique index) is applied
         mutation by mutation instead, each in a savepoint of its own; so is one touching a table
         with a unique index (each intermediate state must pass it, as one by one).
+
+        ``client`` (the client's id, when it sent one): its own live stream is not told of
+        this push (it pulls right after pushing).
         """
         shape = self.versions.shape(schema)
+        origin = self.live.origin(principal, client) if self.live is not None else None
         try:
-            if shape is not None:
-                return shape.push(mutations, lambda sent, prints: self._push(
-                    sent, principal, prints))
-            return self._push(mutations, principal)
+            with origin or contextlib.nullcontext():
+                if shape is not None:
+                    return shape.push(mutations, lambda sent, prints: self._push(
+                        sent, principal, prints))
+                return self._push(mutations, principal)
         finally:
             self._maybe_purge()
 

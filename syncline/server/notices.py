@@ -15,10 +15,11 @@ that process's clients: every process's clients hear every process's pushes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 log = logging.getLogger("syncline.server.notices")
@@ -32,6 +33,7 @@ CHANNEL = "syncline_changes"
 MAX_PAIRS = 50
 
 Key = tuple[str, str]  # (owner, entity)
+Origin = tuple[str, str]  # (principal, client id) of the push that caused a transaction
 
 
 class Subscription:
@@ -39,13 +41,20 @@ class Subscription:
     (an asyncio one: the server's streams run on its event loop)."""
 
     def __init__(self, principal: str, entities: frozenset[str],
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 client: str | None = None) -> None:
         self.principal = principal
         self.entities = entities
+        #: the client's id (``Syncline-Client``): its own pushes are not told back to it
+        self.client = client
         self.loop = loop
         self.event = asyncio.Event()
         self.seq = 0  # the newest number not yet sent
         self.ended = False  # the server ends this stream (the client reconnects)
+
+    def caused(self, origin: Origin | None) -> bool:
+        """Whether its own push caused the change (it pulls after pushing: no notice)."""
+        return self.client is not None and origin == (self.principal, self.client)
 
     def concerns(self, keys: Iterable[Key]) -> bool:
         return any(entity in self.entities and owner in (self.principal, SHARED, "")
@@ -79,8 +88,9 @@ class Subscription:
 class BlockingSubscription(Subscription):
     """A live client in a thread (the in-process mock transport's)."""
 
-    def __init__(self, principal: str, entities: frozenset[str]) -> None:
-        super().__init__(principal, entities)
+    def __init__(self, principal: str, entities: frozenset[str],
+                 client: str | None = None) -> None:
+        super().__init__(principal, entities, client=client)
         self.cond = threading.Condition()
         self.pending = False
 
@@ -115,6 +125,17 @@ class Notifier:
 
     # -- the server's side: note changes in a transaction, publish after it commits ----------
 
+    @contextlib.contextmanager
+    def origin(self, principal: str, client: str | None) -> Iterator[None]:
+        """The transactions in this block are the push of ``client`` (a client id) for
+        ``principal``: their notices leave out that client's own stream. Only that push's
+        changes are in them, and its client pulls right after pushing."""
+        self._local.origin = (principal, client) if client else None
+        try:
+            yield
+        finally:
+            self._local.origin = None
+
     def begin(self) -> None:
         """A writing transaction (attempt) starts: forget what an earlier attempt noted."""
         self._local.keys = set()
@@ -135,7 +156,7 @@ class Notifier:
         """After the transaction committed: tell this process's clients."""
         keys, seq = self._pending()
         if keys:
-            self.publish(keys, seq)
+            self.publish(keys, seq, getattr(self._local, "origin", None))
 
     def _pending(self) -> tuple[set[Key], int]:
         keys: set[Key] = getattr(self._local, "keys", None) or set()
@@ -145,22 +166,24 @@ class Notifier:
 
     # -- the clients' side -----------------------------------------------------------------------
 
-    def publish(self, keys: Iterable[Key], seq: int) -> None:
-        """Tell every client concerned by ``keys`` that changes up to ``seq`` are pullable."""
+    def publish(self, keys: Iterable[Key], seq: int, origin: Origin | None = None) -> None:
+        """Tell every client concerned by ``keys`` that changes up to ``seq`` are pullable
+        (but the client whose push, ``origin``, made them)."""
         keys = list(keys)
         with self._lock:
             subs = list(self._subs)
         for sub in subs:
-            if sub.concerns(keys):
+            if sub.concerns(keys) and not sub.caused(origin):
                 try:
                     sub.tell(seq)
                 except RuntimeError:  # its loop is closed: the client is gone
                     self.unsubscribe(sub)
 
-    def subscribe(self, principal: str, entities: Iterable[str]) -> Subscription | None:
+    def subscribe(self, principal: str, entities: Iterable[str],
+                  client: str | None = None) -> Subscription | None:
         """A new live client on the running event loop (None: ``max_clients`` listen)."""
         return self.add(Subscription(principal, frozenset(entities),
-                                     asyncio.get_running_loop()))
+                                     asyncio.get_running_loop(), client))
 
     def add(self, sub: Subscription) -> Subscription | None:
         with self._lock:
@@ -214,7 +237,11 @@ class PostgresNotifier(Notifier):
         pairs = sorted(keys)
         if len(pairs) > MAX_PAIRS:
             pairs = sorted({("", entity) for _, entity in pairs})
-        payload = json.dumps({"seq": self._local.seq, "keys": pairs}, separators=(",", ":"))
+        notice: dict[str, Any] = {"seq": self._local.seq, "keys": pairs}
+        origin = getattr(self._local, "origin", None)
+        if origin is not None:
+            notice["from"] = list(origin)
+        payload = json.dumps(notice, separators=(",", ":"))
         with store.backend.connection() as conn:
             conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
@@ -262,10 +289,12 @@ class PostgresNotifier(Notifier):
             notice = json.loads(payload)
             keys = [(str(o), str(e)) for o, e in notice["keys"]]
             seq = int(notice["seq"])
-        except (ValueError, KeyError, TypeError):
+            sent = notice.get("from")
+            origin = (str(sent[0]), str(sent[1])) if sent else None
+        except (ValueError, KeyError, TypeError, IndexError):
             log.warning("live notifications: ignoring a malformed notice %r", payload[:100])
             return
-        self.publish(keys, seq)
+        self.publish(keys, seq, origin)
 
     def close(self) -> None:
         self._stop.set()

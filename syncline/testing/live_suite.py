@@ -126,6 +126,21 @@ class LiveSuite:
             for closing in (alice, bob, writer, bobs):
                 closing.close()
 
+    def test_a_client_is_not_told_of_its_own_push(self, live: LiveServer) -> None:
+        own, other = Notices(live.url, "alice-token"), Notices(live.url, "alice-2")
+        writer = HTTPTransport(live.url, {"token": "alice-token"})
+        try:
+            wait_for(lambda: bool(own.seen and other.seen), "both streams' first notice")
+            ready = len(own.seen)
+            mine = own.transport.push([create_mutation("m", "own")]).results[0].version or 0
+            wait_for(lambda: other.seen[-1] >= mine, "the other device to be told")
+            theirs = writer.push([create_mutation("t", "another")]).results[0].version or 0
+            wait_for(lambda: own.seen[-1] >= theirs, "the first to be told of another's")
+            assert own.seen[ready:] == [theirs], "a client was told of its own push"
+        finally:
+            for closing in (own, other, writer):
+                closing.close()
+
     def test_a_client_that_reconnects_resumes_from_its_cursor(self, live: LiveServer) -> None:
         a, b = device(live.url, "alice-token"), device(live.url, "alice-2", fallback=NEVER)
         try:

@@ -97,8 +97,8 @@ class SyncWorker(Listening):
 
     def listen(self, told: Callable[[], None] | None = None) -> None:
         """Listen to the transport's live stream in a thread and call ``told()`` (default:
-        sync now) on each notice; ``start`` does it. An asyncio worker can pass a ``told``
-        that wakes its task (``loop.call_soon_threadsafe(event.set)``)."""
+        sync now) on each notice; ``start`` does it. (The asyncio worker reads its stream on
+        the loop instead, with the same :class:`LiveState`.)"""
         self.state.listening = True
         self._listener = threading.Thread(target=self._listen, args=(told or self._notice,),
                                           name="syncline-live", daemon=True)
