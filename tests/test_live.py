@@ -249,3 +249,18 @@ def test_a_server_full_of_streams_answers_503_and_the_client_polls(tmp_path: obj
             wait_for(lambda: bool(again.seen), "a stream once there is room")
         finally:
             again.close()
+
+
+def test_closing_a_store_ends_its_quiet_live_stream_at_once() -> None:
+    # no heartbeat for an hour: only closing the socket can end the listener's blocked read
+    config = ServerConfig(store="memory://", tokens={"t": "p"}, live_heartbeat=3600)
+    with LiveServer(config, ENTITIES) as server:
+        store = syncline.open("memory://", entities=ENTITIES, transport=server.url,
+                              transport_options={"token": "t"})
+        worker = store.start_sync_worker(interval=NEVER)
+        wait_for(lambda: worker.streaming and worker.rounds > 0, "the stream")
+        listener = worker._listener
+        assert listener is not None
+        store.close()  # waits for the listener up to 10 s (the heartbeat is an hour away)
+        assert not listener.is_alive(), "the listener still reads its stream"
+        wait_for(lambda: server.sync.live.clients == 0, "the server to let it go")

@@ -8,9 +8,11 @@ timeouts, 5xx and 429 are retryable (``Retry-After`` honoured); other 4xx are pe
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import socket
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -316,6 +318,13 @@ class _EventStream(Notifications):
             self.close()
 
     def close(self) -> None:
+        # From another thread: closing the response does not wake a read blocked on its
+        # socket (until the next heartbeat); shutting the socket down does.
+        stream = self.response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self.response.close()
         self.client.close()
 
