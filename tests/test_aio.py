@@ -234,6 +234,43 @@ def test_the_async_http_transport_against_a_live_server(store_url: str) -> None:
         run_async(main)
 
 
+def test_the_async_http_transport_resends_on_a_keep_alive_connection_closed_under_it(
+        store_url: str) -> None:
+    """As the synchronous transport: the request goes again at once; a push whose answer
+    was lost so is answered duplicate, and nothing is applied twice."""
+    import httpx
+
+    class Closing(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.network = httpx.AsyncHTTPTransport()
+            self.lost: list[str] = []
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            answer = await self.network.handle_async_request(request)
+            if request.method == "POST" and request.url.path not in self.lost:
+                await answer.aread()  # the server did it; its answer is lost
+                self.lost.append(request.url.path)
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending a response.")
+            return answer
+
+    closing = Closing()
+    with LiveServer(ServerConfig(tokens={"secret": "alice"}), NOTES) as live:
+        async def main() -> None:
+            async with syncline.aio.open(
+                    store_url, entities=NOTES, transport=live.url,
+                    transport_options={"token": "secret", "httpx_transport": closing}
+            ) as store:
+                await store.repository(Note).insert(Note("n1", "alice", "once"))
+                report = await store.sync()
+                assert report.ok and report.pushed == 1 and report.failures == []
+            await closing.network.aclose()
+
+        run_async(main)
+        assert closing.lost == ["/v1/push", "/v1/pull"]
+        assert live.sync.server.store.repository(Note).count() == 1
+
+
 def test_the_checks_can_fail() -> None:
     """The slow-callback check catches a loop that works for too long, and the backend guard a
     store call made on the loop's thread."""

@@ -150,6 +150,36 @@ def test_a_server_restart_and_dropped_connections_lose_nothing(server: LiveServe
         store.close()
 
 
+def test_a_keep_alive_connection_closed_under_a_request_is_retried_at_once(
+        server: LiveServer) -> None:
+    """The server's keep-alive timeout closes a connection as a request goes out on it: sent
+    again on a new one, not a failed sync; a push whose answer was lost so is a duplicate."""
+    store = client(server, "alice-token")
+    try:
+        transport = store.sync_engine.transport
+        assert isinstance(transport, HTTPTransport)
+        post = transport.client.post
+        lost: list[str] = []
+
+        def closing(path: str, **kwargs: Any) -> httpx.Response:
+            answer = post(path, **kwargs)  # the server did it; its answer is lost
+            if path not in lost:  # the first of each: the push's, the pull's
+                lost.append(path)
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending a response.")
+            return answer
+
+        transport.client.post = closing  # type: ignore[method-assign]
+        store.repository(Note).insert(Note("k", "alice", "x"))
+        report = store.sync()  # the push's first answer and the pull's are lost
+        assert report.ok and report.pushed == 1 and report.failures == []
+        assert lost == ["v1/push", "v1/pull"]
+        assert server.sync.server.store.repository(Note).count() == 1
+        assert store.outbox.pending_count() == 0
+    finally:
+        store.close()
+
+
 def test_jwt_principals(server: LiveServer) -> None:
     now = dt.datetime.now(dt.UTC)
 

@@ -36,7 +36,12 @@ class AsyncHTTPTransport(HTTPCodec, AsyncTransport):
         # loop for longer than a callback should take.
         data, headers = await asyncio.to_thread(lambda: self._encode(body()))
         try:
-            response = await self.client.post(path, content=data, headers=headers)
+            try:
+                response = await self.client.post(path, content=data, headers=headers)
+            except httpx.RemoteProtocolError as exc:
+                if not self._stale(exc):
+                    raise
+                response = await self.client.post(path, content=data, headers=headers)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
         try:

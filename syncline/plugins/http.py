@@ -116,6 +116,13 @@ class HTTPCodec:
             headers["Content-Encoding"] = "gzip"
         return data, headers
 
+    @staticmethod
+    def _stale(exc: Exception) -> bool:
+        """Whether the server closed a kept-alive connection as the request went out on it
+        (its keep-alive timeout): sent again at once on a new one. Safe: a pull changes
+        nothing, and a push sent twice is answered ``duplicate`` (mutation ids)."""
+        return "without sending a response" in str(exc)
+
     def _unreachable(self, exc: Exception) -> RetryableTransportError:
         import httpx
 
@@ -229,7 +236,12 @@ class HTTPTransport(HTTPCodec, Transport):
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         data, headers = self._encode(body)
         try:
-            response = self.client.post(path, content=data, headers=headers)
+            try:
+                response = self.client.post(path, content=data, headers=headers)
+            except self._httpx.RemoteProtocolError as exc:
+                if not self._stale(exc):
+                    raise
+                response = self.client.post(path, content=data, headers=headers)
         except self._httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
         try:
