@@ -150,8 +150,11 @@ def test_a_server_restart_and_dropped_connections_lose_nothing(server: LiveServe
         store.close()
 
 
+@pytest.mark.parametrize("closed", [
+    httpx.RemoteProtocolError("Server disconnected without sending a response."),
+    httpx.ReadError("[Errno 104] Connection reset by peer")])
 def test_a_keep_alive_connection_closed_under_a_request_is_retried_at_once(
-        server: LiveServer) -> None:
+        server: LiveServer, closed: httpx.TransportError) -> None:
     """The server's keep-alive timeout closes a connection as a request goes out on it: sent
     again on a new one, not a failed sync; a push whose answer was lost so is a duplicate."""
     store = client(server, "alice-token")
@@ -165,8 +168,7 @@ def test_a_keep_alive_connection_closed_under_a_request_is_retried_at_once(
             answer = post(path, **kwargs)  # the server did it; its answer is lost
             if path not in lost:  # the first of each: the push's, the pull's
                 lost.append(path)
-                raise httpx.RemoteProtocolError(
-                    "Server disconnected without sending a response.")
+                raise closed
             return answer
 
         transport.client.post = closing  # type: ignore[method-assign]

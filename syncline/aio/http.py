@@ -38,7 +38,7 @@ class AsyncHTTPTransport(HTTPCodec, AsyncTransport):
         try:
             try:
                 response = await self.client.post(path, content=data, headers=headers)
-            except httpx.RemoteProtocolError as exc:
+            except (httpx.RemoteProtocolError, httpx.NetworkError) as exc:
                 if not self._stale(exc):
                     raise
                 response = await self.client.post(path, content=data, headers=headers)

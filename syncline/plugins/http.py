@@ -119,9 +119,12 @@ class HTTPCodec:
     @staticmethod
     def _stale(exc: Exception) -> bool:
         """Whether the server closed a kept-alive connection as the request went out on it
-        (its keep-alive timeout): sent again at once on a new one. Safe: a pull changes
-        nothing, and a push sent twice is answered ``duplicate`` (mutation ids)."""
-        return "without sending a response" in str(exc)
+        (its keep-alive timeout; no answer, or a reset): sent again at once on a new one.
+        Safe: a pull changes nothing, and a push sent twice is answered ``duplicate``
+        (mutation ids). Timeouts and refused connections are not retried here."""
+        text = str(exc)
+        return any(sign in text for sign in (
+            "without sending a response", "Connection reset by peer", "Broken pipe"))
 
     def _unreachable(self, exc: Exception) -> RetryableTransportError:
         import httpx
@@ -238,7 +241,7 @@ class HTTPTransport(HTTPCodec, Transport):
         try:
             try:
                 response = self.client.post(path, content=data, headers=headers)
-            except self._httpx.RemoteProtocolError as exc:
+            except (self._httpx.RemoteProtocolError, self._httpx.NetworkError) as exc:
                 if not self._stale(exc):
                     raise
                 response = self.client.post(path, content=data, headers=headers)
