@@ -127,7 +127,10 @@ def openapi_document(schema: dict[str, Any],
                "description": "the client's schema version (missing: the server's); outside "
                               "the published range: 409 upgrade_required",
                "schema": {"type": "integer", "minimum": schema_range["min"],
-                          "maximum": schema_range["max"]}}]
+                          "maximum": schema_range["max"]}},
+              {"name": "Syncline-Client", "in": "header", "required": False,
+               "description": "the client's id: its live stream is not told of its own pushes",
+               "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}}]
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
 
     def body(schema: dict[str, Any]) -> dict[str, Any]:
