@@ -24,6 +24,7 @@ answers 500.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 import time
@@ -62,6 +63,12 @@ if TYPE_CHECKING:
 
 _servers: dict[str, MockServer] = {}
 _servers_lock = threading.Lock()
+
+
+
+#: the id of the MockTransport pushing in this thread (its own live stream is not told)
+_pushing_client: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "syncline_mock_pushing_client", default=None)
 
 
 def _principal(given: Any) -> str:
@@ -211,7 +218,7 @@ class MockServer:
                     f"{bad.action} {bad.entity} {bad.record_id}", status=status)
         try:
             response = self.server.push(mutations, _principal(principal), schema,
-                                        client=client)
+                                        client=client or _pushing_client.get())
         except BackendError as exc:
             raise self._server_error(exc) from exc
         with self._lock:
@@ -264,8 +271,13 @@ class MockTransport(Transport):
     def push(self, mutations: Sequence[Mutation]) -> PushResponse:
         try:
             server = self.server
-            return server.push(mutations, self.principal, *self._schema(server),
-                               client=self.client_id)
+            # the client id goes beside the call, not in it: tests replace MockServer.push
+            # with wrappers of the (mutations, principal) shape
+            token = _pushing_client.set(self.client_id)
+            try:
+                return server.push(mutations, self.principal, *self._schema(server))
+            finally:
+                _pushing_client.reset(token)
         except (SerializationError, NotFoundError) as exc:
             raise PermanentTransportError(str(exc), status=422) from exc
 
