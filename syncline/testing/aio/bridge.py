@@ -45,7 +45,8 @@ class MeasuredLoop(asyncio.SelectorEventLoop):
     comes though the loop did nothing wrong; and a full garbage collection (100 ms and more
     in a test process) runs in whichever thread allocates. A warning from an iteration whose
     thread used less CPU than the bound, garbage collection not counted, is counted as
-    *descheduled* rather than failing (unless ``SYNCLINE_AIO_STRICT`` is set); blocking waits
+    *descheduled* rather than failing (unless ``SYNCLINE_AIO_STRICT`` is set). The CPU is the
+    slow callback's own, measured from the moment asyncio starts it; blocking waits
     on the store are caught deterministically instead (:func:`guard_backend`).
     """
 
@@ -53,7 +54,8 @@ class MeasuredLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self.warnings: list[str] = []
         self.descheduled: list[str] = []
-        self._heard: list[logging.LogRecord] = []
+        self._heard: list[tuple[logging.LogRecord, float]] = []
+        self._handle_cpu = self._handle_gc = 0.0
         self._gc_cpu = 0.0  # CPU the loop's thread spent collecting garbage
         self._gc_started: float | None = None
         gc.callbacks.append(self._collecting)
@@ -72,19 +74,32 @@ class MeasuredLoop(asyncio.SelectorEventLoop):
             gc.callbacks.remove(self._collecting)
         super().close()
 
+    # asyncio sets _current_handle just before it runs each callback and warns just after
+    # one ran too long: the CPU the thread used since is that callback's own.
+    @property
+    def _current_handle(self) -> Any:
+        return self.__handle
+
+    @_current_handle.setter
+    def _current_handle(self, handle: Any) -> None:
+        self.__handle = handle
+        if handle is not None:
+            self._handle_cpu, self._handle_gc = time.thread_time(), self._gc_cpu
+
+    def handle_cpu(self) -> float:
+        """The CPU the running (or just ended) callback used, garbage collection not counted."""
+        return time.thread_time() - self._handle_cpu - (self._gc_cpu - self._handle_gc)
+
     def _run_once(self) -> None:
-        cpu, gc_cpu = time.thread_time(), self._gc_cpu
         super()._run_once()  # type: ignore[misc]
-        if self._heard:
-            used = time.thread_time() - cpu - (self._gc_cpu - gc_cpu)
-            for record in self._heard:
-                message = record.getMessage()
-                slow = message.startswith("Executing ") and " took " in message
-                if slow and used < SLOW_CALLBACK and not STRICT:
-                    self.descheduled.append(f"{message} (CPU {used * 1000:.1f} ms)")
-                else:
-                    self.warnings.append(message)
-            self._heard.clear()
+        for record, used in self._heard:
+            message = record.getMessage()
+            slow = message.startswith("Executing ") and " took " in message
+            if slow and used < SLOW_CALLBACK and not STRICT:
+                self.descheduled.append(f"{message} (CPU {used * 1000:.1f} ms)")
+            else:
+                self.warnings.append(f"{message} (CPU {used * 1000:.1f} ms)")
+        self._heard.clear()
 
 
 class _Capture(logging.Handler):
@@ -95,7 +110,7 @@ class _Capture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if threading.get_ident() == getattr(self.loop, "_thread_id", None):
-            self.loop._heard.append(record)
+            self.loop._heard.append((record, self.loop.handle_cpu()))
         else:
             self.elsewhere.append(record.getMessage())
 
