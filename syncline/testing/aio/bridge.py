@@ -97,8 +97,10 @@ class MeasuredLoop(asyncio.SelectorEventLoop):
             slow = message.startswith("Executing ") and " took " in message
             if slow and used < SLOW_CALLBACK and not STRICT:
                 self.descheduled.append(f"{message} (CPU {used * 1000:.1f} ms)")
-            else:
+            elif slow:
                 self.warnings.append(f"{message} (CPU {used * 1000:.1f} ms)")
+            else:
+                self.warnings.append(message)
         self._heard.clear()
 
 
