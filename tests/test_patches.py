@@ -238,15 +238,20 @@ class RefuseTitle:
             raise ValueError("not this title yet")
 
 
-def test_a_requeued_dead_letter_is_still_sent_as_a_patch(server: MockServer) -> None:
-    phone, laptop = device(server), device(server)
-    shared_note(server, phone, laptop)
+def dead_letter_a_title(phone: syncline.Store) -> None:
+    """Edit the note's title to one the server refuses: the update is dead-lettered."""
     register_plugin(RefuseTitle(), "patch-refuse-title")
     try:
         phone.repository(Note).update("n1", title="refused")
         assert phone.sync().rejected
     finally:
         unregister_plugin("patch-refuse-title")
+
+
+def test_a_requeued_dead_letter_is_still_sent_as_a_patch(server: MockServer) -> None:
+    phone, laptop = device(server), device(server)
+    shared_note(server, phone, laptop)
+    dead_letter_a_title(phone)
     [dead] = phone.outbox.dead_letters()
     assert [b.id for b in phone.outbox.bases.all()] == [dead.id]
     laptop.repository(Note).update("n1", body="laptop's body")
@@ -264,12 +269,7 @@ def test_a_requeued_dead_letter_is_still_sent_as_a_patch(server: MockServer) -> 
 def test_purging_dead_letters_drops_their_bases(server: MockServer) -> None:
     phone = device(server)
     shared_note(server, phone)
-    register_plugin(RefuseTitle(), "patch-refuse-title")
-    try:
-        phone.repository(Note).update("n1", title="refused")
-        assert phone.sync().rejected
-    finally:
-        unregister_plugin("patch-refuse-title")
+    dead_letter_a_title(phone)
     assert len(phone.outbox.bases.all()) == 1
     assert phone.outbox.purge_dead() == 1
     assert phone.outbox.bases.all() == [] and phone.outbox.dead_letters() == []
