@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 # Every thread's stack when pytest-timeout (configured in pyproject.toml) cannot stop a test.
 pytest_plugins = ["syncline.testing.hangs"]
+
+
+def _cache_bytecode_outside_the_checkout() -> None:
+    """With PYTHONDONTWRITEBYTECODE set, every worker and every Python a test starts compiled
+    (and pytest assertion-rewrote) each module from source again: about half of the collection
+    time, and a tenth of a second per started process. Keep the wish (no __pycache__ in the
+    checkout) and cache the bytecode in the temporary folder instead, for this process and the
+    processes it starts."""
+    if not sys.dont_write_bytecode or sys.pycache_prefix is not None:
+        return
+    prefix = Path(tempfile.gettempdir()) / f"syncline-tests-pycache-{os.getuid()}"
+    try:
+        prefix.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return  # nothing lost but time
+    sys.pycache_prefix = str(prefix)
+    sys.dont_write_bytecode = False
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+_cache_bytecode_outside_the_checkout()
 
 # The slow groups (several seconds each on an idle 2-core machine: processes, subprocess pytest
 # runs, crash and convergence loops, 100,000-row migrations), marked `slow` here as well as by

@@ -183,6 +183,11 @@ class SQLMigrationOps(MigrationOps):
             return None
         return [c["name"] for c in insp.get_columns(table)]
 
+    def existing(self, tables: Sequence[str]) -> set[str]:
+        import sqlalchemy as sa
+
+        return set(tables) & set(sa.inspect(self.conn).get_table_names())
+
     def _require(self, table: str) -> list[str]:
         cols = self.columns(table)
         if cols is None:
@@ -623,6 +628,10 @@ class SQLiteMigrationOps(SQLMigrationOps):
             sql += " AND tbl_name = ?"
             params = (kind, table)
         return [(r[0], r[1]) for r in self.run(sql + " ORDER BY rowid", params).fetchall()]
+
+    def existing(self, tables: Sequence[str]) -> set[str]:
+        rows = self.run("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        return set(tables) & {r[0] for r in rows}
 
     def _view_names(self) -> list[str]:
         return [n for n, _ in self._master("view")]

@@ -387,6 +387,9 @@ class MigrationSuite(SuiteBase):
         assert store.repository(tasks).count() == len(TODOS)
         assert "todos" not in store.backend.table_names()
         assert self.differences(store) == []
+        ops = store.backend.migration_ops()
+        with ops.transaction():  # what opening a store asks: which declared tables exist
+            assert ops.existing(["tasks", "todos", "people", "nope"]) == {"tasks", "people"}
 
     # -- views, triggers, foreign keys ------------------------------------------------------------
 

@@ -42,6 +42,11 @@ class MigrationOps(abc.ABC):
     def columns(self, table: str) -> list[str] | None:
         """The stored table's column names, or None when it does not exist."""
 
+    def existing(self, tables: Sequence[str]) -> set[str]:
+        """Which of ``tables`` exist. Opening a store asks this of every declared table: a
+        backend answers it with one catalog query where it can."""
+        return {name for name in tables if self.columns(name) is not None}
+
     @abc.abstractmethod
     def create_table(self, spec: TableSpec) -> None: ...
 

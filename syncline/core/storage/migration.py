@@ -187,8 +187,10 @@ class Migrator:
     def create_all(self) -> None:
         """Create every declared table (with its indexes), then the triggers and views (on
         backends without SQL, such as memory, those are skipped)."""
-        for table in self.store.tables():
-            if self.ops.columns(table.name) is None:
+        tables = self.store.tables()
+        existing = self.ops.existing([t.name for t in tables])
+        for table in tables:
+            if table.name not in existing:
                 self.ops.create_table(table)
         if not self.ops.sql and (self.store.triggers or self.store.views):
             # Nothing could read them there: the app's views and triggers are SQL.
@@ -356,8 +358,10 @@ def _migrate(store: LocalStore, strategy: MigrationStrategy, progress: Progress 
                 return OpeningDetails(before, target)
             with store.transaction():
                 migrator = Migrator(store, ops, before, target, progress, strategy.listeners)
-                for table in store.tables():
-                    if table.name.startswith("_syncline") and ops.columns(table.name) is None:
+                internal = [t for t in store.tables() if t.name.startswith("_syncline")]
+                existing = ops.existing([t.name for t in internal])
+                for table in internal:
+                    if table.name not in existing:
                         ops.create_table(table)
                 if before is None:
                     strategy.on_create(migrator)
