@@ -19,8 +19,8 @@ run that does not use it nothing measurable.
   ``SYNCLINE_TEST_POSTGRES_BINARIES`` chooses). Under ``CI=true`` a server that cannot start
   fails the run instead of skipping.
 * ``syncline_postgres_url``: a database on that server shared by the session. A
-  ``postgresql`` run of ``syncline_store_url`` gets a database of its own instead, dropped
-  after the test.
+  ``postgresql`` run of ``syncline_store_url`` gets a schema of its own instead, in the
+  process's scratch database, which is emptied after the test.
 * ``syncline_mock_server``: a :class:`syncline.plugins.mock.MockServer` for those entities.
 * ``syncline_live_server``: the reference server in uvicorn on 127.0.0.1 (a free port) over a
   SQLite file, for those entities; clients use ``server.url`` with the token ``"test-token"``
@@ -135,7 +135,8 @@ def syncline_postgres_url(syncline_postgres_server: str) -> Iterator[str]:
 @pytest.fixture
 def syncline_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty store URL on the backend this test runs for, made by the test store
-    factory its plugin registered (on PostgreSQL: a database of its own, dropped after)."""
+    factory its plugin registered (on PostgreSQL: a schema of its own in a scratch database,
+    emptied after the test)."""
     store = test_stores().stores[getattr(request, "param", "memory")]
     fixtures = {name: request.getfixturevalue(name) for name in store.fixtures}
     made = store.load()(tmp_path, **fixtures)

@@ -141,11 +141,12 @@ def sqlite_memory_url(tmp_path: Path) -> str:
 
 
 def postgres_url(tmp_path: Path, syncline_postgres_server: str) -> Iterator[str]:
-    """A database of its own on the run's PostgreSQL server (with a schema in it, so that the
-    store's code path with a schema stays covered), dropped after the test."""
-    from syncline.testing.postgres import create_database, drop_database
+    """A schema of its own (``tN``) in this process's scratch database on the run's PostgreSQL
+    server; afterwards the database is emptied (its sessions ended, every schema dropped)."""
+    from syncline.testing.postgres import clear_scratch_database, scratch_database
 
-    n = next(_counter)
-    name = f"syncline_t{os.getpid()}_{n}"
-    yield f"{create_database(syncline_postgres_server, name)}?schema=t{n}"
-    drop_database(syncline_postgres_server, name)
+    url = scratch_database(syncline_postgres_server)
+    try:
+        yield f"{url}?schema=t{next(_counter)}"
+    finally:
+        clear_scratch_database(syncline_postgres_server)
