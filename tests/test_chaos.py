@@ -46,6 +46,7 @@ from syncline.testing.chaos import (
     read_sqlite_history,
     verify,
 )
+from syncline.testing.waits import wait_until
 
 HERE = Path(__file__).resolve()
 
@@ -237,13 +238,6 @@ def connect(proxy: ChaosProxy) -> socket.socket:
 REQUEST = b"x" * 500 + b"\n"
 
 
-def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def test_proxy_passes_and_keeps_connections_alive(upstream: Upstream) -> None:
     with ChaosProxy(("127.0.0.1", upstream.port)) as proxy, connect(proxy) as sock:
         for _ in range(3):
@@ -273,8 +267,9 @@ def test_proxy_cuts_a_request_midway(upstream: Upstream, fault: Fault) -> None:
                 exchange(sock, REQUEST)
         else:
             assert exchange(sock, REQUEST) == b""  # closed, no answer
-        wait_until(lambda: proxy.stats.get(fault.value) == 1)
-    wait_until(lambda: len(upstream.received) == 1)  # the upstream reads the cut part in its thread
+        wait_until(lambda: proxy.stats.get(fault.value) == 1, f"the proxy to play {fault}")
+    # the upstream reads the cut part in its thread
+    wait_until(lambda: len(upstream.received) == 1, "the upstream to read the cut request")
     assert len(upstream.received[0]) < len(REQUEST)
     assert upstream.answered == 0  # the server never saw a whole request
 
@@ -290,7 +285,7 @@ def test_proxy_cuts_an_answer_midway(upstream: Upstream, fault: Fault) -> None:
             assert fault is Fault.RESET_RESPONSE
         else:
             assert len(answer) < Upstream.ANSWER and not answer.endswith(b"\n")
-        wait_until(lambda: proxy.stats.get(fault.value) == 1)
+        wait_until(lambda: proxy.stats.get(fault.value) == 1, f"the proxy to play {fault}")
     assert upstream.received == [REQUEST * 2] and upstream.answered == 2  # it did act
 
 
@@ -301,7 +296,8 @@ def test_proxy_drops_into_silence(upstream: Upstream, fault: Fault) -> None:
         with pytest.raises(TimeoutError):
             exchange(sock, REQUEST, timeout=0.5)
         assert proxy.stats[fault.value] == 1
-    wait_until(lambda: upstream.answered == (1 if fault is Fault.DROP_RESPONSE else 0))
+    answered = 1 if fault is Fault.DROP_RESPONSE else 0
+    wait_until(lambda: upstream.answered == answered, f"the upstream to answer {answered}")
 
 
 def test_proxy_offline_resets_and_refuses(upstream: Upstream) -> None:
@@ -334,8 +330,7 @@ def test_proxy_random_faults_follow_the_seed(upstream: Upstream) -> None:
             for _ in range(30):
                 with connect(proxy) as sock, contextlib.suppress(OSError):
                     exchange(sock, REQUEST, timeout=0.3)
-            wait_until(lambda: len(proxy.events) >= 1)
-            time.sleep(0.3)
+            wait_until(lambda: proxy.serving() == 0, "the proxy to finish the connections")
             return [e.fault for e in proxy.events]
 
     first = run(5)

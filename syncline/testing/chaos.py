@@ -80,14 +80,6 @@ def load_object(spec: str) -> Any:
     return obj
 
 
-def _wait_for(condition: Any, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(interval)
-
-
 # == the proxy ==================================================================================
 
 
@@ -273,6 +265,11 @@ class ChaosProxy:
                 self._counts["offline_periods"] += 1
         for sock in sockets:
             _reset(sock)
+
+    def serving(self) -> int:
+        """How many connections the proxy is serving now (their faults all recorded once 0)."""
+        with self._lock:
+            return sum(t.is_alive() for t in self._threads)
 
     @property
     def stats(self) -> dict[str, int]:

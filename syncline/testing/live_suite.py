@@ -10,8 +10,7 @@ the stream.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from syncline.plugins.http import HTTPTransport
 from syncline.server.app import ServerConfig
 from syncline.testing.server import LiveServer
 from syncline.testing.transport_suite import ENTITIES, Item
+from syncline.testing.waits import wait_until
 
 #: the workers' polling interval in these tests: an hour, so only the stream can bring changes
 NEVER = 3600.0
@@ -29,12 +29,8 @@ DEADLINE = 60.0
 TOKENS = {"alice-token": "alice", "alice-2": "alice", "bob-token": "bob"}
 
 
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+#: wait on a condition (the shared helper, under the name these suites use)
+wait_for = wait_until
 
 
 def device(url: str, token: str, **worker: Any) -> syncline.Store:
