@@ -10,7 +10,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,8 +18,8 @@ import pytest
 import syncline
 from syncline import F
 from syncline.core.store import Store
-from syncline.testing.backend.base import make_post
-from syncline.testing.entities import ENTITIES, Counter, Post
+from syncline.testing.backend.base import make_everything, make_post
+from syncline.testing.entities import ENTITIES, Counter, Everything, Post
 from syncline.testing.requirements import SuiteBase, requires
 from syncline.testing.stores import opened_stores
 from syncline.testing.waits import wait_until
@@ -46,9 +45,17 @@ class Collector:
             return list(self.results)
 
 
-def settle(seconds: float = 0.2) -> None:
-    """Give the watch thread time to (not) deliver."""
-    time.sleep(seconds)
+def settle(store: Store) -> None:
+    """Return once the store's watch thread has handled every commit made so far, so that
+    what a subscriber has not received by then it never will: commit a row of a table nobody
+    else in these tests writes and wait for a watcher of it to see the row (one thread
+    re-runs the watches, commit after commit in order)."""
+    sentinel = store.repository(Everything)
+    seen = Collector()
+    with sentinel.watch_count().subscribe(seen):
+        before = seen.wait_for(1)[0]
+        sentinel.upsert(make_everything(before + 1))
+        wait_until(lambda: seen.results[-1] == before + 1, "the watch thread to catch up")
 
 
 class WatchFixtures(SuiteBase):
@@ -75,7 +82,7 @@ class WatchDeliverySuite(WatchFixtures):
         assert mine.wait_for(2)[-1] == [make_post(1)]
         posts.upsert(make_post(2))  # user u2: the user watch's result does not change
         assert [p.id for p in everything.wait_for(3)[-1]] == ["p002", "p001"]
-        settle()
+        settle(store)
         assert len(mine.results) == 2
         store.enqueue_command("like_post", {"post": "p001"})
         assert pending.wait_for(2)[-1] == 1
@@ -86,7 +93,7 @@ class WatchDeliverySuite(WatchFixtures):
         with pytest.raises(RuntimeError), store.transaction():
             store.repository(Post).upsert(make_post(1))
             raise RuntimeError
-        settle()
+        settle(store)
         assert seen.results == [[]]
 
     def test_a_transaction_of_1000_writes_notifies_once(self, store: Store) -> None:
@@ -97,7 +104,7 @@ class WatchDeliverySuite(WatchFixtures):
             for i in range(1000):
                 store.repository(Post).upsert(make_post(i))
         assert seen.wait_for(2)[-1] == 1000
-        settle()
+        settle(store)
         assert seen.results == [0, 1000]
 
     def test_writes_to_other_tables_deliver_nothing(self, store: Store) -> None:
@@ -105,7 +112,7 @@ class WatchDeliverySuite(WatchFixtures):
         store.repository(Post).watch_count().subscribe(seen)
         store.repository(Counter).upsert(Counter("c"))
         store.repository(Post).update_where(F.id == "none", content="x")  # changes nothing
-        settle()
+        settle(store)
         assert seen.results == [0]
 
     def test_a_failing_subscriber_is_logged_and_does_not_stop_others(
@@ -132,7 +139,7 @@ class WatchDeliverySuite(WatchFixtures):
             store.repository(Post).upsert(make_post(1))
             assert seen.wait_for(2)[-1] == make_post(1)
         store.repository(Post).update("p001", content="after")
-        settle()
+        settle(store)
         assert seen.results == [None, make_post(1)]
 
     def test_async_for(self, store: Store) -> None:
@@ -182,7 +189,7 @@ class WatchAcrossStoresSuite(WatchFixtures):
         code = (
             "import sys, syncline\n"
             "from syncline.testing.entities import ENTITIES, Post\n"
-            "from syncline.testing.backend.base import make_post\n"
+            "from syncline.testing.backend.base import make_everything, make_post\n"
             "with syncline.open(sys.argv[1], entities=ENTITIES) as s:\n"
             "    s.repository(Post).upsert(make_post(7))\n"
         )
