@@ -21,7 +21,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from syncline.aio.thread import finish
+from syncline.aio.thread import complete, finish
 from syncline.core.model.errors import TransactionError
 from syncline.core.spi.helpers import in_loop_greenlet
 from syncline.core.storage.local import LocalStore
@@ -42,7 +42,7 @@ async def _spawn(fn: Callable[..., T], *args: Any) -> T:
     its end even when the caller is cancelled (then the caller hears CancelledError)."""
     from sqlalchemy.util import greenlet_spawn
 
-    return await finish(asyncio.ensure_future(greenlet_spawn(fn, *args)))
+    return await complete(greenlet_spawn(fn, *args))
 
 
 class Held:
@@ -105,7 +105,7 @@ class LoopRunner:
         except BaseException:
             if entering.done() and not entering.cancelled() and entering.exception() is None:
                 # It began, then the caller was cancelled: it ends as soon as it began.
-                await finish(asyncio.ensure_future(self._exit(held, commit=False)))
+                await complete(self._exit(held, commit=False))
             outer.release()
             raise
         if parent is not None:
@@ -133,7 +133,7 @@ class LoopRunner:
         if held.token is not None:
             with contextlib.suppress(ValueError):  # left in another context than it began in
                 _held.reset(held.token)
-        await finish(asyncio.ensure_future(self._end(held, commit)))
+        await complete(self._end(held, commit))
 
     async def close_store(self, store: LocalStore) -> None:
         """Close the async connections here, then the rest of the store (its watch threads,
@@ -143,7 +143,7 @@ class LoopRunner:
                 await _spawn(store.backend.close_loop_io)
                 await asyncio.to_thread(store.close)
 
-        await finish(asyncio.ensure_future(closing()))
+        await complete(closing())
 
     def stop(self) -> None:
         self.stopped = True

@@ -17,7 +17,7 @@ import attrs
 
 from syncline.aio.loop import LoopRunner
 from syncline.aio.repository import AsyncRepository
-from syncline.aio.thread import Runner, StoreThread, finish
+from syncline.aio.thread import Runner, StoreThread, complete, finish
 from syncline.aio.transport import AsyncTransport, LoopBridge, async_transport_class
 from syncline.aio.watch import AsyncWatch
 from syncline.aio.worker import AsyncSyncWorker
@@ -303,7 +303,7 @@ async def _open(url: str | None, kwargs: dict[str, Any]) -> AsyncStore:
                 raise
             return store
 
-        store = await finish(asyncio.ensure_future(asyncio.to_thread(open_ready)))
+        store = await complete(asyncio.to_thread(open_ready))
         thread = LoopRunner()
     else:
         started = await loop.run_in_executor(None, StoreThread)

@@ -16,7 +16,7 @@ import contextvars
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from syncline.core.model.errors import TransactionError
@@ -139,6 +139,18 @@ async def finish(fut: asyncio.Future[T]) -> T:
     return fut.result()
 
 
+async def complete(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` in a task of its own to its end (:func:`finish`). A coroutine that cannot
+    be scheduled (no running loop: a task closed after its loop was gone) is closed instead of
+    being left to warn that it was never awaited."""
+    try:
+        fut = asyncio.ensure_future(coro)
+    except BaseException:
+        coro.close()
+        raise
+    return await finish(fut)
+
+
 class Runner(Protocol):
     """Where an asyncio store's calls run: :class:`StoreThread`, or the event loop itself
     for backends whose I/O awaits there (:class:`syncline.aio.loop.LoopRunner`)."""
@@ -232,7 +244,7 @@ class StoreThread:
 
     async def close_store(self, store: LocalStore) -> None:
         """Close the store on its thread (even when cancelled meanwhile)."""
-        await finish(asyncio.ensure_future(self.call(store.close)))
+        await complete(self.call(store.close))
 
     def stop(self) -> None:
         """Roll back what is still pinned (its task is gone) and let the thread end."""
