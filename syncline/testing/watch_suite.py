@@ -189,7 +189,7 @@ class WatchAcrossStoresSuite(WatchFixtures):
         code = (
             "import sys, syncline\n"
             "from syncline.testing.entities import ENTITIES, Post\n"
-            "from syncline.testing.backend.base import make_everything, make_post\n"
+            "from syncline.testing.backend.base import make_post\n"
             "with syncline.open(sys.argv[1], entities=ENTITIES) as s:\n"
             "    s.repository(Post).upsert(make_post(7))\n"
         )
